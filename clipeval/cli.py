@@ -1,0 +1,106 @@
+"""``python -m clipeval``: the Hydra app, with errors a user can act on.
+
+Group choices (task=, model=, runtime=) are checked before Hydra composes anything, so a
+typo gets the list of options and a suggestion with exit code 2 rather than Hydra's
+generic failure. Errors raised as :class:`ClipevalError` inside a run end the same way.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from clipeval import registry
+from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, did_you_mean
+from clipeval.paths import conf_dir
+
+# Hydra flags that take a value as the next argument.
+_FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--info", "-i", "--cfg", "-c", "--package", "-p", "--experimental-rerun"}
+
+
+def fail(message: str) -> None:
+    print(f"clipeval: error: {message}", file=sys.stderr)
+    raise SystemExit(USAGE_EXIT_CODE)
+
+
+def check_group_choices(argv: list[str]) -> None:
+    """Raise ClipevalError for an unknown option of a config group, or a required group left unset."""
+    if any(a in ("--help", "-h", "--hydra-help") for a in argv):
+        return
+    groups = set(registry.groups())
+    chosen: dict[str, list[str]] = {}
+    skip_next = False
+    for arg in argv:
+        if skip_next or arg.startswith("-"):
+            skip_next = arg in _FLAGS_WITH_VALUE and not skip_next
+            continue
+        try:
+            override = OverridesParser.create().parse_overrides([arg])[0]
+        except Exception:  # leave malformed overrides to Hydra, which explains them well
+            continue
+        if override.key_or_group in groups and not override.is_delete():
+            values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+            chosen[override.key_or_group] = [str(v) for v in values]
+    for group, values in chosen.items():
+        available = registry.options(group)
+        for value in values:
+            if value not in available:
+                raise ClipevalError(f"Unknown {group} '{value}'. {did_you_mean(value, available)}")
+    for group in _required_groups():
+        if group not in chosen:
+            raise ClipevalError(
+                f"Choose a {group}: {group}=<name>. {did_you_mean('', registry.options(group))}\n"
+                "See python -m clipeval --help."
+            )
+
+
+def _required_groups() -> list[str]:
+    primary = OmegaConf.load(conf_dir() / "config.yaml")
+    return [
+        next(iter(entry))
+        for entry in primary.get("defaults", [])
+        if isinstance(entry, DictConfig) and list(entry.values()) == [None]
+    ]
+
+
+def missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """Keys set to ``???`` in the config itself (not interpolations that point at them)."""
+    found = []
+    for key in cfg:
+        full = f"{prefix}{key}"
+        if OmegaConf.is_missing(cfg, key):
+            found.append(full)
+        elif not OmegaConf.is_interpolation(cfg, key) and isinstance(cfg._get_node(key), DictConfig):
+            found += missing_keys(cfg[key], f"{full}.")
+    return found
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
+def _app(cfg: DictConfig) -> None:
+    from clipeval.run import run  # heavy imports (torch, open_clip) only once a run starts
+
+    missing = missing_keys(cfg)
+    if missing:
+        fail("Missing required value(s): " + " ".join(f"{k}=<value>" for k in missing) + "\nSee the comments in the task or model config, or --help.")
+    try:
+        run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except ClipevalError as exc:
+        fail(str(exc))
+    except MissingMandatoryValue as exc:
+        fail(f"{exc.full_key} is required: pass {exc.full_key}=<value> on the command line.")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        check_group_choices(argv)
+    except ClipevalError as exc:
+        fail(str(exc))
+    sys.argv = [sys.argv[0], *argv]
+    _app()

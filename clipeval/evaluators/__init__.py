@@ -1,0 +1,1 @@
+"""How a task is evaluated; one small module per protocol."""

@@ -1,0 +1,128 @@
+"""Image features: encode a source once per model, and keep the result in the cache.
+
+Everything downstream (zero-shot, linear probes, few-shot, template ablations) reads the
+same features, so a dataset is encoded once per (model, data, selection, transform,
+precision). Images stream through a DataLoader; only the features stay in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from clipeval.cache import TensorCache, cache_key
+from clipeval.errors import ClipevalError
+from clipeval.models.base import DualEncoder, stable_repr
+from clipeval.runtime import Runtime
+from clipeval.sources.base import Item, Source
+
+log = logging.getLogger(__name__)
+
+SHOW_SKIPPED = 5
+
+
+@dataclass
+class FeatureSet:
+    features: torch.Tensor  # [N, D] float32, L2-normalised
+    labels: torch.Tensor  # [N] int64
+    ids: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (sample id, why)
+    from_cache: bool = False
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def feature_key(model: DualEncoder, source: Source, runtime: Runtime) -> str:
+    return cache_key(
+        kind="image_features",
+        model=model.fingerprint,
+        source=source.key,
+        limit=runtime.limit,
+        transform=stable_repr(model.preprocess),
+        precision=runtime.precision,
+    )
+
+
+def image_features(model: DualEncoder, source: Source, runtime: Runtime, cache: TensorCache) -> FeatureSet:
+    key = feature_key(model, source, runtime)
+    entry = cache.load("features", key)
+    if entry is not None:
+        fs = FeatureSet(entry["features"], entry["labels"], list(entry["ids"]), [tuple(s) for s in entry["skipped"]], True)
+        log.info("Image features of %s: cache hit (%d samples), not re-encoding", source.describe(), len(fs))
+    else:
+        log.info("Image features of %s: cache miss, encoding", source.describe())
+        fs = _encode(model, source, runtime)
+        saved = cache.save(
+            "features", key, {"features": fs.features, "labels": fs.labels, "ids": fs.ids, "skipped": [list(s) for s in fs.skipped]}
+        )
+        if saved:
+            log.info("Cached image features at %s", saved)
+    _report_skipped(fs, source)
+    return fs
+
+
+def _encode(model: DualEncoder, source: Source, runtime: Runtime) -> FeatureSet:
+    dataset = source.dataset(model.preprocess, runtime.limit)
+    workers = min(runtime.workers, source.loader_options(runtime.limit).get("max_workers", runtime.workers))
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=runtime.batch_size,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=runtime.device.type == "cuda",
+    )
+    total = math.ceil(len(dataset) / runtime.batch_size) if hasattr(dataset, "__len__") else None
+    feats, labels, ids, skipped = [], [], [], []
+    start, count = time.perf_counter(), 0
+    with torch.inference_mode(), runtime.autocast():
+        for images, batch_labels, batch_ids, batch_skipped in tqdm(
+            loader, total=total, desc="encode images", unit="batch", disable=None if runtime.progress else True
+        ):
+            skipped += batch_skipped
+            if images is None:
+                continue
+            feats.append(model.encode_image(images.to(runtime.device, non_blocking=True)).float().cpu())
+            labels.append(batch_labels)
+            ids += batch_ids
+            count += len(batch_ids)
+    if not ids:
+        raise ClipevalError(f"No readable images in {source.describe()} ({len(skipped)} failed to decode).")
+    elapsed = time.perf_counter() - start
+    log.info("Encoded %d images in %.1f s (%.1f images/s)", count, elapsed, count / max(elapsed, 1e-9))
+    features, label_tensor = torch.cat(feats), torch.cat(labels)
+    if workers > 0 and not hasattr(dataset, "__len__"):
+        # Workers interleave shards in an order that depends on timing; sort for reproducible outputs.
+        order = sorted(range(len(ids)), key=ids.__getitem__)
+        features, label_tensor, ids = features[order], label_tensor[order], [ids[i] for i in order]
+    return FeatureSet(features, label_tensor, ids, skipped)
+
+
+def _collate(items: list[Item]):
+    good = [it for it in items if it.error is None]
+    skipped = [(it.sample_id, it.error) for it in items if it.error is not None]
+    if not good:
+        return None, None, [], skipped
+    images = torch.stack([it.image for it in good])
+    labels = torch.tensor([it.label for it in good], dtype=torch.int64)
+    return images, labels, [it.sample_id for it in good], skipped
+
+
+def _report_skipped(fs: FeatureSet, source: Source) -> None:
+    if not fs.skipped:
+        return
+    shown = "\n".join(f"  {sid}: {why}" for sid, why in fs.skipped[:SHOW_SKIPPED])
+    more = f"\n  ... and {len(fs.skipped) - SHOW_SKIPPED} more" if len(fs.skipped) > SHOW_SKIPPED else ""
+    log.warning(
+        "%d of %d images in %s could not be read and are left out of every metric:\n%s%s",
+        len(fs.skipped),
+        len(fs.skipped) + len(fs),
+        source.describe(),
+        shown,
+        more,
+    )

@@ -1,0 +1,71 @@
+"""Classification metrics with their uncertainty.
+
+Accuracies are binomial proportions and get exact Clopper–Pearson intervals, as in
+imagenet-testbed. Mean per-class recall is an average of per-class proportions; its
+interval comes from a bootstrap that resamples within each class, which for a proportion
+amounts to drawing each class's correct count from Binomial(n_c, k_c / n_c).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.stats import beta
+
+from clipeval.results import Record
+
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Exact two-sided interval for a binomial proportion k / n."""
+    if n <= 0:
+        raise ValueError("an interval needs at least one sample")
+    alpha = 1.0 - confidence
+    lo = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return lo, hi
+
+
+def per_class_recall(pred: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(correct count, sample count) for each class present in ``labels``."""
+    classes, counts = np.unique(labels, return_counts=True)
+    correct = np.array([np.sum(pred[labels == c] == c) for c in classes])
+    return correct, counts
+
+
+def mean_recall_interval(
+    correct: np.ndarray, counts: np.ndarray, seed: int = 0, confidence: float = CONFIDENCE
+) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    draws = rng.binomial(counts, correct / counts, size=(BOOTSTRAP_RESAMPLES, len(counts)))
+    means = (draws / counts).mean(axis=1)
+    alpha = 1.0 - confidence
+    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def classification_records(dataset: str, topk: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[Record]:
+    """top1, top5 (with at least 5 classes) and mean per-class recall for ranked predictions."""
+    topk_np, labels_np = topk.cpu().numpy(), labels.cpu().numpy()
+    n = len(labels_np)
+    hits = topk_np == labels_np[:, None]
+    records = []
+    for k in (1, 5):
+        if k > 1 and num_classes < 5:
+            continue
+        correct = int(hits[:, :k].any(axis=1).sum())
+        records.append(Record(dataset, f"top{k}", correct / n, n, clopper_pearson(correct, n)))
+    correct_c, counts_c = per_class_recall(topk_np[:, 0], labels_np)
+    records.append(
+        Record(
+            dataset,
+            "mean_per_class_recall",
+            float(np.mean(correct_c / counts_c)),
+            n,
+            mean_recall_interval(correct_c, counts_c),
+            "stratified-bootstrap",
+        )
+    )
+    return records

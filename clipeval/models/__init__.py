@@ -1,0 +1,5 @@
+"""Dual encoders behind one small protocol, with adapters for open_clip and transformers."""
+
+from clipeval.models.base import DualEncoder, check_dual_encoder
+
+__all__ = ["DualEncoder", "check_dual_encoder"]

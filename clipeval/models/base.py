@@ -1,0 +1,78 @@
+"""The dual-encoder protocol every evaluator talks to.
+
+An adapter owns everything model-specific: its preprocessing (it travels with the weights,
+as in timm), its tokenizer, and a fingerprint of both, which keys every cache entry.
+Embeddings come out L2-normalised and float32 whatever precision the forward ran in, so
+evaluators never have to know.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from clipeval.errors import ClipevalError
+
+
+@runtime_checkable
+class DualEncoder(Protocol):
+    name: str
+    #: hash of weights + preprocessing + tokenizer; equal fingerprints give equal features
+    fingerprint: str
+    #: PIL image -> CHW float tensor, exactly as the model was trained to see it
+    preprocess: Callable
+
+    @property
+    def logit_scale(self) -> float: ...
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor: ...
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor: ...
+
+    def to(self, device: torch.device) -> DualEncoder: ...
+
+
+def check_dual_encoder(obj: object, origin: str) -> DualEncoder:
+    """Fail early, and clearly, when a user's ``_target_`` class misses part of the protocol."""
+    needed = ["name", "fingerprint", "preprocess", "logit_scale", "tokenize", "encode_image", "encode_text", "to"]
+    missing = [attr for attr in needed if not hasattr(obj, attr)]
+    if missing:
+        raise ClipevalError(
+            f"Model {origin} ({type(obj).__name__}) does not implement the DualEncoder protocol: "
+            f"missing {', '.join(missing)}. See clipeval.models.base.DualEncoder."
+        )
+    return obj  # type: ignore[return-value]
+
+
+def weights_digest(module: torch.nn.Module) -> hashlib._Hash:
+    """sha256 over parameter and buffer names, shapes, dtypes and bytes."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{tuple(tensor.shape)}|{t.dtype}|".encode())
+        if t.numel():
+            digest.update(t.view(torch.uint8).numpy())
+    return digest
+
+
+def stable_repr(obj: object) -> str:
+    """``repr`` without memory addresses, so a transform's description is the same in every run."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(obj))
+
+
+def fingerprint(module: torch.nn.Module, *parts: object) -> str:
+    digest = weights_digest(module)
+    for part in parts:
+        digest.update(stable_repr(part).encode())
+    return digest.hexdigest()[:32]
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    x = x.float()
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)

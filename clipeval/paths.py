@@ -1,0 +1,44 @@
+"""Where clipeval finds its configs and task folders, and where it caches.
+
+conf/ and tasks/ live at the top of the source tree; a built wheel carries them inside the
+package as ``clipeval/_bundled/``. Both layouts are found here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _bundled(name: str) -> Path:
+    for candidate in (_PACKAGE / "_bundled" / name, _PACKAGE.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"clipeval installation is incomplete: no '{name}' folder next to {_PACKAGE}")
+
+
+def conf_dir() -> Path:
+    """The Hydra config root (primary config and the model/, runtime/ groups)."""
+    return _bundled("conf")
+
+
+def builtin_tasks_dir() -> Path:
+    """The folder of task plugins that ship with clipeval."""
+    return _bundled("tasks")
+
+
+def task_dirs() -> list[Path]:
+    """Task folders to search: user folders from ``CLIPEVAL_TASKS`` first, then the built-in ones.
+
+    ``CLIPEVAL_TASKS`` is a list of folders separated by ``os.pathsep``; a user task with the
+    same name as a built-in one shadows it.
+    """
+    extra = [Path(p).expanduser() for p in os.environ.get("CLIPEVAL_TASKS", "").split(os.pathsep) if p]
+    return [*extra, builtin_tasks_dir()]
+
+
+def cache_dir() -> Path:
+    """Root of the feature and classifier cache (``CLIPEVAL_CACHE`` or ``~/.cache/clipeval``)."""
+    return Path(os.environ.get("CLIPEVAL_CACHE") or Path.home() / ".cache" / "clipeval").expanduser()

@@ -1,0 +1,100 @@
+"""Result records, the run's results.json, and the shared results store.
+
+The store is a folder with one JSON file per run. Parallel runs (a Hydra multirun on
+several processes or nodes) each write their own file through an atomic rename, so no
+run can lose or corrupt another's records and no lock is needed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import tempfile
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import clipeval
+
+
+@dataclass(frozen=True)
+class Record:
+    dataset: str
+    metric: str
+    value: float  # a fraction in [0, 1]
+    n: int
+    ci: tuple[float, float]
+    ci_method: str = "clopper-pearson"
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ci"] = [float(self.ci[0]), float(self.ci[1])]
+        return out
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def results_document(
+    *, model: Any, task: Any, records: list[Record], config: dict[str, Any], extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "clipeval_version": clipeval.__version__,
+        "model": {"name": model.name, "fingerprint": model.fingerprint},
+        "task": {"name": task.name, "version": task.version},
+        "records": [r.to_json() for r in records],
+        "config": config,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_sha": git_sha(),
+        **(extra or {}),
+    }
+
+
+def add_to_store(store: Path, document: dict[str, Any]) -> Path:
+    stamp = document["created"].replace(":", "").replace("-", "").replace("+0000", "Z")
+    name = f"{stamp}_{document['task']['name']}_{document['model']['name']}_{uuid.uuid4().hex[:8]}.json"
+    path = Path(store) / _safe(name)
+    write_json(path, document)
+    return path
+
+
+def load_store(store: Path) -> list[dict[str, Any]]:
+    """Every run in the store, oldest first."""
+    runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(store).glob("*.json"))]
+    return sorted(runs, key=lambda r: r["created"])
+
+
+def git_sha() -> str | None:
+    """The commit of the clipeval source tree, when it runs from a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(clipeval.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in name)

@@ -1,0 +1,119 @@
+"""Hugging Face ``datasets``: a hub id, a folder written by ``save_to_disk``, or parquet files."""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+from pathlib import Path
+
+from PIL import Image
+
+from clipeval.errors import ClipevalError
+from clipeval.sources.base import DataNotFound, MapSource, content_key
+
+
+class HFDatasetSource(MapSource):
+    """One split of a Hugging Face dataset with an image column and an integer label column.
+
+    Images are read undecoded (``Image(decode=False)``) and opened here, so that a corrupt
+    image is reported by index instead of aborting the whole pass inside ``datasets``.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        split: str = "test",
+        name: str | None = None,
+        revision: str | None = None,
+        image_key: str | None = None,
+        label_key: str | None = None,
+    ):
+        import datasets
+
+        self.path, self.split = str(path), split
+        ds = _load(self.path, split, name, revision)
+        self.image_key = image_key or _find_column(ds, datasets.Image, "image")
+        self.label_key = label_key or _find_column(ds, datasets.ClassLabel, "label")
+        for key in (self.image_key, self.label_key):
+            if key not in ds.column_names:
+                raise ClipevalError(
+                    f"Column '{key}' is not in dataset {self.path} (columns: {ds.column_names}). "
+                    "Set task.image_key / task.label_key."
+                )
+        feature = ds.features[self.label_key]
+        self.classnames = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+        self._labels = [int(v) for v in ds[self.label_key]]
+        self._ds = ds.cast_column(self.image_key, datasets.Image(decode=False)).select_columns([self.image_key])
+        self.key = content_key("hf", [ds._fingerprint, split, self.image_key, self.label_key])
+
+    def describe(self) -> str:
+        return f"Hugging Face dataset {self.path} [{self.split}] ({len(self)} images)"
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def sample_id(self, index: int) -> str:
+        return str(index)
+
+    def label(self, index: int) -> int:
+        return self._labels[index]
+
+    def open_image(self, index: int) -> Image.Image:
+        cell = self._ds[index][self.image_key]
+        if cell.get("bytes"):
+            return Image.open(io.BytesIO(cell["bytes"]))
+        return Image.open(cell["path"])
+
+
+def _load(path: str, split: str, name: str | None, revision: str | None):
+    import datasets
+
+    local = Path(path).expanduser()
+    if local.is_dir() and (
+        (local / "dataset_info.json").exists() or (local / "dataset_dict.json").exists() or (local / "state.json").exists()
+    ):
+        ds = datasets.load_from_disk(str(local))
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise ClipevalError(f"Split '{split}' is not in {path} (splits: {list(ds)}). Set task.split.")
+            ds = ds[split]
+        return ds
+    parquet = _parquet_files(local)
+    if parquet:
+        return datasets.load_dataset("parquet", data_files={split: parquet}, split=split)
+    if local.exists() or os.sep in path and not _looks_like_hub_id(path):
+        raise DataNotFound(
+            f"A Hugging Face dataset at '{path}'",
+            [str(local)],
+            "Expected a folder written by Dataset.save_to_disk, parquet file(s), or a hub id.",
+        )
+    try:
+        return datasets.load_dataset(path, name, split=split, revision=revision)
+    except Exception as exc:  # offline, unknown id, gated: all end the same way for the user
+        raise DataNotFound(
+            f"Hugging Face dataset '{path}' (split '{split}')",
+            [f"the Hugging Face hub and its local cache ({datasets.config.HF_DATASETS_CACHE})"],
+            f"Loading failed with: {type(exc).__name__}: {exc}\n"
+            "Download it where there is network (datasets.load_dataset(...).save_to_disk(DIR)) "
+            "and pass task.path=DIR.",
+        ) from exc
+
+
+def _parquet_files(local: Path) -> list[str]:
+    if local.is_file() and local.suffix == ".parquet":
+        return [str(local)]
+    if local.is_dir():
+        return sorted(str(p) for p in local.rglob("*.parquet"))
+    return sorted(glob.glob(str(local))) if any(ch in str(local) for ch in "*?[") else []
+
+
+def _looks_like_hub_id(path: str) -> bool:
+    return path.count("/") == 1 and not path.startswith((".", "/", "~"))
+
+
+def _find_column(ds, feature_type, fallback: str) -> str:
+    for column, feature in ds.features.items():
+        if isinstance(feature, feature_type):
+            return column
+    return fallback

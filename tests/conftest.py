@@ -1,0 +1,124 @@
+"""Fixtures that build tiny real things: models saved to files, datasets in their real layouts."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+# Nothing may be downloaded in tests; these must be set before huggingface_hub is imported.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from clipeval.paths import conf_dir
+
+TINY_ARCH = "clipeval-test-tiny"
+TINY_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+CLASSES = ["red_square", "green_circle", "blue_triangle"]
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path, monkeypatch):
+    """Each test gets its own cache and results store."""
+    monkeypatch.setenv("CLIPEVAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CLIPEVAL_STORE", str(tmp_path / "store"))
+
+
+def save_tiny_open_clip(folder: Path, seed: int) -> Path:
+    import open_clip
+
+    config = folder / f"{TINY_ARCH}.json"
+    config.write_text(json.dumps(TINY_CONFIG))
+    open_clip.add_model_config(str(config))
+    torch.manual_seed(seed)
+    model = open_clip.create_model(TINY_ARCH)
+    checkpoint = folder / f"tiny-seed{seed}.pt"
+    torch.save(model.state_dict(), checkpoint)
+    return checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_open_clip(tmp_path_factory) -> dict[str, str]:
+    """A randomly initialised small open_clip model in a checkpoint file, with its arch JSON."""
+    folder = tmp_path_factory.mktemp("tiny_open_clip")
+    checkpoint = save_tiny_open_clip(folder, seed=0)
+    return {"arch": TINY_ARCH, "model_config": str(folder / f"{TINY_ARCH}.json"), "pretrained": str(checkpoint)}
+
+
+def open_clip_overrides(tiny: dict[str, str], **extra: str) -> list[str]:
+    return [
+        "model=open_clip",
+        f"model.arch={tiny['arch']}",
+        f"model.model_config={tiny['model_config']}",
+        f"model.pretrained={tiny['pretrained']}",
+        *[f"{k}={v}" for k, v in extra.items()],
+    ]
+
+
+def synthetic_image(label: int, index: int, size: int = 40) -> Image.Image:
+    """A flat colour per class with seeded noise, so images differ within a class."""
+    rng = np.random.default_rng(1000 * label + index)
+    base = np.zeros((size, size, 3), dtype=np.int16)
+    base[..., label % 3] = 180
+    noisy = np.clip(base + rng.integers(-40, 40, base.shape), 0, 255).astype(np.uint8)
+    return Image.fromarray(noisy)
+
+
+def make_image_folder(root: Path, classes=CLASSES, per_class: int = 4, fmt: str = "png") -> Path:
+    for label, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            synthetic_image(label, i).save(root / name / f"img{i:02d}.{fmt}")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    return make_image_folder(tmp_path / "images")
+
+
+def make_wds(root: Path, classes=CLASSES, per_class: int = 4, shards: int = 2, split: str = "test") -> Path:
+    """The CLIP_benchmark webdataset layout: split/nshards.txt, split/{0..N-1}.tar, text files."""
+    (root / split).mkdir(parents=True, exist_ok=True)
+    samples = [(label, i) for label in range(len(classes)) for i in range(per_class)]
+    for shard in range(shards):
+        with tarfile.open(root / split / f"{shard}.tar", "w") as tar:
+            for n, (label, i) in enumerate(samples[shard::shards]):
+                buf = io.BytesIO()
+                synthetic_image(label, i).save(buf, format="PNG")
+                key = f"s{shard}_{n:04d}"
+                for ext, data in (("png", buf.getvalue()), ("cls", str(label).encode())):
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    (root / split / "nshards.txt").write_text(f"{shards}\n")
+    (root / "classnames.txt").write_text("\n".join(c.replace("_", " ") for c in classes) + "\n")
+    (root / "zeroshot_classification_templates.txt").write_text("a photo of a {c}.\na drawing of a {c}.\n")
+    return root
+
+
+QUIET = ["runtime.workers=0", "runtime.progress=false"]
+
+
+def compose_config(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def run_in_process(overrides: list[str], run_dir: Path) -> dict:
+    from clipeval.run import run
+
+    return run(compose_config([*QUIET, *overrides]), run_dir)
