@@ -2,7 +2,7 @@
 
 Entries are named by the sha256 of everything that determines their content, so a change to
 any input is a different name and can never be served stale. Writes go to a temporary file
-that is renamed into place, so a killed run leaves no entry that later reads as valid.
+that is renamed into place (:mod:`clipeval.atomic`), so a killed run leaves no entry that later reads as valid.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from clipeval.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +54,4 @@ class TensorCache:
     def save(self, kind: str, key: str, entry: dict[str, Any]) -> Path | None:
         if not self.enabled:
             return None
-        path = self.path(kind, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:8]}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save({**entry, "key": key}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write(self.path(kind, key), lambda f: torch.save({**entry, "key": key}, f))

@@ -27,10 +27,14 @@ PLACEHOLDER = "{c}"
 def check_templates(templates: Sequence[str]) -> list[str]:
     templates = list(templates)
     if not templates:
-        raise ClipevalError("No prompt templates: give task.templates a list of strings containing {c}, or a file.")
+        raise ClipevalError(
+            "No prompt templates: give task.templates a list of strings containing {c}, or a file."
+        )
     bad = [t for t in templates if PLACEHOLDER not in t]
     if bad:
-        raise ClipevalError(f"Every prompt template needs {PLACEHOLDER} where the class name goes; these lack it: {bad[:3]}")
+        raise ClipevalError(
+            f"Every prompt template needs {PLACEHOLDER} where the class name goes; these lack it: {bad[:3]}"
+        )
     return templates
 
 
@@ -40,16 +44,28 @@ def prompts(classnames: Sequence[str], templates: Sequence[str]) -> list[str]:
 
 
 def zeroshot_classifier(
-    model: DualEncoder, classnames: Sequence[str], templates: Sequence[str], runtime: Runtime, cache: TensorCache
+    model: DualEncoder,
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    runtime: Runtime,
+    cache: TensorCache,
 ) -> torch.Tensor:
     """[C, D] float32 class prototypes, unit norm."""
     templates = check_templates(templates)
     key = cache_key(
-        kind="text_classifier", model=model.fingerprint, classnames=list(classnames), templates=templates, precision=runtime.precision
+        kind="text_classifier",
+        model=model.fingerprint,
+        classnames=list(classnames),
+        templates=templates,
+        precision=runtime.precision,
     )
     entry = cache.load("classifiers", key)
     if entry is not None:
-        log.info("Text classifier (%d classes x %d templates): cache hit", len(classnames), len(templates))
+        log.info(
+            "Text classifier (%d classes x %d templates): cache hit",
+            len(classnames),
+            len(templates),
+        )
         return entry["weights"]
     start = time.perf_counter()
     texts = prompts(classnames, templates)

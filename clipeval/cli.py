@@ -21,7 +21,21 @@ from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, did_you_mean
 from clipeval.paths import conf_dir
 
 # Hydra flags that take a value as the next argument.
-_FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--info", "-i", "--cfg", "-c", "--package", "-p", "--experimental-rerun"}
+_FLAGS_WITH_VALUE = {
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--info",
+    "-i",
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--experimental-rerun",
+}
 
 
 def fail(message: str) -> None:
@@ -45,7 +59,11 @@ def check_group_choices(argv: list[str]) -> None:
         except Exception:  # leave malformed overrides to Hydra, which explains them well
             continue
         if override.key_or_group in groups and not override.is_delete():
-            values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+            values = (
+                list(override.sweep_string_iterator())
+                if override.is_sweep_override()
+                else [override.value()]
+            )
             chosen[override.key_or_group] = [str(v) for v in values]
     for group, values in chosen.items():
         available = registry.options(group)
@@ -76,7 +94,9 @@ def missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
         full = f"{prefix}{key}"
         if OmegaConf.is_missing(cfg, key):
             found.append(full)
-        elif not OmegaConf.is_interpolation(cfg, key) and isinstance(cfg._get_node(key), DictConfig):
+        elif not OmegaConf.is_interpolation(cfg, key) and isinstance(
+            cfg._get_node(key), DictConfig
+        ):
             found += missing_keys(cfg[key], f"{full}.")
     return found
 
@@ -87,7 +107,11 @@ def _app(cfg: DictConfig) -> None:
 
     missing = missing_keys(cfg)
     if missing:
-        fail("Missing required value(s): " + " ".join(f"{k}=<value>" for k in missing) + "\nSee the comments in the task or model config, or --help.")
+        fail(
+            "Missing required value(s): "
+            + " ".join(f"{k}=<value>" for k in missing)
+            + "\nSee the comments in the task or model config, or --help."
+        )
     try:
         run(cfg, Path(HydraConfig.get().runtime.output_dir))
     except ClipevalError as exc:

@@ -49,17 +49,36 @@ def feature_key(model: DualEncoder, source: Source, runtime: Runtime) -> str:
     )
 
 
-def image_features(model: DualEncoder, source: Source, runtime: Runtime, cache: TensorCache) -> FeatureSet:
+def image_features(
+    model: DualEncoder, source: Source, runtime: Runtime, cache: TensorCache
+) -> FeatureSet:
     key = feature_key(model, source, runtime)
     entry = cache.load("features", key)
     if entry is not None:
-        fs = FeatureSet(entry["features"], entry["labels"], list(entry["ids"]), [tuple(s) for s in entry["skipped"]], True)
-        log.info("Image features of %s: cache hit (%d samples), not re-encoding", source.describe(), len(fs))
+        fs = FeatureSet(
+            entry["features"],
+            entry["labels"],
+            list(entry["ids"]),
+            [tuple(s) for s in entry["skipped"]],
+            True,
+        )
+        log.info(
+            "Image features of %s: cache hit (%d samples), not re-encoding",
+            source.describe(),
+            len(fs),
+        )
     else:
         log.info("Image features of %s: cache miss, encoding", source.describe())
         fs = _encode(model, source, runtime)
         saved = cache.save(
-            "features", key, {"features": fs.features, "labels": fs.labels, "ids": fs.ids, "skipped": [list(s) for s in fs.skipped]}
+            "features",
+            key,
+            {
+                "features": fs.features,
+                "labels": fs.labels,
+                "ids": fs.ids,
+                "skipped": [list(s) for s in fs.skipped],
+            },
         )
         if saved:
             log.info("Cached image features at %s", saved)
@@ -69,7 +88,9 @@ def image_features(model: DualEncoder, source: Source, runtime: Runtime, cache: 
 
 def _encode(model: DualEncoder, source: Source, runtime: Runtime) -> FeatureSet:
     dataset = source.dataset(model.preprocess, runtime.limit)
-    workers = min(runtime.workers, source.loader_options(runtime.limit).get("max_workers", runtime.workers))
+    workers = min(
+        runtime.workers, source.loader_options(runtime.limit).get("max_workers", runtime.workers)
+    )
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=runtime.batch_size,
@@ -82,19 +103,29 @@ def _encode(model: DualEncoder, source: Source, runtime: Runtime) -> FeatureSet:
     start, count = time.perf_counter(), 0
     with torch.inference_mode(), runtime.autocast():
         for images, batch_labels, batch_ids, batch_skipped in tqdm(
-            loader, total=total, desc="encode images", unit="batch", disable=None if runtime.progress else True
+            loader,
+            total=total,
+            desc="encode images",
+            unit="batch",
+            disable=None if runtime.progress else True,
         ):
             skipped += batch_skipped
             if images is None:
                 continue
-            feats.append(model.encode_image(images.to(runtime.device, non_blocking=True)).float().cpu())
+            feats.append(
+                model.encode_image(images.to(runtime.device, non_blocking=True)).float().cpu()
+            )
             labels.append(batch_labels)
             ids += batch_ids
             count += len(batch_ids)
     if not ids:
-        raise ClipevalError(f"No readable images in {source.describe()} ({len(skipped)} failed to decode).")
+        raise ClipevalError(
+            f"No readable images in {source.describe()} ({len(skipped)} failed to decode)."
+        )
     elapsed = time.perf_counter() - start
-    log.info("Encoded %d images in %.1f s (%.1f images/s)", count, elapsed, count / max(elapsed, 1e-9))
+    log.info(
+        "Encoded %d images in %.1f s (%.1f images/s)", count, elapsed, count / max(elapsed, 1e-9)
+    )
     features, label_tensor = torch.cat(feats), torch.cat(labels)
     if workers > 0 and not hasattr(dataset, "__len__"):
         # Workers interleave shards in an order that depends on timing; sort for reproducible outputs.
@@ -117,7 +148,11 @@ def _report_skipped(fs: FeatureSet, source: Source) -> None:
     if not fs.skipped:
         return
     shown = "\n".join(f"  {sid}: {why}" for sid, why in fs.skipped[:SHOW_SKIPPED])
-    more = f"\n  ... and {len(fs.skipped) - SHOW_SKIPPED} more" if len(fs.skipped) > SHOW_SKIPPED else ""
+    more = (
+        f"\n  ... and {len(fs.skipped) - SHOW_SKIPPED} more"
+        if len(fs.skipped) > SHOW_SKIPPED
+        else ""
+    )
     log.warning(
         "%d of %d images in %s could not be read and are left out of every metric:\n%s%s",
         len(fs.skipped),

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
-import tempfile
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import clipeval
+from clipeval.atomic import atomic_write
 
 
 @dataclass(frozen=True)
@@ -35,25 +34,18 @@ class Record:
         return out
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_json(path: Path, obj: Any) -> Path:
+    text = json.dumps(obj, indent=2) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def results_document(
-    *, model: Any, task: Any, records: list[Record], config: dict[str, Any], extra: dict[str, Any] | None = None
+    *,
+    model: Any,
+    task: Any,
+    records: list[Record],
+    config: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "clipeval_version": clipeval.__version__,

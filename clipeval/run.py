@@ -1,6 +1,6 @@
 """One evaluation run: config in, results.json and store entry out.
 
-    config -> model + task -> sources -> features (cached) -> evaluators -> records -> results
+config -> model + task -> sources -> features (cached) -> evaluators -> records -> results
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from clipeval.atomic import atomic_write
 from clipeval.cache import TensorCache
 from clipeval.classifier import zeroshot_classifier
 from clipeval.construct import build
@@ -31,8 +32,16 @@ log = logging.getLogger(__name__)
 class RunContext:
     """What evaluators may use: the model, the task, and memoised features and classifiers."""
 
-    def __init__(self, model: DualEncoder, task: Task, runtime: Runtime, cache: TensorCache, run_dir: Path):
-        self.model, self.task, self.runtime, self.cache, self.run_dir = model, task, runtime, cache, run_dir
+    def __init__(
+        self, model: DualEncoder, task: Task, runtime: Runtime, cache: TensorCache, run_dir: Path
+    ):
+        self.model, self.task, self.runtime, self.cache, self.run_dir = (
+            model,
+            task,
+            runtime,
+            cache,
+            run_dir,
+        )
         self._features: dict[str, FeatureSet] = {}
         self._classifiers: dict[tuple, torch.Tensor] = {}
         self.skipped: dict[str, list[tuple[str, str]]] = {}
@@ -40,7 +49,9 @@ class RunContext:
     def features(self, dataset: str) -> FeatureSet:
         if dataset not in self._features:
             if dataset not in self.task.sources:
-                raise ClipevalError(f"Task '{self.task.name}' has no dataset '{dataset}' (has: {list(self.task.sources)}).")
+                raise ClipevalError(
+                    f"Task '{self.task.name}' has no dataset '{dataset}' (has: {list(self.task.sources)})."
+                )
             fs = image_features(self.model, self.task.sources[dataset], self.runtime, self.cache)
             self._features[dataset] = fs
             if fs.skipped:
@@ -50,7 +61,9 @@ class RunContext:
     def classifier(self, classnames: list[str], templates: list[str]) -> torch.Tensor:
         key = (tuple(classnames), tuple(templates))
         if key not in self._classifiers:
-            self._classifiers[key] = zeroshot_classifier(self.model, classnames, templates, self.runtime, self.cache)
+            self._classifiers[key] = zeroshot_classifier(
+                self.model, classnames, templates, self.runtime, self.cache
+            )
         return self._classifiers[key]
 
     def check_labels(self, dataset: str, labels: torch.Tensor, num_classes: int) -> None:
@@ -60,23 +73,31 @@ class RunContext:
                 "Check task.classnames (one per class, in label order) or task.class_subset."
             )
 
-    def save_predictions(self, dataset: str, ids: list[str], labels: torch.Tensor, topk: torch.Tensor) -> Path:
+    def save_predictions(
+        self, dataset: str, ids: list[str], labels: torch.Tensor, topk: torch.Tensor
+    ) -> Path:
         """Per-sample predictions, so two runs can later be compared sample by sample."""
-        path = self.run_dir / "predictions" / f"{dataset}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame = pd.DataFrame({"sample_id": ids, "label": labels.numpy(), "topk": list(topk.numpy())})
-        tmp = path.with_suffix(".parquet.tmp")
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(path)
-        return path
+        frame = pd.DataFrame(
+            {"sample_id": ids, "label": labels.numpy(), "topk": list(topk.numpy())}
+        )
+        return atomic_write(
+            self.run_dir / "predictions" / f"{dataset}.parquet",
+            lambda f: frame.to_parquet(f, index=False),
+        )
 
 
 def load_model(cfg: DictConfig, runtime: Runtime) -> DualEncoder:
     start = time.perf_counter()
-    model = check_dual_encoder(build(cfg, f"model '{cfg.get('name', cfg.get('_target_'))}'"), str(cfg.get("_target_")))
+    model = check_dual_encoder(
+        build(cfg, f"model '{cfg.get('name', cfg.get('_target_'))}'"), str(cfg.get("_target_"))
+    )
     model.to(runtime.device)
     log.info(
-        "Loaded model %s (fingerprint %s) on %s in %.1f s", model.name, model.fingerprint, runtime.device, time.perf_counter() - start
+        "Loaded model %s (fingerprint %s) on %s in %.1f s",
+        model.name,
+        model.fingerprint,
+        runtime.device,
+        time.perf_counter() - start,
     )
     return model
 
@@ -86,9 +107,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     runtime = Runtime.create(**OmegaConf.to_container(cfg.runtime, resolve=True))
     runtime.seed_everything()
     torch.use_deterministic_algorithms(runtime.device.type == "cpu", warn_only=True)
-    task = load_task(cfg.task)  # before the model: missing data should fail in a second, not after a load
+    task = load_task(
+        cfg.task
+    )  # before the model: missing data should fail in a second, not after a load
     model = load_model(cfg.model, runtime)
-    cache = TensorCache(Path(cfg.cache_dir) if cfg.get("cache_dir") else cache_dir(), enabled=runtime.cache)
+    cache = TensorCache(
+        Path(cfg.cache_dir) if cfg.get("cache_dir") else cache_dir(), enabled=runtime.cache
+    )
     ctx = RunContext(model, task, runtime, cache, run_dir)
     records: list[Record] = []
     for name, evaluator in task.evaluators.items():
@@ -109,9 +134,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def format_records(document: dict[str, Any]) -> str:
-    head = f"{document['task']['name']} (v{document['task']['version']}) · {document['model']['name']}"
+    head = (
+        f"{document['task']['name']} (v{document['task']['version']}) · {document['model']['name']}"
+    )
     lines = [head, f"{'dataset':<20} {'metric':<22} {'value':>7}  {'95% interval':<17} {'n':>7}"]
     for r in document["records"]:
         lo, hi = r["ci"]
-        lines.append(f"{r['dataset']:<20} {r['metric']:<22} {r['value']:>7.4f}  [{lo:.4f}, {hi:.4f}] {r['n']:>7}")
+        lines.append(
+            f"{r['dataset']:<20} {r['metric']:<22} {r['value']:>7.4f}  [{lo:.4f}, {hi:.4f}] {r['n']:>7}"
+        )
     return "\n".join(lines)

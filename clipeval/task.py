@@ -33,7 +33,9 @@ class Task:
             return read_strings(self.classnames_option, "task.classnames", self.dir)
         names = self.sources[dataset].classnames
         if not names:
-            raise ClipevalError(f"Dataset '{dataset}' of task '{self.name}' has no class names: set task.classnames.")
+            raise ClipevalError(
+                f"Dataset '{dataset}' of task '{self.name}' has no class names: set task.classnames."
+            )
         return list(names)
 
     def templates(self, dataset: str) -> list[str]:
@@ -45,16 +47,27 @@ class Task:
         """Indices into the class list that the labels refer to (labels index the subset)."""
         if self.class_subset_option is None:
             return None
-        return [int(i) for i in read_strings(self.class_subset_option, "task.class_subset", self.dir)]
+        return [
+            int(i) for i in read_strings(self.class_subset_option, "task.class_subset", self.dir)
+        ]
 
 
 def load_task(cfg: DictConfig) -> Task:
     for key in ("name", "datasets", "evaluators"):
         if key not in cfg:
-            raise ClipevalError(f"Task config is missing '{key}'. A task.yaml needs name, datasets and evaluators.")
+            raise ClipevalError(
+                f"Task config is missing '{key}'. A task.yaml needs name, datasets and evaluators."
+            )
     task_dir = Path(cfg.dir) if cfg.get("dir") else None
-    sources = {name: build(node, f"dataset '{name}' of task '{cfg.name}'") for name, node in cfg.datasets.items()}
-    evaluators = {name: build(node, f"evaluator '{name}'") for name, node in cfg.evaluators.items() if node is not None}
+    sources = {
+        name: build(node, f"dataset '{name}' of task '{cfg.name}'")
+        for name, node in cfg.datasets.items()
+    }
+    evaluators = {
+        name: build(node, f"evaluator '{name}'")
+        for name, node in cfg.evaluators.items()
+        if node is not None
+    }
     if not evaluators:
         raise ClipevalError(f"Task '{cfg.name}' has no evaluators.")
     return Task(
@@ -79,5 +92,11 @@ def read_strings(value: Any, what: str, base: Path | None) -> list[str]:
     candidates = [path] if path.is_absolute() or base is None else [path, base / path]
     for candidate in candidates:
         if candidate.is_file():
-            return [line.strip() for line in candidate.read_text(encoding="utf-8").splitlines() if line.strip()]
-    raise ClipevalError(f"{what}: '{value}' is neither a list nor an existing file (looked at {[str(c) for c in candidates]}).")
+            return [
+                line.strip()
+                for line in candidate.read_text(encoding="utf-8").splitlines()
+                if line.strip()
+            ]
+    raise ClipevalError(
+        f"{what}: '{value}' is neither a list nor an existing file (looked at {[str(c) for c in candidates]})."
+    )

@@ -55,7 +55,11 @@ def tiny_open_clip(tmp_path_factory) -> dict[str, str]:
     """A randomly initialised small open_clip model in a checkpoint file, with its arch JSON."""
     folder = tmp_path_factory.mktemp("tiny_open_clip")
     checkpoint = save_tiny_open_clip(folder, seed=0)
-    return {"arch": TINY_ARCH, "model_config": str(folder / f"{TINY_ARCH}.json"), "pretrained": str(checkpoint)}
+    return {
+        "arch": TINY_ARCH,
+        "model_config": str(folder / f"{TINY_ARCH}.json"),
+        "pretrained": str(checkpoint),
+    }
 
 
 def open_clip_overrides(tiny: dict[str, str], **extra: str) -> list[str]:
@@ -90,7 +94,9 @@ def image_folder(tmp_path) -> Path:
     return make_image_folder(tmp_path / "images")
 
 
-def make_wds(root: Path, classes=CLASSES, per_class: int = 4, shards: int = 2, split: str = "test") -> Path:
+def make_wds(
+    root: Path, classes=CLASSES, per_class: int = 4, shards: int = 2, split: str = "test"
+) -> Path:
     """The CLIP_benchmark webdataset layout: split/nshards.txt, split/{0..N-1}.tar, text files."""
     (root / split).mkdir(parents=True, exist_ok=True)
     samples = [(label, i) for label in range(len(classes)) for i in range(per_class)]
@@ -106,7 +112,9 @@ def make_wds(root: Path, classes=CLASSES, per_class: int = 4, shards: int = 2, s
                     tar.addfile(info, io.BytesIO(data))
     (root / split / "nshards.txt").write_text(f"{shards}\n")
     (root / "classnames.txt").write_text("\n".join(c.replace("_", " ") for c in classes) + "\n")
-    (root / "zeroshot_classification_templates.txt").write_text("a photo of a {c}.\na drawing of a {c}.\n")
+    (root / "zeroshot_classification_templates.txt").write_text(
+        "a photo of a {c}.\na drawing of a {c}.\n"
+    )
     return root
 
 
@@ -122,3 +130,41 @@ def run_in_process(overrides: list[str], run_dir: Path) -> dict:
     from clipeval.run import run
 
     return run(compose_config([*QUIET, *overrides]), run_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_clip(tmp_path_factory) -> Path:
+    """A tiny transformers CLIPModel with a byte-level tokenizer and image processor, saved to a folder."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    folder = tmp_path_factory.mktemp("tiny_hf_clip")
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for suffix in ("", "</w>"):
+        for ch in bytes_to_unicode().values():
+            vocab[ch + suffix] = len(vocab)
+    text = dict(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+    )
+    text.update(max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+    )
+    torch.manual_seed(0)
+    CLIPModel(
+        CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
+    ).save_pretrained(folder)
+    CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(folder)
+    CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ).save_pretrained(folder)
+    return folder

@@ -26,17 +26,29 @@ def test_every_model_and_task_composes(model, task):
     assert cfg.task.name == task
     assert "_target_" in OmegaConf.to_container(cfg.model)
     # What is left to the user is one of the documented required values, which the CLI asks for.
-    assert set(missing_keys(cfg)) <= {"task.root", "task.path", "model.arch", "model.name_or_path", "model._target_"}
+    assert set(missing_keys(cfg)) <= {
+        "task.root",
+        "task.path",
+        "model.arch",
+        "model.name_or_path",
+        "model._target_",
+    }
 
 
 def test_named_open_clip_models_point_at_openai_weights():
     cfg = compose_config(["model=vit_b32", "task=folder"])
-    assert (cfg.model.arch, cfg.model.pretrained, cfg.model.name) == ("ViT-B-32", "openai", "vit_b32")
+    assert (cfg.model.arch, cfg.model.pretrained, cfg.model.name) == (
+        "ViT-B-32",
+        "openai",
+        "vit_b32",
+    )
 
 
 def test_user_task_folders_come_from_clipeval_tasks(tmp_path, monkeypatch):
     (tmp_path / "my_task").mkdir()
-    (tmp_path / "my_task" / "task.yaml").write_text("name: my_task\nversion: 3\ndatasets: {}\nevaluators: {}\n")
+    (tmp_path / "my_task" / "task.yaml").write_text(
+        "name: my_task\nversion: 3\ndatasets: {}\nevaluators: {}\n"
+    )
     monkeypatch.setenv("CLIPEVAL_TASKS", str(tmp_path))
     assert "my_task" in registry.options("task")
     cfg = compose_config(["model=vit_b32", "task=my_task"])
@@ -47,7 +59,10 @@ def test_user_task_folders_come_from_clipeval_tasks(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["task=foldr", "model=vit_b32"], "Unknown task 'foldr'. Available: folder, hf, wds. Did you mean 'folder'?"),
+        (
+            ["task=foldr", "model=vit_b32"],
+            "Unknown task 'foldr'. Available: folder, hf, wds. Did you mean 'folder'?",
+        ),
         (["task=folder", "model=vit_b23"], "Did you mean 'vit_b32'?"),
         (["-m", "task=folder,imagenet_q", "model=vit_b32"], "Unknown task 'imagenet_q'"),
         (["task=folder"], "Choose a model: model=<name>."),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -51,7 +49,9 @@ def test_classification_records_by_hand():
 
 
 def test_no_top5_with_fewer_than_five_classes():
-    records = classification_records("d", torch.tensor([[0, 1], [1, 0]]), torch.tensor([0, 0]), num_classes=2)
+    records = classification_records(
+        "d", torch.tensor([[0, 1], [1, 0]]), torch.tensor([0, 0]), num_classes=2
+    )
     assert [r.metric for r in records] == ["top1", "mean_per_class_recall"]
 
 
@@ -61,10 +61,21 @@ def test_mean_recall_interval_covers_the_estimate_and_narrows_with_more_data():
     assert lo < 0.5 < hi
     lo_big, hi_big = mean_recall_interval(correct * 100, counts * 100)
     assert hi_big - lo_big < (hi - lo) / 5
-    # Its width agrees with the normal approximation of a mean of two independent proportions.
-    sd = math.sqrt(0.7 * 0.3 / 1000 + 0.3 * 0.7 / 1000) / 2
-    assert hi_big - lo_big == pytest.approx(2 * 1.96 * sd, rel=0.1)
+    # Its width agrees with a stratified bootstrap of the same counts, computed independently.
+    rng = np.random.default_rng(0)
+    boot = rng.binomial([1000, 1000], [0.7, 0.3], size=(20000, 2)).mean(axis=1) / 1000
+    assert hi_big - lo_big == pytest.approx(
+        np.subtract(*np.quantile(boot, [0.975, 0.025])), rel=0.05
+    )
+
+
+def test_mean_recall_interval_does_not_collapse_when_classes_are_all_or_nothing():
+    lo, hi = mean_recall_interval(np.array([0, 30, 0]), np.array([30, 30, 30]))
+    assert lo < 1 / 3 < hi and hi - lo > 0.02
+    assert mean_recall_interval(np.array([0, 0]), np.array([50, 50]))[0] == 0.0
 
 
 def test_mean_recall_interval_is_deterministic():
-    assert mean_recall_interval(np.array([5, 6]), np.array([9, 9])) == mean_recall_interval(np.array([5, 6]), np.array([9, 9]))
+    assert mean_recall_interval(np.array([5, 6]), np.array([9, 9])) == mean_recall_interval(
+        np.array([5, 6]), np.array([9, 9])
+    )

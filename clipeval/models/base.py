@@ -40,7 +40,16 @@ class DualEncoder(Protocol):
 
 def check_dual_encoder(obj: object, origin: str) -> DualEncoder:
     """Fail early, and clearly, when a user's ``_target_`` class misses part of the protocol."""
-    needed = ["name", "fingerprint", "preprocess", "logit_scale", "tokenize", "encode_image", "encode_text", "to"]
+    needed = [
+        "name",
+        "fingerprint",
+        "preprocess",
+        "logit_scale",
+        "tokenize",
+        "encode_image",
+        "encode_text",
+        "to",
+    ]
     missing = [attr for attr in needed if not hasattr(obj, attr)]
     if missing:
         raise ClipevalError(

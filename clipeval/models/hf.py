@@ -44,15 +44,19 @@ class HFClipEncoder:
             ) from exc
         for method in ("get_image_features", "get_text_features"):
             if not hasattr(self.model, method):
-                raise ClipevalError(f"'{name_or_path}' ({type(self.model).__name__}) is not a dual encoder: no {method}.")
+                raise ClipevalError(
+                    f"'{name_or_path}' ({type(self.model).__name__}) is not a dual encoder: no {method}."
+                )
         self.preprocess = HFImageTransform(processor)
         self._max_length = _text_context(self.model)
         vocab = sorted(self._tokenizer.get_vocab().items())
-        self.fingerprint = fingerprint(self.model, self.preprocess, type(self._tokenizer).__name__, vocab, self._max_length)
+        self.fingerprint = fingerprint(
+            self.model, self.preprocess, type(self._tokenizer).__name__, vocab, self._max_length
+        )
 
     @property
     def logit_scale(self) -> float:
-        return float(self.model.logit_scale.exp())
+        return float(self.model.logit_scale.detach().exp())
 
     @property
     def device(self) -> torch.device:
@@ -66,12 +70,18 @@ class HFClipEncoder:
         # Padding to the full context, as SigLIP was trained; CLIP pools at the first EOS token
         # behind a causal mask, so its embeddings do not depend on the padding.
         batch = self._tokenizer(
-            list(texts), padding="max_length", truncation=True, max_length=self._max_length, return_tensors="pt"
+            list(texts),
+            padding="max_length",
+            truncation=True,
+            max_length=self._max_length,
+            return_tensors="pt",
         )
         return batch["input_ids"]
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        return normalize(_pooled(self.model.get_image_features(pixel_values=images.to(self.device))))
+        return normalize(
+            _pooled(self.model.get_image_features(pixel_values=images.to(self.device)))
+        )
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         return normalize(_pooled(self.model.get_text_features(input_ids=tokens.to(self.device))))

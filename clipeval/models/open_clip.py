@@ -35,14 +35,22 @@ class OpenClipEncoder:
         if model_config:
             config_path = Path(model_config).expanduser()
             if not config_path.is_file():
-                raise ClipevalError(f"Model '{self.name}': architecture config {config_path} does not exist.")
+                raise ClipevalError(
+                    f"Model '{self.name}': architecture config {config_path} does not exist."
+                )
             open_clip.add_model_config(str(config_path))
         if arch not in open_clip.list_models():
-            raise ClipevalError(f"Unknown open_clip architecture '{arch}'. {did_you_mean(arch, open_clip.list_models())}")
+            raise ClipevalError(
+                f"Unknown open_clip architecture '{arch}'. {did_you_mean(arch, open_clip.list_models())}"
+            )
         pretrained = _check_pretrained(self.name, arch, pretrained)
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, cache_dir=cache_dir)
-        except Exception as exc:  # download, format and shape errors all mean "these weights won't load"
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                arch, pretrained=pretrained, cache_dir=cache_dir
+            )
+        except (
+            Exception
+        ) as exc:  # download, format and shape errors all mean "these weights won't load"
             raise ClipevalError(_load_failure(self.name, arch, pretrained, cache_dir, exc)) from exc
         self.model = model.eval()
         self.preprocess = preprocess
@@ -52,7 +60,7 @@ class OpenClipEncoder:
 
     @property
     def logit_scale(self) -> float:
-        return float(self.model.logit_scale.exp())
+        return float(self.model.logit_scale.detach().exp())
 
     @property
     def device(self) -> torch.device:
@@ -98,11 +106,17 @@ def _check_pretrained(name: str, arch: str, pretrained: str | None) -> str | Non
     return pretrained
 
 
-def _load_failure(name: str, arch: str, pretrained: str | None, cache_dir: str | None, exc: Exception) -> str:
+def _load_failure(
+    name: str, arch: str, pretrained: str | None, cache_dir: str | None, exc: Exception
+) -> str:
     from huggingface_hub.constants import HF_HUB_CACHE
 
     where = cache_dir or f"{HF_HUB_CACHE} (Hugging Face hub cache) and ~/.cache/clip"
-    looked = pretrained if pretrained and os.path.isfile(pretrained) else f"open_clip's download of tag '{pretrained}', cached under {where}"
+    looked = (
+        pretrained
+        if pretrained and os.path.isfile(pretrained)
+        else f"open_clip's download of tag '{pretrained}', cached under {where}"
+    )
     return (
         f"Could not load weights for model '{name}' ({arch}, pretrained={pretrained}).\n"
         f"Looked in: {looked}\n"

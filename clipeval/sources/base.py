@@ -20,7 +20,12 @@ from PIL import Image
 from clipeval.errors import ClipevalError
 
 # Errors that mean "this file is not a readable image" rather than "the program is wrong".
-IMAGE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+IMAGE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    Image.DecompressionBombError,
+)
 
 
 class DataNotFound(ClipevalError):
@@ -47,7 +52,9 @@ class Item:
     error: str | None = None
 
 
-def decode(open_image: Callable[[], Image.Image], transform: Callable, label: int, sample_id: str) -> Item:
+def decode(
+    open_image: Callable[[], Image.Image], transform: Callable, label: int, sample_id: str
+) -> Item:
     """Open and transform one image; a broken file becomes an :class:`Item` with ``error`` set."""
     try:
         with open_image() as img:
@@ -107,5 +114,9 @@ class _MapDataset(torch.utils.data.Dataset):
         return self.size
 
     def __getitem__(self, index: int) -> Item:
+        if not 0 <= index < self.size:
+            raise IndexError(index)
         src = self.source
-        return decode(lambda: src.open_image(index), self.transform, src.label(index), src.sample_id(index))
+        return decode(
+            lambda: src.open_image(index), self.transform, src.label(index), src.sample_id(index)
+        )

@@ -10,7 +10,18 @@ from PIL import Image
 from clipeval.errors import ClipevalError
 from clipeval.sources.base import DataNotFound, MapSource, content_key
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".webp",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".ppm",
+    ".pgm",
+)
 
 
 class ImageFolderSource(MapSource):
@@ -20,13 +31,16 @@ class ImageFolderSource(MapSource):
     ``2``, so ``numeric_sort=True`` sorts them as numbers.
     """
 
-    def __init__(self, root: str | os.PathLike, numeric_sort: bool = False, how_to_get: str | None = None):
+    def __init__(
+        self, root: str | os.PathLike, numeric_sort: bool = False, how_to_get: str | None = None
+    ):
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             raise DataNotFound(
                 f"Image folder '{root}'",
                 [str(self.root)],
-                how_to_get or "Pass task.root=DIR, a folder with one subfolder of images per class.",
+                how_to_get
+                or "Pass task.root=DIR, a folder with one subfolder of images per class.",
             )
         folders = [d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")]
         self.folders = _sort_folders(folders, numeric_sort, self.root)

@@ -1,10 +1,10 @@
 """Webdataset shards in the layout of the CLIP_benchmark mirrors.
 
-    root/
-      <split>/nshards.txt        number of shards N
-      <split>/0.tar .. N-1.tar   samples: image (.webp/.png/.jpg/.jpeg) + label (.cls)
-      classnames.txt             one class name per line, in label order
-      zeroshot_classification_templates.txt   one template per line, with {c}
+root/
+  <split>/nshards.txt        number of shards N
+  <split>/0.tar .. N-1.tar   samples: image (.webp/.png/.jpg/.jpeg) + label (.cls)
+  classnames.txt             one class name per line, in label order
+  zeroshot_classification_templates.txt   one template per line, with {c}
 """
 
 from __future__ import annotations
@@ -67,7 +67,9 @@ class _ShardDataset(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[Item]:
         import webdataset as wds
 
-        pipeline = wds.WebDataset(self.urls, shardshuffle=False, empty_check=False, nodesplitter=None)
+        pipeline = wds.WebDataset(
+            self.urls, shardshuffle=False, empty_check=False, nodesplitter=None
+        )
         return itertools.islice(map(self._item, pipeline), self.limit)
 
     def _item(self, sample: dict[str, Any]) -> Item:
@@ -75,7 +77,12 @@ class _ShardDataset(torch.utils.data.IterableDataset):
         label = int(sample["cls"]) if "cls" in sample else -1
         data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
         if data is None or label < 0:
-            return Item(None, max(label, 0), sample_id, f"no image or .cls in sample (keys: {sorted(sample)})")
+            return Item(
+                None,
+                max(label, 0),
+                sample_id,
+                f"no image or .cls in sample (keys: {sorted(sample)})",
+            )
         return decode(lambda: Image.open(io.BytesIO(data)), self.transform, label, sample_id)
 
 

@@ -1,0 +1,137 @@
+"""Each source on tiny datasets in its real layout; missing data explains where it looked."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from conftest import CLASSES, make_image_folder, make_wds, synthetic_image
+from torchvision import transforms
+
+from clipeval.errors import ClipevalError
+from clipeval.sources import DataNotFound
+from clipeval.sources.folder import ImageFolderSource
+from clipeval.sources.hf import HFDatasetSource
+from clipeval.sources.wds import WebDatasetSource
+
+TO_TENSOR = transforms.Compose([transforms.Resize((16, 16)), transforms.ToTensor()])
+
+
+def items(source, limit=None):
+    return list(source.dataset(TO_TENSOR, limit))
+
+
+def test_folder_classes_labels_and_ids(image_folder):
+    src = ImageFolderSource(image_folder)
+    assert src.classnames == [
+        "blue triangle",
+        "green circle",
+        "red square",
+    ]  # sorted folders, _ -> space
+    assert len(src) == 12
+    got = items(src)
+    assert [it.sample_id for it in got[:2]] == [
+        "blue_triangle/img00.png",
+        "blue_triangle/img01.png",
+    ]
+    assert [it.label for it in got] == [0] * 4 + [1] * 4 + [2] * 4
+    assert got[0].image.shape == (3, 16, 16)
+    assert len(items(src, limit=5)) == 5
+
+
+def test_folder_numeric_sort_orders_integer_class_folders_as_numbers(tmp_path):
+    make_image_folder(tmp_path, classes=["0", "1", "2", "10"], per_class=1)
+    assert ImageFolderSource(tmp_path).folders == ["0", "1", "10", "2"]
+    assert ImageFolderSource(tmp_path, numeric_sort=True).folders == ["0", "1", "2", "10"]
+    (tmp_path / "extra").mkdir()
+    with pytest.raises(ClipevalError, match="not integers"):
+        ImageFolderSource(tmp_path, numeric_sort=True)
+
+
+def test_folder_key_follows_content_not_location(image_folder, tmp_path):
+    copy = shutil.copytree(image_folder, tmp_path / "copy")
+    assert ImageFolderSource(copy).key == ImageFolderSource(image_folder).key
+    synthetic_image(0, 99, size=48).save(copy / "red_square" / "img00.png")
+    assert ImageFolderSource(copy).key != ImageFolderSource(image_folder).key
+
+
+def test_folder_missing_or_empty_says_where_it_looked(tmp_path):
+    with pytest.raises(DataNotFound, match=r"not found\. Looked in:\n  - .*absent"):
+        ImageFolderSource(tmp_path / "absent")
+    (tmp_path / "empty" / "cls").mkdir(parents=True)
+    with pytest.raises(DataNotFound, match="class subfolders"):
+        ImageFolderSource(tmp_path / "empty")
+
+
+def test_unreadable_images_become_reported_items_not_crashes(image_folder):
+    (image_folder / "red_square" / "broken.jpg").write_bytes(b"this is not a jpeg")
+    png = (image_folder / "green_circle" / "img00.png").read_bytes()
+    (image_folder / "green_circle" / "truncated.png").write_bytes(png[: len(png) // 2])
+    got = items(ImageFolderSource(image_folder))
+    bad = {it.sample_id: it.error for it in got if it.error}
+    assert set(bad) == {"red_square/broken.jpg", "green_circle/truncated.png"}
+    assert all(it.image is None for it in got if it.error)
+    assert sum(it.error is None for it in got) == 12
+
+
+@pytest.fixture
+def hf_dataset():
+    import datasets
+
+    features = datasets.Features({"img": datasets.Image(), "y": datasets.ClassLabel(names=CLASSES)})
+    rows = {"img": [synthetic_image(i % 3, i) for i in range(9)], "y": [i % 3 for i in range(9)]}
+    return datasets.Dataset.from_dict(rows, features=features)
+
+
+def test_hf_save_to_disk_folder_and_dataset_dict(hf_dataset, tmp_path):
+    import datasets
+
+    hf_dataset.save_to_disk(tmp_path / "single")
+    src = HFDatasetSource(str(tmp_path / "single"))
+    assert src.classnames == CLASSES
+    assert (src.image_key, src.label_key) == ("img", "y")
+    got = items(src)
+    assert [it.label for it in got] == [i % 3 for i in range(9)]
+    assert got[4].sample_id == "4" and got[4].image.shape == (3, 16, 16)
+
+    datasets.DatasetDict({"validation": hf_dataset}).save_to_disk(tmp_path / "dict")
+    assert len(HFDatasetSource(str(tmp_path / "dict"), split="validation")) == 9
+    with pytest.raises(ClipevalError, match="Split 'test' is not in"):
+        HFDatasetSource(str(tmp_path / "dict"), split="test")
+
+
+def test_hf_parquet_files(hf_dataset, tmp_path):
+    (tmp_path / "pq").mkdir()
+    hf_dataset.to_parquet(tmp_path / "pq" / "test-00000.parquet")
+    src = HFDatasetSource(str(tmp_path / "pq"))
+    assert len(src) == 9 and src.classnames == CLASSES
+    assert items(src)[2].label == 2
+    # the same rows give the same key, whichever way they are pointed at
+    assert HFDatasetSource(str(tmp_path / "pq" / "test-00000.parquet")).key == src.key
+
+
+def test_hf_unknown_hub_id_offline_says_how_to_get_it():
+    with pytest.raises(
+        DataNotFound, match=r"Hugging Face dataset 'someone/nothing-here'[\s\S]*save_to_disk"
+    ):
+        HFDatasetSource("someone/nothing-here")
+
+
+def test_wds_layout_labels_classnames_and_templates(tmp_path):
+    src = WebDatasetSource(make_wds(tmp_path / "wds"))
+    assert src.classnames == ["red square", "green circle", "blue triangle"]
+    assert src.templates == ["a photo of a {c}.", "a drawing of a {c}."]
+    got = items(src)
+    assert len(got) == 12 and all(it.error is None for it in got)
+    assert sorted(it.label for it in got) == sorted([0, 1, 2] * 4)
+    assert got[0].sample_id == "0/s0_0000"
+    assert len(items(src, limit=3)) == 3
+
+
+def test_wds_missing_split_or_shards(tmp_path):
+    with pytest.raises(DataNotFound, match=r"test/nshards.txt"):
+        WebDatasetSource(tmp_path)
+    root = make_wds(tmp_path / "wds", shards=2)
+    (root / "test" / "1.tar").unlink()
+    with pytest.raises(DataNotFound, match=r"1 of 2 shards"):
+        WebDatasetSource(root)
