@@ -44,7 +44,7 @@ def fail(message: str) -> None:
 
 
 def check_group_choices(argv: list[str]) -> None:
-    """Raise ClipevalError for an unknown option of a config group, or a required group left unset."""
+    """Raise ClipevalError for an unknown option of a config group."""
     if any(a in ("--help", "-h", "--hydra-help") for a in argv):
         return
     groups = set(registry.groups())
@@ -64,27 +64,12 @@ def check_group_choices(argv: list[str]) -> None:
                 if override.is_sweep_override()
                 else [override.value()]
             )
-            chosen[override.key_or_group] = [str(v) for v in values]
+            chosen[override.key_or_group] = [str(v) for v in values if v is not None]
     for group, values in chosen.items():
         available = registry.options(group)
         for value in values:
             if value not in available:
                 raise ClipevalError(f"Unknown {group} '{value}'. {did_you_mean(value, available)}")
-    for group in _required_groups():
-        if group not in chosen:
-            raise ClipevalError(
-                f"Choose a {group}: {group}=<name>. {did_you_mean('', registry.options(group))}\n"
-                "See python -m clipeval --help."
-            )
-
-
-def _required_groups() -> list[str]:
-    primary = OmegaConf.load(conf_dir() / "config.yaml")
-    return [
-        next(iter(entry))
-        for entry in primary.get("defaults", [])
-        if isinstance(entry, DictConfig) and list(entry.values()) == [None]
-    ]
 
 
 def missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:

@@ -48,3 +48,22 @@ def cache_dir() -> Path:
     return Path(
         os.environ.get("CLIPEVAL_CACHE") or Path.home() / ".cache" / "clipeval"
     ).expanduser()
+
+
+ASSETS = _PACKAGE / "embedded" / "assets"
+
+
+def asset(name: str) -> str:
+    """Absolute path of a file that ships inside the package (the tiny model's weights, say)."""
+    path = ASSETS / name
+    if not path.is_file():
+        raise FileNotFoundError(f"clipeval installation is incomplete: {path} is missing")
+    return str(path)
+
+
+def register_resolvers() -> None:
+    """``${clipeval.asset:NAME}`` in configs: a packaged file, wherever clipeval is installed."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("clipeval.asset"):
+        OmegaConf.register_new_resolver("clipeval.asset", asset)

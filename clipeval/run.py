@@ -1,10 +1,15 @@
 """One evaluation run: config in, results.json and store entry out.
 
-config -> model + task -> sources -> features (cached) -> evaluators -> records -> results
+    config -> model + task(s) -> sources -> features (cached) -> evaluators -> records
+           -> [suite: effective robustness against baselines, figure] -> results
+
+``task=`` runs one task; otherwise ``suite=`` runs each of its tasks with the same model
+and cache, and then its robustness report. A chosen task takes precedence over the suite.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -33,15 +38,15 @@ class RunContext:
     """What evaluators may use: the model, the task, and memoised features and classifiers."""
 
     def __init__(
-        self, model: DualEncoder, task: Task, runtime: Runtime, cache: TensorCache, run_dir: Path
+        self,
+        model: DualEncoder,
+        task: Task,
+        runtime: Runtime,
+        cache: TensorCache,
+        predictions_dir: Path,
     ):
-        self.model, self.task, self.runtime, self.cache, self.run_dir = (
-            model,
-            task,
-            runtime,
-            cache,
-            run_dir,
-        )
+        self.model, self.task, self.runtime, self.cache = model, task, runtime, cache
+        self.predictions_dir = predictions_dir
         self._features: dict[str, FeatureSet] = {}
         self._classifiers: dict[tuple, torch.Tensor] = {}
         self.skipped: dict[str, list[tuple[str, str]]] = {}
@@ -81,8 +86,44 @@ class RunContext:
             {"sample_id": ids, "label": labels.numpy(), "topk": list(topk.numpy())}
         )
         return atomic_write(
-            self.run_dir / "predictions" / f"{dataset}.parquet",
-            lambda f: frame.to_parquet(f, index=False),
+            self.predictions_dir / f"{dataset}.parquet", lambda f: frame.to_parquet(f, index=False)
+        )
+
+    def evaluate(self) -> list[Record]:
+        records: list[Record] = []
+        for name, evaluator in self.task.evaluators.items():
+            log.info("Task %s: running evaluator %s", self.task.name, name)
+            records += evaluator.evaluate(self)
+        return records
+
+
+@dataclasses.dataclass
+class Selection:
+    """What a run evaluates: one task, or a suite's tasks and its robustness report."""
+
+    name: str
+    version: str
+    tasks: list[DictConfig]
+    robustness: DictConfig | None = None
+
+    @property
+    def is_suite(self) -> bool:
+        return self.robustness is not None or len(self.tasks) > 1
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> Selection:
+        if cfg.get("task"):
+            return cls(str(cfg.task.name), str(cfg.task.get("version", "1")), [cfg.task])
+        if cfg.get("suite"):
+            suite = cfg.suite
+            return cls(
+                str(suite.name),
+                str(suite.get("version", "1")),
+                list(suite.tasks.values()),
+                suite.get("robustness"),
+            )
+        raise ClipevalError(
+            "Nothing to evaluate: choose a task (task=<name>) or a suite (suite=<name>). See --help."
         )
 
 
@@ -103,34 +144,65 @@ def load_model(cfg: DictConfig, runtime: Runtime) -> DualEncoder:
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Evaluate ``cfg.model`` on ``cfg.task``; returns the results document it wrote."""
+    """Evaluate ``cfg.model`` on the selected task or suite; returns the results document it wrote."""
     runtime = Runtime.create(**OmegaConf.to_container(cfg.runtime, resolve=True))
     runtime.seed_everything()
     torch.use_deterministic_algorithms(runtime.device.type == "cpu", warn_only=True)
-    task = load_task(
-        cfg.task
-    )  # before the model: missing data should fail in a second, not after a load
+    selection = Selection.from_config(cfg)
+    tasks = {
+        t.name: t for t in map(load_task, selection.tasks)
+    }  # before the model: missing data fails fast
     model = load_model(cfg.model, runtime)
     cache = TensorCache(
         Path(cfg.cache_dir) if cfg.get("cache_dir") else cache_dir(), enabled=runtime.cache
     )
-    ctx = RunContext(model, task, runtime, cache, run_dir)
-    records: list[Record] = []
-    for name, evaluator in task.evaluators.items():
-        log.info("Running evaluator %s", name)
-        records += evaluator.evaluate(ctx)
+    records, skipped = [], {}
+    for task in tasks.values():
+        predictions = run_dir / "predictions" / (task.name if selection.is_suite else "")
+        ctx = RunContext(model, task, runtime, cache, predictions)
+        task_records = ctx.evaluate()
+        if selection.is_suite:  # datasets of different tasks may share a name
+            task_records = [
+                dataclasses.replace(r, dataset=f"{task.name}/{r.dataset}") for r in task_records
+            ]
+            ctx.skipped = {f"{task.name}/{d}": v for d, v in ctx.skipped.items()}
+        records += task_records
+        skipped |= ctx.skipped
+    extra: dict[str, Any] = {"skipped": {d: [list(s) for s in v] for d, v in skipped.items()}}
+    summary = None
+    if selection.robustness is not None:
+        summary, robustness = _robustness(selection, records, tasks, model, run_dir)
+        records += robustness.records()
+        extra["effective_robustness"] = [row.to_json() for row in robustness.rows]
     document = results_document(
         model=model,
-        task=task,
+        task=selection,
         records=records,
         config=OmegaConf.to_container(cfg, resolve=True),
-        extra={"skipped": {d: [list(s) for s in v] for d, v in ctx.skipped.items()}},
+        extra=extra,
     )
     write_json(run_dir / "results.json", document)
     stored = add_to_store(Path(cfg.store), document)
     log.info("Wrote %s and %s", run_dir / "results.json", stored)
-    print(format_records(document))
+    print(summary or format_records(document))
     return document
+
+
+def _robustness(
+    selection: Selection,
+    records: list[Record],
+    tasks: dict[str, Task],
+    model: DualEncoder,
+    run_dir: Path,
+):
+    from clipeval.figures import scatter_grid
+    from clipeval.robustness_report import build_report, format_report
+
+    report = build_report(selection.robustness, records, tasks)
+    if selection.robustness.get("figure"):
+        path = scatter_grid(report, model.name, run_dir / selection.robustness.figure)
+        log.info("Wrote figure %s", path)
+    return format_report(report, model.name, f"{selection.name} (v{selection.version})"), report
 
 
 def format_records(document: dict[str, Any]) -> str:

@@ -14,9 +14,9 @@ TASKS = registry.options("task")
 
 
 def test_builtin_groups_and_options_are_discovered():
-    assert {"model", "task", "runtime"} <= set(registry.groups())
+    assert {"model", "task", "runtime", "suite"} <= set(registry.groups())
     assert {"open_clip", "hf", "custom", "vit_b32", "vit_b16", "vit_l14", "rn50"} <= set(MODELS)
-    assert {"folder", "hf", "wds"} <= set(TASKS)
+    assert {"folder", "hf", "wds", "digits", "digits_sketch"} <= set(TASKS)
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -61,12 +61,11 @@ def test_user_task_folders_come_from_clipeval_tasks(tmp_path, monkeypatch):
     [
         (
             ["task=foldr", "model=vit_b32"],
-            "Unknown task 'foldr'. Available: folder, hf, wds. Did you mean 'folder'?",
+            "Unknown task 'foldr'. Available: digits, digits_corruptions, digits_renditions, digits_rotated, digits_sketch, folder, hf, wds. Did you mean 'folder'?",
         ),
         (["task=folder", "model=vit_b23"], "Did you mean 'vit_b32'?"),
         (["-m", "task=folder,imagenet_q", "model=vit_b32"], "Unknown task 'imagenet_q'"),
-        (["task=folder"], "Choose a model: model=<name>."),
-        (["model=rn50"], "Choose a task: task=<name>."),
+        (["suite=digit"], "Unknown suite 'digit'. Available: digits. Did you mean 'digits'?"),
     ],
 )
 def test_bad_group_choices_exit_2_with_the_options(argv, expected, capsys):
@@ -76,6 +75,13 @@ def test_bad_group_choices_exit_2_with_the_options(argv, expected, capsys):
     err = capsys.readouterr().err
     assert expected in err
     assert "Traceback" not in err
+
+
+def test_nothing_to_evaluate_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["~suite", f"hydra.run.dir={tmp_path}"])
+    assert exit_info.value.code == 2
+    assert "choose a task (task=<name>) or a suite (suite=<name>)" in capsys.readouterr().err
 
 
 def test_missing_required_values_exit_2(capsys):
@@ -90,6 +96,9 @@ def test_help_lists_groups_and_their_options(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "task: folder, hf, wds" in out
-    assert "model: custom, hf, open_clip, rn50, vit_b16, vit_b32, vit_l14" in out
+    assert (
+        "task: digits, digits_corruptions, digits_renditions, digits_rotated, digits_sketch, folder, hf, wds"
+        in out
+    )
+    assert "model: custom, hf, open_clip, rn50, tiny_digits, vit_b16, vit_b32, vit_l14" in out
     assert "runtime: default, smoke" in out

@@ -39,6 +39,7 @@ def test_wheel_carries_configs_and_tasks_and_runs_from_an_install(tmp_path):
         "clipeval/_bundled/conf/model/vit_b32.yaml",
         "clipeval/_bundled/tasks/folder/task.yaml",
         "hydra_plugins/clipeval_tasks/task_folders.py",
+        "clipeval/embedded/assets/tiny_digits.safetensors",
     } <= names
     target = tmp_path / "site"
     install = subprocess.run(
@@ -68,7 +69,7 @@ def test_wheel_carries_configs_and_tasks_and_runs_from_an_install(tmp_path):
         timeout=120,
     )
     assert help_run.returncode == 0, help_run.stderr
-    assert "task: folder, hf, wds" in help_run.stdout
+    assert "folder, hf, wds" in help_run.stdout and "tiny_digits" in help_run.stdout
     where = subprocess.run(
         [
             sys.executable,

@@ -1,0 +1,44 @@
+"""The embedded digits datasets as a clipeval source."""
+
+from __future__ import annotations
+
+import hashlib
+
+from PIL import Image
+
+from clipeval.embedded import digits
+from clipeval.sources.base import MapSource, content_key
+
+
+class DigitsSource(MapSource):
+    """One dataset of the embedded suite: a split of the real digits, or a generated shift."""
+
+    def __init__(
+        self,
+        shift: str | None = None,
+        split: str = "test",
+        severity: int | None = None,
+        seed: int = digits.SEED,
+    ):
+        self.images, self.labels = digits.load(shift, split, severity, seed)
+        self.name = shift or split
+        if severity is not None:
+            self.name += f"@{severity}"
+        self.classnames = list(digits.CLASSNAMES)
+        data = hashlib.sha256(self.images.tobytes() + self.labels.tobytes()).hexdigest()
+        self.key = content_key("digits", [data])
+
+    def describe(self) -> str:
+        return f"digits '{self.name}' ({len(self)} images)"
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def sample_id(self, index: int) -> str:
+        return f"{self.name}/{index}"
+
+    def label(self, index: int) -> int:
+        return int(self.labels[index])
+
+    def open_image(self, index: int) -> Image.Image:
+        return digits.to_pil(self.images[index])

@@ -1,0 +1,60 @@
+"""Effective robustness (Taori et al. 2020): shift accuracy beyond what ID accuracy predicts.
+
+Over a set of baseline models, fit logit(shift accuracy) = slope * logit(ID accuracy) +
+intercept by least squares. A model's effective robustness on the shift is its shift
+accuracy minus the fit's prediction at its ID accuracy. Accuracies are fractions here;
+reports show percentage points.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def logit(p: np.ndarray | float) -> np.ndarray:
+    p = np.asarray(p, dtype=float)
+    return np.log(p / (1 - p))
+
+
+def inverse_logit(z: np.ndarray | float) -> np.ndarray:
+    return 1 / (1 + np.exp(-np.asarray(z, dtype=float)))
+
+
+@dataclass(frozen=True)
+class LogitFit:
+    slope: float
+    intercept: float
+    n_models: int
+
+    def predict(self, id_accuracy: float | np.ndarray) -> np.ndarray:
+        """Shift accuracy the baselines predict at the given ID accuracy."""
+        return inverse_logit(self.slope * logit(id_accuracy) + self.intercept)
+
+
+def fit_baselines(
+    id_acc: np.ndarray, shift_acc: np.ndarray, names: list[str] | None = None
+) -> LogitFit:
+    """Least-squares line in logit space; models at exactly 0 or 1 have no logit and are left out."""
+    id_acc, shift_acc = np.asarray(id_acc, float), np.asarray(shift_acc, float)
+    finite = (id_acc > 0) & (id_acc < 1) & (shift_acc > 0) & (shift_acc < 1)
+    if not finite.all():
+        dropped = [names[i] if names else str(i) for i in np.flatnonzero(~finite)]
+        log.warning(
+            "Left out of the baseline fit (accuracy of exactly 0 or 100%%, no logit): %s",
+            ", ".join(dropped),
+        )
+    if finite.sum() < 2:
+        raise ValueError(
+            "a baseline fit needs at least two models with accuracies strictly between 0 and 1"
+        )
+    slope, intercept = np.polyfit(logit(id_acc[finite]), logit(shift_acc[finite]), deg=1)
+    return LogitFit(float(slope), float(intercept), int(finite.sum()))
+
+
+def effective_robustness(fit: LogitFit, id_accuracy: float, shift_accuracy: float) -> float:
+    return float(shift_accuracy - fit.predict(id_accuracy))

@@ -1,0 +1,142 @@
+"""The embedded suite: deterministic data, the committed tiny CLIP, and the default run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_config, run_in_process
+
+from clipeval.embedded import digits, train
+from clipeval.embedded.source import DigitsSource
+from clipeval.embedded.zoo import members
+from clipeval.models.open_clip import OpenClipEncoder
+from clipeval.paths import asset
+
+ALL_SHIFTS = [("renditions", None), ("sketch", None), ("rotated", None)] + [
+    (c, s) for c in digits.CORRUPTIONS for s in digits.SEVERITIES
+]
+
+
+def test_splits_are_stratified_disjoint_and_cover_the_real_digits():
+    from sklearn.datasets import load_digits
+
+    parts = digits.splits()
+    assert {k: len(v[1]) for k, v in parts.items()} == {"train": 1078, "val": 359, "test": 360}
+    # every original image lands in exactly one split
+    flat = sorted(im.tobytes() for x, _ in parts.values() for im in x)
+    assert flat == sorted(im.astype(np.float32).tobytes() for im in load_digits().images)
+    for x, y in parts.values():
+        assert np.bincount(y, minlength=10).min() >= 0.09 * len(y)
+        assert x.min() >= 0 and x.max() <= 16
+
+
+@pytest.mark.parametrize(("shift", "severity"), ALL_SHIFTS[:4] + ALL_SHIFTS[-1:])
+def test_generated_shifts_are_deterministic_and_in_the_digits_format(shift, severity):
+    x, y = digits.load(shift, severity=severity)
+    (
+        digits.renditions.cache_clear(),
+        digits.sketches.cache_clear(),
+        digits.rotated.cache_clear(),
+        digits.corrupted.cache_clear(),
+    )
+    x2, y2 = digits.load(shift, severity=severity)
+    assert np.array_equal(x, x2) and np.array_equal(y, y2)
+    assert x.shape[1:] == (8, 8) and x.min() >= 0 and x.max() <= 16
+    assert set(np.unique(y)) == set(range(10))
+
+
+def test_renditions_use_several_fonts_and_every_digit():
+    x, y = digits.renditions()
+    assert len(digits.font_files()) >= 12
+    assert len(y) == 10 * 3 * len(digits.font_files())
+
+
+def test_corruption_severity_increases_the_damage():
+    clean, _ = digits.splits()["test"]
+    for kind in digits.CORRUPTIONS:
+        damage = [np.abs(digits.corrupted(kind, s)[0] - clean).mean() for s in digits.SEVERITIES]
+        assert damage == sorted(damage), kind
+
+
+def test_digits_source_keys_follow_the_data():
+    keys = {DigitsSource(shift, severity=sev).key for shift, sev in ALL_SHIFTS} | {
+        DigitsSource(split="test").key
+    }
+    assert len(keys) == len(ALL_SHIFTS) + 1
+    assert DigitsSource("sketch").key == DigitsSource("sketch").key
+
+
+def test_committed_checkpoint_matches_its_recorded_hash():
+    path = asset("tiny_digits.safetensors")
+    recorded = (train.ASSETS / "tiny_digits.sha256").read_text().split()[0]
+    with open(path, "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == recorded
+    assert train.CHECKPOINT.stat().st_size < 16 * 2**20
+
+
+def test_tiny_digits_loads_through_the_open_clip_adapter_and_classifies_zero_shot():
+    cfg = compose_config(["model=tiny_digits"])
+    model = OpenClipEncoder(**{k: v for k, v in cfg.model.items() if k != "_target_"})
+    x, y = digits.splits()["test"]
+    templates = train.ASSETS.parents[2] / "tasks" / "digits" / "templates.txt"
+    prompts = (
+        templates.read_text().split("\n") if templates.exists() else ["a photo of the number {c}."]
+    )
+    prompts = [p for p in prompts if p]
+    assert not set(prompts) & set(
+        train.CAPTIONS
+    )  # zero-shot: the prompts are not training captions
+    with torch.no_grad():
+        protos = torch.stack(
+            [
+                model.encode_text(model.tokenize([p.replace("{c}", c) for p in prompts])).mean(0)
+                for c in digits.CLASSNAMES
+            ]
+        )
+        protos = protos / protos.norm(dim=-1, keepdim=True)
+        feats = model.encode_image(torch.stack([model.preprocess(digits.to_pil(im)) for im in x]))
+    accuracy = float(((feats @ protos.T).argmax(1).numpy() == y).mean())
+    assert accuracy >= 0.85
+
+
+def test_training_is_deterministic():
+    first = train.train(steps=3, batch_size=16)
+    again = train.train(steps=3, batch_size=16)
+    for (name, a), (_, b) in zip(
+        first.state_dict().items(), again.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_baseline_zoo_has_at_least_15_members_of_several_families():
+    zoo = members()
+    assert len(zoo) >= 15
+    assert len({family for family, _ in zoo.values()}) >= 5
+
+
+def test_default_run_is_the_digits_suite_with_effective_robustness(tmp_path):
+    doc = run_in_process([], tmp_path / "run")
+    assert doc["model"]["name"] == "tiny_digits" and doc["task"]["name"] == "digits_shifts"
+    top1 = {r["dataset"]: r for r in doc["records"] if r["metric"] == "top1"}
+    assert top1["digits/test"]["value"] >= 0.85 and top1["digits/test"]["n"] == 360
+    assert len([d for d in top1 if d.startswith("digits_corruptions/")]) == 20
+    rows = {row["setting"]: row for row in doc["effective_robustness"]}
+    assert set(rows) == {"in_distribution", "renditions", "sketch", "rotated", "corruptions"}
+    corr = rows["corruptions"]
+    pooled = sum(top1[d]["value"] * top1[d]["n"] for d in corr["datasets"]) / corr["n"]
+    assert corr["top1"] == pytest.approx(pooled) and corr["n"] == 7200
+    for setting in ("renditions", "sketch", "rotated", "corruptions"):
+        row = rows[setting]
+        assert row["effective_robustness"] == pytest.approx(
+            row["top1"] - row["baseline_prediction"]
+        )
+        assert row["fit"]["n_models"] >= 15
+    er = {r["dataset"]: r for r in doc["records"] if r["metric"] == "effective_robustness"}
+    assert er.keys() == {"renditions", "sketch", "rotated", "corruptions"}
+    assert (tmp_path / "run" / "effective_robustness.png").stat().st_size > 20_000
+    assert (tmp_path / "run" / "predictions" / "digits_sketch" / "sketch.parquet").is_file()
+    json.dumps(doc)  # the whole document is JSON
