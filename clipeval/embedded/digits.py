@@ -145,7 +145,7 @@ def rotated(seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(out), y
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def corrupted(kind: str, severity: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
     if kind not in CORRUPTIONS or severity not in SEVERITIES:
         raise ValueError(
