@@ -85,3 +85,21 @@ def fingerprint(module: torch.nn.Module, *parts: object) -> str:
 def normalize(x: torch.Tensor) -> torch.Tensor:
     x = x.float()
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+class WrappedModule:
+    """Shared plumbing of adapters that wrap one ``torch.nn.Module`` with a ``logit_scale`` parameter."""
+
+    model: torch.nn.Module
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.detach().exp())
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: torch.device | str):
+        self.model.to(device)
+        return self

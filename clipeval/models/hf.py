@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from clipeval.errors import ClipevalError
-from clipeval.models.base import fingerprint, normalize
+from clipeval.models.base import WrappedModule, fingerprint, normalize
 
 
 class HFImageTransform:
@@ -25,7 +25,7 @@ class HFImageTransform:
         return f"HFImageTransform({self.processor.to_json_string()})"
 
 
-class HFClipEncoder:
+class HFClipEncoder(WrappedModule):
     def __init__(self, name_or_path: str, name: str | None = None, revision: str | None = None):
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
@@ -53,18 +53,6 @@ class HFClipEncoder:
         self.fingerprint = fingerprint(
             self.model, self.preprocess, type(self._tokenizer).__name__, vocab, self._max_length
         )
-
-    @property
-    def logit_scale(self) -> float:
-        return float(self.model.logit_scale.detach().exp())
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def to(self, device: torch.device | str) -> HFClipEncoder:
-        self.model.to(device)
-        return self
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         # Padding to the full context, as SigLIP was trained; CLIP pools at the first EOS token

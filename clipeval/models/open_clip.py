@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 
 from clipeval.errors import ClipevalError, did_you_mean
-from clipeval.models.base import fingerprint, normalize
+from clipeval.models.base import WrappedModule, fingerprint, normalize
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz", ".ckpt")
 
 
-class OpenClipEncoder:
+class OpenClipEncoder(WrappedModule):
     """Wraps ``open_clip.create_model_and_transforms``.
 
     ``model_config`` registers an architecture JSON of the user's (open_clip's own format)
@@ -57,18 +57,6 @@ class OpenClipEncoder:
         self._tokenizer = open_clip.get_tokenizer(arch)
         context = getattr(self._tokenizer, "context_length", None)
         self.fingerprint = fingerprint(model, preprocess, type(self._tokenizer).__name__, context)
-
-    @property
-    def logit_scale(self) -> float:
-        return float(self.model.logit_scale.detach().exp())
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def to(self, device: torch.device | str) -> OpenClipEncoder:
-        self.model.to(device)
-        return self
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         return self._tokenizer(list(texts))
