@@ -127,7 +127,7 @@ def save(model: torch.nn.Module, path: Path) -> str:
     from safetensors.torch import save
 
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    data = save(state, metadata={"arch": ARCH, "trained_by": "python -m clipeval.embedded.train"})
+    data = save(state)  # no metadata: safetensors writes a metadata dict in no fixed order
     atomic_write(path, lambda f: f.write(data))
     digest = hashlib.sha256(data).hexdigest()
     atomic_write(
