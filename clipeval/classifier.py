@@ -27,9 +27,7 @@ PLACEHOLDER = "{c}"
 def check_templates(templates: Sequence[str]) -> list[str]:
     templates = list(templates)
     if not templates:
-        raise ClipevalError(
-            "No prompt templates: give task.templates a list of strings containing {c}, or a file."
-        )
+        raise ClipevalError("No prompt templates: give task.templates a list of strings containing {c}, or a file.")
     bad = [t for t in templates if PLACEHOLDER not in t]
     if bad:
         raise ClipevalError(

@@ -59,11 +59,7 @@ def check_group_choices(argv: list[str]) -> None:
         except Exception:  # leave malformed overrides to Hydra, which explains them well
             continue
         if override.key_or_group in groups and not override.is_delete():
-            values = (
-                list(override.sweep_string_iterator())
-                if override.is_sweep_override()
-                else [override.value()]
-            )
+            values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
             chosen[override.key_or_group] = [str(v) for v in values if v is not None]
     for group, values in chosen.items():
         available = registry.options(group)
@@ -79,9 +75,7 @@ def missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
         full = f"{prefix}{key}"
         if OmegaConf.is_missing(cfg, key):
             found.append(full)
-        elif not OmegaConf.is_interpolation(cfg, key) and isinstance(
-            cfg._get_node(key), DictConfig
-        ):
+        elif not OmegaConf.is_interpolation(cfg, key) and isinstance(cfg._get_node(key), DictConfig):
             found += missing_keys(cfg[key], f"{full}.")
     return found
 

@@ -22,7 +22,5 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     choices = sorted(set(choices))
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    shown = ", ".join(choices[:40]) + (
-        f", ... ({len(choices)} in all)" if len(choices) > 40 else ""
-    )
+    shown = ", ".join(choices[:40]) + (f", ... ({len(choices)} in all)" if len(choices) > 40 else "")
     return f"Available: {shown}.{hint}"

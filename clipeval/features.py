@@ -49,9 +49,7 @@ def feature_key(model: DualEncoder, source: Source, runtime: Runtime) -> str:
     )
 
 
-def image_features(
-    model: DualEncoder, source: Source, runtime: Runtime, cache: TensorCache
-) -> FeatureSet:
+def image_features(model: DualEncoder, source: Source, runtime: Runtime, cache: TensorCache) -> FeatureSet:
     key = feature_key(model, source, runtime)
     entry = cache.load("features", key)
     if entry is not None:
@@ -88,9 +86,7 @@ def image_features(
 
 def _encode(model: DualEncoder, source: Source, runtime: Runtime) -> FeatureSet:
     dataset = source.dataset(model.preprocess, runtime.limit)
-    workers = min(
-        runtime.workers, source.loader_options(runtime.limit).get("max_workers", runtime.workers)
-    )
+    workers = min(runtime.workers, source.loader_options(runtime.limit).get("max_workers", runtime.workers))
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=runtime.batch_size,
@@ -112,20 +108,14 @@ def _encode(model: DualEncoder, source: Source, runtime: Runtime) -> FeatureSet:
             skipped += batch_skipped
             if images is None:
                 continue
-            feats.append(
-                model.encode_image(images.to(runtime.device, non_blocking=True)).float().cpu()
-            )
+            feats.append(model.encode_image(images.to(runtime.device, non_blocking=True)).float().cpu())
             labels.append(batch_labels)
             ids += batch_ids
             count += len(batch_ids)
     if not ids:
-        raise ClipevalError(
-            f"No readable images in {source.describe()} ({len(skipped)} failed to decode)."
-        )
+        raise ClipevalError(f"No readable images in {source.describe()} ({len(skipped)} failed to decode).")
     elapsed = time.perf_counter() - start
-    log.info(
-        "Encoded %d images in %.1f s (%.1f images/s)", count, elapsed, count / max(elapsed, 1e-9)
-    )
+    log.info("Encoded %d images in %.1f s (%.1f images/s)", count, elapsed, count / max(elapsed, 1e-9))
     features, label_tensor = torch.cat(feats), torch.cat(labels)
     if workers > 0 and not hasattr(dataset, "__len__"):
         # Workers interleave shards in an order that depends on timing; sort for reproducible outputs.
@@ -148,11 +138,7 @@ def _report_skipped(fs: FeatureSet, source: Source) -> None:
     if not fs.skipped:
         return
     shown = "\n".join(f"  {sid}: {why}" for sid, why in fs.skipped[:SHOW_SKIPPED])
-    more = (
-        f"\n  ... and {len(fs.skipped) - SHOW_SKIPPED} more"
-        if len(fs.skipped) > SHOW_SKIPPED
-        else ""
-    )
+    more = f"\n  ... and {len(fs.skipped) - SHOW_SKIPPED} more" if len(fs.skipped) > SHOW_SKIPPED else ""
     log.warning(
         "%d of %d images in %s could not be read and are left out of every metric:\n%s%s",
         len(fs.skipped),

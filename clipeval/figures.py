@@ -80,9 +80,7 @@ def scatter_grid(report: RobustnessReport, model: str, path: Path) -> Path:
     axes.flat[0].legend(loc="upper left", fontsize=8)
     fig.suptitle(f"Effective robustness of {model} (logit axes)")
     fig.tight_layout()
-    atomic_write(
-        path, lambda f: fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
-    )
+    atomic_write(path, lambda f: fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png", dpi=120))
     plt.close(fig)
     return path
 

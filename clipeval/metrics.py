@@ -46,9 +46,7 @@ def mean_recall_interval(
     return max(0.0, estimate - half), min(1.0, estimate + half)
 
 
-def classification_records(
-    dataset: str, topk: torch.Tensor, labels: torch.Tensor, num_classes: int
-) -> list[Record]:
+def classification_records(dataset: str, topk: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[Record]:
     """top1, top5 (with at least 5 classes) and mean per-class recall for ranked predictions."""
     topk_np, labels_np = topk.cpu().numpy(), labels.cpu().numpy()
     n = len(labels_np)

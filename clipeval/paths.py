@@ -16,9 +16,7 @@ def _bundled(name: str) -> Path:
     for candidate in (_PACKAGE / "_bundled" / name, _PACKAGE.parent / name):
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError(
-        f"clipeval installation is incomplete: no '{name}' folder next to {_PACKAGE}"
-    )
+    raise FileNotFoundError(f"clipeval installation is incomplete: no '{name}' folder next to {_PACKAGE}")
 
 
 def conf_dir() -> Path:
@@ -37,17 +35,13 @@ def task_dirs() -> list[Path]:
     ``CLIPEVAL_TASKS`` is a list of folders separated by ``os.pathsep``; a user task with the
     same name as a built-in one shadows it.
     """
-    extra = [
-        Path(p).expanduser() for p in os.environ.get("CLIPEVAL_TASKS", "").split(os.pathsep) if p
-    ]
+    extra = [Path(p).expanduser() for p in os.environ.get("CLIPEVAL_TASKS", "").split(os.pathsep) if p]
     return [*extra, builtin_tasks_dir()]
 
 
 def cache_dir() -> Path:
     """Root of the feature and classifier cache (``CLIPEVAL_CACHE`` or ``~/.cache/clipeval``)."""
-    return Path(
-        os.environ.get("CLIPEVAL_CACHE") or Path.home() / ".cache" / "clipeval"
-    ).expanduser()
+    return Path(os.environ.get("CLIPEVAL_CACHE") or Path.home() / ".cache" / "clipeval").expanduser()
 
 
 ASSETS = _PACKAGE / "embedded" / "assets"

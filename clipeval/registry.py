@@ -17,13 +17,6 @@ def groups() -> list[str]:
 
 def options(group: str) -> list[str]:
     if group == TASK_GROUP:
-        return sorted(
-            {
-                p.parent.name
-                for root in task_dirs()
-                if root.is_dir()
-                for p in root.glob("*/task.yaml")
-            }
-        )
+        return sorted({p.parent.name for root in task_dirs() if root.is_dir() for p in root.glob("*/task.yaml")})
     folder = Path(conf_dir()) / group
     return sorted(p.stem for p in folder.glob("*.yaml"))

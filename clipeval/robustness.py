@@ -36,9 +36,7 @@ class LogitFit:
         return inverse_logit(self.slope * logit(id_accuracy) + self.intercept)
 
 
-def fit_baselines(
-    id_acc: np.ndarray, shift_acc: np.ndarray, names: list[str] | None = None
-) -> LogitFit:
+def fit_baselines(id_acc: np.ndarray, shift_acc: np.ndarray, names: list[str] | None = None) -> LogitFit:
     """Least-squares line in logit space; models at exactly 0 or 1 have no logit and are left out."""
     id_acc, shift_acc = np.asarray(id_acc, float), np.asarray(shift_acc, float)
     finite = (id_acc > 0) & (id_acc < 1) & (shift_acc > 0) & (shift_acc < 1)
@@ -49,9 +47,7 @@ def fit_baselines(
             ", ".join(dropped),
         )
     if finite.sum() < 2:
-        raise ValueError(
-            "a baseline fit needs at least two models with accuracies strictly between 0 and 1"
-        )
+        raise ValueError("a baseline fit needs at least two models with accuracies strictly between 0 and 1")
     slope, intercept = np.polyfit(logit(id_acc[finite]), logit(shift_acc[finite]), deg=1)
     return LogitFit(float(slope), float(intercept), int(finite.sum()))
 

@@ -90,9 +90,7 @@ def _datasets(spec: str, tasks: dict[str, Task]) -> list[tuple[str, str]]:
     return [(task_name, d) for d in names]
 
 
-def build_report(
-    cfg: DictConfig, records: list[Record], tasks: dict[str, Task]
-) -> RobustnessReport:
+def build_report(cfg: DictConfig, records: list[Record], tasks: dict[str, Task]) -> RobustnessReport:
     """Pool each setting's top-1 over its datasets, fit the baselines' line per shift, read off ER."""
     specs = {IN_DISTRIBUTION: cfg.in_distribution, **OmegaConf.to_container(cfg.shifts)}
     members = {setting: _datasets(spec, tasks) for setting, spec in specs.items()}
@@ -131,7 +129,5 @@ def format_report(report: RobustnessReport, model: str, title: str) -> str:
             if row.fit
             else "-"
         )
-        lines.append(
-            f"{row.setting:<18} {row.top1:6.3f}  [{lo:.3f}, {hi:.3f}] {row.n:>6}  {fit}  {er:>20}"
-        )
+        lines.append(f"{row.setting:<18} {row.top1:6.3f}  [{lo:.3f}, {hi:.3f}] {row.n:>6}  {fit}  {er:>20}")
     return "\n".join(lines)

@@ -24,52 +24,61 @@ from clipeval.cache import TensorCache
 from clipeval.classifier import zeroshot_classifier
 from clipeval.construct import build
 from clipeval.errors import ClipevalError
-from clipeval.features import FeatureSet, image_features
+from clipeval.features import FeatureSet, feature_key, image_features
 from clipeval.models.base import DualEncoder, check_dual_encoder
 from clipeval.paths import cache_dir
 from clipeval.results import Record, add_to_store, results_document, write_json
 from clipeval.runtime import Runtime
+from clipeval.sources.base import Source
 from clipeval.task import Task, load_task
 
 log = logging.getLogger(__name__)
 
 
-class RunContext:
-    """What evaluators may use: the model, the task, and memoised features and classifiers."""
+class FeatureBank:
+    """Features and classifiers of one model, shared by every task of a run.
 
-    def __init__(
-        self,
-        model: DualEncoder,
-        task: Task,
-        runtime: Runtime,
-        cache: TensorCache,
-        predictions_dir: Path,
-    ):
-        self.model, self.task, self.runtime, self.cache = model, task, runtime, cache
-        self.predictions_dir = predictions_dir
+    In memory it keeps each source's features once per run (a suite that scores ImageNet
+    val in several tasks encodes it once even with the disk cache off); on disk the cache
+    keeps them across runs.
+    """
+
+    def __init__(self, model: DualEncoder, runtime: Runtime, cache: TensorCache):
+        self.model, self.runtime, self.cache = model, runtime, cache
         self._features: dict[str, FeatureSet] = {}
         self._classifiers: dict[tuple, torch.Tensor] = {}
-        self.skipped: dict[str, list[tuple[str, str]]] = {}
 
-    def features(self, dataset: str) -> FeatureSet:
-        if dataset not in self._features:
-            if dataset not in self.task.sources:
-                raise ClipevalError(
-                    f"Task '{self.task.name}' has no dataset '{dataset}' (has: {list(self.task.sources)})."
-                )
-            fs = image_features(self.model, self.task.sources[dataset], self.runtime, self.cache)
-            self._features[dataset] = fs
-            if fs.skipped:
-                self.skipped[dataset] = fs.skipped
-        return self._features[dataset]
+    def features(self, source: Source) -> FeatureSet:
+        key = feature_key(self.model, source, self.runtime)
+        if key not in self._features:
+            self._features[key] = image_features(self.model, source, self.runtime, self.cache)
+        return self._features[key]
 
     def classifier(self, classnames: list[str], templates: list[str]) -> torch.Tensor:
         key = (tuple(classnames), tuple(templates))
         if key not in self._classifiers:
-            self._classifiers[key] = zeroshot_classifier(
-                self.model, classnames, templates, self.runtime, self.cache
-            )
+            self._classifiers[key] = zeroshot_classifier(self.model, classnames, templates, self.runtime, self.cache)
         return self._classifiers[key]
+
+
+class RunContext:
+    """What an evaluator may use: the model, its task, the shared features and classifiers."""
+
+    def __init__(self, bank: FeatureBank, task: Task, predictions_dir: Path):
+        self.bank, self.task, self.predictions_dir = bank, task, predictions_dir
+        self.model, self.runtime = bank.model, bank.runtime
+        self.skipped: dict[str, list[tuple[str, str]]] = {}
+
+    def features(self, dataset: str) -> FeatureSet:
+        if dataset not in self.task.sources:
+            raise ClipevalError(f"Task '{self.task.name}' has no dataset '{dataset}' (has: {list(self.task.sources)}).")
+        fs = self.bank.features(self.task.sources[dataset])
+        if fs.skipped:
+            self.skipped[dataset] = fs.skipped
+        return fs
+
+    def classifier(self, classnames: list[str], templates: list[str]) -> torch.Tensor:
+        return self.bank.classifier(classnames, templates)
 
     def check_labels(self, dataset: str, labels: torch.Tensor, num_classes: int) -> None:
         if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
@@ -78,16 +87,10 @@ class RunContext:
                 "Check task.classnames (one per class, in label order) or task.class_subset."
             )
 
-    def save_predictions(
-        self, dataset: str, ids: list[str], labels: torch.Tensor, topk: torch.Tensor
-    ) -> Path:
+    def save_predictions(self, dataset: str, ids: list[str], labels: torch.Tensor, topk: torch.Tensor) -> Path:
         """Per-sample predictions, so two runs can later be compared sample by sample."""
-        frame = pd.DataFrame(
-            {"sample_id": ids, "label": labels.numpy(), "topk": list(topk.numpy())}
-        )
-        return atomic_write(
-            self.predictions_dir / f"{dataset}.parquet", lambda f: frame.to_parquet(f, index=False)
-        )
+        frame = pd.DataFrame({"sample_id": ids, "label": labels.numpy(), "topk": list(topk.numpy())})
+        return atomic_write(self.predictions_dir / f"{dataset}.parquet", lambda f: frame.to_parquet(f, index=False))
 
     def evaluate(self) -> list[Record]:
         records: list[Record] = []
@@ -122,16 +125,12 @@ class Selection:
                 list(suite.tasks.values()),
                 suite.get("robustness"),
             )
-        raise ClipevalError(
-            "Nothing to evaluate: choose a task (task=<name>) or a suite (suite=<name>). See --help."
-        )
+        raise ClipevalError("Nothing to evaluate: choose a task (task=<name>) or a suite (suite=<name>). See --help.")
 
 
 def load_model(cfg: DictConfig, runtime: Runtime) -> DualEncoder:
     start = time.perf_counter()
-    model = check_dual_encoder(
-        build(cfg, f"model '{cfg.get('name', cfg.get('_target_'))}'"), str(cfg.get("_target_"))
-    )
+    model = check_dual_encoder(build(cfg, f"model '{cfg.get('name', cfg.get('_target_'))}'"), str(cfg.get("_target_")))
     model.to(runtime.device)
     log.info(
         "Loaded model %s (fingerprint %s) on %s in %.1f s",
@@ -149,22 +148,17 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     runtime.seed_everything()
     torch.use_deterministic_algorithms(runtime.device.type == "cpu", warn_only=True)
     selection = Selection.from_config(cfg)
-    tasks = {
-        t.name: t for t in map(load_task, selection.tasks)
-    }  # before the model: missing data fails fast
+    tasks = {t.name: t for t in map(load_task, selection.tasks)}  # before the model: missing data fails fast
     model = load_model(cfg.model, runtime)
-    cache = TensorCache(
-        Path(cfg.cache_dir) if cfg.get("cache_dir") else cache_dir(), enabled=runtime.cache
-    )
+    cache = TensorCache(Path(cfg.cache_dir) if cfg.get("cache_dir") else cache_dir(), enabled=runtime.cache)
+    bank = FeatureBank(model, runtime, cache)
     records, skipped = [], {}
     for task in tasks.values():
         predictions = run_dir / "predictions" / (task.name if selection.is_suite else "")
-        ctx = RunContext(model, task, runtime, cache, predictions)
+        ctx = RunContext(bank, task, predictions)
         task_records = ctx.evaluate()
         if selection.is_suite:  # datasets of different tasks may share a name
-            task_records = [
-                dataclasses.replace(r, dataset=f"{task.name}/{r.dataset}") for r in task_records
-            ]
+            task_records = [dataclasses.replace(r, dataset=f"{task.name}/{r.dataset}") for r in task_records]
             ctx.skipped = {f"{task.name}/{d}": v for d, v in ctx.skipped.items()}
         records += task_records
         skipped |= ctx.skipped
@@ -206,13 +200,9 @@ def _robustness(
 
 
 def format_records(document: dict[str, Any]) -> str:
-    head = (
-        f"{document['task']['name']} (v{document['task']['version']}) · {document['model']['name']}"
-    )
+    head = f"{document['task']['name']} (v{document['task']['version']}) · {document['model']['name']}"
     lines = [head, f"{'dataset':<20} {'metric':<22} {'value':>7}  {'95% interval':<17} {'n':>7}"]
     for r in document["records"]:
         lo, hi = r["ci"]
-        lines.append(
-            f"{r['dataset']:<20} {r['metric']:<22} {r['value']:>7.4f}  [{lo:.4f}, {hi:.4f}] {r['n']:>7}"
-        )
+        lines.append(f"{r['dataset']:<20} {r['metric']:<22} {r['value']:>7.4f}  [{lo:.4f}, {hi:.4f}] {r['n']:>7}")
     return "\n".join(lines)

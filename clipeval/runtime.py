@@ -42,15 +42,11 @@ class Runtime:
         progress: bool = True,
     ) -> Runtime:
         if precision not in PRECISIONS:
-            raise ClipevalError(
-                f"runtime.precision must be one of {sorted(PRECISIONS)}, not '{precision}'."
-            )
+            raise ClipevalError(f"runtime.precision must be one of {sorted(PRECISIONS)}, not '{precision}'.")
         if batch_size < 1:
             raise ClipevalError(f"runtime.batch_size must be at least 1, not {batch_size}.")
         if limit is not None and limit < 1:
-            raise ClipevalError(
-                f"runtime.limit must be a positive number of samples or null, not {limit}."
-            )
+            raise ClipevalError(f"runtime.limit must be a positive number of samples or null, not {limit}.")
         return cls(
             device=_resolve_device(device),
             precision=precision,
@@ -80,13 +76,9 @@ def _resolve_device(device: str) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError as exc:
-        raise ClipevalError(
-            f"runtime.device '{device}' is not a device torch knows ({exc})."
-        ) from exc
+        raise ClipevalError(f"runtime.device '{device}' is not a device torch knows ({exc}).") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ClipevalError(
-            f"runtime.device={device} but CUDA is not available here. Use runtime.device=cpu or auto."
-        )
+        raise ClipevalError(f"runtime.device={device} but CUDA is not available here. Use runtime.device=cpu or auto.")
     return resolved
 
 

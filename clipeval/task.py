@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from clipeval.construct import build
 from clipeval.errors import ClipevalError
-from clipeval.sources.base import Source
+from clipeval.sources.base import DataNotFound, Source
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATES = ["a photo of a {c}."]
 
@@ -23,9 +26,10 @@ class Task:
     dir: Path | None
     sources: dict[str, Source]
     evaluators: dict[str, Any]
+    #: optional datasets whose data is absent: name -> why (their evaluations are skipped)
+    missing: dict[str, str] = field(default_factory=dict)
     classnames_option: Any = None
     templates_option: Any = None
-    class_subset_option: Any = None
 
     def classnames(self, dataset: str) -> list[str]:
         """The task's class names, else the ones the data carries (folder names, ClassLabel, classnames.txt)."""
@@ -33,9 +37,7 @@ class Task:
             return read_strings(self.classnames_option, "task.classnames", self.dir)
         names = self.sources[dataset].classnames
         if not names:
-            raise ClipevalError(
-                f"Dataset '{dataset}' of task '{self.name}' has no class names: set task.classnames."
-            )
+            raise ClipevalError(f"Dataset '{dataset}' of task '{self.name}' has no class names: set task.classnames.")
         return list(names)
 
     def templates(self, dataset: str) -> list[str]:
@@ -43,42 +45,41 @@ class Task:
             return read_strings(self.templates_option, "task.templates", self.dir)
         return list(self.sources[dataset].templates or DEFAULT_TEMPLATES)
 
-    def class_subset(self) -> list[int] | None:
-        """Indices into the class list that the labels refer to (labels index the subset)."""
-        if self.class_subset_option is None:
-            return None
-        return [
-            int(i) for i in read_strings(self.class_subset_option, "task.class_subset", self.dir)
-        ]
-
 
 def load_task(cfg: DictConfig) -> Task:
+    """Build a task's sources and evaluators; absent data fails here, before any model loads.
+
+    A dataset marked ``optional: true`` (the ImageNet val images a shift task pairs with)
+    may be absent: the task then runs without the evaluations that need it.
+    """
     for key in ("name", "datasets", "evaluators"):
         if key not in cfg:
-            raise ClipevalError(
-                f"Task config is missing '{key}'. A task.yaml needs name, datasets and evaluators."
+            raise ClipevalError(f"Task config is missing '{key}'. A task.yaml needs name, datasets and evaluators.")
+    sources, missing = {}, {}
+    for name, node in cfg.datasets.items():
+        spec = OmegaConf.to_container(node, resolve=True)  # resolved in place: interpolations reach the task
+        optional = bool(spec.pop("optional", False))
+        try:
+            sources[name] = build(spec, f"dataset '{name}' of task '{cfg.name}'")
+        except DataNotFound as exc:
+            if not optional:
+                raise DataNotFound.for_task(exc, str(cfg.name)) from None
+            missing[name] = str(exc)
+            log.warning(
+                "Task %s: optional dataset '%s' is absent; its evaluations are skipped.\n%s", cfg.name, name, exc
             )
-    task_dir = Path(cfg.dir) if cfg.get("dir") else None
-    sources = {
-        name: build(node, f"dataset '{name}' of task '{cfg.name}'")
-        for name, node in cfg.datasets.items()
-    }
-    evaluators = {
-        name: build(node, f"evaluator '{name}'")
-        for name, node in cfg.evaluators.items()
-        if node is not None
-    }
+    evaluators = {name: build(node, f"evaluator '{name}'") for name, node in cfg.evaluators.items() if node is not None}
     if not evaluators:
         raise ClipevalError(f"Task '{cfg.name}' has no evaluators.")
     return Task(
         name=str(cfg.name),
         version=str(cfg.get("version", "1")),
-        dir=task_dir,
+        dir=Path(cfg.dir) if cfg.get("dir") else None,
         sources=sources,
         evaluators=evaluators,
+        missing=missing,
         classnames_option=cfg.get("classnames"),
         templates_option=cfg.get("templates"),
-        class_subset_option=cfg.get("class_subset"),
     )
 
 
@@ -92,11 +93,7 @@ def read_strings(value: Any, what: str, base: Path | None) -> list[str]:
     candidates = [path] if path.is_absolute() or base is None else [path, base / path]
     for candidate in candidates:
         if candidate.is_file():
-            return [
-                line.strip()
-                for line in candidate.read_text(encoding="utf-8").splitlines()
-                if line.strip()
-            ]
+            return [line.strip() for line in candidate.read_text(encoding="utf-8").splitlines() if line.strip()]
     raise ClipevalError(
         f"{what}: '{value}' is neither a list nor an existing file (looked at {[str(c) for c in candidates]})."
     )

@@ -94,9 +94,7 @@ def image_folder(tmp_path) -> Path:
     return make_image_folder(tmp_path / "images")
 
 
-def make_wds(
-    root: Path, classes=CLASSES, per_class: int = 4, shards: int = 2, split: str = "test"
-) -> Path:
+def make_wds(root: Path, classes=CLASSES, per_class: int = 4, shards: int = 2, split: str = "test") -> Path:
     """The CLIP_benchmark webdataset layout: split/nshards.txt, split/{0..N-1}.tar, text files."""
     (root / split).mkdir(parents=True, exist_ok=True)
     samples = [(label, i) for label in range(len(classes)) for i in range(per_class)]
@@ -112,9 +110,7 @@ def make_wds(
                     tar.addfile(info, io.BytesIO(data))
     (root / split / "nshards.txt").write_text(f"{shards}\n")
     (root / "classnames.txt").write_text("\n".join(c.replace("_", " ") for c in classes) + "\n")
-    (root / "zeroshot_classification_templates.txt").write_text(
-        "a photo of a {c}.\na drawing of a {c}.\n"
-    )
+    (root / "zeroshot_classification_templates.txt").write_text("a photo of a {c}.\na drawing of a {c}.\n")
     return root
 
 
@@ -160,11 +156,7 @@ def tiny_hf_clip(tmp_path_factory) -> Path:
         patch_size=8,
     )
     torch.manual_seed(0)
-    CLIPModel(
-        CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
-    ).save_pretrained(folder)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(folder)
     CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(folder)
-    CLIPImageProcessor(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-    ).save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
     return folder

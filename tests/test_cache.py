@@ -26,16 +26,12 @@ def run_folder(tiny_open_clip, image_folder, tmp_path, caplog):
 
     def run(*extra, checkpoint=None):
         caplog.clear()
-        overrides = open_clip_overrides(
-            tiny_open_clip, **{"task": "folder", "task.root": str(image_folder)}
-        )
+        overrides = open_clip_overrides(tiny_open_clip, **{"task": "folder", "task.root": str(image_folder)})
         if checkpoint:
             overrides = [o for o in overrides if not o.startswith("model.pretrained=")] + [
                 f"model.pretrained={checkpoint}"
             ]
-        doc = run_in_process(
-            [*overrides, *extra], tmp_path / f"run{len(list(tmp_path.glob('run*')))}"
-        )
+        doc = run_in_process([*overrides, *extra], tmp_path / f"run{len(list(tmp_path.glob('run*')))}")
         return doc, caplog.text
 
     return run
@@ -66,18 +62,14 @@ def test_changing_limit_templates_or_checkpoint_misses(run_folder, tmp_path):
 
 
 def test_changing_the_transform_or_the_data_changes_the_feature_key(tiny_open_clip, image_folder):
-    model = OpenClipEncoder(
-        **{k: tiny_open_clip[k] for k in ("arch", "pretrained", "model_config")}
-    )
+    model = OpenClipEncoder(**{k: tiny_open_clip[k] for k in ("arch", "pretrained", "model_config")})
     runtime = Runtime.create(device="cpu")
     source = ImageFolderSource(image_folder)
     key = feature_key(model, source, runtime)
     assert feature_key(model, ImageFolderSource(image_folder), runtime) == key
     model.preprocess = transforms.Compose([transforms.Resize(40), *model.preprocess.transforms[1:]])
     assert feature_key(model, source, runtime) != key
-    model2 = OpenClipEncoder(
-        **{k: tiny_open_clip[k] for k in ("arch", "pretrained", "model_config")}
-    )
+    model2 = OpenClipEncoder(**{k: tiny_open_clip[k] for k in ("arch", "pretrained", "model_config")})
     assert feature_key(model2, source, Runtime.create(device="cpu", precision="bf16")) != key
     (image_folder / "red_square" / "img00.png").write_bytes(
         (image_folder / "red_square" / "img01.png").read_bytes() + b"\0"

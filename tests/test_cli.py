@@ -84,9 +84,7 @@ def test_user_errors_exit_2_without_a_traceback(args, message, tmp_path, image_f
 @pytest.mark.slow
 def test_multirun_sweep_stores_every_run(tiny_open_clip, image_folder, tmp_path):
     other = save_tiny_open_clip(tmp_path, seed=3)
-    overrides = [
-        o for o in open_clip_overrides(tiny_open_clip) if not o.startswith("model.pretrained=")
-    ]
+    overrides = [o for o in open_clip_overrides(tiny_open_clip) if not o.startswith("model.pretrained=")]
     proc = clipeval(
         "-m",
         *overrides,

@@ -46,9 +46,7 @@ def test_named_open_clip_models_point_at_openai_weights():
 
 def test_user_task_folders_come_from_clipeval_tasks(tmp_path, monkeypatch):
     (tmp_path / "my_task").mkdir()
-    (tmp_path / "my_task" / "task.yaml").write_text(
-        "name: my_task\nversion: 3\ndatasets: {}\nevaluators: {}\n"
-    )
+    (tmp_path / "my_task" / "task.yaml").write_text("name: my_task\nversion: 3\ndatasets: {}\nevaluators: {}\n")
     monkeypatch.setenv("CLIPEVAL_TASKS", str(tmp_path))
     assert "my_task" in registry.options("task")
     cfg = compose_config(["model=vit_b32", "task=my_task"])
@@ -96,9 +94,6 @@ def test_help_lists_groups_and_their_options(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert (
-        "task: digits, digits_corruptions, digits_renditions, digits_rotated, digits_sketch, folder, hf, wds"
-        in out
-    )
+    assert "task: digits, digits_corruptions, digits_renditions, digits_rotated, digits_sketch, folder, hf, wds" in out
     assert "model: custom, hf, open_clip, rn50, tiny_digits, vit_b16, vit_b32, vit_l14" in out
     assert "runtime: default, smoke" in out

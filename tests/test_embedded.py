@@ -63,9 +63,7 @@ def test_corruption_severity_increases_the_damage():
 
 
 def test_digits_source_keys_follow_the_data():
-    keys = {DigitsSource(shift, severity=sev).key for shift, sev in ALL_SHIFTS} | {
-        DigitsSource(split="test").key
-    }
+    keys = {DigitsSource(shift, severity=sev).key for shift, sev in ALL_SHIFTS} | {DigitsSource(split="test").key}
     assert len(keys) == len(ALL_SHIFTS) + 1
     assert DigitsSource("sketch").key == DigitsSource("sketch").key
 
@@ -83,13 +81,9 @@ def test_tiny_digits_loads_through_the_open_clip_adapter_and_classifies_zero_sho
     model = OpenClipEncoder(**{k: v for k, v in cfg.model.items() if k != "_target_"})
     x, y = digits.splits()["test"]
     templates = train.ASSETS.parents[2] / "tasks" / "digits" / "templates.txt"
-    prompts = (
-        templates.read_text().split("\n") if templates.exists() else ["a photo of the number {c}."]
-    )
+    prompts = templates.read_text().split("\n") if templates.exists() else ["a photo of the number {c}."]
     prompts = [p for p in prompts if p]
-    assert not set(prompts) & set(
-        train.CAPTIONS
-    )  # zero-shot: the prompts are not training captions
+    assert not set(prompts) & set(train.CAPTIONS)  # zero-shot: the prompts are not training captions
     with torch.no_grad():
         protos = torch.stack(
             [
@@ -106,9 +100,7 @@ def test_tiny_digits_loads_through_the_open_clip_adapter_and_classifies_zero_sho
 def test_training_is_deterministic():
     first = train.train(steps=3, batch_size=16)
     again = train.train(steps=3, batch_size=16)
-    for (name, a), (_, b) in zip(
-        first.state_dict().items(), again.state_dict().items(), strict=True
-    ):
+    for (name, a), (_, b) in zip(first.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
 
 
@@ -131,9 +123,7 @@ def test_default_run_is_the_digits_suite_with_effective_robustness(tmp_path):
     assert corr["top1"] == pytest.approx(pooled) and corr["n"] == 7200
     for setting in ("renditions", "sketch", "rotated", "corruptions"):
         row = rows[setting]
-        assert row["effective_robustness"] == pytest.approx(
-            row["top1"] - row["baseline_prediction"]
-        )
+        assert row["effective_robustness"] == pytest.approx(row["top1"] - row["baseline_prediction"])
         assert row["fit"]["n_models"] >= 15
     er = {r["dataset"]: r for r in doc["records"] if r["metric"] == "effective_robustness"}
     assert er.keys() == {"renditions", "sketch", "rotated", "corruptions"}

@@ -49,9 +49,7 @@ def test_classification_records_by_hand():
 
 
 def test_no_top5_with_fewer_than_five_classes():
-    records = classification_records(
-        "d", torch.tensor([[0, 1], [1, 0]]), torch.tensor([0, 0]), num_classes=2
-    )
+    records = classification_records("d", torch.tensor([[0, 1], [1, 0]]), torch.tensor([0, 0]), num_classes=2)
     assert [r.metric for r in records] == ["top1", "mean_per_class_recall"]
 
 
@@ -64,9 +62,7 @@ def test_mean_recall_interval_covers_the_estimate_and_narrows_with_more_data():
     # Its width agrees with a stratified bootstrap of the same counts, computed independently.
     rng = np.random.default_rng(0)
     boot = rng.binomial([1000, 1000], [0.7, 0.3], size=(20000, 2)).mean(axis=1) / 1000
-    assert hi_big - lo_big == pytest.approx(
-        np.subtract(*np.quantile(boot, [0.975, 0.025])), rel=0.05
-    )
+    assert hi_big - lo_big == pytest.approx(np.subtract(*np.quantile(boot, [0.975, 0.025])), rel=0.05)
 
 
 def test_mean_recall_interval_does_not_collapse_when_classes_are_all_or_nothing():

@@ -16,9 +16,7 @@ from clipeval.models.open_clip import OpenClipEncoder
 
 
 def load_tiny(tiny, **kw) -> OpenClipEncoder:
-    return OpenClipEncoder(
-        arch=tiny["arch"], pretrained=tiny["pretrained"], model_config=tiny["model_config"], **kw
-    )
+    return OpenClipEncoder(arch=tiny["arch"], pretrained=tiny["pretrained"], model_config=tiny["model_config"], **kw)
 
 
 def test_open_clip_checkpoint_file_loads_with_its_weights(tiny_open_clip):
@@ -40,16 +38,12 @@ def test_fingerprint_is_stable_and_follows_the_weights(tiny_open_clip, tmp_path)
     first, again = load_tiny(tiny_open_clip), load_tiny(tiny_open_clip)
     assert first.fingerprint == again.fingerprint
     other = save_tiny_open_clip(tmp_path, seed=1)
-    changed = OpenClipEncoder(
-        TINY_ARCH, pretrained=str(other), model_config=tiny_open_clip["model_config"]
-    )
+    changed = OpenClipEncoder(TINY_ARCH, pretrained=str(other), model_config=tiny_open_clip["model_config"])
     assert changed.fingerprint != first.fingerprint
 
 
 def test_missing_checkpoint_file_names_the_path_and_the_fix(tiny_open_clip, tmp_path):
-    with pytest.raises(
-        ClipevalError, match=r"checkpoint file not found: .*nope\.pt[\s\S]*model\.pretrained="
-    ):
+    with pytest.raises(ClipevalError, match=r"checkpoint file not found: .*nope\.pt[\s\S]*model\.pretrained="):
         OpenClipEncoder(
             TINY_ARCH,
             pretrained=str(tmp_path / "nope.pt"),
@@ -60,9 +54,7 @@ def test_missing_checkpoint_file_names_the_path_and_the_fix(tiny_open_clip, tmp_
 def test_checkpoint_in_the_wrong_format_is_a_clear_error(tiny_open_clip, tmp_path):
     bad = tmp_path / "weights.pt"
     bad.write_text("not a checkpoint")
-    with pytest.raises(
-        ClipevalError, match=r"Could not load weights for model[\s\S]*Looked in: .*weights\.pt"
-    ):
+    with pytest.raises(ClipevalError, match=r"Could not load weights for model[\s\S]*Looked in: .*weights\.pt"):
         OpenClipEncoder(TINY_ARCH, pretrained=str(bad), model_config=tiny_open_clip["model_config"])
 
 
@@ -125,7 +117,5 @@ def test_hf_clip_from_a_local_folder_matches_transformers(tiny_hf_clip):
 
 
 def test_hf_missing_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(
-        ClipevalError, match=r"Could not load Hugging Face model[\s\S]*model.name_or_path=DIR"
-    ):
+    with pytest.raises(ClipevalError, match=r"Could not load Hugging Face model[\s\S]*model.name_or_path=DIR"):
         HFClipEncoder(str(tmp_path / "absent"))

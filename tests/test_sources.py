@@ -111,9 +111,7 @@ def test_hf_parquet_files(hf_dataset, tmp_path):
 
 
 def test_hf_unknown_hub_id_offline_says_how_to_get_it():
-    with pytest.raises(
-        DataNotFound, match=r"Hugging Face dataset 'someone/nothing-here'[\s\S]*save_to_disk"
-    ):
+    with pytest.raises(DataNotFound, match=r"Hugging Face dataset 'someone/nothing-here'[\s\S]*save_to_disk"):
         HFDatasetSource("someone/nothing-here")
 
 

@@ -29,25 +29,15 @@ def reference_predictions(model, folder, classnames, templates) -> dict[str, lis
         for path in sorted(folder.rglob("*.png")):
             image = model.preprocess(Image.open(path).convert("RGB")).unsqueeze(0)
             scores = (model.encode_image(image) @ weights.T)[0]
-            out[path.relative_to(folder).as_posix()] = scores.topk(
-                min(5, len(classnames))
-            ).indices.tolist()
+            out[path.relative_to(folder).as_posix()] = scores.topk(min(5, len(classnames))).indices.tolist()
     return out
 
 
 def test_predictions_equal_a_direct_reference(tiny_open_clip, image_folder, tmp_path):
-    overrides = open_clip_overrides(
-        tiny_open_clip, **{"task": "folder", "task.root": str(image_folder)}
-    )
-    doc = run_in_process(
-        [*overrides, f"task.templates=[{','.join(repr(t) for t in TEMPLATES)}]"], tmp_path / "run"
-    )
-    model = OpenClipEncoder(
-        **{k: tiny_open_clip[k] for k in ("arch", "pretrained", "model_config")}
-    )
-    expected = reference_predictions(
-        model, image_folder, ["blue triangle", "green circle", "red square"], TEMPLATES
-    )
+    overrides = open_clip_overrides(tiny_open_clip, **{"task": "folder", "task.root": str(image_folder)})
+    doc = run_in_process([*overrides, f"task.templates=[{','.join(repr(t) for t in TEMPLATES)}]"], tmp_path / "run")
+    model = OpenClipEncoder(**{k: tiny_open_clip[k] for k in ("arch", "pretrained", "model_config")})
+    expected = reference_predictions(model, image_folder, ["blue triangle", "green circle", "red square"], TEMPLATES)
     preds = pd.read_parquet(tmp_path / "run" / "predictions" / "test.parquet")
     assert len(preds) == 12
     for row in preds.itertuples():
@@ -57,9 +47,7 @@ def test_predictions_equal_a_direct_reference(tiny_open_clip, image_folder, tmp_
 
 
 def test_results_json_schema_and_store(tiny_open_clip, image_folder, tmp_path, monkeypatch):
-    overrides = open_clip_overrides(
-        tiny_open_clip, **{"task": "folder", "task.root": str(image_folder)}
-    )
+    overrides = open_clip_overrides(tiny_open_clip, **{"task": "folder", "task.root": str(image_folder)})
     doc = run_in_process(overrides, tmp_path / "run")
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
     assert on_disk == json.loads(json.dumps(doc))
@@ -72,10 +60,7 @@ def test_results_json_schema_and_store(tiny_open_clip, image_folder, tmp_path, m
         "created",
         "git_sha",
     }
-    assert (
-        on_disk["model"]["name"] == "clipeval-test-tiny"
-        and len(on_disk["model"]["fingerprint"]) == 32
-    )
+    assert on_disk["model"]["name"] == "clipeval-test-tiny" and len(on_disk["model"]["fingerprint"]) == 32
     assert on_disk["task"] == {"name": "folder", "version": "1"}
     assert [r["metric"] for r in on_disk["records"]] == [
         "top1",
@@ -109,12 +94,8 @@ def test_class_subset_scores_over_the_subset_only(tiny_open_clip, tmp_path):
     # folder order is boat, dog, tree: give the subset in that order
     overrides[-1] = "task.class_subset=[4,1,3]"
     run_in_process(overrides, tmp_path / "run")
-    model = OpenClipEncoder(
-        **{k: tiny_open_clip[k] for k in ("arch", "pretrained", "model_config")}
-    )
-    expected = reference_predictions(
-        model, tmp_path / "img", ["boat", "dog", "tree"], ["a photo of a {c}."]
-    )
+    model = OpenClipEncoder(**{k: tiny_open_clip[k] for k in ("arch", "pretrained", "model_config")})
+    expected = reference_predictions(model, tmp_path / "img", ["boat", "dog", "tree"], ["a photo of a {c}."])
     preds = pd.read_parquet(tmp_path / "run" / "predictions" / "test.parquet")
     assert {r.sample_id: list(r.topk) for r in preds.itertuples()} == expected
 
@@ -143,9 +124,7 @@ def test_templates_and_classnames_from_files(tiny_open_clip, image_folder, tmp_p
         },
     )
     run_in_process(overrides, tmp_path / "run")
-    model = OpenClipEncoder(
-        **{k: tiny_open_clip[k] for k in ("arch", "pretrained", "model_config")}
-    )
+    model = OpenClipEncoder(**{k: tiny_open_clip[k] for k in ("arch", "pretrained", "model_config")})
     expected = reference_predictions(
         model,
         image_folder,
@@ -156,13 +135,9 @@ def test_templates_and_classnames_from_files(tiny_open_clip, image_folder, tmp_p
     assert {r.sample_id: list(r.topk) for r in preds.itertuples()} == expected
 
 
-def test_broken_images_are_reported_and_the_run_completes(
-    tiny_open_clip, image_folder, tmp_path, caplog
-):
+def test_broken_images_are_reported_and_the_run_completes(tiny_open_clip, image_folder, tmp_path, caplog):
     (image_folder / "red_square" / "broken.png").write_bytes(b"\x89PNG not really")
-    overrides = open_clip_overrides(
-        tiny_open_clip, **{"task": "folder", "task.root": str(image_folder)}
-    )
+    overrides = open_clip_overrides(tiny_open_clip, **{"task": "folder", "task.root": str(image_folder)})
     doc = run_in_process(overrides, tmp_path / "run")
     assert all(r["n"] == 12 for r in doc["records"])
     assert doc["skipped"]["test"][0][0] == "red_square/broken.png"

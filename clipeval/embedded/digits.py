@@ -39,12 +39,8 @@ def splits(seed: int = SEED) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
     digits = load_digits()
     x, y = digits.images.astype(np.float32), digits.target.astype(np.int64)
-    x_train, x_rest, y_train, y_rest = train_test_split(
-        x, y, train_size=0.6, stratify=y, random_state=seed
-    )
-    x_val, x_test, y_val, y_test = train_test_split(
-        x_rest, y_rest, train_size=0.5, stratify=y_rest, random_state=seed
-    )
+    x_train, x_rest, y_train, y_rest = train_test_split(x, y, train_size=0.6, stratify=y, random_state=seed)
+    x_val, x_test, y_val, y_test = train_test_split(x_rest, y_rest, train_size=0.5, stratify=y_rest, random_state=seed)
     return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
 
 
@@ -59,10 +55,7 @@ def fit_to_box(mask: np.ndarray, size: int = 32, margin: int = 2) -> np.ndarray:
     crop = mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].astype(np.float32)
     scale = (size - 2 * margin) / max(crop.shape)
     h, w = max(1, round(crop.shape[0] * scale)), max(1, round(crop.shape[1] * scale))
-    resized = (
-        np.asarray(Image.fromarray((crop * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR))
-        > 127
-    )
+    resized = np.asarray(Image.fromarray((crop * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)) > 127
     out = np.zeros((size, size), dtype=bool)
     top, left = (size - h) // 2, (size - w) // 2
     out[top : top + h, left : left + w] = resized
@@ -108,9 +101,7 @@ def renditions(seed: int = SEED, per_font: int = 3) -> tuple[np.ndarray, np.ndar
                 canvas = Image.new("L", (160, 160), 0)
                 ImageDraw.Draw(canvas).text((80, 80), str(digit), fill=255, font=font, anchor="mm")
                 angle, shear = rng.uniform(-12, 12), rng.uniform(-0.2, 0.2)
-                canvas = canvas.transform(
-                    canvas.size, Image.AFFINE, (1, shear, -shear * 80, 0, 1, 0), Image.BILINEAR
-                )
+                canvas = canvas.transform(canvas.size, Image.AFFINE, (1, shear, -shear * 80, 0, 1, 0), Image.BILINEAR)
                 canvas = canvas.rotate(angle, Image.BILINEAR)
                 bitmap = fit_to_box(np.asarray(canvas) > 127, margin=int(rng.integers(1, 4)))
                 images.append(block_count(bitmap))
@@ -137,10 +128,7 @@ def rotated(seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
     out = []
     for image in x:
         angle = rng.uniform(20, 40) * rng.choice([-1, 1])
-        turned = (
-            ndimage.rotate(upsample_bitmap(image).astype(np.float32), angle, reshape=False, order=1)
-            > 0.5
-        )
+        turned = ndimage.rotate(upsample_bitmap(image).astype(np.float32), angle, reshape=False, order=1) > 0.5
         out.append(block_count(turned))
     return np.stack(out), y
 
@@ -148,9 +136,7 @@ def rotated(seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
 @functools.cache
 def corrupted(kind: str, severity: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
     if kind not in CORRUPTIONS or severity not in SEVERITIES:
-        raise ValueError(
-            f"corruption must be one of {CORRUPTIONS} at severity 1..5, not {kind}@{severity}"
-        )
+        raise ValueError(f"corruption must be one of {CORRUPTIONS} at severity 1..5, not {kind}@{severity}")
     x, y = splits(seed)["test"]
     rng = np.random.default_rng([seed, CORRUPTIONS.index(kind), severity])
     s = severity - 1

@@ -65,9 +65,7 @@ def create(seed: int):
     return model, preprocess, open_clip.get_tokenizer(ARCH)
 
 
-def train(
-    steps: int = 1500, batch_size: int = 128, lr: float = 2e-3, seed: int = 0
-) -> torch.nn.Module:
+def train(steps: int = 1500, batch_size: int = 128, lr: float = 2e-3, seed: int = 0) -> torch.nn.Module:
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     model, preprocess, tokenizer = create(seed)
@@ -75,9 +73,7 @@ def train(
     images = torch.stack([preprocess(digits.to_pil(im)) for im in x])  # the eval transform, once
     rng = np.random.default_rng(seed)
     params_decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    params_rest = [
-        p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)
-    ]
+    params_rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW(
         [
             {"params": params_decay, "weight_decay": 0.1},
@@ -88,11 +84,7 @@ def train(
     warmup = steps // 20
     schedule = torch.optim.lr_scheduler.LambdaLR(
         opt,
-        lambda s: (
-            (s + 1) / warmup
-            if s < warmup
-            else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup)))
-        ),
+        lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup))),
     )
     model.train()
     start = time.perf_counter()
@@ -130,9 +122,7 @@ def save(model: torch.nn.Module, path: Path) -> str:
     data = save(state)  # no metadata: safetensors writes a metadata dict in no fixed order
     atomic_write(path, lambda f: f.write(data))
     digest = hashlib.sha256(data).hexdigest()
-    atomic_write(
-        path.with_suffix(".sha256"), lambda f: f.write(f"{digest}  {path.name}\n".encode())
-    )
+    atomic_write(path.with_suffix(".sha256"), lambda f: f.write(f"{digest}  {path.name}\n".encode()))
     return digest
 
 

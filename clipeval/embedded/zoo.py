@@ -114,9 +114,7 @@ def compute_table(settings: dict[str, list[DigitsSource]], train: DigitsSource) 
         predict = fit(x, y)
         row: dict[str, object] = {"family": family}
         for setting, sources in settings.items():
-            correct = sum(
-                int((predict(s.images / digits.MAX_INK) == s.labels).sum()) for s in sources
-            )
+            correct = sum(int((predict(s.images / digits.MAX_INK) == s.labels).sum()) for s in sources)
             row[setting] = correct / sum(len(s) for s in sources)
         rows[name] = row
         log.info(
@@ -161,9 +159,7 @@ def main() -> None:
         "renditions": [DigitsSource("renditions")],
         "sketch": [DigitsSource("sketch")],
         "rotated": [DigitsSource("rotated")],
-        "corruptions": [
-            DigitsSource(c, severity=s) for c in digits.CORRUPTIONS for s in digits.SEVERITIES
-        ],
+        "corruptions": [DigitsSource(c, severity=s) for c in digits.CORRUPTIONS for s in digits.SEVERITIES],
     }
     print(DigitsZoo().accuracies(settings).to_csv(float_format="%.4f"))
 

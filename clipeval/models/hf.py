@@ -67,9 +67,7 @@ class HFClipEncoder(WrappedModule):
         return batch["input_ids"]
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        return normalize(
-            _pooled(self.model.get_image_features(pixel_values=images.to(self.device)))
-        )
+        return normalize(_pooled(self.model.get_image_features(pixel_values=images.to(self.device))))
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         return normalize(_pooled(self.model.get_text_features(input_ids=tokens.to(self.device))))

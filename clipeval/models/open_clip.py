@@ -35,9 +35,7 @@ class OpenClipEncoder(WrappedModule):
         if model_config:
             config_path = Path(model_config).expanduser()
             if not config_path.is_file():
-                raise ClipevalError(
-                    f"Model '{self.name}': architecture config {config_path} does not exist."
-                )
+                raise ClipevalError(f"Model '{self.name}': architecture config {config_path} does not exist.")
             open_clip.add_model_config(str(config_path))
         if arch not in open_clip.list_models():
             raise ClipevalError(
@@ -48,9 +46,7 @@ class OpenClipEncoder(WrappedModule):
             model, _, preprocess = open_clip.create_model_and_transforms(
                 arch, pretrained=pretrained, cache_dir=cache_dir
             )
-        except (
-            Exception
-        ) as exc:  # download, format and shape errors all mean "these weights won't load"
+        except Exception as exc:  # download, format and shape errors all mean "these weights won't load"
             raise ClipevalError(_load_failure(self.name, arch, pretrained, cache_dir, exc)) from exc
         self.model = model.eval()
         self.preprocess = preprocess
@@ -94,9 +90,7 @@ def _check_pretrained(name: str, arch: str, pretrained: str | None) -> str | Non
     return pretrained
 
 
-def _load_failure(
-    name: str, arch: str, pretrained: str | None, cache_dir: str | None, exc: Exception
-) -> str:
+def _load_failure(name: str, arch: str, pretrained: str | None, cache_dir: str | None, exc: Exception) -> str:
     from huggingface_hub.constants import HF_HUB_CACHE
 
     where = cache_dir or f"{HF_HUB_CACHE} (Hugging Face hub cache) and ~/.cache/clip"

@@ -35,6 +35,11 @@ class DataNotFound(ClipevalError):
         where = "\n".join(f"  - {p}" for p in looked)
         super().__init__(f"{what} not found. Looked in:\n{where}\n{how}")
 
+    @staticmethod
+    def for_task(exc: DataNotFound, task: str) -> ClipevalError:
+        """The same message, saying which task needed the data."""
+        return ClipevalError(f"Task '{task}': {exc}")
+
 
 def content_key(kind: str, payload: Any) -> str:
     """A short stable hash of JSON-able ``payload``, prefixed with the source kind."""
@@ -52,9 +57,7 @@ class Item:
     error: str | None = None
 
 
-def decode(
-    open_image: Callable[[], Image.Image], transform: Callable, label: int, sample_id: str
-) -> Item:
+def decode(open_image: Callable[[], Image.Image], transform: Callable, label: int, sample_id: str) -> Item:
     """Open and transform one image; a broken file becomes an :class:`Item` with ``error`` set."""
     try:
         with open_image() as img:
@@ -117,6 +120,4 @@ class _MapDataset(torch.utils.data.Dataset):
         if not 0 <= index < self.size:
             raise IndexError(index)
         src = self.source
-        return decode(
-            lambda: src.open_image(index), self.transform, src.label(index), src.sample_id(index)
-        )
+        return decode(lambda: src.open_image(index), self.transform, src.label(index), src.sample_id(index))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -10,40 +12,41 @@ from PIL import Image
 from clipeval.errors import ClipevalError
 from clipeval.sources.base import DataNotFound, MapSource, content_key
 
-IMAGE_EXTENSIONS = (
-    ".jpg",
-    ".jpeg",
-    ".png",
-    ".webp",
-    ".bmp",
-    ".gif",
-    ".tif",
-    ".tiff",
-    ".ppm",
-    ".pgm",
-)
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 
 
 class ImageFolderSource(MapSource):
-    """Images under ``root/<class>/**``; classes sorted by name, or as integers.
+    """Images under ``root/<class>/**``.
 
-    ImageNetV2 names its class folders ``0``..``999``: string order would put ``10`` before
-    ``2``, so ``numeric_sort=True`` sorts them as numbers.
+    Classes are the sorted folder names, or the folder names as integers (ImageNetV2 names
+    its folders ``0``..``999``; string order would put ``10`` before ``2``), or an explicit
+    list: ``classes`` gives the folder of each label in order, so a missing folder cannot
+    shift every later label. ``root`` may be a list of candidate places; the first that
+    exists is used. ``crop`` removes that many pixels from every side before the model's
+    transform (ObjectNet's images carry a 2-pixel red border).
     """
 
     def __init__(
-        self, root: str | os.PathLike, numeric_sort: bool = False, how_to_get: str | None = None
+        self,
+        root: str | os.PathLike | Sequence[str],
+        numeric_sort: bool = False,
+        classes: Sequence[str] | None = None,
+        crop: int = 0,
+        what: str | None = None,
+        how_to_get: str | None = None,
     ):
-        self.root = Path(root).expanduser().resolve()
-        if not self.root.is_dir():
-            raise DataNotFound(
-                f"Image folder '{root}'",
-                [str(self.root)],
-                how_to_get
-                or "Pass task.root=DIR, a folder with one subfolder of images per class.",
-            )
-        folders = [d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")]
-        self.folders = _sort_folders(folders, numeric_sort, self.root)
+        candidates = [root] if isinstance(root, str | os.PathLike) else list(root)
+        found = [Path(c).expanduser().resolve() for c in candidates if Path(c).expanduser().is_dir()]
+        what = what or f"Image folder '{candidates[0]}'"
+        how = how_to_get or "Pass task.root=DIR, a folder with one subfolder of images per class."
+        if not found:
+            raise DataNotFound(what, [str(Path(c).expanduser().resolve()) for c in candidates], how)
+        self.root = found[0]
+        self.crop = int(crop)
+        present = [d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        self.folders = _class_folders(present, numeric_sort, classes, self.root)
         self.classnames = [name.replace("_", " ") for name in self.folders]
         self._files: list[str] = []
         self._labels: list[int] = []
@@ -53,12 +56,10 @@ class ImageFolderSource(MapSource):
                 self._labels.append(label)
         if not self._files:
             raise DataNotFound(
-                f"Images ({', '.join(IMAGE_EXTENSIONS)}) in class subfolders of '{root}'",
-                [str(self.root)],
-                how_to_get or "Each class needs its own subfolder holding its images.",
+                f"Images ({', '.join(IMAGE_EXTENSIONS)}) in class subfolders of {what}", [str(self.root)], how
             )
         sizes = [(self.root / f).stat().st_size for f in self._files]
-        self.key = content_key("folder", [self.folders, self._files, sizes])
+        self.key = content_key("folder", [self.folders, self._files, sizes, self.crop])
 
     def describe(self) -> str:
         return f"image folder {self.root} ({len(self)} images, {len(self.folders)} classes)"
@@ -73,22 +74,42 @@ class ImageFolderSource(MapSource):
         return self._labels[index]
 
     def open_image(self, index: int) -> Image.Image:
-        return Image.open(self.root / self._files[index])
+        image = Image.open(self.root / self._files[index])
+        if not self.crop:
+            return image
+        width, height = image.size  # crop() decodes now; decode() reports a broken file either way
+        p = self.crop
+        return image.crop((p, p, width - p, height - p))
 
 
-def _sort_folders(names: list[str], numeric: bool, root: Path) -> list[str]:
+def _class_folders(present: list[str], numeric: bool, classes: Sequence[str] | None, root: Path) -> list[str]:
+    if classes is not None:
+        classes = list(classes)
+        unknown = sorted(set(present) - set(classes))
+        if unknown:
+            raise ClipevalError(
+                f"{len(unknown)} folder(s) in {root} are not among the task's classes (e.g. {unknown[:3]})."
+            )
+        missing = [c for c in classes if c not in set(present)]
+        if missing:
+            log.warning(
+                "%d of %d class folders are missing from %s (e.g. %s)", len(missing), len(classes), root, missing[:3]
+            )
+        return classes
     if not numeric:
-        return sorted(names)
-    bad = [n for n in names if not n.isdigit()]
+        return sorted(present)
+    bad = [n for n in present if not n.isdigit()]
     if bad:
         raise ClipevalError(
             f"numeric_sort is on but {len(bad)} class folder(s) in {root} are not integers "
             f"(e.g. {bad[:3]}). Turn numeric_sort off or remove those folders."
         )
-    return sorted(names, key=int)
+    return sorted(present, key=int)
 
 
 def _image_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
     files = [
         Path(dirpath) / name
         for dirpath, _, names in os.walk(folder, followlinks=True)

@@ -44,9 +44,7 @@ class HFDatasetSource(MapSource):
         feature = ds.features[self.label_key]
         self.classnames = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
         self._labels = [int(v) for v in ds[self.label_key]]
-        self._ds = ds.cast_column(self.image_key, datasets.Image(decode=False)).select_columns(
-            [self.image_key]
-        )
+        self._ds = ds.cast_column(self.image_key, datasets.Image(decode=False)).select_columns([self.image_key])
         self.key = content_key("hf", [ds._fingerprint, split, self.image_key, self.label_key])
 
     def describe(self) -> str:
@@ -80,9 +78,7 @@ def _load(path: str, split: str, name: str | None, revision: str | None):
         ds = datasets.load_from_disk(str(local))
         if isinstance(ds, datasets.DatasetDict):
             if split not in ds:
-                raise ClipevalError(
-                    f"Split '{split}' is not in {path} (splits: {list(ds)}). Set task.split."
-                )
+                raise ClipevalError(f"Split '{split}' is not in {path} (splits: {list(ds)}). Set task.split.")
             ds = ds[split]
         return ds
     parquet = _parquet_files(local)

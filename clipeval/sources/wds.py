@@ -67,9 +67,7 @@ class _ShardDataset(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[Item]:
         import webdataset as wds
 
-        pipeline = wds.WebDataset(
-            self.urls, shardshuffle=False, empty_check=False, nodesplitter=None
-        )
+        pipeline = wds.WebDataset(self.urls, shardshuffle=False, empty_check=False, nodesplitter=None)
         return itertools.islice(map(self._item, pipeline), self.limit)
 
     def _item(self, sample: dict[str, Any]) -> Item:
