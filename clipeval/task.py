@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from clipeval.construct import build
 from clipeval.errors import ClipevalError
+from clipeval.lists import read_strings
 from clipeval.sources.base import DataNotFound, Source
 
 log = logging.getLogger(__name__)
@@ -80,20 +80,4 @@ def load_task(cfg: DictConfig) -> Task:
         missing=missing,
         classnames_option=cfg.get("classnames"),
         templates_option=cfg.get("templates"),
-    )
-
-
-def read_strings(value: Any, what: str, base: Path | None) -> list[str]:
-    """A list given inline, or a text file with one entry per line (relative to the task folder)."""
-    if isinstance(value, ListConfig):
-        value = OmegaConf.to_container(value)
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return [str(v) for v in value]
-    path = Path(str(value)).expanduser()
-    candidates = [path] if path.is_absolute() or base is None else [path, base / path]
-    for candidate in candidates:
-        if candidate.is_file():
-            return [line.strip() for line in candidate.read_text(encoding="utf-8").splitlines() if line.strip()]
-    raise ClipevalError(
-        f"{what}: '{value}' is neither a list nor an existing file (looked at {[str(c) for c in candidates]})."
     )

@@ -42,7 +42,10 @@ def test_folder_classes_labels_and_ids(image_folder):
 def test_folder_numeric_sort_orders_integer_class_folders_as_numbers(tmp_path):
     make_image_folder(tmp_path, classes=["0", "1", "2", "10"], per_class=1)
     assert ImageFolderSource(tmp_path).folders == ["0", "1", "10", "2"]
-    assert ImageFolderSource(tmp_path, numeric_sort=True).folders == ["0", "1", "2", "10"]
+    # the folder named k holds label k, even with folders 3..9 absent
+    numeric = ImageFolderSource(tmp_path, numeric_sort=True)
+    assert numeric.folders == [str(i) for i in range(11)]
+    assert {it.sample_id.split("/")[0]: it.label for it in items(numeric)} == {"0": 0, "1": 1, "2": 2, "10": 10}
     (tmp_path / "extra").mkdir()
     with pytest.raises(ClipevalError, match="not integers"):
         ImageFolderSource(tmp_path, numeric_sort=True)

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 
 from clipeval.errors import ClipevalError
+from clipeval.lists import read_strings
 from clipeval.metrics import classification_records
 from clipeval.results import Record
-from clipeval.task import read_strings
 
 LABEL_SPACES = ("subset", "full")
 
@@ -28,8 +28,10 @@ class ZeroShot:
 
     ``labels`` says what the data's labels index: ``subset`` (the scored classes, as in
     ImageNet-R's own 200 folders) or ``full`` (the whole class list, as in ImageNet val;
-    samples outside the scored classes are dropped, the CLIP-paper way of restricting an
-    in-distribution set to a shift's classes). ``name`` renames the dataset in the records.
+    samples outside the scored classes are dropped, the way imagenet-testbed restricts
+    ImageNet val to a shift's classes). ``groups_from`` takes the class groups of another
+    dataset of the task (ImageNet val scored on ObjectNet's classes). ``name`` renames the
+    dataset in the records.
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class ZeroShot:
         class_subset: Sequence[int] | str | None = None,
         labels: str = "subset",
         name: str | None = None,
+        groups_from: str | None = None,
     ):
         if labels not in LABEL_SPACES:
             raise ClipevalError(f"ZeroShot labels must be one of {LABEL_SPACES}, not '{labels}'.")
@@ -45,6 +48,7 @@ class ZeroShot:
         self.class_subset = class_subset
         self.labels = labels
         self.name = name
+        self.groups_from = groups_from
         if name and (self.datasets is None or len(self.datasets) != 1):
             raise ClipevalError("ZeroShot 'name' renames one dataset: give exactly one in 'datasets'.")
 
@@ -56,7 +60,7 @@ class ZeroShot:
             source = ctx.task.sources[dataset]
             fs = ctx.features(dataset)
             weights = ctx.classifier(ctx.task.classnames(dataset), ctx.task.templates(dataset))
-            groups = self._groups(source, weights.shape[0])
+            groups = self._groups(ctx.task.sources[self.groups_from] if self.groups_from else source, weights.shape[0])
             logits = fs.features @ weights.T
             labels, keep = fs.labels, slice(None)
             if groups is not None:
@@ -75,7 +79,7 @@ class ZeroShot:
     def _groups(self, source: Any, num_classes: int) -> list[list[int]] | None:
         groups = getattr(source, "class_groups", None)
         if self.class_subset is not None:
-            subset = [int(i) for i in read_strings(self.class_subset, "class_subset", None)]
+            subset = [int(i) for i in read_strings(self.class_subset, "class_subset")]
             if groups is not None:
                 raise ClipevalError("A dataset with class groups (ObjectNet) cannot also take a class_subset.")
             groups = [[i] for i in subset]

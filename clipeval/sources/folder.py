@@ -10,6 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from clipeval.errors import ClipevalError
+from clipeval.lists import read_strings
 from clipeval.sources.base import DataNotFound, MapSource, content_key
 
 log = logging.getLogger(__name__)
@@ -22,8 +23,10 @@ class ImageFolderSource(MapSource):
 
     Classes are the sorted folder names, or the folder names as integers (ImageNetV2 names
     its folders ``0``..``999``; string order would put ``10`` before ``2``), or an explicit
-    list: ``classes`` gives the folder of each label in order, so a missing folder cannot
-    shift every later label. ``root`` may be a list of candidate places; the first that
+    list: ``classes`` (a list or a file) gives the folder of each label in order, so a
+    missing folder cannot shift every later label; folders not in it are an error, or
+    skipped with ``other_folders="ignore"`` (ObjectNet has classes ImageNet lacks). With
+    ``numeric_sort`` the folder named ``k`` holds label ``k``. ``root`` may be a list of candidate places; the first that
     exists is used. ``crop`` removes that many pixels from every side before the model's
     transform (ObjectNet's images carry a 2-pixel red border).
     """
@@ -32,7 +35,8 @@ class ImageFolderSource(MapSource):
         self,
         root: str | os.PathLike | Sequence[str],
         numeric_sort: bool = False,
-        classes: Sequence[str] | None = None,
+        classes: Sequence[str] | str | None = None,
+        other_folders: str = "error",
         crop: int = 0,
         what: str | None = None,
         how_to_get: str | None = None,
@@ -46,7 +50,9 @@ class ImageFolderSource(MapSource):
         self.root = found[0]
         self.crop = int(crop)
         present = [d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")]
-        self.folders = _class_folders(present, numeric_sort, classes, self.root)
+        if classes is not None:
+            classes = read_strings(classes, "classes")
+        self.folders = _class_folders(present, numeric_sort, classes, self.root, other_folders)
         self.classnames = [name.replace("_", " ") for name in self.folders]
         self._files: list[str] = []
         self._labels: list[int] = []
@@ -82,29 +88,31 @@ class ImageFolderSource(MapSource):
         return image.crop((p, p, width - p, height - p))
 
 
-def _class_folders(present: list[str], numeric: bool, classes: Sequence[str] | None, root: Path) -> list[str]:
+def _class_folders(
+    present: list[str], numeric: bool, classes: list[str] | None, root: Path, other_folders: str
+) -> list[str]:
+    if numeric and classes is None:
+        bad = [n for n in present if not n.isdigit()]
+        if bad:
+            raise ClipevalError(
+                f"numeric_sort is on but {len(bad)} class folder(s) in {root} are not integers "
+                f"(e.g. {bad[:3]}). Turn numeric_sort off or remove those folders."
+            )
+        classes = [str(i) for i in range(max(map(int, present), default=-1) + 1)]
     if classes is not None:
-        classes = list(classes)
         unknown = sorted(set(present) - set(classes))
-        if unknown:
+        if unknown and other_folders != "ignore":
             raise ClipevalError(
                 f"{len(unknown)} folder(s) in {root} are not among the task's classes (e.g. {unknown[:3]})."
             )
-        missing = [c for c in classes if c not in set(present)]
+        have = set(present)
+        missing = [c for c in classes if c not in have]
         if missing:
             log.warning(
                 "%d of %d class folders are missing from %s (e.g. %s)", len(missing), len(classes), root, missing[:3]
             )
         return classes
-    if not numeric:
-        return sorted(present)
-    bad = [n for n in present if not n.isdigit()]
-    if bad:
-        raise ClipevalError(
-            f"numeric_sort is on but {len(bad)} class folder(s) in {root} are not integers "
-            f"(e.g. {bad[:3]}). Turn numeric_sort off or remove those folders."
-        )
-    return sorted(present, key=int)
+    return sorted(present)
 
 
 def _image_files(folder: Path) -> list[Path]:

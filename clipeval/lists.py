@@ -1,0 +1,27 @@
+"""Lists given inline in a config or as a text file with one entry per line."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import ListConfig, OmegaConf
+
+from clipeval.errors import ClipevalError
+
+
+def read_strings(value: Any, what: str, base: Path | None = None) -> list[str]:
+    """A list as given, or the non-empty lines of a file (relative paths also tried under ``base``)."""
+    if isinstance(value, ListConfig):
+        value = OmegaConf.to_container(value)
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [str(v) for v in value]
+    path = Path(str(value)).expanduser()
+    candidates = [path] if path.is_absolute() or base is None else [path, base / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return [line.strip() for line in candidate.read_text(encoding="utf-8").splitlines() if line.strip()]
+    raise ClipevalError(
+        f"{what}: '{value}' is neither a list nor an existing file (looked at {[str(c) for c in candidates]})."
+    )
