@@ -13,79 +13,93 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from clipeval.atomic import atomic_write  # noqa: E402
-from clipeval.robustness_report import IN_DISTRIBUTION, RobustnessReport  # noqa: E402
+from clipeval.robustness import band  # noqa: E402
+from clipeval.robustness_report import RobustnessReport, ShiftResult  # noqa: E402
 
 LIMIT = (0.005, 0.998)  # accuracies are clipped here: logit axes cannot show 0 or 1
+MODEL_COLOR = "tab:red"
 
 
 def _limits(values: np.ndarray) -> tuple[float, float]:
     """The data's range on the logit scale, widened by a margin."""
-    z = np.log(np.clip(values, *LIMIT) / (1 - np.clip(values, *LIMIT)))
+    v = np.clip(np.asarray(values, float), *LIMIT)
+    z = np.log(v / (1 - v))
     lo, hi = z.min() - 0.6, z.max() + 0.6
     return float(max(LIMIT[0], 1 / (1 + np.exp(-lo)))), float(min(LIMIT[1], 1 / (1 + np.exp(-hi))))
-
-
-def scatter_grid(report: RobustnessReport, model: str, path: Path) -> Path:
-    """One panel per shift: ID vs shift top-1 on logit axes, baselines, their fit, y = x, the model."""
-    id_row, shifts = report.rows[0], report.rows[1:]
-    cols = min(2, len(shifts))
-    rows = math.ceil(len(shifts) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.6 * rows), squeeze=False)
-    for ax, row in zip(axes.flat, shifts, strict=False):
-        base = report.baselines
-        values = np.concatenate([base[IN_DISTRIBUTION], base[row.setting], [*id_row.ci, *row.ci]])
-        limits = _limits(values)
-        grid = np.linspace(*limits, 200)
-        ax.scatter(
-            base[IN_DISTRIBUTION],
-            base[row.setting],
-            s=18,
-            color="0.6",
-            label=f"supervised baselines ({len(base)})",
-            zorder=2,
-        )
-        ax.plot(
-            grid,
-            row.fit.predict(grid),
-            color="0.3",
-            lw=1.2,
-            label="baseline fit (logit-linear)",
-            zorder=1,
-        )
-        ax.plot(grid, grid, ls="--", color="0.75", lw=1, label="y = x", zorder=0)
-        ilo, ihi = id_row.ci
-        slo, shi = row.ci
-        ax.errorbar(
-            id_row.top1, row.top1, xerr=[[id_row.top1 - ilo], [ihi - id_row.top1]], yerr=[[row.top1 - slo], [shi - row.top1]],
-            fmt="*", ms=13, color="tab:red", ecolor="tab:red", capsize=2, label=model, zorder=3,
-        )  # fmt: skip
-        ax.annotate(
-            f"ER {100 * row.effective_robustness:+.1f} pp", (id_row.top1, row.top1), xytext=(-10, 10),
-            textcoords="offset points", ha="right", color="tab:red", fontsize=9,
-        )  # fmt: skip
-        ax.set_xscale("logit")
-        ax.set_yscale("logit")
-        ax.set_xlim(*limits)
-        ax.set_ylim(*limits)
-        ax.xaxis.set_major_formatter(_percent)
-        ax.yaxis.set_major_formatter(_percent)
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.set_title(row.setting)
-        ax.set_xlabel("in-distribution top-1")
-        ax.set_ylabel(f"{row.setting} top-1")
-        ax.grid(alpha=0.3, which="major")
-    for ax in list(axes.flat)[len(shifts) :]:
-        ax.axis("off")
-    axes.flat[0].legend(loc="upper left", fontsize=8)
-    fig.suptitle(f"Effective robustness of {model} (logit axes)")
-    fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png", dpi=120))
-    plt.close(fig)
-    return path
 
 
 @FuncFormatter
 def _percent(value: float, _pos: int) -> str:
     pct = 100 * value
     return f"{pct:.0f}%" if 1 <= pct <= 99 else f"{pct:.1f}%"
+
+
+def logit_axes(ax, limits: tuple[float, float]) -> None:
+    """Logit-scaled axes with percent tick labels, as the robustness papers draw them."""
+    ax.set_xscale("logit")
+    ax.set_yscale("logit")
+    ax.set_xlim(*limits)
+    ax.set_ylim(*limits)
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(_percent)
+        axis.set_minor_formatter(NullFormatter())
+    ax.grid(alpha=0.3, which="major")
+
+
+def shift_panel(ax, result: ShiftResult, model: str) -> None:
+    base = result.baselines
+    ident, shift = result.in_distribution, result.shift
+    limits = _limits(np.concatenate([base["id"], base["shift"], [*ident.ci, *shift.ci]]))
+    grid = np.linspace(*limits, 200)
+    lo, hi = band(result.fits, grid)
+    ax.fill_between(grid, lo, hi, color="0.5", alpha=0.2, lw=0, label="fit, 95% bootstrap band", zorder=1)
+    ax.scatter(base["id"], base["shift"], s=16, color="0.55", label=f"baseline models ({len(base)})", zorder=2)
+    ax.plot(grid, result.fit.predict(grid), color="0.25", lw=1.2, label="baseline fit (logit-linear)", zorder=2)
+    ax.plot(grid, grid, ls="--", color="0.7", lw=1, label="y = x", zorder=0)
+    x_err = [[ident.top1 - ident.ci[0]], [ident.ci[1] - ident.top1]]
+    y_err = [[shift.top1 - shift.ci[0]], [shift.ci[1] - shift.top1]]
+    ax.errorbar(
+        ident.top1,
+        shift.top1,
+        xerr=x_err,
+        yerr=y_err,
+        fmt="*",
+        ms=13,
+        color=MODEL_COLOR,
+        capsize=2,
+        label=model,
+        zorder=4,
+    )
+    ax.annotate(f"ER {100 * result.effective_robustness:+.1f} pp", (ident.top1, shift.top1), xytext=(-10, 10),
+                textcoords="offset points", ha="right", color=MODEL_COLOR, fontsize=9)  # fmt: skip
+    logit_axes(ax, limits)
+    ax.set_title(shift.name)
+    ax.set_xlabel(
+        f"in-distribution top-1 ({', '.join(ident.datasets)})" if len(ident.datasets) == 1 else "in-distribution top-1"
+    )
+    ax.set_ylabel(f"{shift.name} top-1")
+
+
+def scatter_grid(report: RobustnessReport, model: str, path: Path) -> Path:
+    """One panel per shift: baselines, their fit and band, y = x, and the evaluated model."""
+    n = len(report.shifts)
+    cols = min(3 if n > 4 else 2, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.6 * rows), squeeze=False)
+    for ax, result in zip(axes.flat, report.shifts, strict=False):
+        shift_panel(ax, result, model)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(loc="upper left", fontsize=7)
+    mean, _ = report.average_effective_robustness
+    fig.suptitle(f"Effective robustness of {model}: {100 * mean:+.1f} pp on average over {n} shifts (logit axes)")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def save(fig, path: Path) -> Path:
+    """PNG, PDF or SVG by the file's suffix; written atomically."""
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=120))
+    plt.close(fig)
+    return path

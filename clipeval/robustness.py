@@ -54,3 +54,31 @@ def fit_baselines(id_acc: np.ndarray, shift_acc: np.ndarray, names: list[str] | 
 
 def effective_robustness(fit: LogitFit, id_accuracy: float, shift_accuracy: float) -> float:
     return float(shift_accuracy - fit.predict(id_accuracy))
+
+
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def bootstrap_fits(
+    id_acc: np.ndarray, shift_acc: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> np.ndarray:
+    """[resamples, 2] (slope, intercept) of the fit on baseline models drawn with replacement."""
+    x, y = logit(np.asarray(id_acc, float)), logit(np.asarray(shift_acc, float))
+    finite = np.isfinite(x) & np.isfinite(y)
+    x, y = x[finite], y[finite]
+    rng = np.random.default_rng(seed)
+    fits = []
+    while len(fits) < resamples:
+        idx = rng.integers(0, len(x), len(x))
+        if np.ptp(x[idx]) == 0:  # a resample of one distinct model has no line; draw again
+            continue
+        fits.append(np.polyfit(x[idx], y[idx], deg=1))
+    return np.array(fits)
+
+
+def band(fits: np.ndarray, id_accuracy: np.ndarray | float, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile band of the bootstrap fits' predictions at the given ID accuracies."""
+    z = logit(np.atleast_1d(id_accuracy))
+    preds = inverse_logit(fits[:, :1] * z[None, :] + fits[:, 1:])
+    alpha = 1 - confidence
+    return np.quantile(preds, alpha / 2, axis=0), np.quantile(preds, 1 - alpha / 2, axis=0)

@@ -1,10 +1,22 @@
-"""A suite's effective-robustness table: the evaluated model against its baselines, per shift."""
+"""A suite's effective-robustness report: the evaluated model against its baselines, per shift.
+
+Each setting's top-1 is pooled over its datasets. For each shift, the baselines' points
+(in-distribution, shift) are fitted on logit axes (imagenet-testbed's protocol), with a
+percentile bootstrap over baseline models for the fit's band. The model's effective
+robustness is its shift top-1 minus the fit's prediction at its in-distribution top-1; for
+class-subset shifts both sides use the in-distribution setting on the same classes.
+
+The interval on effective robustness combines, conservatively, the shift accuracy's
+Clopper–Pearson interval with the band of the prediction over the in-distribution accuracy's
+interval: [shift_lo - pred_hi, shift_hi - pred_lo].
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
@@ -12,20 +24,20 @@ from clipeval.construct import build
 from clipeval.errors import ClipevalError
 from clipeval.metrics import clopper_pearson
 from clipeval.results import Record
-from clipeval.robustness import LogitFit, effective_robustness, fit_baselines
+from clipeval.robustness import LogitFit, band, bootstrap_fits, effective_robustness, fit_baselines
 from clipeval.task import Task
 
 IN_DISTRIBUTION = "in_distribution"
 
 
 @dataclass(frozen=True)
-class SettingRow:
-    setting: str
+class Setting:
+    """The evaluated model's pooled top-1 on one setting."""
+
+    name: str
     datasets: list[str]
     correct: int
     n: int
-    fit: LogitFit | None = None
-    id_top1: float | None = None  # the model's in-distribution top-1, where the fit is read off
 
     @property
     def top1(self) -> float:
@@ -35,49 +47,84 @@ class SettingRow:
     def ci(self) -> tuple[float, float]:
         return clopper_pearson(self.correct, self.n)
 
-    @property
-    def prediction(self) -> float | None:
-        return None if self.fit is None else float(self.fit.predict(self.id_top1))
+
+@dataclass(frozen=True)
+class ShiftResult:
+    shift: Setting
+    in_distribution: Setting
+    baselines: pd.DataFrame  # index model, columns id, shift
+    fit: LogitFit
+    fits: np.ndarray  # bootstrap (slope, intercept) pairs
 
     @property
-    def effective_robustness(self) -> float | None:
-        return None if self.fit is None else effective_robustness(self.fit, self.id_top1, self.top1)
+    def prediction(self) -> float:
+        return float(self.fit.predict(self.in_distribution.top1))
+
+    @property
+    def prediction_interval(self) -> tuple[float, float]:
+        lo_x, hi_x = self.in_distribution.ci
+        lows, highs = band(self.fits, np.array([lo_x, hi_x]))
+        return float(min(lows)), float(max(highs))
+
+    @property
+    def effective_robustness(self) -> float:
+        return effective_robustness(self.fit, self.in_distribution.top1, self.shift.top1)
+
+    @property
+    def effective_robustness_ci(self) -> tuple[float, float]:
+        (s_lo, s_hi), (p_lo, p_hi) = self.shift.ci, self.prediction_interval
+        return s_lo - p_hi, s_hi - p_lo
 
     def to_json(self) -> dict[str, Any]:
-        out = {
-            "setting": self.setting,
-            "datasets": self.datasets,
-            "top1": self.top1,
-            "n": self.n,
-            "ci": list(self.ci),
-        }
-        if self.fit is not None:
-            lo, hi = self.ci
-            out |= {
-                "baseline_prediction": self.prediction,
-                "effective_robustness": self.effective_robustness,
-                "effective_robustness_ci": [lo - self.prediction, hi - self.prediction],
-                "fit": {
-                    "slope": self.fit.slope,
-                    "intercept": self.fit.intercept,
-                    "n_models": self.fit.n_models,
-                },
-            }
-        return out
+        return {
+            "shift": self.shift.name,
+            "datasets": self.shift.datasets,
+            "top1": self.shift.top1,
+            "n": self.shift.n,
+            "ci": list(self.shift.ci),
+            "in_distribution": {"datasets": self.in_distribution.datasets, "top1": self.in_distribution.top1,
+                                "n": self.in_distribution.n, "ci": list(self.in_distribution.ci)},
+            "baseline_prediction": self.prediction,
+            "baseline_prediction_ci": list(self.prediction_interval),
+            "effective_robustness": self.effective_robustness,
+            "effective_robustness_ci": list(self.effective_robustness_ci),
+            "fit": {"slope": self.fit.slope, "intercept": self.fit.intercept, "n_models": self.fit.n_models},
+        }  # fmt: skip
 
 
 @dataclass
 class RobustnessReport:
-    rows: list[SettingRow]
-    baselines: pd.DataFrame
+    in_distribution: Setting
+    shifts: list[ShiftResult]
+    baselines_label: str
+
+    @property
+    def average_effective_robustness(self) -> tuple[float, tuple[float, float]]:
+        """Mean over shifts (as the CLIP paper's Figure 13), with the mean of the interval ends."""
+        ers = [s.effective_robustness for s in self.shifts]
+        cis = np.array([s.effective_robustness_ci for s in self.shifts])
+        return float(np.mean(ers)), (float(cis[:, 0].mean()), float(cis[:, 1].mean()))
 
     def records(self) -> list[Record]:
-        """Effective robustness as records, its interval from the shift accuracy's (fit held fixed)."""
-        return [
-            Record(row.setting, "effective_robustness", row.effective_robustness, row.n,
-                   (row.ci[0] - row.prediction, row.ci[1] - row.prediction), "clopper-pearson-shift")
-            for row in self.rows if row.fit is not None
+        out = [
+            Record(s.shift.name, "effective_robustness", s.effective_robustness, s.shift.n, s.effective_robustness_ci,
+                   "clopper-pearson+bootstrap-band")
+            for s in self.shifts
         ]  # fmt: skip
+        mean, ci = self.average_effective_robustness
+        out.append(
+            Record("average", "effective_robustness", mean, sum(s.shift.n for s in self.shifts), ci, "mean-of-shifts")
+        )
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        mean, ci = self.average_effective_robustness
+        return {
+            "baselines": self.baselines_label,
+            "shifts": [s.to_json() for s in self.shifts],
+            "average_effective_robustness": mean,
+            "average_effective_robustness_ci": list(ci),
+        }
 
 
 def _datasets(spec: str, tasks: dict[str, Task]) -> list[tuple[str, str]]:
@@ -90,44 +137,58 @@ def _datasets(spec: str, tasks: dict[str, Task]) -> list[tuple[str, str]]:
     return [(task_name, d) for d in names]
 
 
+def _setting(name: str, spec: str, tasks: dict[str, Task], top1: dict[str, Record]) -> Setting:
+    keys = [f"{t}/{d}" for t, d in _datasets(spec, tasks)]
+    absent = [k for k in keys if k not in top1]
+    if absent:
+        raise ClipevalError(f"Setting '{name}' needs top-1 on {absent}, which the run did not produce (data absent?).")
+    return Setting(name, keys, sum(round(top1[k].value * top1[k].n) for k in keys), sum(top1[k].n for k in keys))
+
+
 def build_report(cfg: DictConfig, records: list[Record], tasks: dict[str, Task]) -> RobustnessReport:
-    """Pool each setting's top-1 over its datasets, fit the baselines' line per shift, read off ER."""
-    specs = {IN_DISTRIBUTION: cfg.in_distribution, **OmegaConf.to_container(cfg.shifts)}
-    members = {setting: _datasets(spec, tasks) for setting, spec in specs.items()}
     top1 = {r.dataset: r for r in records if r.metric == "top1"}
-    baselines = build(cfg.baselines, "the suite's baselines").accuracies(
-        {s: [tasks[t].sources[d] for t, d in pairs] for s, pairs in members.items()}
-    )
-    rows = []
-    for setting, pairs in members.items():
-        keys = [f"{t}/{d}" for t, d in pairs]
-        correct = sum(round(top1[k].value * top1[k].n) for k in keys)
-        n = sum(top1[k].n for k in keys)
-        rows.append(SettingRow(setting, keys, correct, n))
-    id_top1 = rows[0].top1
-    for i, row in enumerate(rows[1:], start=1):
-        fit = fit_baselines(
-            baselines[IN_DISTRIBUTION].to_numpy(),
-            baselines[row.setting].to_numpy(),
-            list(baselines.index),
+    shifts_cfg = OmegaConf.to_container(cfg.shifts, resolve=True)
+    specs = {name: spec if isinstance(spec, dict) else {"datasets": spec} for name, spec in shifts_cfg.items()}
+    sources = {IN_DISTRIBUTION: [tasks[t].sources[d] for t, d in _datasets(cfg.in_distribution, tasks)]}
+    sources |= {
+        name: [tasks[t].sources[d] for t, d in _datasets(spec["datasets"], tasks)] for name, spec in specs.items()
+    }
+    baselines = build(cfg.baselines, "the suite's baselines")
+    points = baselines.points(sources)
+    headline = _setting(IN_DISTRIBUTION, cfg.in_distribution, tasks, top1)
+    results = []
+    for name, spec in specs.items():
+        pts = points[name]
+        fit = fit_baselines(pts["id"].to_numpy(), pts["shift"].to_numpy(), list(pts.index))
+        id_setting = (
+            _setting(f"{name} {IN_DISTRIBUTION}", spec["in_distribution"], tasks, top1)
+            if "in_distribution" in spec
+            else headline
         )
-        rows[i] = SettingRow(row.setting, row.datasets, row.correct, row.n, fit, id_top1)
-    return RobustnessReport(rows, baselines)
+        fits = bootstrap_fits(pts["id"].to_numpy(), pts["shift"].to_numpy())
+        results.append(ShiftResult(_setting(name, spec["datasets"], tasks, top1), id_setting, pts, fit, fits))
+    return RobustnessReport(headline, results, getattr(baselines, "label", type(baselines).__name__))
 
 
 def format_report(report: RobustnessReport, model: str, title: str) -> str:
-    head = f"{title} · {model} · baselines: {len(report.baselines)} supervised models"
+    pct = lambda v: f"{100 * v:+.1f}"  # noqa: E731
+    head = f"{title} · {model} · baselines: {report.baselines_label}"
     lines = [
         head,
-        f"{'setting':<18} {'top-1':>6}  {'95% interval':<16} {'n':>6}  {'baseline fit':>12}  {'eff. robustness (pp)':>20}",
+        f"{'setting':<20} {'top-1':>6}  {'95% interval':<16} {'n':>6}  {'ID top-1':>8}  {'baseline fit':>20}  {'eff. robustness (pp)':>22}",
     ]
-    for row in report.rows:
-        lo, hi = row.ci
-        fit = f"{row.prediction:12.3f}" if row.prediction is not None else f"{'-':>12}"
-        er = (
-            f"{100 * row.effective_robustness:+7.1f} [{100 * (lo - row.prediction):+.1f}, {100 * (hi - row.prediction):+.1f}]"
-            if row.fit
-            else "-"
-        )
-        lines.append(f"{row.setting:<18} {row.top1:6.3f}  [{lo:.3f}, {hi:.3f}] {row.n:>6}  {fit}  {er:>20}")
+    rows = [(report.in_distribution, None)] + [(s.shift, s) for s in report.shifts]
+    for setting, result in rows:
+        lo, hi = setting.ci
+        line = f"{setting.name:<20} {setting.top1:6.3f}  [{lo:.3f}, {hi:.3f}] {setting.n:>6}"
+        if result is not None:
+            p_lo, p_hi = result.prediction_interval
+            e_lo, e_hi = result.effective_robustness_ci
+            line += f"  {result.in_distribution.top1:8.3f}  {result.prediction:6.3f} [{p_lo:.3f}, {p_hi:.3f}]"
+            line += f"  {pct(result.effective_robustness):>6} [{pct(e_lo)}, {pct(e_hi)}]"
+        lines.append(line)
+    mean, (m_lo, m_hi) = report.average_effective_robustness
+    lines.append(
+        f"{'average over shifts':<20} {'':>6}  {'':<16} {'':>6}  {'':>8}  {'':>20}  {pct(mean):>6} [{pct(m_lo)}, {pct(m_hi)}]"
+    )
     return "\n".join(lines)

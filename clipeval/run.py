@@ -167,7 +167,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if selection.robustness is not None:
         summary, robustness = _robustness(selection, records, tasks, model, run_dir)
         records += robustness.records()
-        extra["effective_robustness"] = [row.to_json() for row in robustness.rows]
+        extra["effective_robustness"] = robustness.to_json()
     document = results_document(
         model=model,
         task=selection,

@@ -116,17 +116,21 @@ def test_default_run_is_the_digits_suite_with_effective_robustness(tmp_path):
     top1 = {r["dataset"]: r for r in doc["records"] if r["metric"] == "top1"}
     assert top1["digits/test"]["value"] >= 0.85 and top1["digits/test"]["n"] == 360
     assert len([d for d in top1 if d.startswith("digits_corruptions/")]) == 20
-    rows = {row["setting"]: row for row in doc["effective_robustness"]}
-    assert set(rows) == {"in_distribution", "renditions", "sketch", "rotated", "corruptions"}
+    report = doc["effective_robustness"]
+    rows = {row["shift"]: row for row in report["shifts"]}
+    assert set(rows) == {"renditions", "sketch", "rotated", "corruptions"}
     corr = rows["corruptions"]
     pooled = sum(top1[d]["value"] * top1[d]["n"] for d in corr["datasets"]) / corr["n"]
     assert corr["top1"] == pytest.approx(pooled) and corr["n"] == 7200
-    for setting in ("renditions", "sketch", "rotated", "corruptions"):
-        row = rows[setting]
+    for row in rows.values():
         assert row["effective_robustness"] == pytest.approx(row["top1"] - row["baseline_prediction"])
+        lo, hi = row["effective_robustness_ci"]
+        assert lo < row["effective_robustness"] < hi
         assert row["fit"]["n_models"] >= 15
+        assert row["in_distribution"]["datasets"] == ["digits/test"]
+    assert report["average_effective_robustness"] == pytest.approx(np.mean([r["effective_robustness"] for r in rows.values()]))
     er = {r["dataset"]: r for r in doc["records"] if r["metric"] == "effective_robustness"}
-    assert er.keys() == {"renditions", "sketch", "rotated", "corruptions"}
+    assert er.keys() == {"renditions", "sketch", "rotated", "corruptions", "average"}
     assert (tmp_path / "run" / "effective_robustness.png").stat().st_size > 20_000
     assert (tmp_path / "run" / "predictions" / "digits_sketch" / "sketch.parquet").is_file()
     json.dumps(doc)  # the whole document is JSON

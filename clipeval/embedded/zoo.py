@@ -131,6 +131,17 @@ class DigitsZoo:
     def __init__(self, cache: bool = True):
         self.cache = TensorCache(cache_dir(), enabled=cache)
 
+    label = "19 supervised classifiers trained on the digits (clipeval.embedded.zoo)"
+
+    def points(self, settings: dict[str, list]) -> dict[str, pd.DataFrame]:
+        """{shift: DataFrame(index=model, columns=[id, shift])}; ``settings`` holds ``in_distribution``."""
+        table = self.accuracies(settings)
+        return {
+            name: pd.DataFrame({"id": table["in_distribution"], "shift": table[name]})
+            for name in settings
+            if name != "in_distribution"
+        }
+
     def accuracies(self, settings: dict[str, list]) -> pd.DataFrame:
         train = DigitsSource(split="train")
         key = cache_key(
@@ -155,7 +166,7 @@ class DigitsZoo:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = {
-        "id": [DigitsSource(split="test")],
+        "in_distribution": [DigitsSource(split="test")],
         "renditions": [DigitsSource("renditions")],
         "sketch": [DigitsSource("sketch")],
         "rotated": [DigitsSource("rotated")],
