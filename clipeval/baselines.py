@@ -110,7 +110,8 @@ def _testbed_files(path: str | None, model_types: str | None, download: bool) ->
         if not download:
             raise ClipevalError(
                 "No baseline table: pass the imagenet-testbed results table as baselines.path=.../robustness_top1s.csv "
-                f"(with baselines.model_types=...), or allow a one-time download of it from the public repository "
+                "with baselines.model_types=... (in a suite: suite.robustness.baselines.path=...), "
+                "or allow a one-time download of it from the public repository "
                 f"(modestyachts/imagenet-testbed @ {TESTBED_COMMIT[:7]}, MIT licence) with baselines.download=true. "
                 f"It would be kept in {folder}."
             )

@@ -145,7 +145,12 @@ def _setting(name: str, spec: str, tasks: dict[str, Task], top1: dict[str, Recor
     return Setting(name, keys, sum(round(top1[k].value * top1[k].n) for k in keys), sum(top1[k].n for k in keys))
 
 
-def build_report(cfg: DictConfig, records: list[Record], tasks: dict[str, Task]) -> RobustnessReport:
+def load_baselines(cfg: DictConfig) -> Any:
+    """The suite's baselines, built before any model runs so that a missing table fails at once."""
+    return build(cfg.baselines, "the suite's baselines")
+
+
+def build_report(cfg: DictConfig, records: list[Record], tasks: dict[str, Task], baselines: Any) -> RobustnessReport:
     top1 = {r.dataset: r for r in records if r.metric == "top1"}
     shifts_cfg = OmegaConf.to_container(cfg.shifts, resolve=True)
     specs = {name: spec if isinstance(spec, dict) else {"datasets": spec} for name, spec in shifts_cfg.items()}
@@ -153,8 +158,10 @@ def build_report(cfg: DictConfig, records: list[Record], tasks: dict[str, Task])
     sources |= {
         name: [tasks[t].sources[d] for t, d in _datasets(spec["datasets"], tasks)] for name, spec in specs.items()
     }
-    baselines = build(cfg.baselines, "the suite's baselines")
     points = baselines.points(sources)
+    missing = sorted(set(specs) - set(points))
+    if missing:
+        raise ClipevalError(f"The baselines have no points for shift(s) {missing} (they have {sorted(points)}).")
     headline = _setting(IN_DISTRIBUTION, cfg.in_distribution, tasks, top1)
     results = []
     for name, spec in specs.items():

@@ -149,6 +149,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     torch.use_deterministic_algorithms(runtime.device.type == "cpu", warn_only=True)
     selection = Selection.from_config(cfg)
     tasks = {t.name: t for t in map(load_task, selection.tasks)}  # before the model: missing data fails fast
+    baselines = None
+    if selection.robustness is not None:
+        from clipeval.robustness_report import load_baselines
+
+        baselines = load_baselines(selection.robustness)
     model = load_model(cfg.model, runtime)
     cache = TensorCache(Path(cfg.cache_dir) if cfg.get("cache_dir") else cache_dir(), enabled=runtime.cache)
     bank = FeatureBank(model, runtime, cache)
@@ -165,7 +170,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     extra: dict[str, Any] = {"skipped": {d: [list(s) for s in v] for d, v in skipped.items()}}
     summary = None
     if selection.robustness is not None:
-        summary, robustness = _robustness(selection, records, tasks, model, run_dir)
+        summary, robustness = _robustness(selection, records, tasks, baselines, model, run_dir)
         records += robustness.records()
         extra["effective_robustness"] = robustness.to_json()
     document = results_document(
@@ -186,13 +191,14 @@ def _robustness(
     selection: Selection,
     records: list[Record],
     tasks: dict[str, Task],
+    baselines: Any,
     model: DualEncoder,
     run_dir: Path,
 ):
     from clipeval.figures import scatter_grid
     from clipeval.robustness_report import build_report, format_report
 
-    report = build_report(selection.robustness, records, tasks)
+    report = build_report(selection.robustness, records, tasks, baselines)
     if selection.robustness.get("figure"):
         path = scatter_grid(report, model.name, run_dir / selection.robustness.figure)
         log.info("Wrote figure %s", path)

@@ -128,7 +128,9 @@ def test_default_run_is_the_digits_suite_with_effective_robustness(tmp_path):
         assert lo < row["effective_robustness"] < hi
         assert row["fit"]["n_models"] >= 15
         assert row["in_distribution"]["datasets"] == ["digits/test"]
-    assert report["average_effective_robustness"] == pytest.approx(np.mean([r["effective_robustness"] for r in rows.values()]))
+    assert report["average_effective_robustness"] == pytest.approx(
+        np.mean([r["effective_robustness"] for r in rows.values()])
+    )
     er = {r["dataset"]: r for r in doc["records"] if r["metric"] == "effective_robustness"}
     assert er.keys() == {"renditions", "sketch", "rotated", "corruptions", "average"}
     assert (tmp_path / "run" / "effective_robustness.png").stat().st_size > 20_000

@@ -228,10 +228,21 @@ def test_missing_data_says_task_places_and_how_to_get_it(task, expected, tmp_pat
     assert str(tmp_path / "empty") in message
 
 
+TESTBED = Path(__file__).parents[2] / "shared" / "data" / "imagenet_testbed"
+
+
+def baseline_overrides(prefix: str = "suite.robustness.baselines") -> list[str]:
+    """The shared testbed table as the suite's baselines, or no robustness report without it."""
+    if not (TESTBED / "robustness_top1s.csv").is_file():
+        return ["~suite.robustness"]
+    return [f"{prefix}.path={TESTBED / 'robustness_top1s.csv'}", f"{prefix}.model_types={TESTBED / 'model_types.csv'}"]
+
+
 def test_suite_encodes_imagenet_val_once(tiny_open_clip, data_root, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="clipeval")
     doc = run_in_process(
         [*open_clip_overrides(tiny_open_clip), "suite=natural_shifts", f"data_root={data_root}", "runtime.cache=false"]
+        + baseline_overrides()
         + [
             f"suite.tasks.{t}.templates=['a photo of a {{c}}.']"
             for t in ("imagenet", "imagenet_v2", "imagenet_r", "imagenet_a", "imagenet_sketch", "objectnet")
@@ -246,6 +257,11 @@ def test_suite_encodes_imagenet_val_once(tiny_open_clip, data_root, tmp_path, ca
         "imagenet_a/imagenet-a", "imagenet_a/val-on-imagenet-a-classes", "imagenet_sketch/imagenet-sketch",
         "objectnet/objectnet", "objectnet/val-on-objectnet-classes",
     }  # fmt: skip
+    if "effective_robustness" in doc:
+        shifts = {s["shift"]: s for s in doc["effective_robustness"]["shifts"]}
+        assert set(shifts) == {"imagenetv2", "imagenet-sketch", "objectnet", "imagenet-r", "imagenet-a"}
+        assert shifts["imagenet-r"]["in_distribution"]["datasets"] == ["imagenet_r/val-on-imagenet-r-classes"]
+        assert (tmp_path / "suite" / "effective_robustness.png").is_file()
 
 
 @pytest.mark.slow
