@@ -101,6 +101,10 @@ def _app(cfg: DictConfig) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"]:
+        from clipeval.report import main as report_main
+
+        return report_main(argv[1:])
     try:
         check_group_choices(argv)
     except ClipevalError as exc:

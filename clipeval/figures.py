@@ -82,6 +82,10 @@ def shift_panel(ax, result: ShiftResult, model: str) -> None:
 
 def scatter_grid(report: RobustnessReport, model: str, path: Path) -> Path:
     """One panel per shift: baselines, their fit and band, y = x, and the evaluated model."""
+    return save(scatter_grid_figure(report, model), path)
+
+
+def scatter_grid_figure(report: RobustnessReport, model: str):
     n = len(report.shifts)
     cols = min(3 if n > 4 else 2, n)
     rows = math.ceil(n / cols)
@@ -94,7 +98,7 @@ def scatter_grid(report: RobustnessReport, model: str, path: Path) -> Path:
     mean, _ = report.average_effective_robustness
     fig.suptitle(f"Effective robustness of {model}: {100 * mean:+.1f} pp on average over {n} shifts (logit axes)")
     fig.tight_layout()
-    return save(fig, path)
+    return fig
 
 
 def save(fig, path: Path) -> Path:

@@ -63,7 +63,8 @@ def bootstrap_fits(
     id_acc: np.ndarray, shift_acc: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
 ) -> np.ndarray:
     """[resamples, 2] (slope, intercept) of the fit on baseline models drawn with replacement."""
-    x, y = logit(np.asarray(id_acc, float)), logit(np.asarray(shift_acc, float))
+    with np.errstate(divide="ignore"):  # 0 and 1 have no logit; fit_baselines has said so
+        x, y = logit(np.asarray(id_acc, float)), logit(np.asarray(shift_acc, float))
     finite = np.isfinite(x) & np.isfinite(y)
     x, y = x[finite], y[finite]
     rng = np.random.default_rng(seed)
