@@ -17,8 +17,10 @@ log = logging.getLogger(__name__)
 
 
 def logit(p: np.ndarray | float) -> np.ndarray:
+    """ln(p / (1 - p)); -inf at 0 and +inf at 1, without a warning (callers decide what to do)."""
     p = np.asarray(p, dtype=float)
-    return np.log(p / (1 - p))
+    with np.errstate(divide="ignore"):
+        return np.log(p / (1 - p))
 
 
 def inverse_logit(z: np.ndarray | float) -> np.ndarray:
@@ -63,8 +65,7 @@ def bootstrap_fits(
     id_acc: np.ndarray, shift_acc: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
 ) -> np.ndarray:
     """[resamples, 2] (slope, intercept) of the fit on baseline models drawn with replacement."""
-    with np.errstate(divide="ignore"):  # 0 and 1 have no logit; fit_baselines has said so
-        x, y = logit(np.asarray(id_acc, float)), logit(np.asarray(shift_acc, float))
+    x, y = logit(id_acc), logit(shift_acc)  # 0 and 1 have no finite logit; fit_baselines has said so
     finite = np.isfinite(x) & np.isfinite(y)
     x, y = x[finite], y[finite]
     rng = np.random.default_rng(seed)
