@@ -61,7 +61,8 @@ def read_model_types(path: str | Path) -> pd.Series:
 class TableBaselines:
     """Baseline points per shift from a table; ``shifts`` maps each shift to its two columns.
 
-    ``shifts``: ``{shift: {x: <in-distribution column>, y: <shift column>, min_x: <fraction>}}``.
+    ``shifts``: ``{shift: {x: <in-distribution column>, y: <shift column>, min_x: <fraction>}}``;
+    ``in_distribution`` is the column against which the average over shifts is drawn.
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class TableBaselines:
         exclude_names: Sequence[str] = ("aws", "batch64"),
         download: bool = False,
         label: str = "baseline models",
+        in_distribution: str = "val",
     ):
         self.shifts = {name: dict(spec) for name, spec in shifts.items()}
         table_path, types_path = _testbed_files(path, model_types, download)
@@ -81,6 +83,7 @@ class TableBaselines:
         self.include_types = list(include_types) if include_types and self.types is not None else None
         self.exclude_names = list(exclude_names)
         self.label = label
+        self.in_distribution = in_distribution
 
     def models(self) -> pd.Index:
         keep = self.table.index
@@ -99,6 +102,12 @@ class TableBaselines:
             pts = pd.DataFrame({"id": rows[spec["x"]], "shift": rows[spec["y"]]}).dropna()
             out[shift] = pts[pts["id"] >= float(spec.get("min_x", 0.0))]
         return out
+
+    def average_points(self, settings: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """DataFrame(index=model, columns=[id, shift]): the mean over all shifts, for models that have them all."""
+        rows = self.table.loc[self.models()]
+        shift = rows[[spec["y"] for spec in self.shifts.values()]].mean(axis=1, skipna=False)
+        return pd.DataFrame({"id": rows[self.in_distribution], "shift": shift}).dropna()
 
 
 def _testbed_files(path: str | None, model_types: str | None, download: bool) -> tuple[Path, Path | None]:

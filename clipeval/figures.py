@@ -107,3 +107,50 @@ def save(fig, path: Path) -> Path:
     atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=120))
     plt.close(fig)
     return path
+
+
+def paired_bars(report: RobustnessReport, model: str, path: Path) -> Path:
+    """The CLIP paper's Figure 13 (right): per shift, a supervised model of the same
+    in-distribution accuracy (the baselines' fit read off there) next to the evaluated model."""
+    shifts = report.shifts
+    y = np.arange(len(shifts))[::-1]
+    fig, ax = plt.subplots(figsize=(7.5, 0.7 * len(shifts) + 1.8))
+    base = [100 * s.prediction for s in shifts]
+    ours = [100 * s.shift.top1 for s in shifts]
+    ax.barh(y + 0.2, base, height=0.4, color="0.6", label="supervised baseline at the same in-distribution top-1 (fit)")
+    ax.barh(y - 0.2, ours, height=0.4, color=MODEL_COLOR, label=model)
+    for yi, result, b, o in zip(y, shifts, base, ours, strict=True):
+        lo, hi = result.effective_robustness_ci
+        ax.text(max(b, o) + 1, yi, f"{o - b:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]", va="center", fontsize=8,
+                color="tab:green" if lo > 0 else ("tab:red" if hi < 0 else "0.3"))  # fmt: skip
+    ax.set_yticks(y, [s.shift.name for s in shifts])
+    ax.set_xlim(0, 115)
+    ax.set_xlabel("top-1 (%)")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1)
+    ax.set_title(f"{model} vs the supervised line (differences in pp, 95% intervals)")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def average_panel(report: RobustnessReport, model: str, path: Path) -> Path:
+    """The CLIP paper's Figure 13 (left): mean accuracy over the shifts against in-distribution accuracy."""
+    avg = report.average
+    if avg is None:
+        raise ValueError("these baselines give no average over shifts")
+    fig, ax = plt.subplots(figsize=(5.6, 4.8))
+    limits = _limits(np.concatenate([avg.baselines["id"], avg.baselines["shift"], [avg.id_top1, avg.mean_top1]]))
+    grid = np.linspace(*limits, 200)
+    ax.scatter(
+        avg.baselines["id"], avg.baselines["shift"], s=16, color="0.55", label=f"baseline models ({len(avg.baselines)})"
+    )
+    ax.plot(grid, avg.fit.predict(grid), color="0.25", lw=1.2, label="baseline fit (logit-linear)")
+    ax.plot(grid, grid, ls="--", color="0.7", lw=1, label="y = x")
+    ax.scatter([avg.id_top1], [avg.mean_top1], marker="*", s=170, color=MODEL_COLOR, zorder=4, label=model)
+    ax.annotate(f"{100 * (avg.mean_top1 - avg.prediction):+.1f} pp", (avg.id_top1, avg.mean_top1), xytext=(-10, 10),
+                textcoords="offset points", ha="right", color=MODEL_COLOR)  # fmt: skip
+    logit_axes(ax, limits)
+    ax.set_xlabel("in-distribution top-1")
+    ax.set_ylabel(f"mean top-1 over {len(report.shifts)} shifts")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return save(fig, path)

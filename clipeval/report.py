@@ -26,7 +26,7 @@ from clipeval.baselines import TableBaselines
 from clipeval.errors import USAGE_EXIT_CODE, ClipevalError
 from clipeval.paths import conf_dir
 from clipeval.robustness import bootstrap_fits, fit_baselines
-from clipeval.robustness_report import RobustnessReport, Setting, ShiftResult, format_report
+from clipeval.robustness_report import AverageResult, RobustnessReport, Setting, ShiftResult, format_report
 
 # Columns of the paper's table (published/clip_paper_fig13_table16.csv) -> testbed columns
 PAPER_TO_TESTBED = {
@@ -73,7 +73,15 @@ def testbed_report(baselines: TableBaselines, model: str, sizes: dict[str, int])
         ident = _setting(f"{shift} in_distribution", spec["x"], row[spec["x"]], sizes)
         results.append(ShiftResult(_setting(shift, spec["y"], row[spec["y"]], sizes), ident, pts, fit,
                                    bootstrap_fits(pts["id"].to_numpy(), pts["shift"].to_numpy())))  # fmt: skip
-    return RobustnessReport(_setting("in_distribution", "val", row["val"], sizes), results, baselines.label)
+    headline = _setting("in_distribution", "val", row["val"], sizes)
+    avg = baselines.average_points().drop(index=model, errors="ignore")
+    average = AverageResult(
+        headline.top1,
+        float(np.mean([r.shift.top1 for r in results])),
+        avg,
+        fit_baselines(avg["id"].to_numpy(), avg["shift"].to_numpy(), list(avg.index)),
+    )
+    return RobustnessReport(headline, results, baselines.label, average)
 
 
 def figure13(baselines: TableBaselines, published: str, path: Path) -> Path:

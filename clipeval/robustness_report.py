@@ -92,11 +92,26 @@ class ShiftResult:
         }  # fmt: skip
 
 
+@dataclass(frozen=True)
+class AverageResult:
+    """The mean over shifts against the in-distribution accuracy (the CLIP paper's Figure 13, left)."""
+
+    id_top1: float
+    mean_top1: float
+    baselines: pd.DataFrame  # index model, columns id, shift (= the model's mean over shifts)
+    fit: LogitFit
+
+    @property
+    def prediction(self) -> float:
+        return float(self.fit.predict(self.id_top1))
+
+
 @dataclass
 class RobustnessReport:
     in_distribution: Setting
     shifts: list[ShiftResult]
     baselines_label: str
+    average: AverageResult | None = None
 
     @property
     def average_effective_robustness(self) -> tuple[float, tuple[float, float]]:
@@ -119,12 +134,20 @@ class RobustnessReport:
 
     def to_json(self) -> dict[str, Any]:
         mean, ci = self.average_effective_robustness
-        return {
+        out = {
             "baselines": self.baselines_label,
             "shifts": [s.to_json() for s in self.shifts],
             "average_effective_robustness": mean,
             "average_effective_robustness_ci": list(ci),
         }
+        if self.average is not None:
+            out["average_over_shifts"] = {
+                "top1": self.average.mean_top1,
+                "baseline_prediction": self.average.prediction,
+                "fit": {"slope": self.average.fit.slope, "intercept": self.average.fit.intercept,
+                        "n_models": self.average.fit.n_models},
+            }  # fmt: skip
+        return out
 
 
 def _datasets(spec: str, tasks: dict[str, Task]) -> list[tuple[str, str]]:
@@ -174,7 +197,16 @@ def build_report(cfg: DictConfig, records: list[Record], tasks: dict[str, Task],
         )
         fits = bootstrap_fits(pts["id"].to_numpy(), pts["shift"].to_numpy())
         results.append(ShiftResult(_setting(name, spec["datasets"], tasks, top1), id_setting, pts, fit, fits))
-    return RobustnessReport(headline, results, getattr(baselines, "label", type(baselines).__name__))
+    average = None
+    if hasattr(baselines, "average_points"):
+        avg = baselines.average_points(sources)
+        average = AverageResult(
+            headline.top1,
+            float(np.mean([r.shift.top1 for r in results])),
+            avg,
+            fit_baselines(avg["id"].to_numpy(), avg["shift"].to_numpy(), list(avg.index)),
+        )
+    return RobustnessReport(headline, results, getattr(baselines, "label", type(baselines).__name__), average)
 
 
 def format_report(report: RobustnessReport, model: str, title: str) -> str:

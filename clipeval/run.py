@@ -195,13 +195,12 @@ def _robustness(
     model: DualEncoder,
     run_dir: Path,
 ):
-    from clipeval.figures import scatter_grid
     from clipeval.robustness_report import build_report, format_report
 
     report = build_report(selection.robustness, records, tasks, baselines)
-    if selection.robustness.get("figure"):
-        path = scatter_grid(report, model.name, run_dir / selection.robustness.figure)
-        log.info("Wrote figure %s", path)
+    for spec in selection.robustness.get("figures") or []:
+        draw = build({k: v for k, v in spec.items() if k != "file"} | {"_partial_": True}, f"figure {spec.get('file')}")
+        log.info("Wrote figure %s", draw(report, model.name, run_dir / spec.file))
     return format_report(report, model.name, f"{selection.name} (v{selection.version})"), report
 
 

@@ -133,6 +133,10 @@ def test_default_run_is_the_digits_suite_with_effective_robustness(tmp_path):
     )
     er = {r["dataset"]: r for r in doc["records"] if r["metric"] == "effective_robustness"}
     assert er.keys() == {"renditions", "sketch", "rotated", "corruptions", "average"}
-    assert (tmp_path / "run" / "effective_robustness.png").stat().st_size > 20_000
+    for figure in ("effective_robustness.png", "effective_robustness_bars.png", "average_over_shifts.png"):
+        assert (tmp_path / "run" / figure).stat().st_size > 20_000, figure
+    average = report["average_over_shifts"]
+    assert average["top1"] == pytest.approx(np.mean([r["top1"] for r in rows.values()]))
+    assert average["fit"]["n_models"] >= 15
     assert (tmp_path / "run" / "predictions" / "digits_sketch" / "sketch.parquet").is_file()
     json.dumps(doc)  # the whole document is JSON

@@ -142,6 +142,12 @@ class DigitsZoo:
             if name != "in_distribution"
         }
 
+    def average_points(self, settings: dict[str, list]) -> pd.DataFrame:
+        """DataFrame(index=model, columns=[id, shift]) with shift = the mean accuracy over all shifts."""
+        table = self.accuracies(settings)
+        shifts = [name for name in settings if name != "in_distribution"]
+        return pd.DataFrame({"id": table["in_distribution"], "shift": table[shifts].mean(axis=1)})
+
     def accuracies(self, settings: dict[str, list]) -> pd.DataFrame:
         train = DigitsSource(split="train")
         key = cache_key(
