@@ -3,6 +3,7 @@
     clipeval report testbed --table robustness_top1s.csv --model-types model_types.csv \\
         --sizes eval_setting_sizes.json --model vit_b_32_clip_zeroshot [--out DIR]
     clipeval report figure13 --table ... --model-types ... --published clip_paper_fig13_table16.csv [--out DIR]
+    clipeval report store [--store outputs/store] [--out reports/out]
 
 ``testbed`` reads a model's row of the imagenet-testbed table and computes its effective
 robustness on each natural shift against the table's standard models, with the same code a
@@ -139,6 +140,9 @@ def figure13(baselines: TableBaselines, published: str, path: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="clipeval report", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    store = sub.add_parser("store", help="Markdown and HTML report of every run in the results store")
+    store.add_argument("--store", type=Path, default=Path("outputs/store"))
+    store.add_argument("--out", type=Path, default=Path("reports/out"))
     for name in ("testbed", "figure13"):
         p = sub.add_parser(name)
         p.add_argument("--table", required=True, help="imagenet-testbed robustness_top1s.csv")
@@ -155,6 +159,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
+        if args.command == "store":
+            from clipeval.store_report import write_store_report
+
+            if not args.store.is_dir():
+                raise ClipevalError(f"No results store at {args.store}: run an evaluation first, or pass --store DIR.")
+            for path in write_store_report(args.store, args.out):
+                print("wrote", path)
+            return
         baselines = testbed_baselines(args.table, args.model_types)
         if args.command == "testbed":
             sizes = json.loads(Path(args.sizes).read_text())

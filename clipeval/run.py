@@ -167,7 +167,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             ctx.skipped = {f"{task.name}/{d}": v for d, v in ctx.skipped.items()}
         records += task_records
         skipped |= ctx.skipped
-    extra: dict[str, Any] = {"skipped": {d: [list(s) for s in v] for d, v in skipped.items()}}
+    extra: dict[str, Any] = {
+        "run_dir": str(run_dir.resolve()),
+        "skipped": {d: [list(s) for s in v] for d, v in skipped.items()},
+    }
     summary = None
     if selection.robustness is not None:
         summary, robustness = _robustness(selection, records, tasks, baselines, model, run_dir)

@@ -168,3 +168,16 @@ def test_model_types_from_the_testbeds_python_file(tmp_path):
         "model_types_map = {\n'resnet50': ModelTypes.STANDARD,\n'clip': ModelTypes.MORE_DATA,\n}\n"
     )
     assert read_model_types(tmp_path / "model_types.py").to_dict() == {"resnet50": "STANDARD", "clip": "MORE_DATA"}
+
+
+def test_store_report_collects_runs_into_markdown_and_html(tmp_path):
+    from conftest import run_in_process
+
+    run_in_process([], tmp_path / "run")  # the embedded suite, with its figures
+    report_main(["store", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out")])
+    md = (tmp_path / "out" / "report.md").read_text()
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "## digits_shifts (v1) · tiny_digits" in md
+    assert "| digits/test | top1 |" in md and "| average |" in md
+    assert md.count("![") == 3
+    assert page.count("data:image/png;base64,") == 3 and "<td>digits/test</td>" in page
