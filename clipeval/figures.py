@@ -154,3 +154,36 @@ def average_panel(report: RobustnessReport, model: str, path: Path) -> Path:
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return save(fig, path)
+
+
+def few_shot_curve(ks, means, stds, zero_shot: float, match: float | None, model: str, path: Path) -> Path:
+    """The CLIP paper's Figures 6-7: few-shot linear-probe accuracy against k, zero-shot as a line."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    means, stds = np.asarray(means), np.asarray(stds)
+    ax.errorbar(
+        ks,
+        100 * means,
+        yerr=100 * stds,
+        marker="o",
+        capsize=3,
+        color="0.3",
+        label="few-shot linear probe (mean ± sd over seeds)",
+    )
+    ax.axhline(100 * zero_shot, color=MODEL_COLOR, ls="--", label=f"zero-shot {model}")
+    if match is not None:
+        ax.axvline(match, color=MODEL_COLOR, lw=0.8, alpha=0.6)
+        ax.annotate(
+            f"matches zero-shot at k ≈ {match:.1f}",
+            (match, 100 * zero_shot),
+            xytext=(6, -14),
+            textcoords="offset points",
+            fontsize=8,
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("labelled examples per class (k)")
+    ax.set_ylabel("top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return save(fig, path)

@@ -27,10 +27,13 @@ class Record:
     n: int
     ci: tuple[float, float]
     ci_method: str = "clopper-pearson"
+    std: float | None = None  # spread over repeats (few-shot seeds), when the value is their mean
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["ci"] = [float(self.ci[0]), float(self.ci[1])]
+        if self.std is None:
+            del out["std"]
         return out
 
 

@@ -64,8 +64,8 @@ class FeatureBank:
 class RunContext:
     """What an evaluator may use: the model, its task, the shared features and classifiers."""
 
-    def __init__(self, bank: FeatureBank, task: Task, predictions_dir: Path):
-        self.bank, self.task, self.predictions_dir = bank, task, predictions_dir
+    def __init__(self, bank: FeatureBank, task: Task, run_dir: Path, predictions_dir: Path):
+        self.bank, self.task, self.run_dir, self.predictions_dir = bank, task, run_dir, predictions_dir
         self.model, self.runtime = bank.model, bank.runtime
         self.skipped: dict[str, list[tuple[str, str]]] = {}
 
@@ -160,7 +160,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     records, skipped = [], {}
     for task in tasks.values():
         predictions = run_dir / "predictions" / (task.name if selection.is_suite else "")
-        ctx = RunContext(bank, task, predictions)
+        ctx = RunContext(bank, task, run_dir, predictions)
         task_records = ctx.evaluate()
         if selection.is_suite:  # datasets of different tasks may share a name
             task_records = [dataclasses.replace(r, dataset=f"{task.name}/{r.dataset}") for r in task_records]
@@ -186,6 +186,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     write_json(run_dir / "results.json", document)
     stored = add_to_store(Path(cfg.store), document)
     log.info("Wrote %s and %s", run_dir / "results.json", stored)
+    if summary:  # a suite: the robustness table, then the top-1 of tasks it does not cover (probes)
+        covered = {d.split("/")[0] for row in extra["effective_robustness"]["shifts"] for d in row["datasets"]}
+        covered |= {d.split("/")[0] for d in robustness.in_distribution.datasets}
+        rest = [
+            r
+            for r in document["records"]
+            if r["dataset"].split("/")[0] not in covered and r["metric"] in ("top1", "k_matching_zero_shot")
+        ]
+        summary += "\n\n" + format_records({**document, "records": rest}) if rest else ""
     print(summary or format_records(document))
     return document
 
@@ -209,8 +218,12 @@ def _robustness(
 
 def format_records(document: dict[str, Any]) -> str:
     head = f"{document['task']['name']} (v{document['task']['version']}) · {document['model']['name']}"
-    lines = [head, f"{'dataset':<20} {'metric':<22} {'value':>7}  {'95% interval':<17} {'n':>7}"]
+    width = max([20, *(len(r["dataset"]) for r in document["records"])])
+    lines = [head, f"{'dataset':<{width}} {'metric':<22} {'value':>7}  {'95% interval':<17} {'n':>7}"]
     for r in document["records"]:
         lo, hi = r["ci"]
-        lines.append(f"{r['dataset']:<20} {r['metric']:<22} {r['value']:>7.4f}  [{lo:.4f}, {hi:.4f}] {r['n']:>7}")
+        spread = f"  sd {r['std']:.4f}" if r.get("std") is not None else ""
+        lines.append(
+            f"{r['dataset']:<{width}} {r['metric']:<22} {r['value']:>7.4f}  [{lo:.4f}, {hi:.4f}] {r['n']:>7}{spread}"
+        )
     return "\n".join(lines)

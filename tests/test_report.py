@@ -179,5 +179,7 @@ def test_store_report_collects_runs_into_markdown_and_html(tmp_path):
     page = (tmp_path / "out" / "report.html").read_text()
     assert "## digits_shifts (v1) · tiny_digits" in md
     assert "| digits/test | top1 |" in md and "| average |" in md
-    assert md.count("![") == 3
-    assert page.count("data:image/png;base64,") == 3 and "<td>digits/test</td>" in page
+    figures = sorted(p.name for p in (tmp_path / "run").glob("*.png"))
+    assert "few_shot.png" in figures and "effective_robustness.png" in figures
+    assert md.count("![") == len(figures)
+    assert page.count("data:image/png;base64,") == len(figures) and "<td>digits/test</td>" in page

@@ -1,0 +1,107 @@
+"""Linear probe and few-shot: the protocol, the sampler, and agreement with scikit-learn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from clipeval.evaluators.linear_probe import FewShot, LinearProbe
+from clipeval.features import FeatureSet
+from clipeval.metrics import clopper_pearson
+from clipeval.probe import kshot, matching_k, stratified_split, train_probe
+
+
+def blobs(n_per_class: int, classes: int, dim: int, spread: float, seed: int):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dim)) * 3
+    y = np.repeat(np.arange(classes), n_per_class)
+    return centres[y] + rng.normal(scale=spread, size=(len(y), dim)), y
+
+
+class FakeContext:
+    """Just what the probe evaluators use: features per dataset, a classifier, a run dir."""
+
+    def __init__(self, data: dict[str, tuple[np.ndarray, np.ndarray]], run_dir: Path):
+        self.data, self.run_dir, self.saved = data, run_dir, {}
+        self.model = type("M", (), {"name": "fake"})()
+        self.task = type("T", (), {"classnames": lambda s, d: ["a"], "templates": lambda s, d: ["{c}"]})()
+
+    def features(self, name):
+        x, y = self.data[name]
+        return FeatureSet(torch.tensor(x, dtype=torch.float32), torch.tensor(y), [f"{name}/{i}" for i in range(len(y))])
+
+    def classifier(self, classnames, templates):
+        x, y = self.data["train"]
+        return torch.tensor(np.stack([x[y == c].mean(0) for c in np.unique(y)]), dtype=torch.float32)
+
+    def save_predictions(self, name, ids, labels, topk):
+        self.saved[name] = topk
+
+
+def test_separable_features_are_learned_and_noise_stays_at_chance(tmp_path):
+    x, y = blobs(60, 5, 16, 0.3, seed=0)
+    xt, yt = blobs(40, 5, 16, 0.3, seed=0)  # same centres (same seed), fresh noise below
+    xt = xt + np.random.default_rng(9).normal(scale=0.3, size=xt.shape)
+    ctx = FakeContext({"train": (x, y), "test": (xt, yt)}, tmp_path)
+    top1 = {r.dataset: r for r in LinearProbe("train", ["test"]).evaluate(ctx) if r.metric == "top1"}
+    assert top1["probe:test"].value >= 0.99
+    rng = np.random.default_rng(1)
+    noise = {
+        "train": (rng.normal(size=(300, 16)), rng.integers(0, 5, 300)),
+        "test": (rng.normal(size=(1000, 16)), rng.integers(0, 5, 1000)),
+    }
+    record = next(
+        r for r in LinearProbe("train", ["test"]).evaluate(FakeContext(noise, tmp_path)) if r.metric == "top1"
+    )
+    lo, hi = clopper_pearson(200, 1000, confidence=0.999)
+    assert lo <= record.value <= hi  # chance is 1/5
+
+
+def test_kshot_sampler_is_exact_deterministic_and_seeded():
+    y = np.repeat(np.arange(4), 30)
+    for k in (1, 2, 8):
+        idx = kshot(y, k, seed=3)
+        assert np.bincount(y[idx]).tolist() == [k] * 4
+        assert np.array_equal(idx, kshot(y, k, seed=3))
+    assert not np.array_equal(kshot(y, 8, seed=0), kshot(y, 8, seed=1))
+    with pytest.raises(ValueError, match="fewer than k"):
+        kshot(y, 31, seed=0)
+
+
+def test_validation_never_leaves_the_kshot_pool():
+    y = np.repeat(np.arange(4), 30)
+    pool = kshot(y, 8, seed=0)
+    train, val = stratified_split(y[pool], 0.25, seed=0)
+    assert set(pool[train]) | set(pool[val]) == set(pool) and not set(pool[train]) & set(pool[val])
+    assert np.bincount(y[pool][val]).tolist() == [2] * 4
+    assert len(stratified_split(y[kshot(y, 1, 0)], 0.25, 0)[1]) == 0  # one shot: nothing to hold out
+
+
+def test_probe_equals_scikit_learn_at_the_same_c():
+    x, y = blobs(40, 4, 8, 2.0, seed=2)
+    xt, yt = blobs(30, 4, 8, 2.0, seed=2)
+    probe = train_probe(x, y, 0.2, seed=0)
+    by_hand = LogisticRegression(C=probe.c, max_iter=1000).fit(x, y)
+    assert np.array_equal(probe.model.predict(xt), by_hand.predict(xt))
+    assert np.allclose(probe.model.coef_, by_hand.coef_)
+
+
+def test_few_shot_records_mean_std_and_the_matching_k(tmp_path):
+    x, y = blobs(40, 4, 8, 1.5, seed=4)
+    xt, yt = blobs(50, 4, 8, 1.5, seed=4)
+    ctx = FakeContext({"train": (x, y), "test": (xt, yt)}, tmp_path)
+    records = FewShot("train", "test", ks=[1, 2, 4], seeds=3, figure="few.png").evaluate(ctx)
+    shots = [r for r in records if r.metric == "top1"]
+    assert [r.dataset for r in shots] == ["1-shot:test", "2-shot:test", "4-shot:test"]
+    assert all(r.std is not None and r.n == 200 for r in shots)
+    assert (tmp_path / "few.png").stat().st_size > 10_000
+
+
+def test_matching_k_interpolates_on_log2():
+    assert matching_k([1, 2, 4, 8], [0.2, 0.4, 0.6, 0.8], 0.5) == pytest.approx(2 * 2**0.5)
+    assert matching_k([1, 2], [0.9, 0.95], 0.5) == 1
+    assert matching_k([1, 2], [0.1, 0.2], 0.5) is None
