@@ -56,6 +56,8 @@ def data_root(tmp_path_factory) -> Path:
         write_images(root / "imagenet" / "val" / WNIDS[k], k, 2)
     for k in (0, 1, 2, 10, 999):
         write_images(root / "imagenetv2-matched-frequency-format-val" / str(k), k, 2)
+    for k in val_classes:
+        write_images(root / "imagenet" / "train" / WNIDS[k], k, 5)
     for name, wnids in (("imagenet-r", R_WNIDS), ("imagenet-a", A_WNIDS)):
         for i in range(3):
             write_images(root / name / wnids[i], i, 2)
@@ -217,6 +219,7 @@ def test_shift_task_runs_without_imagenet_val(tiny_open_clip, data_root, tmp_pat
         ("imagenet_a", ["Task 'imagenet_a': ImageNet-A", "imagenet-a.tar"]),
         ("imagenet_sketch", ["Task 'imagenet_sketch': ImageNet-Sketch", "/sketch", "ImageNet-Sketch.zip"]),
         ("objectnet", ["Task 'objectnet': ObjectNet 1.0", "objectnet-1.0", "objectnet.dev", "no redistribution"]),
+        ("imagenet_fewshot", ["Task 'imagenet_fewshot': ImageNet-1k training set", "imagenet/train", "image-net.org"]),
     ],
 )
 def test_missing_data_says_task_places_and_how_to_get_it(task, expected, tmp_path):
@@ -305,3 +308,17 @@ def test_golden_file_matches_the_published_tables():
         assert record["value"] == pytest.approx(float(openclip[openclip_name]), abs=2e-3)
         # the record names the dataset the task really reports
         assert record["dataset"] in compose_config([f"task={record['task']}"]).task.datasets
+
+
+def test_imagenet_fewshot_encodes_only_the_sampled_pool(tiny_open_clip, data_root, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="clipeval")
+    doc = run_in_process(
+        [*open_clip_overrides(tiny_open_clip), "task=imagenet_fewshot", f"data_root={data_root}", ONE_TEMPLATE,
+         "task.datasets.train.per_class=3", "task.evaluators.few_shot.ks=[1,2]", "task.evaluators.few_shot.seeds=2"],
+        tmp_path / "fs",
+    )  # fmt: skip
+    classes = len(list((data_root / "imagenet" / "train").iterdir()))
+    assert f"Encoded {3 * classes} images" in caplog.text  # 3 of the 5 training images of each class
+    shots = {r["dataset"]: r for r in doc["records"] if r["metric"] == "top1"}
+    assert set(shots) == {"1-shot:val", "2-shot:val"} and shots["1-shot:val"]["n"] == 2 * classes
+    assert (tmp_path / "fs" / "few_shot.png").is_file()

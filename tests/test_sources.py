@@ -136,3 +136,14 @@ def test_wds_missing_split_or_shards(tmp_path):
     (root / "test" / "1.tar").unlink()
     with pytest.raises(DataNotFound, match=r"1 of 2 shards"):
         WebDatasetSource(root)
+
+
+def test_sampled_source_draws_per_class_deterministically(tmp_path):
+    from clipeval.sources.sampled import SampledSource
+
+    folder = ImageFolderSource(make_image_folder(tmp_path / "img", per_class=5))
+    pool = SampledSource(folder, per_class=2, seed=0)
+    assert sorted(pool.label(i) for i in range(len(pool))) == [0, 0, 1, 1, 2, 2]
+    assert [pool.sample_id(i) for i in range(6)] == [SampledSource(folder, 2, 0).sample_id(i) for i in range(6)]
+    assert pool.key != SampledSource(folder, 2, 1).key and pool.classnames == folder.classnames
+    assert len(SampledSource(folder, per_class=9)) == 15  # a class with fewer gives all it has
