@@ -20,3 +20,19 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def regression(session: nox.Session) -> None:
+    """Evaluate a checkpoint and gate it on a golden file (the CI regression check).
+
+    nox -s regression -- <golden.json> [hydra overrides...]
+    e.g. nox -s regression -- golden/digits.json task=digits model.pretrained=ckpt.safetensors
+    """
+    if not session.posargs:
+        session.error("usage: nox -s regression -- GOLDEN.json [overrides...]")
+    golden, *overrides = session.posargs
+    session.install(".")
+    run_dir = f"{session.create_tmp()}/candidate"
+    session.run("python", "-m", "clipeval", *overrides, f"hydra.run.dir={run_dir}")
+    session.run("python", "-m", "clipeval", "check", "compare", "--golden", golden, run_dir)

@@ -105,6 +105,10 @@ def main(argv: list[str] | None = None) -> None:
         from clipeval.report import main as report_main
 
         return report_main(argv[1:])
+    if argv[:1] == ["check"]:
+        from clipeval.check import main as check_main
+
+        return check_main(argv[1:])
     try:
         check_group_choices(argv)
     except ClipevalError as exc:
