@@ -187,3 +187,28 @@ def few_shot_curve(ks, means, stds, zero_shot: float, match: float | None, model
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return save(fig, path)
+
+
+def robust_accuracy_curve(outcomes, eps, attacks, unit: str, model: str, path: Path) -> Path:
+    """Robust top-1 against eps, one line per attack and the per-sample worst case; eps = 0 is clean."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    xs = [0.0, *eps]
+    clean = float(outcomes["clean"].float().mean())
+    for attack in [*attacks, "worst"]:
+        ys = [clean, *(float(outcomes[f"{attack}@{e:g}"].float().mean()) for e in eps)]
+        style = {"color": MODEL_COLOR, "lw": 2} if attack == "worst" else {"lw": 1}
+        ax.plot(
+            xs,
+            [100 * v for v in ys],
+            marker="o",
+            label="worst case over attacks" if attack == "worst" else attack,
+            **style,
+        )
+    ax.set_xlabel(f"eps ({unit})")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"Adversarial robustness of zero-shot {model}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save(fig, path)

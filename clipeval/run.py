@@ -34,6 +34,9 @@ from clipeval.task import Task, load_task
 
 log = logging.getLogger(__name__)
 
+# what a suite prints for the tasks its robustness table does not cover (probes, attacks)
+SUMMARY_METRICS = ("top1", "k_matching_zero_shot", "clean_top1", "robust_top1:worst")
+
 
 class FeatureBank:
     """Features and classifiers of one model, shared by every task of a run.
@@ -192,7 +195,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         rest = [
             r
             for r in document["records"]
-            if r["dataset"].split("/")[0] not in covered and r["metric"] in ("top1", "k_matching_zero_shot")
+            if r["dataset"].split("/")[0] not in covered and r["metric"] in SUMMARY_METRICS
         ]
         summary += "\n\n" + format_records({**document, "records": rest}) if rest else ""
     print(summary or format_records(document))

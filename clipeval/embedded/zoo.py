@@ -130,6 +130,7 @@ class DigitsZoo:
 
     def __init__(self, cache: bool = True):
         self.cache = TensorCache(cache_dir(), enabled=cache)
+        self._tables: dict[str, pd.DataFrame] = {}
 
     label = "19 supervised classifiers trained on the digits (clipeval.embedded.zoo)"
 
@@ -156,6 +157,12 @@ class DigitsZoo:
             train=train.key,
             settings={k: [s.key for s in v] for k, v in settings.items()},
         )
+        if key in self._tables:
+            return self._tables[key]
+        self._tables[key] = self._table(key, settings, train)
+        return self._tables[key]
+
+    def _table(self, key: str, settings: dict[str, list], train: DigitsSource) -> pd.DataFrame:
         entry = self.cache.load("baselines", key)
         if entry is not None:
             log.info("Baseline zoo: cache hit (%d models)", len(entry["table"]["model"]))

@@ -1,0 +1,164 @@
+"""Adversarial robustness of the zero-shot classifier: clean and robust top-1 per attack and eps."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+
+from clipeval.adversarial import ZeroShotLogits, apgd, pgd
+from clipeval.atomic import atomic_write
+from clipeval.errors import ClipevalError
+from clipeval.metrics import clopper_pearson
+from clipeval.results import Record
+
+log = logging.getLogger(__name__)
+
+ATTACKS = ("pgd", "apgd-ce", "apgd-t")
+
+
+def split_preprocess(preprocess):
+    """(transform to [0, 1] pixels at the model's input size, the Normalize that follows it)."""
+    from torchvision.transforms import Compose, Normalize
+
+    steps = getattr(preprocess, "transforms", None)
+    if not steps or not isinstance(steps[-1], Normalize):
+        raise ClipevalError(
+            "Adversarial evaluation needs the model's preprocessing as a torchvision Compose ending in Normalize "
+            "(open_clip models have one), so that the attack can work in [0, 1] pixel space."
+        )
+    return Compose(steps[:-1]), steps[-1]
+
+
+class Adversarial:
+    """Attacks a fixed, seeded sample of ``dataset`` at each eps (in units of 1/``eps_scale``).
+
+    A sample counts as robust under an attack if it is classified correctly at the attack's
+    output; ``worst`` is robust under every attack (and clean). APGD-T attacks the ``targets``
+    most likely wrong classes in turn, as AutoAttack does.
+    """
+
+    def __init__(self, dataset: str, eps: Sequence[float] = (1, 2, 4), eps_scale: float = 255, norm: str = "linf",
+                 attacks: Sequence[str] = ATTACKS, steps: int = 100, limit: int | None = 500, seed: int = 0,
+                 targets: int = 9, batch_size: int = 256, figure: str | None = "robust_accuracy.png"):  # fmt: skip
+        unknown = sorted(set(attacks) - set(ATTACKS))
+        if unknown or norm not in ("linf", "l2"):
+            raise ClipevalError(f"Attacks must be among {ATTACKS} and norm linf or l2 (got {list(attacks)}, {norm}).")
+        self.dataset, self.eps, self.eps_scale, self.norm = dataset, [float(e) for e in eps], float(eps_scale), norm
+        self.attacks, self.steps, self.limit, self.seed = list(attacks), int(steps), limit, int(seed)
+        self.targets, self.batch_size, self.figure = int(targets), int(batch_size), figure
+
+    def evaluate(self, ctx) -> list[Record]:
+        x, y, ids = self._sample(ctx)
+        pixel, normalize = split_preprocess(ctx.model.preprocess)
+        weights = ctx.classifier(ctx.task.classnames(self.dataset), ctx.task.templates(self.dataset)).to(
+            ctx.runtime.device
+        )
+        f = ZeroShotLogits(
+            ctx.model, weights, normalize.to(ctx.runtime.device) if hasattr(normalize, "to") else normalize
+        )
+        params = [p for p in getattr(ctx.model, "model", f).parameters() if p.requires_grad]
+        for p in params:  # only the input needs gradients
+            p.requires_grad_(False)
+        try:
+            outcomes = self._attack(f, x.to(ctx.runtime.device), y.to(ctx.runtime.device))
+        finally:
+            for p in params:
+                p.requires_grad_(True)
+        return self._records(ctx, outcomes, ids, y)
+
+    def _sample(self, ctx):
+        source = ctx.task.sources[self.dataset]
+        pixel, _ = split_preprocess(ctx.model.preprocess)
+        data = source.dataset(pixel, None)
+        if not hasattr(data, "__len__"):
+            raise ClipevalError(f"Adversarial evaluation needs a dataset with random access; '{self.dataset}' streams.")
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed))
+        chosen = sorted(order[: self.limit].tolist()) if self.limit else list(range(len(data)))
+        items = [it for it in (data[i] for i in chosen) if it.error is None]
+        return (
+            torch.stack([it.image for it in items]),
+            torch.tensor([it.label for it in items]),
+            [it.sample_id for it in items],
+        )
+
+    def _attack(self, f, x, y) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            clean_logits = torch.cat([f(b) for b in x.split(self.batch_size)])
+        clean = clean_logits.argmax(1) == y
+        out = {"clean": clean.cpu()}
+        wrong_first = clean_logits.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
+        for eps in self.eps:
+            e = eps / self.eps_scale
+            worst = clean.clone()
+            for attack in self.attacks:
+                start = time.perf_counter()
+                robust = torch.cat([self._run(attack, f, xb, yb, e, tb) for xb, yb, tb in
+                                    zip(x.split(self.batch_size), y.split(self.batch_size), wrong_first.split(self.batch_size), strict=True)])  # fmt: skip
+                out[f"{attack}@{eps:g}"] = robust.cpu()
+                worst &= robust
+                log.info(
+                    "%s eps=%g/%g: robust top-1 %.3f (%.1f s)",
+                    attack,
+                    eps,
+                    self.eps_scale,
+                    robust.float().mean(),
+                    time.perf_counter() - start,
+                )
+            out[f"worst@{eps:g}"] = worst.cpu()
+        return out
+
+    def _run(self, attack: str, f, x, y, eps: float, wrong_first) -> torch.Tensor:
+        if attack == "pgd":
+            advs = [pgd(f, x, y, eps, self.steps, norm=self.norm, seed=self.seed)]
+        elif attack == "apgd-ce":
+            advs = [apgd(f, x, y, eps, self.steps, norm=self.norm, loss="ce", seed=self.seed)]
+        else:
+            targets = min(self.targets, wrong_first.shape[1] - 1)
+            advs = [apgd(f, x, y, eps, self.steps, norm=self.norm, loss="dlr-t", target=wrong_first[:, t], seed=self.seed)
+                    for t in range(targets)]  # fmt: skip
+        robust = torch.ones(len(x), dtype=torch.bool, device=x.device)
+        with torch.no_grad():
+            for adv in advs:
+                _check_ball(adv, x, eps, self.norm)
+                robust &= f(adv).argmax(1) == y
+        return robust
+
+    def _records(self, ctx, outcomes: dict[str, torch.Tensor], ids: list[str], y: torch.Tensor) -> list[Record]:
+        n = len(ids)
+
+        def record(dataset: str, metric: str, correct: torch.Tensor) -> Record:
+            k = int(correct.sum())
+            return Record(dataset, metric, k / n, n, clopper_pearson(k, n))
+
+        unit = f"/{self.eps_scale:g}" if self.eps_scale != 1 else ""
+        records = [record(f"{self.dataset}", "clean_top1", outcomes["clean"])]
+        for eps in self.eps:
+            name = f"{self.dataset}@{self.norm}={eps:g}{unit}"
+            records += [record(name, f"robust_top1:{a}", outcomes[f"{a}@{eps:g}"]) for a in [*self.attacks, "worst"]]
+        frame = pd.DataFrame({"sample_id": ids, "label": y.numpy(), **{k: v.numpy() for k, v in outcomes.items()}})
+        atomic_write(
+            ctx.predictions_dir / f"adversarial_{self.dataset}.parquet", lambda fh: frame.to_parquet(fh, index=False)
+        )
+        if self.figure:
+            from clipeval.figures import robust_accuracy_curve
+
+            robust_accuracy_curve(
+                outcomes,
+                self.eps,
+                self.attacks,
+                f"{self.norm}, eps in units of 1{unit}",
+                ctx.model.name,
+                ctx.run_dir / self.figure,
+            )
+        return records
+
+
+def _check_ball(adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> None:
+    delta = (adv - x).flatten(1)
+    size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+    if (size > eps * (1 + 1e-5) + 1e-7).any() or adv.min() < 0 or adv.max() > 1:
+        raise RuntimeError("an attack left the eps-ball or [0, 1]; this is a bug in clipeval")
