@@ -107,3 +107,29 @@ def test_the_task_reports_per_eps_and_attack(tmp_path):
     assert worst8 <= min(rec[("test@linf=8/255", f"robust_top1:{a}")]["value"] for a in ("pgd", "apgd-ce", "apgd-t"))
     assert rec[("test", "clean_top1")]["n"] == 40
     assert (tmp_path / "adv" / "robust_accuracy.png").is_file()
+
+
+def test_attacks_agree_with_torchattacks(attacked):
+    """An independent implementation (torchattacks 3.5.1, installed by .ci/run with --no-deps because it
+    pins requests~=2.25.1): robust accuracies agree within 2 of the 60 samples."""
+    torchattacks = pytest.importorskip("torchattacks")
+    f, x, y = attacked
+    tolerance = 2 / len(y)
+    for eps in (4 / 255,):
+        theirs = {
+            "apgd-ce": torchattacks.APGD(f, norm="Linf", eps=eps, steps=50, n_restarts=1, loss="ce", seed=0)(x, y),
+            "apgd-t": torchattacks.APGDT(f, norm="Linf", eps=eps, steps=50, n_restarts=1, n_classes=10, seed=0)(x, y),
+            "pgd": torchattacks.PGD(f, eps=eps, alpha=2.5 * eps / 50, steps=50, random_start=True)(x, y),
+        }
+        with torch.no_grad():
+            wrong_first = f(x).scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
+        targeted = [apgd(f, x, y, eps, 50, loss="dlr-t", target=wrong_first[:, t]) for t in range(9)]
+        with torch.no_grad():
+            ours_t = float(torch.stack([f(a).argmax(1) == y for a in targeted]).all(0).float().mean())
+        ours = {
+            "apgd-ce": robust(f, apgd(f, x, y, eps, 50), y),
+            "apgd-t": ours_t,
+            "pgd": robust(f, pgd(f, x, y, eps, 50), y),
+        }
+        for attack, adv in theirs.items():
+            assert abs(ours[attack] - robust(f, adv, y)) <= tolerance, (attack, eps, ours[attack], robust(f, adv, y))
