@@ -119,3 +119,23 @@ def test_hf_clip_from_a_local_folder_matches_transformers(tiny_hf_clip):
 def test_hf_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ClipevalError, match=r"Could not load Hugging Face model[\s\S]*model.name_or_path=DIR"):
         HFClipEncoder(str(tmp_path / "absent"))
+
+
+def test_trimmed_text_encoding_equals_the_full_context(tiny_open_clip, monkeypatch):
+    from clipeval.models import open_clip as adapter
+
+    model = load_tiny(tiny_open_clip)
+    texts = ["a photo of a cat.", "a very long and rather wordy description of a small grey cat", "x"]
+    tokens = model.tokenize(texts)
+    with torch.no_grad():
+        first = model.encode_text(tokens)  # decides, on this batch, whether trimming is exact
+        assert model._trim is True
+        again = model.encode_text(tokens)  # trimmed from now on
+        reference = torch.nn.functional.normalize(model.model.encode_text(tokens), dim=-1)
+    assert (again - reference).abs().max() < 1e-5 and torch.equal(first, reference)
+    # a model on which the trimmed pass differs keeps the full context
+    monkeypatch.setattr(adapter, "encode_text_trimmed", lambda m, t: m.encode_text(t) + 1.0)
+    other = load_tiny(tiny_open_clip)
+    with torch.no_grad():
+        other.encode_text(tokens)
+    assert other._trim is False
