@@ -146,12 +146,17 @@ def load_model(cfg: DictConfig, runtime: Runtime) -> DualEncoder:
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Evaluate ``cfg.model`` on the selected task or suite; returns the results document it wrote."""
+    """Evaluate ``cfg.model`` on the selected task or suite; returns the results document it wrote.
+
+    Everything that can fail on the user's input (data, baselines, weights) is checked before
+    the first image is encoded, and the results are written even when the robustness report
+    fails afterwards.
+    """
     runtime = Runtime.create(**OmegaConf.to_container(cfg.runtime, resolve=True))
     runtime.seed_everything()
     torch.use_deterministic_algorithms(runtime.device.type == "cpu", warn_only=True)
     selection = Selection.from_config(cfg)
-    tasks = {t.name: t for t in map(load_task, selection.tasks)}  # before the model: missing data fails fast
+    tasks = {t.name: t for t in map(load_task, selection.tasks)}
     baselines = None
     if selection.robustness is not None:
         from clipeval.robustness_report import load_baselines
@@ -159,47 +164,38 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         baselines = load_baselines(selection.robustness)
     model = load_model(cfg.model, runtime)
     cache = TensorCache(Path(cfg.cache_dir) if cfg.get("cache_dir") else cache_dir(), enabled=runtime.cache)
-    bank = FeatureBank(model, runtime, cache)
-    records, skipped = [], {}
-    for task in tasks.values():
-        predictions = run_dir / "predictions" / (task.name if selection.is_suite else "")
-        ctx = RunContext(bank, task, run_dir, predictions)
-        task_records = ctx.evaluate()
-        if selection.is_suite:  # datasets of different tasks may share a name
-            task_records = [dataclasses.replace(r, dataset=f"{task.name}/{r.dataset}") for r in task_records]
-            ctx.skipped = {f"{task.name}/{d}": v for d, v in ctx.skipped.items()}
-        records += task_records
-        skipped |= ctx.skipped
-    extra: dict[str, Any] = {
-        "run_dir": str(run_dir.resolve()),
-        "skipped": {d: [list(s) for s in v] for d, v in skipped.items()},
-    }
-    summary = None
-    if selection.robustness is not None:
-        summary, robustness = _robustness(selection, records, tasks, baselines, model, run_dir)
-        records += robustness.records()
-        extra["effective_robustness"] = robustness.to_json()
-    document = results_document(
-        model=model,
-        task=selection,
-        records=records,
-        config=OmegaConf.to_container(cfg, resolve=True),
-        extra=extra,
-    )
+    records, skipped = _evaluate(selection, tasks, FeatureBank(model, runtime, cache), run_dir)
+    extra: dict[str, Any] = {"run_dir": str(run_dir.resolve()), "skipped": skipped}
+    report, failure = None, None
+    if baselines is not None:
+        try:
+            report = _robustness(selection, records, tasks, baselines, model, run_dir)
+        except ClipevalError as exc:
+            failure, extra["effective_robustness_error"] = exc, str(exc)
+        else:
+            records += report.records()
+            extra["effective_robustness"] = report.to_json()
+    config = OmegaConf.to_container(cfg, resolve=True)
+    document = results_document(model=model, task=selection, records=records, config=config, extra=extra)
     write_json(run_dir / "results.json", document)
     stored = add_to_store(Path(cfg.store), document)
     log.info("Wrote %s and %s", run_dir / "results.json", stored)
-    if summary:  # a suite: the robustness table, then the top-1 of tasks it does not cover (probes)
-        covered = {d.split("/")[0] for row in extra["effective_robustness"]["shifts"] for d in row["datasets"]}
-        covered |= {d.split("/")[0] for d in robustness.in_distribution.datasets}
-        rest = [
-            r
-            for r in document["records"]
-            if r["dataset"].split("/")[0] not in covered and r["metric"] in SUMMARY_METRICS
-        ]
-        summary += "\n\n" + format_records({**document, "records": rest}) if rest else ""
-    print(summary or format_records(document))
+    if failure is not None:
+        raise failure
+    print(_summary(document, selection, report, model))
     return document
+
+
+def _evaluate(selection: Selection, tasks: dict[str, Task], bank: FeatureBank, run_dir: Path):
+    """Every task's records (dataset names prefixed by the task in a suite) and skipped images."""
+    records, skipped = [], {}
+    for task in tasks.values():
+        ctx = RunContext(bank, task, run_dir, run_dir / "predictions" / (task.name if selection.is_suite else ""))
+        task_records = ctx.evaluate()
+        prefix = f"{task.name}/" if selection.is_suite else ""  # datasets of different tasks may share a name
+        records += [dataclasses.replace(r, dataset=prefix + r.dataset) for r in task_records]
+        skipped |= {prefix + d: [list(s) for s in v] for d, v in ctx.skipped.items()}
+    return records, skipped
 
 
 def _robustness(
@@ -210,13 +206,28 @@ def _robustness(
     model: DualEncoder,
     run_dir: Path,
 ):
-    from clipeval.robustness_report import build_report, format_report
+    from clipeval.robustness_report import build_report
 
     report = build_report(selection.robustness, records, tasks, baselines)
     for spec in selection.robustness.get("figures") or []:
         draw = build({k: v for k, v in spec.items() if k != "file"} | {"_partial_": True}, f"figure {spec.get('file')}")
         log.info("Wrote figure %s", draw(report, model.name, run_dir / spec.file))
-    return format_report(report, model.name, f"{selection.name} (v{selection.version})"), report
+    return report
+
+
+def _summary(document: dict[str, Any], selection: Selection, report, model: DualEncoder) -> str:
+    """A task's records; for a suite, its robustness table and then the tasks it does not cover (probes, attacks)."""
+    if report is None:
+        return format_records(document)
+    from clipeval.robustness_report import format_report
+
+    table = format_report(report, model.name, f"{selection.name} (v{selection.version})")
+    covered = {d.split("/")[0] for s in report.shifts for d in s.shift.datasets + s.in_distribution.datasets}
+    covered |= {d.split("/")[0] for d in report.in_distribution.datasets}
+    rest = [
+        r for r in document["records"] if r["dataset"].split("/")[0] not in covered and r["metric"] in SUMMARY_METRICS
+    ]
+    return table + ("\n\n" + format_records({**document, "records": rest}) if rest else "")
 
 
 def format_records(document: dict[str, Any]) -> str:

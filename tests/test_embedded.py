@@ -140,3 +140,20 @@ def test_default_run_is_the_digits_suite_with_effective_robustness(tmp_path):
     assert average["fit"]["n_models"] >= 15
     assert (tmp_path / "run" / "predictions" / "digits_sketch" / "sketch.parquet").is_file()
     json.dumps(doc)  # the whole document is JSON
+
+
+def test_a_failing_robustness_report_still_writes_the_results(tmp_path):
+    from clipeval.errors import ClipevalError
+
+    with pytest.raises(ClipevalError, match="names task 'digits_nowhere'"):
+        run_in_process(
+            [
+                "~suite.tasks.digits_probe",
+                "~suite.tasks.digits_adversarial",
+                "+suite.robustness.shifts.extra=digits_nowhere",
+            ],
+            tmp_path / "run",
+        )
+    doc = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert "digits_nowhere" in doc["effective_robustness_error"]
+    assert any(r["dataset"] == "digits/test" for r in doc["records"])
