@@ -36,3 +36,10 @@ def regression(session: nox.Session) -> None:
     run_dir = f"{session.create_tmp()}/candidate"
     session.run("python", "-m", "clipeval", *overrides, f"hydra.run.dir={run_dir}")
     session.run("python", "-m", "clipeval", "check", "compare", "--golden", golden, run_dir)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Throughput of the hot paths (a benchmark: it prints numbers and never fails on speed)."""
+    session.install(".")
+    session.run("python", "-m", "clipeval.bench", *session.posargs)
