@@ -51,6 +51,7 @@ def feature_key(model: DualEncoder, source: Source, runtime: Runtime) -> str:
 
 def image_features(model: DualEncoder, source: Source, runtime: Runtime, cache: TensorCache) -> FeatureSet:
     key = feature_key(model, source, runtime)
+    what = source.describe() + (f", first {runtime.limit} used" if runtime.limit else "")
     entry = cache.load("features", key)
     if entry is not None:
         fs = FeatureSet(
@@ -66,7 +67,7 @@ def image_features(model: DualEncoder, source: Source, runtime: Runtime, cache: 
             len(fs),
         )
     else:
-        log.info("Image features of %s: cache miss, encoding", source.describe())
+        log.info("Image features of %s: cache miss, encoding", what)
         fs = _encode(model, source, runtime)
         saved = cache.save(
             "features",

@@ -17,6 +17,7 @@ from clipeval.robustness import band  # noqa: E402
 from clipeval.robustness_report import RobustnessReport, ShiftResult  # noqa: E402
 
 LIMIT = (0.005, 0.998)  # accuracies are clipped here: logit axes cannot show 0 or 1
+TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
 MODEL_COLOR = "tab:red"
 
 
@@ -40,7 +41,9 @@ def logit_axes(ax, limits: tuple[float, float]) -> None:
     ax.set_yscale("logit")
     ax.set_xlim(*limits)
     ax.set_ylim(*limits)
+    ticks = [t for t in TICKS if limits[0] <= t <= limits[1]]
     for axis in (ax.xaxis, ax.yaxis):
+        axis.set_ticks(ticks)
         axis.set_major_formatter(_percent)
         axis.set_minor_formatter(NullFormatter())
     ax.grid(alpha=0.3, which="major")

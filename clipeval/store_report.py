@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,15 @@ class Section:
     figures: list[Path] = field(default_factory=list)
 
 
+NOT_FRACTIONS = {"k_matching_zero_shot"}  # metrics whose value is a count, not a proportion
+
+
 def _pct(value: float) -> str:
     return f"{100 * value:.2f}"
+
+
+def _value(metric: str, value: float) -> str:
+    return f"{value:.2f}" if metric in NOT_FRACTIONS else _pct(value)
 
 
 def run_section(run: dict[str, Any]) -> Section:
@@ -36,11 +44,17 @@ def run_section(run: dict[str, Any]) -> Section:
         + (f" · git {run['git_sha'][:10]}" if run.get("git_sha") else "")
     )
     rows = [
-        [r["dataset"], r["metric"], _pct(r["value"]), f"[{_pct(r['ci'][0])}, {_pct(r['ci'][1])}]", str(r["n"])]
+        [
+            r["dataset"],
+            r["metric"],
+            _value(r["metric"], r["value"]),
+            f"[{_value(r['metric'], r['ci'][0])}, {_value(r['metric'], r['ci'][1])}]",
+            str(r["n"]),
+        ]
         for r in run["records"]
         if r["metric"] != "effective_robustness"
     ]
-    section.tables.append((["dataset", "metric", "value (%)", "95% interval (%)", "n"], rows))
+    section.tables.append((["dataset", "metric", "value (% unless a count)", "95% interval", "n"], rows))
     er = run.get("effective_robustness")
     if er:
         section.lines.append(f"Effective robustness against {er['baselines']} (percentage points):")
@@ -70,7 +84,8 @@ def run_section(run: dict[str, Any]) -> Section:
     return section
 
 
-def to_markdown(title: str, sections: list[Section]) -> str:
+def to_markdown(title: str, sections: list[Section], here: Path | None = None) -> str:
+    """Markdown; figure links are relative to ``here`` (the report's folder) when given."""
     out = [f"# {title}", ""]
     for s in sections:
         out += [f"## {s.title}", "", *[f"{line}\n" for line in s.lines]]
@@ -78,7 +93,7 @@ def to_markdown(title: str, sections: list[Section]) -> str:
             out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             out += ["| " + " | ".join(row) + " |" for row in rows]
             out.append("")
-        out += [f"![{f.stem}]({f})" for f in s.figures] + [""]
+        out += [f"![{f.stem}]({os.path.relpath(f, here) if here else f})" for f in s.figures] + [""]
     return "\n".join(out)
 
 
@@ -108,6 +123,7 @@ def write_store_report(store: Path, out: Path) -> tuple[Path, Path]:
     runs = load_store(store)
     sections = [run_section(run) for run in reversed(runs)]  # newest first
     title = f"clipeval results: {len(runs)} run(s) in {store}"
-    md = atomic_write(Path(out) / "report.md", lambda f: f.write(to_markdown(title, sections).encode()))
+    out = Path(out).resolve()
+    md = atomic_write(out / "report.md", lambda f: f.write(to_markdown(title, sections, out).encode()))
     page = atomic_write(Path(out) / "report.html", lambda f: f.write(to_html(title, sections).encode()))
     return md, page

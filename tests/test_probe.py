@@ -98,6 +98,8 @@ def test_few_shot_records_mean_std_and_the_matching_k(tmp_path):
     shots = [r for r in records if r.metric == "top1"]
     assert [r.dataset for r in shots] == ["1-shot:test", "2-shot:test", "4-shot:test"]
     assert all(r.std is not None and r.n == 200 for r in shots)
+    # the seeds score the same 200 samples: the interval is for the mean on n = 200, not 600
+    assert all(r.ci == clopper_pearson(round(r.value * 200), 200) for r in shots)
     assert (tmp_path / "few.png").stat().st_size > 10_000
 
 

@@ -179,6 +179,8 @@ def test_store_report_collects_runs_into_markdown_and_html(tmp_path):
     page = (tmp_path / "out" / "report.html").read_text()
     assert "## digits_shifts (v1) · tiny_digits" in md
     assert "| digits/test | top1 |" in md and "| average |" in md
+    assert "| digits_probe/few-shot:test | k_matching_zero_shot | 1.00 |" in md  # a count, not 100%
+    assert "](../run/effective_robustness.png)" in md  # links relative to the report
     figures = sorted(p.name for p in (tmp_path / "run").glob("*.png"))
     assert "few_shot.png" in figures and "effective_robustness.png" in figures
     assert md.count("![") == len(figures)

@@ -59,7 +59,8 @@ class FewShot:
     The validation data for choosing C comes from the k shots themselves (a quarter of them,
     at least one per class); with k = 1 there is none, and C is scikit-learn's default, 1.
     Records hold the mean top-1 over seeds with its standard deviation (``std``); their
-    interval is Clopper–Pearson on the predictions of all seeds pooled.
+    interval is Clopper–Pearson for that mean on the n test samples (the seeds score the same
+    samples, so pooling them would overstate n); the spread over seeds is the ``std``.
     """
 
     def __init__(self, train: str, test: str, ks: Sequence[int] = (1, 2, 4, 8, 16), seeds: int = 3,
@@ -78,12 +79,12 @@ class FewShot:
                 idx = kshot(y, k, seed)
                 probe = train_probe(x[idx], y[idx], self.val_fraction, seed)
                 accs.append(float((probe.model.predict(xt) == yt).mean()))
-            correct = round(sum(accs) * len(yt))
             mean, std = float(np.mean(accs)), float(np.std(accs))
+            correct = round(mean * len(yt))
             means.append(mean)
             stds.append(std)
-            records.append(Record(f"{k}-shot:{self.test}", "top1", mean, len(yt), clopper_pearson(correct, len(yt) * self.seeds),
-                                  "clopper-pearson-pooled-seeds", std))  # fmt: skip
+            records.append(Record(f"{k}-shot:{self.test}", "top1", mean, len(yt), clopper_pearson(correct, len(yt)),
+                                  "clopper-pearson-of-mean", std))  # fmt: skip
             log.info("%d-shot on %s: top-1 %.3f ± %.3f over %d seeds", k, self.test, mean, std, self.seeds)
         match = matching_k(self.ks, means, zero_shot)
         log.info(
