@@ -41,7 +41,10 @@ def logit_axes(ax, limits: tuple[float, float]) -> None:
     ax.set_yscale("logit")
     ax.set_xlim(*limits)
     ax.set_ylim(*limits)
-    ticks = [t for t in TICKS if limits[0] <= t <= limits[1]]
+    ticks: list[float] = []
+    for t in (t for t in TICKS if limits[0] <= t <= limits[1]):  # no two labels closer than 0.8 in logit
+        if not ticks or np.log(t / (1 - t)) - np.log(ticks[-1] / (1 - ticks[-1])) >= 0.8:
+            ticks.append(t)
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_ticks(ticks)
         axis.set_major_formatter(_percent)
