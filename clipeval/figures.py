@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from clipeval.atomic import atomic_write  # noqa: E402
-from clipeval.robustness import band  # noqa: E402
+from clipeval.robustness import band, inverse_logit, logit  # noqa: E402
 from clipeval.robustness_report import RobustnessReport, ShiftResult  # noqa: E402
 
 LIMIT = (0.005, 0.998)  # accuracies are clipped here: logit axes cannot show 0 or 1
@@ -23,10 +23,8 @@ MODEL_COLOR = "tab:red"
 
 def _limits(values: np.ndarray) -> tuple[float, float]:
     """The data's range on the logit scale, widened by a margin."""
-    v = np.clip(np.asarray(values, float), *LIMIT)
-    z = np.log(v / (1 - v))
-    lo, hi = z.min() - 0.6, z.max() + 0.6
-    return float(max(LIMIT[0], 1 / (1 + np.exp(-lo)))), float(min(LIMIT[1], 1 / (1 + np.exp(-hi))))
+    z = logit(np.clip(np.asarray(values, float), *LIMIT))
+    return float(max(LIMIT[0], inverse_logit(z.min() - 0.6))), float(min(LIMIT[1], inverse_logit(z.max() + 0.6)))
 
 
 @FuncFormatter
@@ -43,7 +41,7 @@ def logit_axes(ax, limits: tuple[float, float]) -> None:
     ax.set_ylim(*limits)
     ticks: list[float] = []
     for t in (t for t in TICKS if limits[0] <= t <= limits[1]):  # no two labels closer than 0.8 in logit
-        if not ticks or np.log(t / (1 - t)) - np.log(ticks[-1] / (1 - ticks[-1])) >= 0.8:
+        if not ticks or logit(t) - logit(ticks[-1]) >= 0.8:
             ticks.append(t)
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_ticks(ticks)

@@ -52,8 +52,8 @@ class Adversarial:
         self.targets, self.batch_size, self.figure = int(targets), int(batch_size), figure
 
     def evaluate(self, ctx) -> list[Record]:
-        x, y, ids = self._sample(ctx)
         pixel, normalize = split_preprocess(ctx.model.preprocess)
+        x, y, ids = self._sample(ctx, pixel)
         weights = ctx.classifier(ctx.task.classnames(self.dataset), ctx.task.templates(self.dataset)).to(
             ctx.runtime.device
         )
@@ -70,10 +70,8 @@ class Adversarial:
                 p.requires_grad_(True)
         return self._records(ctx, outcomes, ids, y)
 
-    def _sample(self, ctx):
-        source = ctx.task.sources[self.dataset]
-        pixel, _ = split_preprocess(ctx.model.preprocess)
-        data = source.dataset(pixel, None)
+    def _sample(self, ctx, pixel):
+        data = ctx.task.sources[self.dataset].dataset(pixel, None)
         if not hasattr(data, "__len__"):
             raise ClipevalError(f"Adversarial evaluation needs a dataset with random access; '{self.dataset}' streams.")
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed))
