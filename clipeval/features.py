@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from clipeval.cache import TensorCache, cache_key
 from clipeval.errors import ClipevalError
-from clipeval.models.base import DualEncoder, stable_repr
+from clipeval.models.base import DualEncoder
 from clipeval.runtime import Runtime
 from clipeval.sources.base import Item, Source
 
@@ -44,7 +44,6 @@ def feature_key(model: DualEncoder, source: Source, runtime: Runtime) -> str:
         model=model.fingerprint,
         source=source.key,
         limit=runtime.limit,
-        transform=stable_repr(model.preprocess),
         precision=runtime.precision,
     )
 

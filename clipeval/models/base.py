@@ -8,9 +8,12 @@ evaluators never have to know.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -60,14 +63,48 @@ def check_dual_encoder(obj: object, origin: str) -> DualEncoder:
 
 
 def weights_digest(module: torch.nn.Module) -> hashlib._Hash:
-    """sha256 over parameter and buffer names, shapes, dtypes and bytes."""
+    """sha256 over parameter and buffer names, shapes, dtypes and bytes.
+
+    Each tensor is hashed in a thread pool (hashlib releases the GIL on large buffers), so a
+    ViT-B/32's 600 MB take about half the time of one sequential pass.
+    """
+    items = sorted(module.state_dict().items())
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        parts = list(pool.map(lambda item: _tensor_digest(*item), items))
     digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous().reshape(-1)
-        digest.update(f"{name}|{tuple(tensor.shape)}|{t.dtype}|".encode())
-        if t.numel():
-            digest.update(t.view(torch.uint8).numpy())
+    for part in parts:
+        digest.update(part)
     return digest
+
+
+def _tensor_digest(name: str, tensor: torch.Tensor) -> bytes:
+    t = tensor.detach().to("cpu").contiguous().reshape(-1)
+    digest = hashlib.sha256(f"{name}|{tuple(tensor.shape)}|{t.dtype}|".encode())
+    if t.numel():
+        digest.update(t.view(torch.uint8).numpy())
+    return digest.digest()
+
+
+@contextlib.contextmanager
+def skip_weight_init() -> Iterator[None]:
+    """Build a module without running ``torch.nn.init``: only for weights a strict load overwrites.
+
+    Random initialisation of a ViT-B/32 costs about 0.8 s on two cores and is thrown away
+    when the checkpoint loads; transformers skips it the same way.
+    """
+    names = [n for n in vars(torch.nn.init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(torch.nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(torch.nn.init, n, _leave_as_is)
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(torch.nn.init, n, fn)
+
+
+def _leave_as_is(tensor: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    return tensor
 
 
 def stable_repr(obj: object) -> str:

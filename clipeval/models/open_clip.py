@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import torch
 
 from clipeval.errors import ClipevalError, did_you_mean
-from clipeval.models.base import WrappedModule, fingerprint, normalize
+from clipeval.models.base import WrappedModule, fingerprint, normalize, skip_weight_init
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz", ".ckpt")
 
@@ -43,9 +44,11 @@ class OpenClipEncoder(WrappedModule):
             )
         pretrained = _check_pretrained(self.name, arch, pretrained)
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                arch, pretrained=pretrained, cache_dir=cache_dir
-            )
+            # A checkpoint is loaded strictly (every weight overwritten), so initialising first is wasted time.
+            with skip_weight_init() if pretrained else contextlib.nullcontext():
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    arch, pretrained=pretrained, cache_dir=cache_dir
+                )
         except Exception as exc:  # download, format and shape errors all mean "these weights won't load"
             raise ClipevalError(_load_failure(self.name, arch, pretrained, cache_dir, exc)) from exc
         self.model = model.eval()

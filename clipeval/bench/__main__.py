@@ -1,0 +1,130 @@
+"""Command line of the benchmarks: ``python -m clipeval.bench [--sections ...] [--peer-python PY]``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+import clipeval.bench as bench
+from clipeval.bench import memory, peer, suite, throughput
+from clipeval.bench.fixtures import jpeg_folder, random_checkpoint
+from clipeval.models.open_clip import OpenClipEncoder
+from clipeval.runtime import Runtime
+from clipeval.sources.folder import ImageFolderSource
+
+SECTIONS = ("throughput", "suite", "memory", "peer")
+WIDTH = 60
+
+
+def row(label: str, value: str) -> None:
+    print(f"{label:<{WIDTH}} {value:>14}", flush=True)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m clipeval.bench", description=bench.__doc__.split("\n\n")[0])
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
+    parser.add_argument("--arch", default="ViT-B-32", help="open_clip architecture (random weights)")
+    parser.add_argument("--images", type=int, default=300, help="images in the few-class folder (10 classes)")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--workers", default="auto", help="dataloader workers (auto: as clipeval's runtime chooses)")
+    parser.add_argument("--classes", type=int, default=10, help="ImageNet classes x 80 templates for the text pass")
+    parser.add_argument("--peer-classes", type=int, default=20, help="ImageNet classes for the classifier build")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the peer's end-to-end runs")
+    parser.add_argument("--suite", default="digits", help="suite whose encoding passes are counted")
+    parser.add_argument("--memory-sizes", default="500,2500", help="two dataset sizes for the peak-memory measurement")
+    parser.add_argument(
+        "--peer-python",
+        default=os.environ.get("CLIPEVAL_PEER_PYTHON"),
+        help="Python of a virtual environment with clip-benchmark installed (or $CLIPEVAL_PEER_PYTHON)",
+    )
+    args = parser.parse_args(argv)
+    args.sections = [s for s in args.sections.split(",") if s]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    args.workers = Runtime.create(device="cpu", workers=args.workers).workers
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    print(f"clipeval benchmarks: {args.arch} fp32 on cpu, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
+    print(f"batch {args.batch}, {args.workers} dataloader worker(s); models have random weights\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        checkpoint = random_checkpoint(args.arch, scratch)
+        images = jpeg_folder(scratch / "images", args.images)
+        if "throughput" in args.sections:
+            model = OpenClipEncoder(args.arch, pretrained=str(checkpoint))
+            show_throughput(args, model, ImageFolderSource(images), scratch)
+            del model
+        if "suite" in args.sections:
+            show_suite(args, scratch)
+        if "memory" in args.sections:
+            show_memory(args, scratch)
+        if "peer" in args.sections:
+            show_peer(args, checkpoint, images, scratch)
+
+
+def show_throughput(args, model: OpenClipEncoder, source: ImageFolderSource, scratch: Path) -> None:
+    img = throughput.image_side(model, source, args.batch, args.workers, scratch)
+    txt = throughput.text_side(model, args.classes)
+    row(f"image forward, bare (ceiling), images/s (batch {args.batch})", f"{img['ceiling']:.1f}")
+    row(f"image end to end ({len(source)} JPEGs decoded .. features), images/s", f"{img['end_to_end']:.1f}")
+    row("  ratio to the ceiling", f"{img['end_to_end'] / img['ceiling']:.2f}")
+    row("text, full 77-token context, prompts/s", f"{txt['full']:.1f}")
+    row("text, trimmed context, prompts/s", f"{txt['trimmed']:.1f}")
+    row(
+        f"  speed-up ({txt['prompts']} prompts: 80 templates x {args.classes} classes)",
+        f"{txt['trimmed'] / txt['full']:.1f}x",
+    )
+    row("  largest difference of unit embeddings", f"{txt['diff']:.1e}")
+
+
+def show_suite(args, scratch: Path) -> None:
+    counts = suite.suite_passes(args.suite, scratch)
+    row(f"suite {args.suite}: feature reads by its tasks and evaluators", f"{counts['reads']}")
+    row("  distinct datasets / image-encoding passes", f"{counts['datasets']} / {counts['passes']}")
+
+
+def show_memory(args, scratch: Path) -> None:
+    sizes = tuple(int(s) for s in args.memory_sizes.split(","))
+    for r in memory.peak_memory(sizes, scratch):
+        row(f"peak memory, {r['images']} images of 320x240 (tiny model, no workers)", f"{r['peak_mb']:.0f} MB")
+        row("  features / all decoded images, were they held", f"{r['features_mb']:.1f} / {r['held_images_mb']:.0f} MB")
+
+
+def show_peer(args, checkpoint: Path, images: Path, scratch: Path) -> None:
+    version = peer.peer_version(args.peer_python)
+    if version is None:
+        where = f"not importable with {args.peer_python}" if args.peer_python else "no --peer-python given"
+        print(f"peer comparison skipped: clip_benchmark {where}. To run it: {peer.INSTALL_HINT}")
+        return
+    setup = peer.Setup(Path(args.peer_python), args.arch, checkpoint, images, args.batch, args.workers, scratch)
+    print(f"\nCLIP_benchmark {version} side by side, same checkpoint file and image folder, fp32")
+    runs = peer.end_to_end(setup, args.repeats)
+    med = {k: peer.median(v) for k, v in runs.items() if k.endswith(("cold", "warm"))}
+    for kind in ("cold", "warm"):
+        what = "empty cache" if kind == "cold" else "rerun; CLIP_benchmark loads its saved classifier"
+        row(f"{kind} zero-shot, {args.images} images, 10 classes ({what})", "")
+        row(f"  clipeval, s (median of {args.repeats})", f"{med[f'ours_{kind}']:.2f}")
+        row(f"  CLIP_benchmark, s (median of {args.repeats})", f"{med[f'peer_{kind}']:.2f}")
+        row("  clipeval faster by", f"{med[f'peer_{kind}'] / med[f'ours_{kind}']:.2f}x")
+    ours, theirs = runs["scores_ours"], runs["scores_peer"]
+    verdict = "same" if ours == theirs and len(ours) == 1 else "DIFFERENT"
+    row("  top-1, mean per-class recall: clipeval / CLIP_benchmark", verdict)
+    row(f"    {ours} / {theirs}", "")
+    clf = peer.classifier_build(setup, args.peer_classes)
+    row(f"classifier build, {args.peer_classes} ImageNet classes x 80 templates ({clf['prompts']} prompts)", "")
+    row("  clipeval, s", f"{clf['ours']:.2f}")
+    row("  CLIP_benchmark, s", f"{clf['peer']:.2f}")
+    row("  clipeval faster by", f"{clf['peer'] / clf['ours']:.2f}x")
+    row("  largest difference of the two classifiers", f"{clf['diff']:.1e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""A warm rerun never builds the model; anything that needs it builds it on first use."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import open_clip_overrides, run_in_process
+
+from clipeval.cache import TensorCache
+from clipeval.errors import ClipevalError
+from clipeval.models.base import skip_weight_init
+from clipeval.models.deferred import DeferredModel, card_key, load_deferred
+from clipeval.models.open_clip import OpenClipEncoder
+
+
+@pytest.fixture
+def run_folder(tiny_open_clip, image_folder, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="clipeval")
+
+    def run(*extra, checkpoint=None):
+        caplog.clear()
+        tiny = tiny_open_clip | ({"pretrained": str(checkpoint)} if checkpoint else {})
+        overrides = open_clip_overrides(tiny, **{"task": "folder", "task.root": str(image_folder)})
+        doc = run_in_process([*overrides, *extra], tmp_path / f"run{len(list(tmp_path.glob('run*')))}")
+        return doc, caplog.text
+
+    return run
+
+
+def test_a_fully_cached_rerun_never_loads_the_weights(run_folder):
+    first, log1 = run_folder()
+    assert "Loaded model" in log1
+    second, log2 = run_folder()
+    assert "known from its card" in log2
+    assert "Loaded" not in log2  # neither the model nor its weights
+    assert second["model"] == first["model"] and second["records"] == first["records"]
+
+
+def test_the_weights_load_when_something_must_be_encoded(run_folder):
+    first, _ = run_folder()
+    second, log = run_folder("task.templates=['a drawing of a {c}.']")  # new classifier: text tower needed
+    assert "known from its card" in log and "Loaded the weights" in log
+    assert second["model"]["fingerprint"] == first["model"]["fingerprint"]
+
+
+def test_a_new_checkpoint_file_is_a_new_card(run_folder, tiny_open_clip, tmp_path):
+    run_folder()
+    copy = tmp_path / ("copy" + Path(tiny_open_clip["pretrained"]).suffix)
+    shutil.copy(tiny_open_clip["pretrained"], copy)
+    _, log = run_folder(checkpoint=copy)
+    assert "Loaded model" in log  # the card is keyed by the file's path, size and time
+
+
+def test_the_card_key_follows_config_and_named_files(tiny_open_clip):
+    config = {"_target_": "x", "pretrained": tiny_open_clip["pretrained"]}
+    key = card_key(config)
+    assert card_key(dict(config)) == key
+    assert card_key(config | {"name": "other"}) != key
+    stat = os.stat(config["pretrained"])
+    os.utime(config["pretrained"], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    try:
+        assert card_key(config) != key
+    finally:
+        os.utime(config["pretrained"], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_weights_that_changed_behind_the_card_stop_the_run(tiny_open_clip, tmp_path):
+    def build():
+        return OpenClipEncoder(**{k: tiny_open_clip[k] for k in ("arch", "pretrained", "model_config")})
+
+    stale = DeferredModel("tiny", "0" * 32, build, torch.device("cpu"))
+    with pytest.raises(ClipevalError, match="changed on disk"):
+        stale.tokenize(["a photo of a cat."])
+
+
+def test_load_deferred_writes_the_card_once_and_builds_lazily_after(tiny_open_clip, tmp_path):
+    built = []
+
+    def build():
+        built.append(1)
+        return OpenClipEncoder(**{k: tiny_open_clip[k] for k in ("arch", "pretrained", "model_config")})
+
+    cache = TensorCache(tmp_path)
+    eager = load_deferred({"pretrained": tiny_open_clip["pretrained"]}, build, torch.device("cpu"), cache)
+    lazy = load_deferred({"pretrained": tiny_open_clip["pretrained"]}, build, torch.device("cpu"), cache)
+    assert isinstance(lazy, DeferredModel) and not lazy.loaded and len(built) == 1
+    assert (lazy.name, lazy.fingerprint) == (eager.name, eager.fingerprint)
+    tokens = eager.tokenize(["a photo of a cat."])
+    assert torch.equal(lazy.encode_text(tokens), eager.encode_text(tokens)) and len(built) == 2
+    off = load_deferred({"pretrained": "x"}, build, torch.device("cpu"), TensorCache(tmp_path, enabled=False))
+    assert not isinstance(off, DeferredModel)  # cache=false: no card is read or written
+
+
+def test_skipping_init_still_loads_every_weight_and_restores_torch_init(tiny_open_clip):
+    init_before = torch.nn.init.normal_
+    model = OpenClipEncoder(**{k: tiny_open_clip[k] for k in ("arch", "pretrained", "model_config")})
+    saved = torch.load(tiny_open_clip["pretrained"], weights_only=True)
+    state = model.model.state_dict()
+    assert set(saved) <= set(state)
+    assert all(torch.equal(state[k], saved[k].to(state[k].dtype)) for k in saved)
+    assert torch.nn.init.normal_ is init_before
+    with pytest.raises(RuntimeError), skip_weight_init():
+        raise RuntimeError("fails inside")
+    assert torch.nn.init.normal_ is init_before
