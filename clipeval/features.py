@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -19,7 +21,7 @@ from clipeval.cache import TensorCache, cache_key
 from clipeval.errors import ClipevalError
 from clipeval.models.base import DualEncoder
 from clipeval.runtime import Runtime
-from clipeval.sources.base import Item, Source
+from clipeval.sources.base import Item, MapSource, Source
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ def feature_key(model: DualEncoder, source: Source, runtime: Runtime) -> str:
         source=source.key,
         limit=runtime.limit,
         precision=runtime.precision,
+        decode=runtime.decode,
     )
 
 
@@ -85,16 +88,10 @@ def image_features(model: DualEncoder, source: Source, runtime: Runtime, cache: 
 
 
 def _encode(model: DualEncoder, source: Source, runtime: Runtime) -> FeatureSet:
-    dataset = source.dataset(model.preprocess, runtime.limit)
-    workers = min(runtime.workers, source.loader_options(runtime.limit).get("max_workers", runtime.workers))
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=runtime.batch_size,
-        num_workers=workers,
-        collate_fn=_collate,
-        pin_memory=runtime.device.type == "cuda",
-    )
+    loader, decode = _batches(model, source, runtime)
+    dataset = loader.dataset
     total = math.ceil(len(dataset) / runtime.batch_size) if hasattr(dataset, "__len__") else None
+    encode = image_encoder(model, runtime)
     feats, labels, ids, skipped = [], [], [], []
     start, count = time.perf_counter(), 0
     with torch.inference_mode(), runtime.autocast():
@@ -105,10 +102,15 @@ def _encode(model: DualEncoder, source: Source, runtime: Runtime) -> FeatureSet:
             unit="batch",
             disable=None if runtime.progress else True,
         ):
+            if decode is not None:
+                images, kept, failed = decode(images, batch_ids)
+                batch_labels, batch_ids = batch_labels[kept], [batch_ids[i] for i in kept]
+                batch_skipped = batch_skipped + failed
             skipped += batch_skipped
             if images is None:
                 continue
-            feats.append(model.encode_image(images.to(runtime.device, non_blocking=True)).float().cpu())
+            images = images.to(runtime.device, non_blocking=True, memory_format=_memory_format(runtime))
+            feats.append(encode(images).float().cpu())
             labels.append(batch_labels)
             ids += batch_ids
             count += len(batch_ids)
@@ -117,11 +119,53 @@ def _encode(model: DualEncoder, source: Source, runtime: Runtime) -> FeatureSet:
     elapsed = time.perf_counter() - start
     log.info("Encoded %d images in %.1f s (%.1f images/s)", count, elapsed, count / max(elapsed, 1e-9))
     features, label_tensor = torch.cat(feats), torch.cat(labels)
-    if workers > 0 and not hasattr(dataset, "__len__"):
+    if loader.num_workers > 0 and not hasattr(dataset, "__len__"):
         # Workers interleave shards in an order that depends on timing; sort for reproducible outputs.
         order = sorted(range(len(ids)), key=ids.__getitem__)
         features, label_tensor, ids = features[order], label_tensor[order], [ids[i] for i in order]
     return FeatureSet(features, label_tensor, ids, skipped)
+
+
+def _batches(model: DualEncoder, source: Source, runtime: Runtime):
+    """The DataLoader, and the decoder the main process applies to its batches (None: workers decode)."""
+    workers = min(runtime.workers, source.loader_options(runtime.limit).get("max_workers", runtime.workers))
+    options = dict(batch_size=runtime.batch_size, num_workers=workers, pin_memory=runtime.device.type == "cuda")
+    if runtime.decode == "pil":
+        dataset = source.dataset(model.preprocess, runtime.limit)
+        return torch.utils.data.DataLoader(dataset, collate_fn=_collate, **options), None
+    from clipeval import tensor_decode
+
+    if not isinstance(source, MapSource) or source.read_bytes(0) is None:
+        raise ClipevalError(
+            f"runtime.decode={runtime.decode} reads image files, which {source.describe()} does not have "
+            "(image folders without a crop do). Use runtime.decode=pil."
+        )
+    transform = tensor_decode.tensor_transform(model.preprocess)
+    size = len(source) if runtime.limit is None else min(runtime.limit, len(source))
+    loader = torch.utils.data.DataLoader(
+        tensor_decode.BytesDataset(source, size), collate_fn=tensor_decode.collate_bytes, **options
+    )
+    return loader, lambda data, ids: tensor_decode.decode_batch(data, ids, transform, runtime.device)
+
+
+def _memory_format(runtime: Runtime) -> torch.memory_format:
+    return torch.channels_last if runtime.channels_last else torch.preserve_format
+
+
+_ENCODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def image_encoder(model: DualEncoder, runtime: Runtime) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``model.encode_image`` as the runtime asks: weights in channels_last, compiled once per model."""
+    if runtime.channels_last and isinstance(getattr(model, "model", None), torch.nn.Module):
+        model.model.to(memory_format=torch.channels_last)
+    if not runtime.compile:
+        return model.encode_image
+    if model not in _ENCODERS:
+        backend = runtime.compile if isinstance(runtime.compile, str) else "inductor"
+        log.info("Compiling the image tower of %s with torch.compile (backend %s)", model.name, backend)
+        _ENCODERS[model] = torch.compile(model.encode_image, backend=backend, dynamic=False)
+    return _ENCODERS[model]
 
 
 def _collate(items: list[Item]):

@@ -28,6 +28,9 @@ class Runtime:
     seed: int = 0
     cache: bool = True
     progress: bool = True
+    channels_last: bool = False
+    compile: bool | str = False
+    decode: str = "pil"
 
     @classmethod
     def create(
@@ -40,6 +43,9 @@ class Runtime:
         seed: int = 0,
         cache: bool = True,
         progress: bool = True,
+        channels_last: bool = False,
+        compile: bool | str = False,
+        decode: str = "pil",
     ) -> Runtime:
         if precision not in PRECISIONS:
             raise ClipevalError(f"runtime.precision must be one of {sorted(PRECISIONS)}, not '{precision}'.")
@@ -56,6 +62,9 @@ class Runtime:
             seed=int(seed),
             cache=bool(cache),
             progress=bool(progress),
+            channels_last=bool(channels_last),
+            compile=compile if isinstance(compile, str) else bool(compile),
+            decode=_check_decode(decode),
         )
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -88,3 +97,12 @@ def _resolve_workers(workers: int | str) -> int:
     if int(workers) < 0:
         raise ClipevalError(f"runtime.workers must be 0 or more, or 'auto', not {workers}.")
     return int(workers)
+
+
+DECODERS = ("pil", "torchvision")
+
+
+def _check_decode(decode: str) -> str:
+    if decode not in DECODERS:
+        raise ClipevalError(f"runtime.decode must be one of {list(DECODERS)}, not '{decode}'.")
+    return decode

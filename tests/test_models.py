@@ -139,14 +139,3 @@ def test_trimmed_text_encoding_equals_the_full_context(tiny_open_clip, monkeypat
     with torch.no_grad():
         other.encode_text(tokens)
     assert other._trim is False
-
-
-def test_benchmark_runs_on_a_tiny_model(tiny_open_clip, tmp_path):
-    """The benchmark's parts run and the trimmed text pass agrees (its speed is not tested)."""
-    from clipeval import bench
-
-    model = load_tiny(tiny_open_clip)
-    text = bench.text_side(model, classes=2)
-    assert text["prompts"] == 160 and text["diff"] < 1e-5 and text["trimmed"] > 0
-    images = bench.image_side(model, bench._images(tmp_path, 8), batch=4, workers=0)
-    assert images["ceiling"] > 0 and images["end_to_end"] > 0

@@ -54,10 +54,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     print(f"clipeval benchmarks: {args.arch} fp32 on cpu, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
     print(f"batch {args.batch}, {args.workers} dataloader worker(s); models have random weights\n")
+    version = peer.peer_version(args.peer_python) if "peer" in args.sections else None
+    if "peer" in args.sections and version is None:
+        where = f"not importable with {args.peer_python}" if args.peer_python else "no --peer-python given"
+        print(f"peer comparison skipped: clip_benchmark {where}. To run it: {peer.INSTALL_HINT}")
+        args.sections.remove("peer")
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
-        checkpoint = random_checkpoint(args.arch, scratch)
-        images = jpeg_folder(scratch / "images", args.images)
+        if {"throughput", "peer"} & set(args.sections):
+            checkpoint = random_checkpoint(args.arch, scratch)
+            images = jpeg_folder(scratch / "images", args.images)
         if "throughput" in args.sections:
             model = OpenClipEncoder(args.arch, pretrained=str(checkpoint))
             show_throughput(args, model, ImageFolderSource(images), scratch)
@@ -67,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         if "memory" in args.sections:
             show_memory(args, scratch)
         if "peer" in args.sections:
-            show_peer(args, checkpoint, images, scratch)
+            show_peer(args, version, checkpoint, images, scratch)
 
 
 def show_throughput(args, model: OpenClipEncoder, source: ImageFolderSource, scratch: Path) -> None:
@@ -86,7 +92,7 @@ def show_throughput(args, model: OpenClipEncoder, source: ImageFolderSource, scr
 
 
 def show_suite(args, scratch: Path) -> None:
-    counts = suite.suite_passes(args.suite, scratch)
+    counts = suite.suite_passes([f"suite={args.suite}"], scratch)
     row(f"suite {args.suite}: feature reads by its tasks and evaluators", f"{counts['reads']}")
     row("  distinct datasets / image-encoding passes", f"{counts['datasets']} / {counts['passes']}")
 
@@ -98,12 +104,7 @@ def show_memory(args, scratch: Path) -> None:
         row("  features / all decoded images, were they held", f"{r['features_mb']:.1f} / {r['held_images_mb']:.0f} MB")
 
 
-def show_peer(args, checkpoint: Path, images: Path, scratch: Path) -> None:
-    version = peer.peer_version(args.peer_python)
-    if version is None:
-        where = f"not importable with {args.peer_python}" if args.peer_python else "no --peer-python given"
-        print(f"peer comparison skipped: clip_benchmark {where}. To run it: {peer.INSTALL_HINT}")
-        return
+def show_peer(args, version: str, checkpoint: Path, images: Path, scratch: Path) -> None:
     setup = peer.Setup(Path(args.peer_python), args.arch, checkpoint, images, args.batch, args.workers, scratch)
     print(f"\nCLIP_benchmark {version} side by side, same checkpoint file and image folder, fp32")
     runs = peer.end_to_end(setup, args.repeats)

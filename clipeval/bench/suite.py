@@ -25,8 +25,9 @@ class _EncodeCounter(logging.Handler):
             self.passes.append(str(record.args[0]))
 
 
-def suite_passes(suite: str, scratch: Path) -> dict[str, int]:
-    """Run ``suite`` in-process with the disk cache off: every pass shows, none is hidden by the cache."""
+def suite_passes(overrides: list[str], scratch: Path) -> dict[str, int]:
+    """Run the composed config (e.g. ``suite=digits``) in-process with the disk cache off, so that
+    every pass shows and none is hidden by the cache."""
     counter, reads = _EncodeCounter(), []
     features = FeatureBank.features
 
@@ -42,7 +43,7 @@ def suite_passes(suite: str, scratch: Path) -> dict[str, int]:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose(
                 config_name="config",
-                overrides=[f"suite={suite}", "runtime.cache=false", "runtime.progress=false", f"store={scratch}/store"],
+                overrides=[*overrides, "runtime.cache=false", "runtime.progress=false", f"store={scratch}/store"],
             )
         with contextlib.redirect_stdout(io.StringIO()):  # the suite's own summary table
             run(cfg, scratch / "suite_run")

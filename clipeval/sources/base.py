@@ -105,6 +105,10 @@ class MapSource(Source):
     @abstractmethod
     def open_image(self, index: int) -> Image.Image: ...
 
+    def read_bytes(self, index: int) -> bytes | None:
+        """The encoded image file, for decoders other than PIL; None when the source has no such file."""
+        return None
+
     def dataset(self, transform: Callable, limit: int | None) -> torch.utils.data.Dataset:
         return _MapDataset(self, transform, len(self) if limit is None else min(limit, len(self)))
 

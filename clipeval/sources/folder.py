@@ -79,6 +79,9 @@ class ImageFolderSource(MapSource):
     def label(self, index: int) -> int:
         return self._labels[index]
 
+    def read_bytes(self, index: int) -> bytes | None:
+        return None if self.crop else (self.root / self._files[index]).read_bytes()
+
     def open_image(self, index: int) -> Image.Image:
         image = Image.open(self.root / self._files[index])
         if not self.crop:

@@ -1,0 +1,109 @@
+"""``runtime.decode=torchvision``: JPEGs decoded by torchvision.io on the run's device.
+
+On a GPU the dataloader workers then only read file bytes; ``decode_jpeg`` decodes a whole
+batch on the device (nvJPEG) and the model's own Resize / CenterCrop / Normalize run there
+on tensors. Pixels differ slightly from the default PIL path (another JPEG decoder and
+tensor resampling), so features are cached separately and the default stays ``pil``, the
+path published numbers were made with. Files that are not JPEGs are decoded by
+``torchvision.io.decode_image`` on the CPU; unreadable ones are reported like any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torchvision import transforms
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+from clipeval.errors import ClipevalError
+from clipeval.sources.base import IMAGE_ERRORS, Item, MapSource
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+# steps whose job the decoder already does (RGB, CHW, scaled to [0, 1]); open_clip's names included
+_DONE_BY_DECODER = {"ToTensor", "PILToTensor", "MaybeToTensor", "MaybeConvertMode", "_convert_to_rgb"}
+_TENSOR_READY = (transforms.Resize, transforms.CenterCrop, transforms.Normalize)
+
+
+def tensor_transform(preprocess: Callable) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model's PIL preprocessing as operations on a float CHW tensor in [0, 1]."""
+    steps = list(preprocess.transforms) if isinstance(preprocess, transforms.Compose) else [preprocess]
+    kept = []
+    for step in steps:
+        if isinstance(step, _TENSOR_READY):
+            kept.append(step)
+        elif getattr(step, "__name__", type(step).__name__) in _DONE_BY_DECODER:
+            continue
+        else:
+            raise ClipevalError(
+                f"runtime.decode=torchvision needs a preprocess made of Resize, CenterCrop, ToTensor and "
+                f"Normalize; this model's has {step!r}. Use runtime.decode=pil."
+            )
+
+    def apply(image: torch.Tensor) -> torch.Tensor:
+        x = image.float().div_(255)
+        for step in kept:
+            x = step(x)
+            if isinstance(step, transforms.Resize):
+                x = x.clamp_(0, 1)  # as PIL, which resamples in 8 bits
+        return x
+
+    return apply
+
+
+class BytesDataset(torch.utils.data.Dataset):
+    """File bytes of a map source, read in the workers."""
+
+    def __init__(self, source: MapSource, size: int):
+        self.source, self.size = source, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> Item:
+        src = self.source
+        try:
+            data = torch.frombuffer(bytearray(src.read_bytes(index)), dtype=torch.uint8)
+        except OSError as exc:
+            return Item(None, src.label(index), src.sample_id(index), f"{type(exc).__name__}: {exc}")
+        return Item(data, src.label(index), src.sample_id(index))
+
+
+def collate_bytes(items: list[Item]):
+    good = [it for it in items if it.error is None]
+    skipped = [(it.sample_id, it.error) for it in items if it.error is not None]
+    labels = torch.tensor([it.label for it in good], dtype=torch.int64)
+    return [it.image for it in good], labels, [it.sample_id for it in good], skipped
+
+
+def decode_batch(
+    data: list[torch.Tensor], ids: list[str], transform: Callable, device: torch.device
+) -> tuple[torch.Tensor | None, list[int], list[tuple[str, str]]]:
+    """Decoded, transformed images; the indices of those that decoded, and (id, why) for the rest."""
+    images: list[torch.Tensor | None] = [None] * len(data)
+    errors: dict[int, str] = {}
+    jpegs = [i for i, d in enumerate(data) if bytes(d[:3].tolist()) == JPEG_MAGIC]
+    try:
+        decoded = decode_jpeg([data[i] for i in jpegs], mode=ImageReadMode.RGB, device=device) if jpegs else []
+        for i, img in zip(jpegs, decoded, strict=True):
+            images[i] = img
+    except RuntimeError:  # one bad file fails the batch: decode one by one to find it
+        for i in jpegs:
+            images[i] = _decode_one(data[i], device, errors, i)
+    for i in set(range(len(data))) - set(jpegs):
+        images[i] = _decode_one(data[i], torch.device("cpu"), errors, i)
+    kept = [i for i, img in enumerate(images) if img is not None]
+    skipped = [(ids[i], why) for i, why in sorted(errors.items())]
+    if not kept:
+        return None, kept, skipped
+    return torch.stack([transform(images[i].to(device)) for i in kept]), kept, skipped
+
+
+def _decode_one(data: torch.Tensor, device: torch.device, errors: dict[int, str], i: int) -> torch.Tensor | None:
+    try:
+        if bytes(data[:3].tolist()) == JPEG_MAGIC:
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        return decode_image(data, mode=ImageReadMode.RGB)
+    except (RuntimeError, *IMAGE_ERRORS) as exc:
+        errors[i] = f"{type(exc).__name__}: {exc}"
+        return None

@@ -1,0 +1,42 @@
+"""The benchmark's parts run and measure what they say; their speed is never asserted."""
+
+from __future__ import annotations
+
+import sys
+
+from conftest import open_clip_overrides
+from test_models import load_tiny
+
+from clipeval.bench import memory, peer, suite, throughput
+from clipeval.bench.__main__ import main
+from clipeval.bench.fixtures import CLASSNAMES, jpeg_folder
+from clipeval.sources.folder import ImageFolderSource
+
+
+def test_throughput_parts_run_and_the_trimmed_text_pass_agrees(tiny_open_clip, tmp_path):
+    model = load_tiny(tiny_open_clip)
+    text = throughput.text_side(model, classes=2)
+    assert text["prompts"] == 160 and text["diff"] < 1e-5 and text["trimmed"] > 0
+    source = ImageFolderSource(jpeg_folder(tmp_path / "images", 12, size=(64, 48)))
+    assert len(source) == 12 and source.classnames[:2] == CLASSNAMES[:2]
+    images = throughput.image_side(model, source, batch=4, workers=0, scratch=tmp_path)
+    assert images["ceiling"] > 0 and images["end_to_end"] > 0
+
+
+def test_suite_passes_counts_one_pass_per_dataset_read(tiny_open_clip, image_folder, tmp_path):
+    overrides = open_clip_overrides(tiny_open_clip, task="folder", **{"task.root": str(image_folder)})
+    assert suite.suite_passes(overrides, tmp_path) == {"reads": 1, "datasets": 1, "passes": 1}
+
+
+def test_peak_memory_reports_each_size_from_a_fresh_process(tmp_path):
+    small, large = memory.peak_memory((10, 30), tmp_path)
+    assert (small["images"], large["images"]) == (10, 30)
+    assert large["features_mb"] == 3 * small["features_mb"] and small["peak_mb"] > 0
+
+
+def test_the_peer_section_is_skipped_with_a_hint_when_clip_benchmark_is_absent(capsys):
+    assert peer.peer_version(None) is None
+    assert peer.peer_version(sys.executable) is None  # the test environment does not have it
+    main(["--sections", "peer", "--images", "4", "--arch", "RN50"])
+    out = capsys.readouterr().out
+    assert "peer comparison skipped" in out and "pip install clip-benchmark==1.6.2" in out

@@ -1,0 +1,70 @@
+"""The GPU-path options (tensor decoding, channels_last, torch.compile) run here on the CPU.
+
+Their speed shows only on a GPU; here they are checked to give the features of the default path.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_models import load_tiny
+
+from clipeval.bench.fixtures import jpeg_folder
+from clipeval.cache import TensorCache
+from clipeval.errors import ClipevalError
+from clipeval.features import feature_key, image_features
+from clipeval.runtime import Runtime
+from clipeval.sources.folder import ImageFolderSource
+from clipeval.tensor_decode import tensor_transform
+
+
+def features(model, source, tmp_path, **runtime):
+    rt = Runtime.create(device="cpu", batch_size=8, workers=0, progress=False, **runtime)
+    return image_features(model, source, rt, TensorCache(tmp_path, enabled=False))
+
+
+@pytest.fixture
+def jpegs(tmp_path):
+    return ImageFolderSource(jpeg_folder(tmp_path / "jpegs", 20, size=(120, 90)))
+
+
+def test_torchvision_decoding_gives_nearly_the_pixels_and_features_of_pil(tiny_open_clip, jpegs, tmp_path):
+    model = load_tiny(tiny_open_clip)
+    ours = tensor_transform(model.preprocess)
+    from torchvision.io import decode_jpeg
+
+    for i in range(5):
+        pil = jpegs.dataset(model.preprocess, None)[i].image
+        tensor = ours(decode_jpeg(torch.frombuffer(bytearray(jpegs.read_bytes(i)), dtype=torch.uint8)))
+        assert tensor.shape == pil.shape
+        assert (tensor - pil).abs().mean() < 0.05  # normalised units: another decoder and resampler, not another image
+    default, tv = features(model, jpegs, tmp_path), features(model, jpegs, tmp_path, decode="torchvision")
+    assert tv.ids == default.ids and torch.equal(tv.labels, default.labels)
+    assert (tv.features * default.features).sum(dim=1).min() > 0.99
+
+
+def test_torchvision_decoding_reports_broken_and_reads_non_jpeg_files(tiny_open_clip, image_folder, tmp_path):
+    (image_folder / "red_square" / "broken.jpg").write_bytes(b"\xff\xd8\xff" + b"not a jpeg" * 10)
+    fs = features(load_tiny(tiny_open_clip), ImageFolderSource(image_folder), tmp_path, decode="torchvision")
+    assert len(fs) == 12  # the PNGs of the fixture decode on the CPU
+    assert [sid for sid, _ in fs.skipped] == ["red_square/broken.jpg"]
+
+
+def test_torchvision_decoding_is_cached_apart_and_refuses_what_it_cannot_do(tiny_open_clip, jpegs, tmp_path):
+    model = load_tiny(tiny_open_clip)
+    pil, tv = Runtime.create(device="cpu"), Runtime.create(device="cpu", decode="torchvision")
+    assert feature_key(model, jpegs, pil) != feature_key(model, jpegs, tv)
+    cropped = ImageFolderSource(jpegs.root, crop=2)
+    with pytest.raises(ClipevalError, match="Use runtime.decode=pil"):
+        features(model, cropped, tmp_path, decode="torchvision")
+    with pytest.raises(ClipevalError, match="runtime.decode must be one of"):
+        Runtime.create(decode="nvjpeg")
+
+
+def test_channels_last_and_compile_give_the_same_features(tiny_open_clip, jpegs, tmp_path):
+    model = load_tiny(tiny_open_clip)
+    default = features(model, jpegs, tmp_path)
+    nhwc = features(model, jpegs, tmp_path, channels_last=True)
+    compiled = features(load_tiny(tiny_open_clip), jpegs, tmp_path, compile="eager")  # dynamo tracing, no codegen
+    assert torch.allclose(nhwc.features, default.features, atol=1e-5)
+    assert torch.allclose(compiled.features, default.features, atol=1e-5)
