@@ -107,3 +107,15 @@ def test_a_corrupt_or_mislabelled_entry_is_ignored(tmp_path, caplog):
 def test_cache_can_be_switched_off(run_folder, tmp_path):
     run_folder("runtime.cache=false")
     assert not (tmp_path / "cache").exists()
+
+
+def test_same_inputs_give_bit_identical_features_with_the_cache_off(tiny_open_clip, image_folder, tmp_path):
+    from clipeval.features import image_features
+
+    model = OpenClipEncoder(**{k: tiny_open_clip[k] for k in ("arch", "pretrained", "model_config")})
+    runtime = Runtime.create(device="cpu", batch_size=5, workers=1, cache=False, progress=False)
+    first, second = (
+        image_features(model, ImageFolderSource(image_folder), runtime, TensorCache(tmp_path, enabled=False))
+        for _ in range(2)
+    )
+    assert torch.equal(first.features, second.features) and first.ids == second.ids
