@@ -37,7 +37,9 @@ def suite_passes(overrides: list[str], scratch: Path) -> dict[str, int]:
 
     logger = logging.getLogger("clipeval.features")
     logger.addHandler(counter)
+    level, propagate = logger.level, logger.propagate
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # counted, not printed
     FeatureBank.features = counted
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
@@ -50,4 +52,6 @@ def suite_passes(overrides: list[str], scratch: Path) -> dict[str, int]:
     finally:
         FeatureBank.features = features
         logger.removeHandler(counter)
+        logger.setLevel(level)
+        logger.propagate = propagate
     return {"reads": len(reads), "datasets": len(set(reads)), "passes": len(counter.passes)}
