@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -73,7 +74,11 @@ def main(argv: list[str] | None = None) -> None:
         if "memory" in args.sections:
             show_memory(args, scratch)
         if "peer" in args.sections:
-            show_peer(args, version, checkpoint, images, scratch)
+            try:
+                show_peer(args, version, checkpoint, images, scratch)
+            except RuntimeError as exc:  # a run of either tool failed: say which and why
+                print(f"peer comparison failed: {exc}", file=sys.stderr)
+                raise SystemExit(2) from None
 
 
 def show_throughput(args, model: OpenClipEncoder, source: ImageFolderSource, scratch: Path) -> None:
