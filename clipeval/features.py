@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -152,20 +151,18 @@ def _memory_format(runtime: Runtime) -> torch.memory_format:
     return torch.channels_last if runtime.channels_last else torch.preserve_format
 
 
-_ENCODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def image_encoder(model: DualEncoder, runtime: Runtime) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``model.encode_image`` as the runtime asks: weights in channels_last, compiled once per model."""
+    """``model.encode_image`` as the runtime asks: weights in channels_last, compiled once per model and backend."""
     if runtime.channels_last and isinstance(getattr(model, "model", None), torch.nn.Module):
         model.model.to(memory_format=torch.channels_last)
     if not runtime.compile:
         return model.encode_image
-    if model not in _ENCODERS:
-        backend = runtime.compile if isinstance(runtime.compile, str) else "inductor"
+    backend = runtime.compile if isinstance(runtime.compile, str) else "inductor"
+    compiled = model.__dict__.setdefault("_clipeval_compiled", {})  # lives and dies with the model
+    if backend not in compiled:
         log.info("Compiling the image tower of %s with torch.compile (backend %s)", model.name, backend)
-        _ENCODERS[model] = torch.compile(model.encode_image, backend=backend, dynamic=False)
-    return _ENCODERS[model]
+        compiled[backend] = torch.compile(model.encode_image, backend=backend, dynamic=False)
+    return compiled[backend]
 
 
 def _collate(items: list[Item]):

@@ -4,17 +4,20 @@ On a GPU the dataloader workers then only read file bytes; ``decode_jpeg`` decod
 batch on the device (nvJPEG) and the model's own Resize / CenterCrop / Normalize run there
 on tensors. Pixels differ slightly from the default PIL path (another JPEG decoder and
 tensor resampling), so features are cached separately and the default stays ``pil``, the
-path published numbers were made with. Files that are not JPEGs are decoded by
-``torchvision.io.decode_image`` on the CPU; unreadable ones are reported like any other.
+path published numbers were made with. Files that are not JPEGs are decoded by PIL on the
+CPU, as on the default path; unreadable ones are reported like any other.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
+import numpy as np
 import torch
+from PIL import Image
 from torchvision import transforms
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from clipeval.errors import ClipevalError
 from clipeval.sources.base import IMAGE_ERRORS, Item, MapSource
@@ -63,8 +66,11 @@ class BytesDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> Item:
         src = self.source
         try:
-            data = torch.frombuffer(bytearray(src.read_bytes(index)), dtype=torch.uint8)
-        except OSError as exc:
+            raw = src.read_bytes(index)
+            if not raw:
+                raise ValueError("empty file")
+            data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+        except IMAGE_ERRORS as exc:
             return Item(None, src.label(index), src.sample_id(index), f"{type(exc).__name__}: {exc}")
         return Item(data, src.label(index), src.sample_id(index))
 
@@ -103,7 +109,8 @@ def _decode_one(data: torch.Tensor, device: torch.device, errors: dict[int, str]
     try:
         if bytes(data[:3].tolist()) == JPEG_MAGIC:
             return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-        return decode_image(data, mode=ImageReadMode.RGB)
+        with Image.open(io.BytesIO(data.numpy().tobytes())) as image:  # PNG, BMP, TIFF, ...: as the PIL path
+            return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
     except (RuntimeError, *IMAGE_ERRORS) as exc:
         errors[i] = f"{type(exc).__name__}: {exc}"
         return None

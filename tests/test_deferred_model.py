@@ -14,7 +14,7 @@ from conftest import open_clip_overrides, run_in_process
 from clipeval.cache import TensorCache
 from clipeval.errors import ClipevalError
 from clipeval.models.base import skip_weight_init
-from clipeval.models.deferred import DeferredModel, card_key, load_deferred
+from clipeval.models.deferred import DeferredModel, _target_file, card_key, load_deferred
 from clipeval.models.open_clip import OpenClipEncoder
 
 
@@ -67,6 +67,17 @@ def test_the_card_key_follows_config_and_named_files(tiny_open_clip):
         assert card_key(config) != key
     finally:
         os.utime(config["pretrained"], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_the_card_key_follows_files_inside_a_named_folder_and_stats_the_adapter_code(tmp_path):
+    saved = tmp_path / "saved_model"
+    saved.mkdir()
+    (saved / "model.safetensors").write_bytes(b"weights v1")
+    config = {"_target_": "clipeval.models.hf.HFClipEncoder", "name_or_path": str(saved)}
+    key = card_key(config)
+    (saved / "model.safetensors").write_bytes(b"weights v2, longer")
+    assert card_key(config) != key
+    assert [Path(f[0]).name for f in _target_file(config)] == ["hf.py"]
 
 
 def test_weights_that_changed_behind_the_card_stop_the_run(tiny_open_clip, tmp_path):

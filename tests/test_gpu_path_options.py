@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from PIL import Image
 from test_models import load_tiny
 
 from clipeval.bench.fixtures import jpeg_folder
 from clipeval.cache import TensorCache
 from clipeval.errors import ClipevalError
-from clipeval.features import feature_key, image_features
+from clipeval.features import feature_key, image_encoder, image_features
 from clipeval.runtime import Runtime
 from clipeval.sources.folder import ImageFolderSource
 from clipeval.tensor_decode import tensor_transform
@@ -45,9 +46,11 @@ def test_torchvision_decoding_gives_nearly_the_pixels_and_features_of_pil(tiny_o
 
 def test_torchvision_decoding_reports_broken_and_reads_non_jpeg_files(tiny_open_clip, image_folder, tmp_path):
     (image_folder / "red_square" / "broken.jpg").write_bytes(b"\xff\xd8\xff" + b"not a jpeg" * 10)
+    (image_folder / "red_square" / "empty.jpg").write_bytes(b"")
+    Image.open(next((image_folder / "red_square").glob("*.png"))).save(image_folder / "red_square" / "copy.bmp")
     fs = features(load_tiny(tiny_open_clip), ImageFolderSource(image_folder), tmp_path, decode="torchvision")
-    assert len(fs) == 12  # the PNGs of the fixture decode on the CPU
-    assert [sid for sid, _ in fs.skipped] == ["red_square/broken.jpg"]
+    assert len(fs) == 13  # the fixture's PNGs and the BMP decode on the CPU, with PIL
+    assert sorted(sid for sid, _ in fs.skipped) == ["red_square/broken.jpg", "red_square/empty.jpg"]
 
 
 def test_torchvision_decoding_is_cached_apart_and_refuses_what_it_cannot_do(tiny_open_clip, jpegs, tmp_path):
@@ -68,3 +71,6 @@ def test_channels_last_and_compile_give_the_same_features(tiny_open_clip, jpegs,
     compiled = features(load_tiny(tiny_open_clip), jpegs, tmp_path, compile="eager")  # dynamo tracing, no codegen
     assert torch.allclose(nhwc.features, default.features, atol=1e-5)
     assert torch.allclose(compiled.features, default.features, atol=1e-5)
+    cpu = Runtime.create(device="cpu", compile="eager")
+    assert image_encoder(model, cpu) is image_encoder(model, cpu)  # compiled once per model and backend
+    assert image_encoder(model, cpu) is not image_encoder(model, Runtime.create(device="cpu", compile="aot_eager"))

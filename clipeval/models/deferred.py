@@ -12,6 +12,7 @@ and loading the weights.
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import logging
 import time
 from collections.abc import Callable
@@ -31,8 +32,10 @@ LIBRARIES = ("clipeval", "torch", "open_clip_torch", "transformers")
 
 
 def card_key(config: dict[str, Any]) -> str:
-    """Changes whenever the config, a file it names, or a library that builds the model changes."""
-    return cache_key(kind="model_card", config=config, files=_named_files(config), versions=_versions())
+    """Changes whenever the config, a file it names (or any file in a folder it names), the code of
+    its ``_target_`` or a library that builds the model changes."""
+    files = _named_files(config) + _target_file(config)
+    return cache_key(kind="model_card", config=config, files=files, versions=_versions())
 
 
 def _named_files(node: Any) -> list[tuple[str, int, int]]:
@@ -44,11 +47,27 @@ def _named_files(node: Any) -> list[tuple[str, int, int]]:
         path = Path(node).expanduser()
         try:
             if path.is_file():
-                stat = path.stat()
-                return [(str(path.resolve()), stat.st_size, stat.st_mtime_ns)]
+                return [_stat(path)]
+            if path.is_dir():  # a saved Hugging Face model, say: every file in it counts
+                return [_stat(f) for f in sorted(path.rglob("*")) if f.is_file()]
         except OSError:  # a string that is not a usable path (too long, odd characters)
             pass
     return []
+
+
+def _stat(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
+def _target_file(config: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """The source file of the adapter class, so that editing a user's adapter is a new card."""
+    module = str(config.get("_target_", "")).rpartition(".")[0]
+    try:
+        spec = importlib.util.find_spec(module) if module else None
+    except (ImportError, ValueError):
+        return []
+    return [_stat(Path(spec.origin))] if spec and spec.origin and Path(spec.origin).is_file() else []
 
 
 def _versions() -> dict[str, str | None]:
@@ -79,7 +98,7 @@ class DeferredModel:
             self._model.to(self._device)
         return self
 
-    def model_now(self) -> DualEncoder:
+    def materialize(self) -> DualEncoder:
         if self._model is None:
             start = time.perf_counter()
             model = self._build().to(self._device)
@@ -96,7 +115,7 @@ class DeferredModel:
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("_"):  # copy/pickle probe private names before __init__ has run
             raise AttributeError(attr)
-        return getattr(self.model_now(), attr)
+        return getattr(self.materialize(), attr)
 
 
 def load_deferred(
