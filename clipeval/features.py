@@ -7,6 +7,7 @@ precision). Images stream through a DataLoader; only the features stay in memory
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -101,7 +102,7 @@ def _encode(model: DualEncoder, source: Source, runtime: Runtime) -> FeatureSet:
             unit="batch",
             disable=None if runtime.progress else True,
         ):
-            if decode is not None:
+            if decode is not None and images is not None:
                 images, kept, failed = decode(images, batch_ids)
                 batch_labels, batch_ids = batch_labels[kept], [batch_ids[i] for i in kept]
                 batch_skipped = batch_skipped + failed
@@ -142,7 +143,7 @@ def _batches(model: DualEncoder, source: Source, runtime: Runtime):
     transform = tensor_decode.tensor_transform(model.preprocess)
     size = len(source) if runtime.limit is None else min(runtime.limit, len(source))
     loader = torch.utils.data.DataLoader(
-        tensor_decode.BytesDataset(source, size), collate_fn=tensor_decode.collate_bytes, **options
+        tensor_decode.BytesDataset(source, size), collate_fn=functools.partial(_collate, stack=False), **options
     )
     return loader, lambda data, ids: tensor_decode.decode_batch(data, ids, transform, runtime.device)
 
@@ -165,12 +166,13 @@ def image_encoder(model: DualEncoder, runtime: Runtime) -> Callable[[torch.Tenso
     return compiled[backend]
 
 
-def _collate(items: list[Item]):
+def _collate(items: list[Item], stack: bool = True):
+    """(images, labels, ids, skipped) of a batch; ``stack=False`` keeps the images a list (encoded files)."""
     good = [it for it in items if it.error is None]
     skipped = [(it.sample_id, it.error) for it in items if it.error is not None]
     if not good:
         return None, None, [], skipped
-    images = torch.stack([it.image for it in good])
+    images = torch.stack([it.image for it in good]) if stack else [it.image for it in good]
     labels = torch.tensor([it.label for it in good], dtype=torch.int64)
     return images, labels, [it.sample_id for it in good], skipped
 

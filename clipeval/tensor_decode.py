@@ -75,20 +75,13 @@ class BytesDataset(torch.utils.data.Dataset):
         return Item(data, src.label(index), src.sample_id(index))
 
 
-def collate_bytes(items: list[Item]):
-    good = [it for it in items if it.error is None]
-    skipped = [(it.sample_id, it.error) for it in items if it.error is not None]
-    labels = torch.tensor([it.label for it in good], dtype=torch.int64)
-    return [it.image for it in good], labels, [it.sample_id for it in good], skipped
-
-
 def decode_batch(
     data: list[torch.Tensor], ids: list[str], transform: Callable, device: torch.device
 ) -> tuple[torch.Tensor | None, list[int], list[tuple[str, str]]]:
     """Decoded, transformed images; the indices of those that decoded, and (id, why) for the rest."""
     images: list[torch.Tensor | None] = [None] * len(data)
     errors: dict[int, str] = {}
-    jpegs = [i for i, d in enumerate(data) if bytes(d[:3].tolist()) == JPEG_MAGIC]
+    jpegs = [i for i, d in enumerate(data) if _is_jpeg(d)]
     try:
         decoded = decode_jpeg([data[i] for i in jpegs], mode=ImageReadMode.RGB, device=device) if jpegs else []
         for i, img in zip(jpegs, decoded, strict=True):
@@ -107,10 +100,14 @@ def decode_batch(
 
 def _decode_one(data: torch.Tensor, device: torch.device, errors: dict[int, str], i: int) -> torch.Tensor | None:
     try:
-        if bytes(data[:3].tolist()) == JPEG_MAGIC:
+        if _is_jpeg(data):
             return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
         with Image.open(io.BytesIO(data.numpy().tobytes())) as image:  # PNG, BMP, TIFF, ...: as the PIL path
             return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
     except (RuntimeError, *IMAGE_ERRORS) as exc:
         errors[i] = f"{type(exc).__name__}: {exc}"
         return None
+
+
+def _is_jpeg(data: torch.Tensor) -> bool:
+    return bytes(data[:3].tolist()) == JPEG_MAGIC

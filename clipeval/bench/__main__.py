@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -113,7 +114,7 @@ def show_peer(args, version: str, checkpoint: Path, images: Path, scratch: Path)
     setup = peer.Setup(Path(args.peer_python), args.arch, checkpoint, images, args.batch, args.workers, scratch)
     print(f"\nCLIP_benchmark {version} side by side, same checkpoint file and image folder, fp32")
     runs = peer.end_to_end(setup, args.repeats)
-    med = {k: peer.median(v) for k, v in runs.items() if k.endswith(("cold", "warm"))}
+    med = {k: statistics.median(v) for k, v in runs.items() if k.endswith(("cold", "warm"))}
     for kind in ("cold", "warm"):
         what = "empty cache" if kind == "cold" else "rerun; CLIP_benchmark loads its saved classifier"
         row(f"{kind} zero-shot, {args.images} images, 10 classes ({what})", "")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -207,7 +206,3 @@ def classifier_build(setup: Setup, classes: int) -> dict[str, float]:
     ours_seconds = time.perf_counter() - start
     diff = float((weights - torch.load(peer_out, weights_only=True)).abs().max())
     return {"ours": ours_seconds, "peer": peer_seconds, "prompts": len(names) * len(templates), "diff": diff}
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
