@@ -38,7 +38,7 @@ def test_every_model_and_task_composes(model, task):
 def test_named_open_clip_models_point_at_openai_weights():
     cfg = compose_config(["model=vit_b32", "task=folder"])
     assert (cfg.model.arch, cfg.model.pretrained, cfg.model.name) == (
-        "ViT-B-32",
+        "ViT-B-32-quickgelu",  # OpenAI's weights were trained with QuickGELU
         "openai",
         "vit_b32",
     )

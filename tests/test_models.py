@@ -43,7 +43,7 @@ def test_fingerprint_is_stable_and_follows_the_weights(tiny_open_clip, tmp_path)
 
 
 def test_missing_checkpoint_file_names_the_path_and_the_fix(tiny_open_clip, tmp_path):
-    with pytest.raises(ClipevalError, match=r"checkpoint file not found: .*nope\.pt[\s\S]*model\.pretrained="):
+    with pytest.raises(ClipevalError, match=r"checkpoint file not found: .*nope\.pt[\s\S]*model\.checkpoint="):
         OpenClipEncoder(
             TINY_ARCH,
             pretrained=str(tmp_path / "nope.pt"),
@@ -80,13 +80,13 @@ def test_unknown_architecture_and_tag_suggest_the_right_ones():
         OpenClipEncoder("ViT-B-32", pretrained="opena")
 
 
-def test_published_weights_offline_fail_with_the_way_to_pass_a_file():
+def test_published_weights_offline_fail_with_the_way_to_pass_a_file_keeping_the_tag():
     # HF_HUB_OFFLINE=1 (conftest): open_clip cannot fetch, and must not pretend it could.
     with pytest.raises(
         ClipevalError,
-        match=r"Could not load weights for model 'rn50'[\s\S]*model.pretrained=/path/to/checkpoint.pt",
+        match=r"Could not load weights for model 'rn50'[\s\S]*model.pretrained=openai model.checkpoint=/path/to/",
     ):
-        OpenClipEncoder("RN50", pretrained="openai", name="rn50")
+        OpenClipEncoder("RN50-quickgelu", pretrained="openai", name="rn50")
 
 
 def test_hf_clip_from_a_local_folder_matches_transformers(tiny_hf_clip):
