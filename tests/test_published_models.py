@@ -198,7 +198,8 @@ def sensitive(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     with torch.no_grad():
         for name, param in model.named_parameters():
             if param.ndim >= 2 and "embedding" not in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 3 / param.shape[-1] ** 0.5)
+                gain = 3 if param.ndim == 2 else 1  # deep conv stacks (FastViT) would overflow at 3
+                param.copy_(torch.randn(param.shape, generator=generator) * gain / param[0].numel() ** 0.5)
     return model
 
 
@@ -332,3 +333,158 @@ def test_hf_hub_repo_without_weights_is_an_error_not_a_random_model(tmp_path):
     name = hub_repo(tmp_path, "clipeval/config-only", None)
     with pytest.raises(ClipevalError, match=r"Could not load weights[\s\S]*clipeval/config-only"):
         OpenClipEncoder(name, cache_dir=str(tmp_path))
+
+
+# --- section 6: every open_clip family embeds as open_clip documents it ------------------------
+#
+# Each family's real config JSON is shrunk (towers of 2 layers, width 64, 32x32 images, 16 tokens)
+# keeping every structural option: timm towers (the same timm classes, shrunk), text pool type,
+# causal mask or none, final LN placement, norm/activation kwargs, tokenizer kind and kwargs. Its
+# real tag's pretrained config is registered for the tiny arch, pointing at a fake hub cache.
+
+TINY_TIMM = {  # a family's timm tower, shrunk: (its timm entry point, the arguments that shrink it)
+    "clipeval_tiny_siglip": ("vision_transformer.vit_base_patch16_siglip_224", {"img_size": 32, "patch_size": 8}),
+    "clipeval_tiny_pe_core": (
+        "eva.vit_pe_core_base_patch16_224",
+        {"img_size": 32, "patch_size": 8, "ref_feat_shape": (4, 4)},
+    ),
+    "clipeval_tiny_fastvit_mci": ("fastvit.fastvit_mci0", {"layers": (1, 1, 1, 1), "embed_dims": (16, 32, 64, 128)}),
+}
+VIT_SHRINK = {"embed_dim": 64, "depth": 2, "num_heads": 2}
+#: (real arch, its tag, the tiny timm tower replacing its timm one)
+FAMILIES = [
+    ("ViT-B-32-quickgelu", "openai", None),  # OpenAI CLIP: QuickGELU, causal text, argmax pool (trimmed)
+    ("ViT-B-16-SigLIP", "webli", "clipeval_tiny_siglip"),  # timm MAP-pooled tower, bidirectional text, last pool
+    ("ViT-B-16-SigLIP2", "webli", "clipeval_tiny_siglip"),  # + tanh GELU in the text tower
+    ("PE-Core-B-16", "meta", "clipeval_tiny_pe_core"),  # timm EVA tower with RoPE, custom text tower
+    ("MobileCLIP-S1", "datacompdr", "clipeval_tiny_fastvit_mci"),  # timm FastViT, bidirectional argmax text
+    ("ViT-L-14-CLIPA", "datacomp1b", None),  # no ln_pre, avg pool, LN after pool, bidirectional last pool
+    ("ViT-H-14-worldwide-quickgelu", "metaclip2_worldwide", None),  # MetaCLIP 2: eos pool, HF tokenizer (trimmed)
+    ("EVA02-B-16", "merged2b_s8b_b131k", "eva.eva02_base_patch16_clip_224"),  # timm EVA02 tower
+]
+
+
+def register_tiny_timm() -> None:
+    import timm
+    from timm.models import register_model
+
+    towers = {**TINY_TIMM, "eva.eva02_base_patch16_clip_224": ("eva.eva02_base_patch16_clip_224", {"img_size": 32})}
+    for name, (entry, shrink) in towers.items():
+        tiny = f"clipeval_tiny_{entry.rpartition('.')[2]}" if name == entry else name
+        if tiny in timm.list_models():
+            continue
+        module, _, function = entry.partition(".")
+        family = getattr(__import__(f"timm.models.{module}", fromlist=[function]), function)
+        args = {**VIT_SHRINK, **shrink} if "fastvit" not in entry else shrink
+
+        def build_tiny(pretrained=False, _family=family, _args=args, **kwargs):
+            return _family(pretrained=pretrained, **{**_args, **kwargs})
+
+        build_tiny.__name__ = tiny
+        register_model(build_tiny)
+
+
+def timm_tower(name: str | None) -> str | None:
+    if name is None:
+        return None
+    return f"clipeval_tiny_{name.rpartition('.')[2]}" if "." in name else name
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory) -> tuple[str, int]:
+    """A local Hugging Face tokenizer (word level, pad 0, end-of-text 1) standing in for a family's own."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({w for text in TEXTS for w in text.lower().replace(".", " .").split()})
+    vocab = {token: i for i, token in enumerate(["[PAD]", "</s>", "[UNK]", *words])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    folder = tmp_path_factory.mktemp("tokenizer")
+    PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="[PAD]", eos_token="</s>", unk_token="[UNK]", sep_token="</s>"
+    ).save_pretrained(folder)
+    return str(folder), len(vocab)
+
+
+def shrink(real_arch: str, tower: str | None, tokenizer: tuple[str, int]) -> dict:
+    """The family's config JSON with small towers and every structural option kept."""
+    config = json.loads(json.dumps(open_clip.get_model_config(real_arch)))
+    config["embed_dim"] = 64
+    vision, text = config["vision_cfg"], config["text_cfg"]
+    vision["image_size"] = 32
+    if "timm_model_name" in vision:
+        vision["timm_model_name"] = timm_tower(tower)
+    else:
+        vision.update(layers=2, width=64, head_width=32, patch_size=8)
+    text.update(context_length=16, width=64, heads=2, layers=2)
+    if "hf_tokenizer_name" in text:
+        text["hf_tokenizer_name"], text["vocab_size"] = tokenizer
+    return config
+
+
+@pytest.fixture
+def tiny_family(tmp_path, monkeypatch, tiny_tokenizer):
+    """Make a tiny version of a family, with its real tag registered and its weights in a fake hub cache."""
+    register_tiny_timm()
+
+    def make(real_arch: str, tag: str, tower: str | None) -> dict:
+        arch = f"clipeval-tiny-{real_arch}"
+        config = shrink(real_arch, tower, tiny_tokenizer)
+        register_arch(tmp_path, arch, config)
+        repo = f"clipeval/{arch}"
+        tag_cfg = {**open_clip.get_pretrained_cfg(real_arch, tag), "url": "", "hf_hub": f"{repo}/"}
+        monkeypatch.setitem(open_clip.pretrained._PRETRAINED, arch, {tag: tag_cfg})
+        torch.manual_seed(0)
+        model = sensitive(open_clip.create_model(arch))
+        weights = tmp_path / f"{arch}.pt"
+        weights.write_bytes(state_dict_bytes(model))
+        add_to_hub_cache(tmp_path / "hub", repo, {"open_clip_pytorch_model.bin": weights.read_bytes()})
+        return {"arch": arch, "tag": tag, "tag_cfg": tag_cfg, "config": config, "weights": str(weights)}
+
+    make.hub = str(tmp_path / "hub")
+    return make
+
+
+def wrong_preprocess(model: torch.nn.Module, tag_cfg: dict):
+    """The commonest mistake: another family's normalisation (OpenAI's, or SigLIP's for OpenAI-normalised tags)."""
+    openai = open_clip.constants.OPENAI_DATASET_MEAN, open_clip.constants.OPENAI_DATASET_STD
+    mean, std = ((0.5,) * 3, (0.5,) * 3) if tuple(tag_cfg["mean"]) == openai[0] else openai
+    settings = {**{k: tag_cfg[k] for k in PREPROCESS}, "mean": mean, "std": std}
+    return image_transform_v2(PreprocessCfg(size=model.visual.preprocess_cfg["size"], **settings), is_train=False)
+
+
+def encode_trimmed_context(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """The text tower run on the context cut after the longest prompt (what clipeval does for causal towers)."""
+    import copy
+
+    length = int((tokens != 0).nonzero()[:, 1].max()) + 1
+    model = copy.deepcopy(model)
+    owner = model.text if hasattr(model, "text") else model
+    owner.positional_embedding = torch.nn.Parameter(owner.positional_embedding[:length])
+    return torch.nn.functional.normalize(model.encode_text(tokens[:, :length]), dim=-1)
+
+
+@pytest.mark.parametrize("real_arch, tag, tower", FAMILIES, ids=[family[0] for family in FAMILIES])
+def test_open_clip_family_embeds_exactly_as_open_clip_documents(real_arch, tag, tower, tiny_family):
+    """clipeval == create_model_and_transforms + get_tokenizer + encode_*, and a wrong recipe would show."""
+    family = tiny_family(real_arch, tag, tower)
+    ours = OpenClipEncoder(family["arch"], pretrained=tag, checkpoint=family["weights"])
+    reference = open_clip_recipe(family["arch"], IMAGES, TEXTS, pretrained=tag, cache_dir=tiny_family.hub)
+    tokens = ours.tokenize(TEXTS)
+    with torch.no_grad():
+        image = ours.encode_image(torch.stack([ours.preprocess(i) for i in IMAGES]))
+        first, again = ours.encode_text(tokens), ours.encode_text(tokens)  # again: after the trimming decision
+    assert torch.isfinite(image).all() and torch.isfinite(first).all()
+    for got, want in ((image, reference[0]), (first, reference[1]), (again, reference[1])):
+        assert torch.allclose(got, want, atol=ATOL), (got - want).abs().max()
+    causal = not family["config"]["text_cfg"].get("no_causal_mask", False)
+    assert ours._trim is (causal and type(ours.model) is open_clip.model.CLIP)
+    # the same comparison would catch a wrong recipe
+    with torch.no_grad():
+        wrong = wrong_preprocess(ours.model, family["tag_cfg"])
+        wrong_image = ours.encode_image(torch.stack([wrong(i) for i in IMAGES]))
+        assert (wrong_image - reference[0]).abs().max() > WRONG
+        if not causal:  # a bidirectional tower sees the padding: trimming it would be a wrong recipe
+            assert (encode_trimmed_context(ours.model, tokens) - reference[1]).abs().max() > WRONG
