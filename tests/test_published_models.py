@@ -488,3 +488,11 @@ def test_open_clip_family_embeds_exactly_as_open_clip_documents(real_arch, tag, 
         assert (wrong_image - reference[0]).abs().max() > WRONG
         if not causal:  # a bidirectional tower sees the padding: trimming it would be a wrong recipe
             assert (encode_trimmed_context(ours.model, tokens) - reference[1]).abs().max() > WRONG
+
+
+def test_a_torchscript_archive_is_refused_with_the_file_to_use_instead(fake_published, tmp_path):
+    """OpenAI's original .pt files are TorchScript; clipeval loads weights only (torch.load weights_only=True)."""
+    archive = tmp_path / "ViT-B-32.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), archive)
+    with pytest.raises(ClipevalError, match=r"TorchScript archive[\s\S]*safetensors file open_clip downloads"):
+        OpenClipEncoder(TINY_QUICK, pretrained=FAKE_TAG, checkpoint=str(archive))

@@ -386,6 +386,11 @@ def _load_failure(name: str, recipe: Recipe, exc: Exception) -> str:
             "Without network, download the checkpoint elsewhere and pass it as a file, keeping the tag: "
             f"model=open_clip model.arch={recipe.arch} {tag}model.checkpoint=/path/to/checkpoint.pt"
         )
+    if "TorchScript" in str(exc):
+        fix = (
+            "This is a TorchScript archive (OpenAI's original .pt files are), which clipeval does not execute: "
+            f"use the safetensors file open_clip downloads for the tag instead.\n{fix}"
+        )
     return (
         f"Could not load weights for model '{name}' ({recipe.arch}, pretrained={recipe.tag or recipe.checkpoint}).\n"
         f"Looked in: {looked}\n"
