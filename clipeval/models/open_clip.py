@@ -36,9 +36,9 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz", ".ckpt")
 HUB_PREFIX = "hf-hub:"
-#: the pretrained-config keys that change preprocessing, as open_clip's create_model_and_transforms names them
-PREPROCESS_KEYS = {"mean": "image_mean", "std": "image_std", "interpolation": "image_interpolation"}
-PREPROCESS_KEYS["resize_mode"] = "image_resize_mode"
+#: the pretrained-config keys that change preprocessing (open_clip.transform.PreprocessCfg fields); the
+#: only other key that changes numbers is quick_gelu (image size, context and tokenizer are the arch's)
+PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
 
 
 @dataclass(frozen=True)
@@ -58,10 +58,6 @@ class Recipe:
     @property
     def from_hub(self) -> bool:
         return self.arch.startswith(HUB_PREFIX)
-
-    def preprocess_kwargs(self) -> dict[str, Any]:
-        """The tag's preprocessing as keyword arguments of ``open_clip.create_model_and_transforms``."""
-        return {kwarg: self.tag_cfg[key] for key, kwarg in PREPROCESS_KEYS.items() if key in self.tag_cfg}
 
     def weights_file(self, name: str) -> str | None:
         """The local file to load: the checkpoint, or the tag's download (from open_clip's cache offline)."""
@@ -119,7 +115,8 @@ def resolve(
 
 
 def build(recipe: Recipe, name: str, device: str | torch.device = "cpu", load_weights: bool = True):
-    """``open_clip.create_model_and_transforms`` for ``recipe``; returns (model, eval preprocess).
+    """What ``open_clip.create_model_and_transforms`` does (create_model, then image_transform_v2 of the
+    model's preprocess config), for ``recipe``; returns (model, eval preprocess).
 
     Weights always load from a local file (the checkpoint or the tag's download) with the tag's
     settings passed explicitly, so a tag and a tag plus its file are one code path. With
@@ -151,6 +148,7 @@ def build(recipe: Recipe, name: str, device: str | torch.device = "cpu", load_we
     for warning in caught:
         if "mismatch" in str(warning.message).lower():
             raise ClipevalError(f"Model '{name}': {warning.message}")
+        warnings.warn(warning.message, warning.category, stacklevel=2)
     preprocess = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
     return model, preprocess
 
