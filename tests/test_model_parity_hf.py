@@ -378,6 +378,14 @@ def test_text_recipe_is_part_of_the_fingerprint(saved):
     assert with_mask.fingerprint != without.fingerprint
 
 
+def test_a_moved_folder_keeps_its_fingerprint(saved, tmp_path):
+    """Where a model was loaded from is no part of what it computes: the cache still hits after a move."""
+    import shutil
+
+    moved = shutil.copytree(saved("altclip"), tmp_path / "moved")
+    assert HFClipEncoder(str(moved)).fingerprint == HFClipEncoder(str(saved("altclip"))).fingerprint
+
+
 def test_prompts_longer_than_the_text_tower_are_truncated_to_its_positions(saved):
     """RoBERTa (AltCLIP) numbers positions from pad_token_id + 1: 40 positions hold 38 tokens."""
     model = HFClipEncoder(str(saved("altclip")))
@@ -445,3 +453,27 @@ def test_a_missing_tokenizer_backend_names_the_package_to_install(saved, monkeyp
     monkeypatch.setattr(library.AutoProcessor, "from_pretrained", needs_sentencepiece)
     with pytest.raises(ClipevalError, match=r"SentencePiece[\s\S]*pip install sentencepiece protobuf"):
         HFClipEncoder(str(saved("siglip")))
+
+
+def test_a_zero_shot_run_predicts_as_the_library_recipe(saved, image_folder, tmp_path):
+    """End to end (config, classifier, feature bank): ChineseCLIP's top-1 on every image equals the
+    prediction of its documented recipe, prompt "a photo of a {c}." with folder names as classes."""
+    import pyarrow.parquet as pq
+    from conftest import run_in_process
+
+    folder = saved("chinese_clip")
+    run_in_process(["model=hf", f"model.name_or_path={folder}", "task=folder", f"task.root={image_folder}"], tmp_path)
+    table = pq.read_table(tmp_path / "predictions" / "test.parquet").to_pylist()
+
+    reference = Reference(folder, FAMILIES["chinese_clip"])
+    names = sorted(p.name for p in image_folder.iterdir())
+    prompts = reference.processor(
+        text=[f"a photo of a {n.replace('_', ' ')}." for n in names], padding=True, return_tensors="pt"
+    )
+    pixels = reference.processor(
+        images=[Image.open(image_folder / row["sample_id"]).convert("RGB") for row in table], return_tensors="pt"
+    )["pixel_values"]
+    with torch.no_grad():
+        text = unit(reference.model.get_text_features(**prompts))
+        image = unit(reference.model.get_image_features(pixel_values=pixels))
+    assert [row["topk"][0] for row in table] == (image @ text.T).argmax(1).tolist()

@@ -78,7 +78,7 @@ class HFClipEncoder(WrappedModule):
         )
         _check_inputs(
             self.model.get_image_features,
-            image_processor(images=Image.new("RGB", (8, 8)), return_tensors="pt"),
+            image_processor(images=Image.new("RGB", (32, 32)), return_tensors="pt"),
             "image processor",
             name_or_path,
         )
@@ -176,16 +176,28 @@ def _check_inputs(method, inputs: Mapping[str, Any], producer: str, name_or_path
     return sorted(inputs)
 
 
+#: ``init_kwargs`` that say where and how a tokenizer was loaded, not what it does.
+LOAD_CONTEXT = {"name_or_path", "is_local", "local_files_only", "_commit_hash", "cache_dir", "revision", "subfolder"}
+
+
 def _describe(tokenizer) -> list[Any]:
-    """What decides the tokenizer's output, without file paths (a moved folder keeps its fingerprint)."""
+    """What decides the tokenizer's output, without where it was loaded from: the same tokenizer from
+    the hub or from a folder, wherever that folder is, has the same description."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     content = backend.to_str() if backend is not None else sorted(tokenizer.get_vocab().items())
     settings = {
         key: value
         for key, value in sorted(tokenizer.init_kwargs.items())
-        if isinstance(value, (bool, int, float, str)) and not key.endswith(("_file", "name_or_path"))
+        if isinstance(value, (bool, int, float, str)) and key not in LOAD_CONTEXT and not key.endswith("_file")
     }
-    return [type(tokenizer).__name__, content, settings, tokenizer.padding_side, tokenizer.truncation_side]
+    return [
+        type(tokenizer).__name__,
+        content,
+        settings,
+        tokenizer.special_tokens_map,
+        tokenizer.padding_side,
+        tokenizer.truncation_side,
+    ]
 
 
 def _pooled(out) -> torch.Tensor:
