@@ -12,13 +12,17 @@ import contextlib
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, runtime_checkable
 
 import torch
 
 from clipeval.errors import ClipevalError
+
+#: What ``tokenize`` returns and ``encode_text`` takes: a (B, L) id tensor, or tensors by name (a
+#: transformers ``BatchEncoding``: input_ids, attention_mask, ...). Callers only move it with ``.to(device)``.
+Tokens = torch.Tensor | Mapping[str, torch.Tensor]
 
 
 @runtime_checkable
@@ -32,11 +36,11 @@ class DualEncoder(Protocol):
     @property
     def logit_scale(self) -> float: ...
 
-    def tokenize(self, texts: Sequence[str]) -> torch.Tensor: ...
+    def tokenize(self, texts: Sequence[str]) -> Tokens: ...
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor: ...
 
-    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor: ...
+    def encode_text(self, tokens: Tokens) -> torch.Tensor: ...
 
     def to(self, device: torch.device) -> DualEncoder: ...
 
