@@ -381,7 +381,9 @@ def _golden_records(golden: dict[str, Any]) -> list[dict[str, Any]]:
         raise ClipevalError(f"Golden file format {version!r} is not one this clipeval reads (1 or {GOLDEN_FORMAT}).")
     _check_numbers({k: v for k, v in golden.items() if k != "records"}, "golden file")
     out = []
-    for ref in golden["records"]:
+    for i, ref in enumerate(golden.get("records") or []):
+        if not isinstance(ref, dict) or "metric" not in ref or not ("key" in ref or {"task", "dataset"} <= set(ref)):
+            raise ClipevalError(f"golden file: records[{i}] needs 'metric' and 'key' (or 'task' and 'dataset').")
         key = ref.get("key") or _key(ref["task"], ref["dataset"])
         what = f"golden file: record {key} {ref.get('metric')}"
         _check_finite(ref.get("value"), f"{what}: value")
@@ -426,8 +428,15 @@ def compare(
         key, metric = ref["key"], ref["metric"]
         if (key, metric) not in cand:
             have = sorted({k for k, _ in cand})
+            hint = (
+                " The old 'average' effective robustness was the mean of the per-shift values; it is now "
+                "'mean_of_per_shift_er', and the headline is 'average_over_shifts' (the CLIP paper's method): "
+                "record the golden file again."
+                if metric == "effective_robustness" and key.endswith("/average")
+                else ""
+            )
             raise ClipevalError(
-                f"The candidate run(s) have no {metric} on '{key}' (they have: {', '.join(have[:12])})."
+                f"The candidate run(s) have no {metric} on '{key}' (they have: {', '.join(have[:12])}).{hint}"
             )
         got = cand[(key, metric)]
         ref_samples = samples.get(f"{key}|{metric}", samples.get(key))

@@ -322,3 +322,14 @@ def test_an_attacks_clean_and_robust_accuracies_are_paired_by_mcnemar(tmp_path, 
     robust = [line for metric, line in lines.items() if metric.startswith("robust_top1:")]
     assert len(robust) == 4 and all("McNemar p=1 (0 lost, 0 gained)" in line for line in robust)
     assert "tolerance" not in out
+
+
+def test_an_old_golden_average_effective_robustness_is_not_compared_with_a_new_number(tmp_path, capsys):
+    """The record once named 'average' (the mean of per-shift values) is no longer produced under that name."""
+    labels, ref, _ = degraded_pair(lost=0, gained=0)
+    run = write_run(tmp_path / "cand", labels, predictions(labels, ref))
+    golden = {"kind": "clipeval-golden", "tolerance": 0.01,
+              "records": [{"key": "t/average", "metric": "effective_robustness", "value": 0.24}]}  # fmt: skip
+    (tmp_path / "g.json").write_text(json.dumps(golden))
+    assert check("compare", "--golden", str(tmp_path / "g.json"), str(run)) == 2
+    assert "'mean_of_per_shift_er'" in capsys.readouterr().err
