@@ -104,9 +104,17 @@ class TableBaselines:
         return out
 
     def average_points(self, settings: Mapping[str, Any] | None = None) -> pd.DataFrame:
-        """DataFrame(index=model, columns=[id, shift]): the mean over all shifts, for models that have them all."""
+        """DataFrame(index=model, columns=[id, shift]): x = the ``in_distribution`` column, y = the mean over
+        the shifts named in ``settings`` (all of ``shifts`` when None), for the models that have them all.
+
+        Raises ClipevalError for a shift name these baselines do not define.
+        """
+        names = [n for n in settings if n != "in_distribution"] if settings is not None else list(self.shifts)
+        unknown = [n for n in names if n not in self.shifts]
+        if unknown:
+            raise ClipevalError(f"The baselines have no shift(s) {unknown} (they have {sorted(self.shifts)}).")
         rows = self.table.loc[self.models()]
-        shift = rows[[spec["y"] for spec in self.shifts.values()]].mean(axis=1, skipna=False)
+        shift = rows[[self.shifts[n]["y"] for n in names]].mean(axis=1, skipna=False)
         return pd.DataFrame({"id": rows[self.in_distribution], "shift": shift}).dropna()
 
 

@@ -2,19 +2,41 @@
 
     clipeval check record RUN_DIR --out golden.json      # a run's results + per-sample outcomes
     clipeval check compare --golden golden.json RUN_DIR [RUN_DIR ...] [--alpha 0.05]
-                           [--min-effect 0.005] [--tolerance 0.01]
+                           [--min-effect 0.005] [--tolerance 0.01] [--resamples 20000]
 
 Exit codes: 0 nothing regressed, 1 something regressed, 2 a usage or data error (a missing
-file, a dataset the candidate did not evaluate, a different sample set).
+file, a dataset the candidate did not evaluate, a different sample set, a value, tolerance
+or option that is NaN or infinite, per-sample data that disagree with their record).
 
 Decision rule, per (task/dataset, metric):
-- top-1 where both sides have per-sample outcomes on the same samples: McNemar's exact test
-  (two-sided binomial test on the discordant pairs). A regression is a drop of at least
-  ``min_effect`` with p < ``alpha``; a significant gain is reported as an improvement.
-- otherwise (other metrics, or published numbers without samples): a drop larger than the
+- Paired test, whenever both sides have per-sample outcomes for the metric on the same
+  samples (same sorted sample ids, same labels):
+  - top-1 and top-5 (and an attack's clean/robust top-1): McNemar's exact test, the
+    two-sided binomial test on the discordant samples;
+  - mean per-class recall (and any class-weighted mean of per-sample outcomes): a paired
+    permutation test over samples, stratified by class: each sample's pair of outcomes
+    (reference, candidate) is swapped with probability 1/2, which keeps every sample in its
+    class; the statistic is the change of the metric, p the two-sided share of swaps with a
+    change at least as large. Exact (every swap) with at most 16 discordant samples, else
+    ``--resamples`` random swaps drawn with a fixed seed (0), so the verdict is
+    deterministic; p = (1 + hits) / (1 + resamples).
+  A regression is a drop of at least ``--min-effect`` with p < ``--alpha``; a significant
+  gain of that size is reported as an improvement; anything else is ok.
+- Fixed tolerance, only for records that have no per-sample outcomes on one side (published
+  golden numbers, few-shot means over seeds, effective robustness): a drop larger than the
   record's own ``tolerance`` (else the golden file's, else ``--tolerance``) is a regression;
-  the candidate's 95% interval is shown. Metrics where lower is better are compared the
-  other way round.
+  the candidate's 95% interval is shown. A golden file of format 1 holds top-1 outcomes only:
+  its other metrics use the tolerance, with a warning to record the golden file again.
+Metrics where lower is better are compared the other way round. Before any comparison the
+per-sample data are checked against their record (the metric recomputed from them must equal
+the recorded value), and every number is checked to be finite.
+
+Golden files (``kind: clipeval-golden``). Format 2 (``format_version: 2``): ``records`` (key,
+metric, value, n, ci) and ``samples``: per key, ``ids_sha256``, ``n``, and where the run saved
+them ``labels`` and ``topk`` (ranked predictions, base64 of zlib-compressed little-endian
+integers, ``topk_shape``) and ``correct`` (per metric, base64 of packed bits, for outcomes
+that are not predictions, such as an attack's). Format 1 (no ``format_version``) stored
+``top1_correct`` bits only; it is still read.
 """
 
 from __future__ import annotations
@@ -22,8 +44,13 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import itertools
 import json
+import logging
+import math
 import sys
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +62,18 @@ from scipy.stats import binomtest
 from clipeval.atomic import atomic_write
 from clipeval.errors import USAGE_EXIT_CODE, ClipevalError
 
+log = logging.getLogger(__name__)
+
 LOWER_IS_BETTER = {"k_matching_zero_shot"}
 GOLDEN_KIND = "clipeval-golden"
+GOLDEN_FORMAT = 2
+CLASS_WEIGHTED = {"mean_per_class_recall"}  # paired permutation test; top-k and attack outcomes use McNemar
+PERMUTATION_SEED = 0
+EXACT_UP_TO = 16  # discordant samples; beyond this the permutation test draws random swaps
+VALUE_TOLERANCE = 1e-9  # recorded value vs the value recomputed from the per-sample data
+
+
+# ---------------------------------------------------------------- paired tests
 
 
 def mcnemar_exact(ref_correct: np.ndarray, cand_correct: np.ndarray) -> tuple[int, int, float]:
@@ -47,32 +84,154 @@ def mcnemar_exact(ref_correct: np.ndarray, cand_correct: np.ndarray) -> tuple[in
     return b, c, p
 
 
+def class_weights(labels: np.ndarray) -> np.ndarray:
+    """[n] weight 1 / (C * n_c) of each sample, so that sum(w * correct) is the mean per-class recall."""
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    return 1.0 / (len(classes) * counts[inverse])
+
+
+def paired_permutation_test(
+    ref: np.ndarray, cand: np.ndarray, weights: np.ndarray, resamples: int = 20000, seed: int = PERMUTATION_SEED
+) -> tuple[float, int, str]:
+    """Two-sided paired permutation (sign-flip) test of T = sum(weights * (cand - ref)).
+
+    ``ref``, ``cand``: [n] per-sample outcomes (0/1 or real); ``weights``: [n]. Under the null
+    hypothesis the two outcomes of a sample are exchangeable, so T* = sum(w * s * (cand - ref))
+    with independent signs s = ±1. Returns (p, discordant samples, "exact" or "random").
+    Exact over all 2**m sign patterns when m <= EXACT_UP_TO; otherwise ``resamples`` draws
+    with ``seed``: samples with equal |w * d| are pooled, so a draw is one binomial per pool.
+    """
+    contrib = np.asarray(weights, float) * (np.asarray(cand, float) - np.asarray(ref, float))
+    contrib = contrib[contrib != 0]
+    observed = abs(float(contrib.sum()))
+    slack = 1e-9 * max(observed, float(np.abs(contrib).sum()), 1e-300)  # float sums of equal values differ in ulps
+    m = len(contrib)
+    if m == 0:
+        return 1.0, 0, "exact"
+    if m <= EXACT_UP_TO:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=m)))
+        stats = np.abs(signs @ contrib)
+        return float(np.mean(stats >= observed - slack)), m, "exact"
+    values, counts = np.unique(np.abs(contrib), return_counts=True)
+    rng = np.random.default_rng(seed)
+    hits, done = 0, 0
+    while done < resamples:
+        size = min(resamples - done, max(1, 2_000_000 // len(values)))
+        heads = rng.binomial(counts[None, :], 0.5, size=(size, len(values)))
+        stats = np.abs((2 * heads - counts[None, :]) @ values)
+        hits += int(np.sum(stats >= observed - slack))
+        done += size
+    return (1 + hits) / (1 + resamples), m, "random"
+
+
+# ---------------------------------------------------------------- per-sample data
+
+
+def _pack_ints(array: np.ndarray) -> dict[str, Any]:
+    dtype = "<u2" if array.size == 0 or (array.min() >= 0 and array.max() < 2**16) else "<i8"
+    data = zlib.compress(np.ascontiguousarray(array, dtype=dtype).tobytes(), 6)
+    return {"dtype": dtype, "shape": list(array.shape), "zlib_base64": base64.b64encode(data).decode()}
+
+
+def _unpack_ints(packed: dict[str, Any]) -> np.ndarray:
+    data = zlib.decompress(base64.b64decode(packed["zlib_base64"]))
+    return np.frombuffer(data, dtype=np.dtype(packed["dtype"])).reshape(packed["shape"]).astype(np.int64)
+
+
+def _pack_bits(bits: np.ndarray) -> str:
+    return base64.b64encode(np.packbits(bits.astype(np.uint8)).tobytes()).decode()
+
+
+def _unpack_bits(text: str, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))[:n].astype(bool)
+
+
 @dataclass
-class Outcomes:
-    """Top-1 correctness per sample, in sorted-sample-id order, with a hash of the ids."""
+class Samples:
+    """Per-sample data of one dataset in sorted-sample-id order, with a hash of the ids.
+
+    ``labels``: [n] int and ``topk``: [n, k] ranked class ids, when predictions were saved;
+    ``correct``: {metric: [n] bool} for outcomes that are not predictions (an attack's).
+    """
 
     ids_sha256: str
-    correct: np.ndarray  # bool
+    n: int
+    labels: np.ndarray | None = None
+    topk: np.ndarray | None = None
+    correct: dict[str, np.ndarray] | None = None
+
+    def outcome(self, metric: str) -> np.ndarray | None:
+        """[n] bool: is each sample right under ``metric`` (top-k or a stored outcome); None if unknown."""
+        if self.correct and metric in self.correct:
+            return self.correct[metric]
+        if self.topk is not None and self.labels is not None and metric in ("top1", "top5"):
+            k = int(metric[3:])
+            if self.topk.shape[1] < k:
+                return None
+            return (self.topk[:, :k] == self.labels[:, None]).any(axis=1)
+        return None
+
+    def weights(self, metric: str) -> np.ndarray | None:
+        """[n] per-sample weights w with metric = sum(w * top-1 correct), for class-weighted metrics."""
+        if metric in CLASS_WEIGHTED and self.labels is not None and self.outcome("top1") is not None:
+            return class_weights(self.labels)
+        return None
+
+    def has(self, metric: str) -> bool:
+        return (self.weights(metric) if metric in CLASS_WEIGHTED else self.outcome(metric)) is not None
+
+    def value(self, metric: str) -> float:
+        """The metric recomputed from the samples (its definition in clipeval.metrics)."""
+        if metric in CLASS_WEIGHTED:
+            return float(np.sum(self.weights(metric) * self.outcome("top1")))
+        return float(np.mean(self.outcome(metric)))
 
     def to_json(self) -> dict[str, Any]:
-        bits = np.packbits(self.correct.astype(np.uint8))
-        return {
-            "ids_sha256": self.ids_sha256,
-            "n": int(len(self.correct)),
-            "top1_correct": base64.b64encode(bits.tobytes()).decode(),
-        }
+        out: dict[str, Any] = {"ids_sha256": self.ids_sha256, "n": self.n}
+        if self.labels is not None:
+            out["labels"] = _pack_ints(self.labels)
+        if self.topk is not None:
+            out["topk"] = _pack_ints(self.topk)
+        if self.correct:
+            out["correct"] = {metric: _pack_bits(bits) for metric, bits in self.correct.items()}
+        return out
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Outcomes:
-        bits = np.frombuffer(base64.b64decode(data["top1_correct"]), dtype=np.uint8)
-        return cls(data["ids_sha256"], np.unpackbits(bits)[: data["n"]].astype(bool))
+    def from_json(cls, data: dict[str, Any]) -> Samples:
+        """Format 2 (labels, topk, correct) or format 1 (``top1_correct`` bits only)."""
+        n = int(data["n"])
+        if "top1_correct" in data:  # format 1
+            return cls(data["ids_sha256"], n, correct={"top1": _unpack_bits(data["top1_correct"], n)})
+        labels = _unpack_ints(data["labels"]) if "labels" in data else None
+        topk = _unpack_ints(data["topk"]) if "topk" in data else None
+        correct = {m: _unpack_bits(v, n) for m, v in data.get("correct", {}).items()} or None
+        for name, array in (("labels", labels), ("topk", topk), *(correct or {}).items()):
+            if array is not None and len(array) != n:
+                raise ClipevalError(f"Golden samples: '{name}' has {len(array)} entries, not n = {n}.")
+        return cls(data["ids_sha256"], n, labels, topk, correct)
 
     @classmethod
-    def from_predictions(cls, path: Path) -> Outcomes:
-        frame = pd.read_parquet(path).sort_values("sample_id")
-        ids = "\n".join(frame.sample_id).encode()
-        correct = np.array([int(t[0]) == int(lab) for t, lab in zip(frame.topk, frame.label, strict=True)])
-        return cls(hashlib.sha256(ids).hexdigest(), correct)
+    def from_predictions(cls, path: Path) -> Samples:
+        """From a run's predictions parquet (sample_id, label, topk)."""
+        frame = pd.read_parquet(path).sort_values("sample_id", kind="stable")
+        labels = frame["label"].to_numpy().astype(np.int64)
+        topk = np.array(frame["topk"].tolist(), dtype=np.int64).reshape(len(frame), -1)
+        return cls(_ids_hash(frame["sample_id"]), len(frame), labels, topk)
+
+    @classmethod
+    def from_outcomes(cls, path: Path, column: str, metric: str) -> Samples | None:
+        """From an attack's outcomes parquet (sample_id, label, one bool column per outcome)."""
+        frame = pd.read_parquet(path)
+        if column not in frame.columns:
+            return None
+        frame = frame.sort_values("sample_id", kind="stable")
+        labels = frame["label"].to_numpy().astype(np.int64) if "label" in frame.columns else None
+        correct = {metric: frame[column].to_numpy().astype(bool)}
+        return cls(_ids_hash(frame["sample_id"]), len(frame), labels, correct=correct)
+
+
+def _ids_hash(ids: pd.Series) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
 def _key(task: str, dataset: str) -> str:
@@ -87,32 +246,111 @@ def load_run(path: Path) -> tuple[dict[str, Any], Path | None]:
     return json.loads(doc_path.read_text()), doc_path.parent
 
 
-def run_records(doc: dict[str, Any], run_dir: Path | None) -> dict[tuple[str, str], dict[str, Any]]:
-    """{(task/dataset, metric): record + its per-sample outcomes when the run saved them}."""
+def _attack_source(run_dir: Path, dataset: str, metric: str) -> tuple[Path, str] | None:
+    """(parquet, column) of an adversarial record's per-sample outcomes (clipeval.evaluators.adversarial)."""
+    if metric == "clean_top1":
+        base, column = dataset, "clean"
+    elif metric.startswith("robust_top1:") and "@" in dataset:
+        base, _, setting = dataset.rpartition("@")
+        eps = setting.partition("=")[2].split("/")[0]  # "linf=4/255" -> "4"
+        column = f"{metric.partition(':')[2]}@{eps}"
+    else:
+        return None
+    folder, _, name = base.rpartition("/")
+    return run_dir / "predictions" / folder / f"adversarial_{name}.parquet", column
+
+
+def _samples_for(run_dir: Path, record: dict[str, Any], cache: dict[Any, Samples | None]) -> Samples | None:
+    dataset, metric = record["dataset"], record["metric"]
+    pred = run_dir / "predictions" / f"{dataset}.parquet"
+    if metric in ("top1", "top5", *CLASS_WEIGHTED) and pred.is_file():
+        if pred not in cache:
+            cache[pred] = Samples.from_predictions(pred)
+        return cache[pred]
+    source = _attack_source(run_dir, dataset, metric)
+    if source is not None and source[0].is_file():
+        return Samples.from_outcomes(source[0], source[1], metric)
+    return None
+
+
+def _check_finite(value: Any, what: str) -> float:
+    """``value`` as a float; a ClipevalError naming ``what`` if it is not a finite number."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ClipevalError(
+            f"{what} is {value!r}, not a finite number: a NaN or infinite value would make every comparison "
+            "pass or fail silently. Fix the file (or rerun the evaluation that produced it)."
+        )
+    return float(value)
+
+
+def _check_numbers(obj: Any, where: str) -> None:
+    """Every float anywhere in ``obj`` (a parsed JSON document) is finite."""
+    if isinstance(obj, float):
+        _check_finite(obj, where)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_numbers(v, f"{where}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _check_numbers(v, f"{where}[{i}]")
+
+
+def run_records(
+    doc: dict[str, Any], run_dir: Path | None, origin: str = "run"
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """{(task/dataset, metric): record + its per-sample data ("samples") when the run saved them}.
+
+    Raises ClipevalError when a record's value or interval is not finite, or when the per-sample
+    data give another value than the record's.
+    """
     task = doc["task"]["name"]
     out = {}
+    cache: dict[Any, Samples | None] = {}
     for r in doc["records"]:
         key = _key(task, r["dataset"])
+        what = f"{origin}: record {key} {r['metric']}"
+        _check_finite(r.get("value"), f"{what}: value")
+        _check_numbers(r, what)
         entry = dict(r)
-        if r["metric"] == "top1" and run_dir is not None:
-            pred = run_dir / "predictions" / f"{r['dataset']}.parquet"
-            if pred.is_file():
-                entry["outcomes"] = Outcomes.from_predictions(pred)
+        samples = _samples_for(run_dir, r, cache) if run_dir is not None else None
+        if samples is not None and samples.has(r["metric"]):
+            _check_value(samples, r["metric"], r["value"], what)
+            entry["samples"] = samples
         out[(key, r["metric"])] = entry
     return out
 
 
+def _check_value(samples: Samples, metric: str, value: float, what: str) -> None:
+    recomputed = samples.value(metric)
+    if abs(recomputed - value) > VALUE_TOLERANCE:
+        raise ClipevalError(
+            f"{what}: the per-sample data give {recomputed:.6f}, the record says {value:.6f}. "
+            "The predictions and the results do not belong together: rerun the evaluation into an empty folder."
+        )
+
+
+def _samples_key(key: str, metric: str, samples: Samples) -> str:
+    """Golden ``samples`` key: the record key for predictions; ``key|metric`` for one outcome (an attack's),
+    whose samples may be a subset of the dataset's (an attack's ``limit``)."""
+    return f"{key}|{metric}" if samples.topk is None and samples.correct else key
+
+
 def record_golden(run: Path, out: Path) -> Path:
+    """Write a golden file (format 2) of a run's records and the per-sample data behind them."""
     doc, run_dir = load_run(run)
     records = []
-    samples = {}
+    samples: dict[str, dict[str, Any]] = {}
     for (key, metric), r in run_records(doc, run_dir).items():
         records.append({"key": key, "metric": metric, "value": r["value"], "n": r["n"], "ci": r["ci"]})
-        if "outcomes" in r:
-            samples[key] = r["outcomes"].to_json()
-    golden = {"kind": GOLDEN_KIND, "model": doc["model"], "task": doc["task"], "source": f"clipeval run {doc['created']}",
-              "clipeval_version": doc["clipeval_version"], "records": records, "samples": samples}  # fmt: skip
+        if "samples" in r:
+            samples[_samples_key(key, metric, r["samples"])] = r["samples"].to_json()
+    golden = {"kind": GOLDEN_KIND, "format_version": GOLDEN_FORMAT, "model": doc["model"], "task": doc["task"],
+              "source": f"clipeval run {doc['created']}", "clipeval_version": doc["clipeval_version"],
+              "records": records, "samples": samples}  # fmt: skip
     return atomic_write(Path(out), lambda f: f.write((json.dumps(golden, indent=1) + "\n").encode()))
+
+
+# ---------------------------------------------------------------- comparison
 
 
 @dataclass
@@ -125,52 +363,164 @@ class Row:
     verdict: str  # ok | regressed | improved
 
 
-def compare(
-    golden: dict[str, Any], candidates: list[Path], alpha: float, min_effect: float, tolerance: float
-) -> list[Row]:
+@dataclass(frozen=True)
+class Options:
+    """The decision rule's parameters (see the module docstring)."""
+
+    alpha: float = 0.05
+    min_effect: float = 0.005
+    tolerance: float = 0.01
+    resamples: int = 20000
+
+
+def _golden_records(golden: dict[str, Any]) -> list[dict[str, Any]]:
     if golden.get("kind") != GOLDEN_KIND:
         raise ClipevalError("Not a clipeval golden file (its 'kind' is not clipeval-golden).")
+    version = golden.get("format_version", 1)
+    if version not in (1, GOLDEN_FORMAT):
+        raise ClipevalError(f"Golden file format {version!r} is not one this clipeval reads (1 or {GOLDEN_FORMAT}).")
+    _check_numbers({k: v for k, v in golden.items() if k != "records"}, "golden file")
+    out = []
+    for i, ref in enumerate(golden.get("records") or []):
+        if not isinstance(ref, dict) or "metric" not in ref or not ("key" in ref or {"task", "dataset"} <= set(ref)):
+            raise ClipevalError(f"golden file: records[{i}] needs 'metric' and 'key' (or 'task' and 'dataset').")
+        key = ref.get("key") or _key(ref["task"], ref["dataset"])
+        what = f"golden file: record {key} {ref.get('metric')}"
+        _check_finite(ref.get("value"), f"{what}: value")
+        if "tolerance" in ref:
+            _check_tolerance(ref["tolerance"], f"{what}: tolerance")
+        _check_numbers(ref, what)
+        out.append(ref | {"key": key})
+    if "tolerance" in golden:
+        _check_tolerance(golden["tolerance"], "golden file: tolerance")
+    return out
+
+
+def _check_tolerance(value: Any, what: str) -> float:
+    value = _check_finite(value, what)
+    if value < 0:
+        raise ClipevalError(f"{what} is {value}: a tolerance is an allowed drop, at least 0.")
+    return value
+
+
+def compare(
+    golden: dict[str, Any],
+    candidates: list[Path],
+    alpha: float = 0.05,
+    min_effect: float = 0.005,
+    tolerance: float = 0.01,
+    resamples: int = 20000,
+) -> list[Row]:
+    """One Row per golden record, by the decision rule of the module docstring.
+
+    Raises ClipevalError (exit 2) for anything that would make a verdict meaningless.
+    """
+    opts = Options(alpha, min_effect, tolerance, resamples)
+    _check_options(opts)
+    refs = _golden_records(golden)
     cand: dict[tuple[str, str], dict[str, Any]] = {}
     for path in candidates:
-        cand |= run_records(*load_run(path))
-    samples = {k: Outcomes.from_json(v) for k, v in golden.get("samples", {}).items()}
+        cand |= run_records(*load_run(path), origin=f"candidate {path}")
+    samples = {k: Samples.from_json(v) for k, v in golden.get("samples", {}).items()}
+    unpaired: dict[str, list[str]] = {"golden file": [], "candidate": []}
     rows = []
-    for ref in golden["records"]:
-        key = ref.get("key") or _key(ref["task"], ref["dataset"])
-        metric = ref["metric"]
+    for ref in refs:
+        key, metric = ref["key"], ref["metric"]
         if (key, metric) not in cand:
             have = sorted({k for k, _ in cand})
+            hint = (
+                " The old 'average' effective robustness was the mean of the per-shift values; it is now "
+                "'mean_of_per_shift_er', and the headline is 'average_over_shifts' (the CLIP paper's method): "
+                "record the golden file again."
+                if metric == "effective_robustness" and key.endswith("/average")
+                else ""
+            )
             raise ClipevalError(
-                f"The candidate run(s) have no {metric} on '{key}' (they have: {', '.join(have[:12])})."
+                f"The candidate run(s) have no {metric} on '{key}' (they have: {', '.join(have[:12])}).{hint}"
             )
         got = cand[(key, metric)]
-        sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-        change = sign * (got["value"] - ref["value"])
-        if metric == "top1" and key in samples and "outcomes" in got:
-            rows.append(_paired(key, ref["value"], got, samples[key], alpha, min_effect))
+        ref_samples = samples.get(f"{key}|{metric}", samples.get(key))
+        ref_has = ref_samples is not None and ref_samples.has(metric)
+        if ref_has:
+            _check_value(ref_samples, metric, ref["value"], f"golden file: record {key} {metric}")
+        if ref_has and "samples" in got:
+            rows.append(_paired(key, metric, ref["value"], got, ref_samples, opts))
             continue
-        tol = ref.get("tolerance", golden.get("tolerance", tolerance))
-        lo, hi = got.get("ci", [got["value"], got["value"]])
-        verdict = "regressed" if change < -tol else ("improved" if change > tol else "ok")
-        rows.append(
-            Row(key, metric, ref["value"], got["value"], f"tolerance {tol:g}, 95% [{lo:.4f}, {hi:.4f}]", verdict)
-        )
+        if ref_has or (ref_samples is not None and "samples" in got):  # one side has per-sample data
+            unpaired["candidate" if ref_has else "golden file"].append(f"{key} {metric}")
+        rows.append(_by_tolerance(key, metric, ref, got, golden, opts))
+    for side, which in unpaired.items():
+        if which:
+            log.warning(
+                "The %s has no per-sample data for %s, so these use the fixed tolerance instead of a paired test: %s.",
+                side,
+                ", ".join(which),
+                "record the golden file again (clipeval check record; format 1 stored top-1 only)"
+                if side == "golden file"
+                else "keep the candidate run's predictions/ folder",
+            )
     return rows
 
 
-def _paired(key: str, reference: float, got: dict[str, Any], ref: Outcomes, alpha: float, min_effect: float) -> Row:
-    outcomes: Outcomes = got["outcomes"]
-    if outcomes.ids_sha256 != ref.ids_sha256 or len(outcomes.correct) != len(ref.correct):
+def _check_options(opts: Options) -> None:
+    _check_finite(opts.alpha, "--alpha")
+    _check_finite(opts.min_effect, "--min-effect")
+    _check_tolerance(opts.tolerance, "--tolerance")
+    if not 0 < opts.alpha < 1:
+        raise ClipevalError(f"--alpha is {opts.alpha}: a significance level lies strictly between 0 and 1.")
+    if not 0 <= opts.min_effect < 1:
+        raise ClipevalError(f"--min-effect is {opts.min_effect}: a drop in a fraction, from 0 up to (not) 1.")
+    if opts.resamples < 1000:
+        raise ClipevalError(f"--resamples is {opts.resamples}: use at least 1000 for a stable p-value.")
+
+
+def _by_tolerance(
+    key: str, metric: str, ref: dict[str, Any], got: dict[str, Any], golden: dict[str, Any], opts: Options
+) -> Row:
+    if ref.get("n") is not None and got.get("n") is not None and int(ref["n"]) != int(got["n"]):
+        raise ClipevalError(
+            f"'{key}' {metric}: the golden value is on n = {ref['n']} samples, the candidate's on n = {got['n']}: "
+            "compare like with like (same data, no runtime.limit)."
+        )
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    change = sign * (got["value"] - ref["value"])
+    tol = ref.get("tolerance", golden.get("tolerance", opts.tolerance))
+    lo, hi = got.get("ci", [got["value"], got["value"]])
+    verdict = "regressed" if change < -tol else ("improved" if change > tol else "ok")
+    return Row(key, metric, ref["value"], got["value"], f"tolerance {tol:g}, 95% [{lo:.4f}, {hi:.4f}]", verdict)
+
+
+def _paired(key: str, metric: str, reference: float, got: dict[str, Any], ref: Samples, opts: Options) -> Row:
+    cand: Samples = got["samples"]
+    if cand.ids_sha256 != ref.ids_sha256 or cand.n != ref.n:
         raise ClipevalError(
             f"'{key}' was evaluated on a different set of samples than the golden file "
-            f"({len(outcomes.correct)} vs {len(ref.correct)} samples, or other ids): compare like with like "
+            f"({cand.n} vs {ref.n} samples, or other ids): compare like with like "
             "(same data, same runtime.limit)."
         )
-    b, c, p = mcnemar_exact(ref.correct, outcomes.correct)
+    if ref.labels is not None and cand.labels is not None and not np.array_equal(ref.labels, cand.labels):
+        changed = int(np.sum(ref.labels != cand.labels))
+        raise ClipevalError(
+            f"'{key}': {changed} of the same samples have other labels than in the golden file: "
+            "the data (or its class list) changed; compare like with like."
+        )
+    test = _paired_test(metric, ref, cand, opts)
+    p, evidence = test
     change = got["value"] - reference
-    significant = p < alpha and abs(change) >= min_effect
+    significant = p < opts.alpha and abs(change) >= opts.min_effect
     verdict = ("regressed" if change < 0 else "improved") if significant else "ok"
-    return Row(key, "top1", reference, got["value"], f"McNemar p={p:.3g} ({b} lost, {c} gained)", verdict)
+    return Row(key, metric, reference, got["value"], evidence, verdict)
+
+
+def _paired_test(metric: str, ref: Samples, cand: Samples, opts: Options) -> tuple[float, str]:
+    """(p, evidence) of the metric's paired test."""
+    if metric in CLASS_WEIGHTED:
+        weights = ref.weights(metric) if ref.labels is not None else cand.weights(metric)
+        p, m, how = paired_permutation_test(ref.outcome("top1"), cand.outcome("top1"), weights, opts.resamples)
+        draws = "all swaps" if how == "exact" else f"{opts.resamples} random swaps, seed {PERMUTATION_SEED}"
+        return p, f"paired permutation p={p:.3g} ({m} discordant samples, by class; {draws})"
+    b, c, p = mcnemar_exact(ref.outcome(metric), cand.outcome(metric))
+    return p, f"McNemar p={p:.3g} ({b} lost, {c} gained)"
 
 
 def format_rows(rows: list[Row]) -> str:
@@ -190,6 +540,20 @@ def format_rows(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def _finite_float(low: float, high: float, low_open: bool) -> Callable[[str], float]:
+    """An argparse type: a finite float in the range (argparse turns a ValueError into exit 2)."""
+
+    def parse(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value) or value < low or (low_open and value == low) or value >= high:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a finite number in {'(' if low_open else '['}{low}, {high})"
+            )
+        return value
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="clipeval check", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -199,10 +563,16 @@ def main(argv: list[str] | None = None) -> None:
     cmp = sub.add_parser("compare", help="check candidate run(s) against a golden file")
     cmp.add_argument("runs", type=Path, nargs="+")
     cmp.add_argument("--golden", type=Path, required=True)
-    cmp.add_argument("--alpha", type=float, default=0.05, help="significance level of McNemar's test")
-    cmp.add_argument("--min-effect", type=float, default=0.005, help="smallest drop in top-1 that counts (fraction)")
-    cmp.add_argument("--tolerance", type=float, default=0.01, help="allowed drop without per-sample data (fraction)")
+    cmp.add_argument(
+        "--alpha", type=_finite_float(0, 1, True), default=0.05, help="significance level of the paired tests"
+    )
+    cmp.add_argument("--min-effect", type=_finite_float(0, 1, False), default=0.005,
+                     help="smallest significant drop that counts as a regression (fraction)")  # fmt: skip
+    cmp.add_argument("--tolerance", type=_finite_float(0, math.inf, False), default=0.01,
+                     help="allowed drop for records without per-sample data on both sides")  # fmt: skip
+    cmp.add_argument("--resamples", type=int, default=20000, help="random swaps of the permutation test")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         if args.command == "record":
             print("wrote", record_golden(args.run, args.out))
@@ -211,7 +581,8 @@ def main(argv: list[str] | None = None) -> None:
             raise ClipevalError(
                 f"Golden file {args.golden} does not exist. Make one with: clipeval check record RUN --out FILE"
             )
-        rows = compare(json.loads(args.golden.read_text()), args.runs, args.alpha, args.min_effect, args.tolerance)
+        golden = json.loads(args.golden.read_text())
+        rows = compare(golden, args.runs, args.alpha, args.min_effect, args.tolerance, args.resamples)
     except (ClipevalError, OSError, json.JSONDecodeError) as exc:
         print(f"clipeval check: error: {exc}", file=sys.stderr)
         raise SystemExit(USAGE_EXIT_CODE) from None

@@ -99,8 +99,9 @@ def scatter_grid_figure(report: RobustnessReport, model: str):
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     axes.flat[0].legend(loc="upper left", fontsize=7)
-    mean, _ = report.average_effective_robustness
-    fig.suptitle(f"Effective robustness of {model}: {100 * mean:+.1f} pp on average over {n} shifts (logit axes)")
+    label, value, (lo, hi) = report.headline
+    fig.suptitle(f"Effective robustness of {model}: {label} {100 * value:+.1f} pp [{100 * lo:+.1f}, {100 * hi:+.1f}] "
+                 f"({n} shifts; logit axes)")  # fmt: skip
     fig.tight_layout()
     return fig
 
@@ -138,26 +139,38 @@ def paired_bars(report: RobustnessReport, model: str, path: Path) -> Path:
 
 def average_panel(report: RobustnessReport, model: str, path: Path) -> Path:
     """The CLIP paper's Figure 13 (left): mean accuracy over the shifts against in-distribution accuracy."""
+    return save(average_panel_figure(report, model), path)
+
+
+def average_panel_figure(report: RobustnessReport, model: str):
+    """Baselines' (in-distribution, mean over shifts), their fit and bootstrap band, y = x, and the model
+    with its intervals, annotated with the report's headline effective robustness (``report.average``)."""
     avg = report.average
     if avg is None:
         raise ValueError("these baselines give no average over shifts")
     fig, ax = plt.subplots(figsize=(5.6, 4.8))
-    limits = _limits(np.concatenate([avg.baselines["id"], avg.baselines["shift"], [avg.id_top1, avg.mean_top1]]))
+    (x_lo, x_hi), (y_lo, y_hi) = avg.in_distribution.ci, avg.mean_top1_ci
+    limits = _limits(np.concatenate([avg.baselines["id"], avg.baselines["shift"], [x_lo, x_hi, y_lo, y_hi]]))
     grid = np.linspace(*limits, 200)
-    ax.scatter(
-        avg.baselines["id"], avg.baselines["shift"], s=16, color="0.55", label=f"baseline models ({len(avg.baselines)})"
-    )
-    ax.plot(grid, avg.fit.predict(grid), color="0.25", lw=1.2, label="baseline fit (logit-linear)")
-    ax.plot(grid, grid, ls="--", color="0.7", lw=1, label="y = x")
-    ax.scatter([avg.id_top1], [avg.mean_top1], marker="*", s=170, color=MODEL_COLOR, zorder=4, label=model)
-    ax.annotate(f"{100 * (avg.mean_top1 - avg.prediction):+.1f} pp", (avg.id_top1, avg.mean_top1), xytext=(-10, 10),
-                textcoords="offset points", ha="right", color=MODEL_COLOR)  # fmt: skip
+    lo, hi = band(avg.fits, grid)
+    ax.fill_between(grid, lo, hi, color="0.5", alpha=0.2, lw=0, label="fit, 95% bootstrap band", zorder=1)
+    ax.scatter(avg.baselines["id"], avg.baselines["shift"], s=16, color="0.55",
+               label=f"baseline models ({len(avg.baselines)})", zorder=2)  # fmt: skip
+    ax.plot(grid, avg.fit.predict(grid), color="0.25", lw=1.2, label="baseline fit (logit-linear)", zorder=2)
+    ax.plot(grid, grid, ls="--", color="0.7", lw=1, label="y = x", zorder=0)
+    ax.errorbar(avg.id_top1, avg.mean_top1, xerr=[[avg.id_top1 - x_lo], [x_hi - avg.id_top1]],
+                yerr=[[avg.mean_top1 - y_lo], [y_hi - avg.mean_top1]], fmt="*", ms=13, color=MODEL_COLOR,
+                capsize=2, label=model, zorder=4)  # fmt: skip
+    er, (e_lo, e_hi) = avg.effective_robustness, avg.effective_robustness_ci
+    ax.annotate(f"ER {100 * er:+.1f} pp [{100 * e_lo:+.1f}, {100 * e_hi:+.1f}]", (avg.id_top1, avg.mean_top1),
+                xytext=(-10, 10), textcoords="offset points", ha="right", color=MODEL_COLOR)  # fmt: skip
     logit_axes(ax, limits)
-    ax.set_xlabel("in-distribution top-1")
-    ax.set_ylabel(f"mean top-1 over {len(report.shifts)} shifts")
+    ax.set_title(f"average over {len(avg.shifts)} shifts")
+    ax.set_xlabel(f"in-distribution top-1 ({', '.join(avg.in_distribution.datasets)})")
+    ax.set_ylabel(f"mean top-1 over {len(avg.shifts)} shifts")
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    return save(fig, path)
+    return fig
 
 
 def few_shot_curve(ks, means, stds, zero_shot: float, match: float | None, model: str, path: Path) -> Path:

@@ -27,7 +27,7 @@ from clipeval.baselines import TableBaselines
 from clipeval.errors import USAGE_EXIT_CODE, ClipevalError
 from clipeval.paths import conf_dir
 from clipeval.robustness import bootstrap_fits, fit_baselines
-from clipeval.robustness_report import AverageResult, RobustnessReport, Setting, ShiftResult, format_report
+from clipeval.robustness_report import RobustnessReport, Setting, ShiftResult, average_result, format_report
 
 # Columns of the paper's table (published/clip_paper_fig13_table16.csv) -> testbed columns
 PAPER_TO_TESTBED = {
@@ -74,14 +74,9 @@ def testbed_report(baselines: TableBaselines, model: str, sizes: dict[str, int])
         ident = _setting(f"{shift} in_distribution", spec["x"], row[spec["x"]], sizes)
         results.append(ShiftResult(_setting(shift, spec["y"], row[spec["y"]], sizes), ident, pts, fit,
                                    bootstrap_fits(pts["id"].to_numpy(), pts["shift"].to_numpy())))  # fmt: skip
-    headline = _setting("in_distribution", "val", row["val"], sizes)
-    avg = baselines.average_points().drop(index=model, errors="ignore")
-    average = AverageResult(
-        headline.top1,
-        float(np.mean([r.shift.top1 for r in results])),
-        avg,
-        fit_baselines(avg["id"].to_numpy(), avg["shift"].to_numpy(), list(avg.index)),
-    )
+    headline = _setting("in_distribution", baselines.in_distribution, row[baselines.in_distribution], sizes)
+    points = baselines.average_points().drop(index=model, errors="ignore")
+    average = average_result(headline, [r.shift for r in results], points)
     return RobustnessReport(headline, results, baselines.label, average)
 
 
@@ -93,10 +88,13 @@ def figure13(baselines: TableBaselines, published: str, path: Path) -> Path:
     from clipeval.figures import logit_axes, save
 
     paper = pd.read_csv(published).set_index("model")
-    standard = baselines.table.loc[baselines.models()]
     shifts = list(PAPER_TO_TESTBED)
-    avg = standard[[PAPER_TO_TESTBED[s] for s in shifts]].mean(axis=1, skipna=False)
-    pts = pd.DataFrame({"id": standard["val"], "avg": avg}).dropna()
+    columns = {spec["y"] for spec in baselines.shifts.values()}
+    if columns != set(PAPER_TO_TESTBED.values()) or baselines.in_distribution != "val":
+        raise ClipevalError(
+            f"figure13 needs the baselines' shifts to be the paper's five ({sorted(PAPER_TO_TESTBED.values())})."
+        )
+    pts = baselines.average_points().rename(columns={"shift": "avg"})  # the same line as every report's average
     fit = fit_baselines(pts["id"].to_numpy(), pts["avg"].to_numpy(), list(pts.index))
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.2), gridspec_kw={"width_ratios": [1, 1.15]})
     grid = np.linspace(0.5, 0.9, 100)
@@ -176,9 +174,13 @@ def main(argv: list[str] | None = None) -> None:
                 print(
                     f"fit {s.shift.name:<16} slope {s.fit.slope:.6f}  intercept {s.fit.intercept:.6f}  ({s.fit.n_models} models)"
                 )
-            from clipeval.figures import scatter_grid
+            avg = report.average
+            print(f"fit {'average over shifts':<16} slope {avg.fit.slope:.6f}  intercept {avg.fit.intercept:.6f}  "
+                  f"({avg.fit.n_models} models)")  # fmt: skip
+            from clipeval.figures import average_panel, scatter_grid
 
             print("figure:", scatter_grid(report, args.model, args.out / f"effective_robustness_{args.model}.png"))
+            print("figure:", average_panel(report, args.model, args.out / f"average_over_shifts_{args.model}.png"))
         else:
             print("figure:", figure13(baselines, args.published, args.out / f"clip_figure13.{args.format}"))
     except (ClipevalError, OSError) as exc:

@@ -9,6 +9,17 @@ class-subset shifts both sides use the in-distribution setting on the same class
 The interval on effective robustness combines, conservatively, the shift accuracy's
 Clopper–Pearson interval with the band of the prediction over the in-distribution accuracy's
 interval: [shift_lo - pred_hi, shift_hi - pred_lo].
+
+The headline, "average over shifts", is the CLIP paper's (Radford et al. 2021, Figure 13 left):
+the baselines' mean accuracy over the shifts is fitted on logit axes against their accuracy on
+the in-distribution set (ImageNet val, not the class-subset columns), and the model's effective
+robustness is its own mean over the same shifts minus that fit at its in-distribution accuracy.
+Its interval is built as a shift's: the mean of the shifts' Clopper–Pearson interval ends for
+the model's mean (conservative: it holds whenever every shift's interval does), the percentile
+bootstrap over baseline models of the average fit, read over the in-distribution interval.
+The mean of the per-shift effective robustness values is a different number (each shift has
+its own line and, for class subsets, its own x); it is reported too, labelled "mean of
+per-shift ER", never as the average.
 """
 
 from __future__ import annotations
@@ -96,14 +107,73 @@ class ShiftResult:
 class AverageResult:
     """The mean over shifts against the in-distribution accuracy (the CLIP paper's Figure 13, left)."""
 
-    id_top1: float
-    mean_top1: float
-    baselines: pd.DataFrame  # index model, columns id, shift (= the model's mean over shifts)
+    in_distribution: Setting  # the headline in-distribution set (ImageNet val), the x of every model
+    shifts: list[Setting]  # the model's shifts, averaged with equal weight
+    baselines: pd.DataFrame  # index model, columns id, shift (= the baseline's mean over the same shifts)
     fit: LogitFit
+    fits: np.ndarray  # bootstrap (slope, intercept) pairs of the average fit
+
+    @property
+    def id_top1(self) -> float:
+        return self.in_distribution.top1
+
+    @property
+    def mean_top1(self) -> float:
+        """The model's mean top-1 over the shifts (fraction)."""
+        return float(np.mean([s.top1 for s in self.shifts]))
+
+    @property
+    def mean_top1_ci(self) -> tuple[float, float]:
+        """Mean of the shifts' Clopper–Pearson ends: holds whenever every shift's interval holds."""
+        cis = np.array([s.ci for s in self.shifts])
+        return float(cis[:, 0].mean()), float(cis[:, 1].mean())
 
     @property
     def prediction(self) -> float:
         return float(self.fit.predict(self.id_top1))
+
+    @property
+    def prediction_interval(self) -> tuple[float, float]:
+        lows, highs = band(self.fits, np.array(self.in_distribution.ci))
+        return float(min(lows)), float(max(highs))
+
+    @property
+    def effective_robustness(self) -> float:
+        return effective_robustness(self.fit, self.id_top1, self.mean_top1)
+
+    @property
+    def effective_robustness_ci(self) -> tuple[float, float]:
+        (m_lo, m_hi), (p_lo, p_hi) = self.mean_top1_ci, self.prediction_interval
+        return m_lo - p_hi, m_hi - p_lo
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": AVERAGE_METHOD,
+            "shifts": [s.name for s in self.shifts],
+            "top1": self.mean_top1,
+            "top1_ci": list(self.mean_top1_ci),
+            "in_distribution": {"datasets": self.in_distribution.datasets, "top1": self.id_top1,
+                                "n": self.in_distribution.n, "ci": list(self.in_distribution.ci)},
+            "baseline_prediction": self.prediction,
+            "baseline_prediction_ci": list(self.prediction_interval),
+            "effective_robustness": self.effective_robustness,
+            "effective_robustness_ci": list(self.effective_robustness_ci),
+            "fit": {"slope": self.fit.slope, "intercept": self.fit.intercept, "n_models": self.fit.n_models},
+        }  # fmt: skip
+
+
+AVERAGE_METHOD = (
+    "CLIP paper Figure 13: the model's mean top-1 over the shifts minus the logit-linear fit of the baselines' "
+    "mean over the same shifts against their in-distribution top-1"
+)
+AVERAGE = "average_over_shifts"  # record dataset of the headline
+MEAN_OF_SHIFTS = "mean_of_per_shift_er"  # record dataset of the mean of the per-shift values
+
+
+def average_result(in_distribution: Setting, shifts: list[Setting], points: pd.DataFrame) -> AverageResult:
+    """The paper's average: ``points`` are the baselines' (id, mean over the same shifts), one row per model."""
+    x, y = points["id"].to_numpy(), points["shift"].to_numpy()
+    return AverageResult(in_distribution, shifts, points, fit_baselines(x, y, list(points.index)), bootstrap_fits(x, y))
 
 
 @dataclass
@@ -111,42 +181,49 @@ class RobustnessReport:
     in_distribution: Setting
     shifts: list[ShiftResult]
     baselines_label: str
-    average: AverageResult | None = None
+    average: AverageResult | None = None  # None when the baselines give no average over shifts
 
     @property
-    def average_effective_robustness(self) -> tuple[float, tuple[float, float]]:
-        """Mean over shifts (as the CLIP paper's Figure 13), with the mean of the interval ends."""
+    def mean_of_shift_effective_robustness(self) -> tuple[float, tuple[float, float]]:
+        """The plain mean of the per-shift values, with the mean of their interval ends (not the headline)."""
         ers = [s.effective_robustness for s in self.shifts]
         cis = np.array([s.effective_robustness_ci for s in self.shifts])
         return float(np.mean(ers)), (float(cis[:, 0].mean()), float(cis[:, 1].mean()))
 
+    @property
+    def headline(self) -> tuple[str, float, tuple[float, float]]:
+        """(label, value, interval) of the number to quote: the paper's average when there is one."""
+        if self.average is not None:
+            return "average over shifts", self.average.effective_robustness, self.average.effective_robustness_ci
+        return "mean of per-shift ER", *self.mean_of_shift_effective_robustness
+
     def records(self) -> list[Record]:
+        n = sum(s.shift.n for s in self.shifts)
         out = [
             Record(s.shift.name, "effective_robustness", s.effective_robustness, s.shift.n, s.effective_robustness_ci,
                    "clopper-pearson+bootstrap-band")
             for s in self.shifts
         ]  # fmt: skip
-        mean, ci = self.average_effective_robustness
-        out.append(
-            Record("average", "effective_robustness", mean, sum(s.shift.n for s in self.shifts), ci, "mean-of-shifts")
-        )
+        if self.average is not None:
+            avg = self.average
+            out.append(Record(AVERAGE, "effective_robustness", avg.effective_robustness, n,
+                              avg.effective_robustness_ci, "fit-to-mean-over-shifts"))  # fmt: skip
+        mean, ci = self.mean_of_shift_effective_robustness
+        out.append(Record(MEAN_OF_SHIFTS, "effective_robustness", mean, n, ci, "mean-of-per-shift-values"))
         return out
 
     def to_json(self) -> dict[str, Any]:
-        mean, ci = self.average_effective_robustness
+        mean, ci = self.mean_of_shift_effective_robustness
+        label, value, interval = self.headline
         out = {
             "baselines": self.baselines_label,
             "shifts": [s.to_json() for s in self.shifts],
-            "average_effective_robustness": mean,
-            "average_effective_robustness_ci": list(ci),
+            "headline": {"label": label, "effective_robustness": value, "effective_robustness_ci": list(interval)},
+            "mean_of_per_shift_effective_robustness": mean,
+            "mean_of_per_shift_effective_robustness_ci": list(ci),
         }
         if self.average is not None:
-            out["average_over_shifts"] = {
-                "top1": self.average.mean_top1,
-                "baseline_prediction": self.average.prediction,
-                "fit": {"slope": self.average.fit.slope, "intercept": self.average.fit.intercept,
-                        "n_models": self.average.fit.n_models},
-            }  # fmt: skip
+            out[AVERAGE] = self.average.to_json()
         return out
 
 
@@ -199,13 +276,7 @@ def build_report(cfg: DictConfig, records: list[Record], tasks: dict[str, Task],
         results.append(ShiftResult(_setting(name, spec["datasets"], tasks, top1), id_setting, pts, fit, fits))
     average = None
     if hasattr(baselines, "average_points"):
-        avg = baselines.average_points(sources)
-        average = AverageResult(
-            headline.top1,
-            float(np.mean([r.shift.top1 for r in results])),
-            avg,
-            fit_baselines(avg["id"].to_numpy(), avg["shift"].to_numpy(), list(avg.index)),
-        )
+        average = average_result(headline, [r.shift for r in results], baselines.average_points(sources))
     return RobustnessReport(headline, results, getattr(baselines, "label", type(baselines).__name__), average)
 
 
@@ -226,8 +297,23 @@ def format_report(report: RobustnessReport, model: str, title: str) -> str:
             line += f"  {result.in_distribution.top1:8.3f}  {result.prediction:6.3f} [{p_lo:.3f}, {p_hi:.3f}]"
             line += f"  {pct(result.effective_robustness):>6} [{pct(e_lo)}, {pct(e_hi)}]"
         lines.append(line)
-    mean, (m_lo, m_hi) = report.average_effective_robustness
+    pp = lambda lo, hi: f"[{pct(lo)}, {pct(hi)}]"  # noqa: E731
+    avg = report.average
+    if avg is not None:
+        (lo, hi), (p_lo, p_hi) = avg.mean_top1_ci, avg.prediction_interval
+        lines.append(
+            f"{'average over shifts':<20} {avg.mean_top1:6.3f}  [{lo:.3f}, {hi:.3f}] {'':>6}  {avg.id_top1:8.3f}"
+            f"  {avg.prediction:6.3f} [{p_lo:.3f}, {p_hi:.3f}]  {pct(avg.effective_robustness):>6} {pp(*avg.effective_robustness_ci)}"
+        )
+    mean, (m_lo, m_hi) = report.mean_of_shift_effective_robustness
     lines.append(
-        f"{'average over shifts':<20} {'':>6}  {'':<16} {'':>6}  {'':>8}  {'':>20}  {pct(mean):>6} [{pct(m_lo)}, {pct(m_hi)}]"
+        f"{'mean of per-shift ER':<20} {'':>6}  {'':<16} {'':>6}  {'':>8}  {'':>20}  {pct(mean):>6} {pp(m_lo, m_hi)}"
     )
+    if avg is not None:
+        lines.append(
+            f"Headline: average over shifts (CLIP paper Figure 13), the mean top-1 over the {len(avg.shifts)} shifts "
+            f"minus the fit of the {avg.fit.n_models} baselines' mean against their in-distribution top-1 "
+            f"({', '.join(avg.in_distribution.datasets)}); "
+            "mean of per-shift ER: the plain mean of the rows above."
+        )
     return "\n".join(lines)

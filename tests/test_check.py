@@ -10,7 +10,7 @@ import torch
 from conftest import run_in_process
 from safetensors.torch import load_file, save_file
 
-from clipeval.check import Outcomes, main, mcnemar_exact
+from clipeval.check import Samples, main, mcnemar_exact
 from clipeval.paths import asset
 
 
@@ -39,9 +39,10 @@ def test_mcnemar_against_a_hand_computed_case():
 
 
 def test_outcomes_survive_the_golden_file():
-    outcomes = Outcomes("abc", np.array([True, False, True, True, False, False, True, False, True]))
-    again = Outcomes.from_json(json.loads(json.dumps(outcomes.to_json())))
-    assert again.ids_sha256 == "abc" and np.array_equal(again.correct, outcomes.correct)
+    bits = np.array([True, False, True, True, False, False, True, False, True])
+    outcomes = Samples("abc", len(bits), correct={"clean_top1": bits})
+    again = Samples.from_json(json.loads(json.dumps(outcomes.to_json())))
+    assert again.ids_sha256 == "abc" and np.array_equal(again.outcome("clean_top1"), bits)
 
 
 def test_the_same_checkpoint_evaluated_again_passes(golden, tmp_path, capsys):
@@ -49,6 +50,9 @@ def test_the_same_checkpoint_evaluated_again_passes(golden, tmp_path, capsys):
     assert check("compare", "--golden", str(golden), str(tmp_path / "again")) == 0
     out = capsys.readouterr().out
     assert "McNemar p=1 (0 lost, 0 gained)" in out and "0 regressed" in out
+    assert "paired permutation p=1 (0 discordant samples" in out  # mean per-class recall, paired too
+    assert "tolerance" not in out  # every metric of a zero-shot run has per-sample outcomes
+    assert json.loads(golden.read_text())["format_version"] == 2
 
 
 def test_a_degraded_checkpoint_fails_and_names_the_rows(golden, tmp_path, capsys):

@@ -128,16 +128,20 @@ def test_default_run_is_the_digits_suite_with_effective_robustness(tmp_path):
         assert lo < row["effective_robustness"] < hi
         assert row["fit"]["n_models"] >= 15
         assert row["in_distribution"]["datasets"] == ["digits/test"]
-    assert report["average_effective_robustness"] == pytest.approx(
+    assert report["mean_of_per_shift_effective_robustness"] == pytest.approx(
         np.mean([r["effective_robustness"] for r in rows.values()])
     )
     er = {r["dataset"]: r for r in doc["records"] if r["metric"] == "effective_robustness"}
-    assert er.keys() == {"renditions", "sketch", "rotated", "corruptions", "average"}
+    shifts = {"renditions", "sketch", "rotated", "corruptions"}
+    assert er.keys() == shifts | {"average_over_shifts", "mean_of_per_shift_er"}
     for figure in ("effective_robustness.png", "effective_robustness_bars.png", "average_over_shifts.png"):
         assert (tmp_path / "run" / figure).stat().st_size > 20_000, figure
     average = report["average_over_shifts"]
     assert average["top1"] == pytest.approx(np.mean([r["top1"] for r in rows.values()]))
     assert average["fit"]["n_models"] >= 15
+    assert average["effective_robustness"] == pytest.approx(average["top1"] - average["baseline_prediction"])
+    headline = report["headline"]["effective_robustness"]
+    assert er["average_over_shifts"]["value"] == average["effective_robustness"] == headline
     assert (tmp_path / "run" / "predictions" / "digits_sketch" / "sketch.parquet").is_file()
     json.dumps(doc)  # the whole document is JSON
 

@@ -15,8 +15,11 @@ from clipeval.baselines import TableBaselines, read_model_types, read_table
 from clipeval.figures import scatter_grid_figure
 from clipeval.report import main as report_main
 
-TESTBED = Path(__file__).parents[2] / "shared" / "data" / "imagenet_testbed"
-PUBLISHED = Path(__file__).parents[2] / "shared" / "data" / "published"
+# ../shared/data from the checkout (or from a worktree one level further down)
+DATA = next((p / "shared" / "data" for p in Path(__file__).resolve().parents[2:4] if (p / "shared" / "data").is_dir()),
+            Path(__file__).parents[2] / "shared" / "data")  # fmt: skip
+TESTBED = DATA / "imagenet_testbed"
+PUBLISHED = DATA / "published"
 needs_testbed = pytest.mark.skipif(
     not (TESTBED / "robustness_top1s.csv").is_file(), reason="../shared/data is not here"
 )
@@ -86,7 +89,7 @@ def test_effective_robustness_of_the_testbeds_zero_shot_clip(report):
         lo, hi = result.effective_robustness_ci
         assert lo < result.effective_robustness < hi and hi - lo < 0.06
         assert result.effective_robustness > 0.05  # zero-shot CLIP is effectively robust on every shift
-    mean, _ = report.average_effective_robustness
+    mean, _ = report.mean_of_shift_effective_robustness
     assert mean == pytest.approx(sum(s.effective_robustness for s in report.shifts) / 5)
 
 
@@ -178,7 +181,7 @@ def test_store_report_collects_runs_into_markdown_and_html(tmp_path):
     md = (tmp_path / "out" / "report.md").read_text()
     page = (tmp_path / "out" / "report.html").read_text()
     assert "## digits_shifts (v1) · tiny_digits" in md
-    assert "| digits/test | top1 |" in md and "| average |" in md
+    assert "| digits/test | top1 |" in md and "| average over shifts |" in md and "| mean of per-shift ER |" in md
     assert "| digits_probe/few-shot:test | k_matching_zero_shot | 1.00 |" in md  # a count, not 100%
     assert "](../run/effective_robustness.png)" in md  # links relative to the report
     figures = sorted(p.name for p in (tmp_path / "run").glob("*.png"))

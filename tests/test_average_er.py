@@ -1,0 +1,144 @@
+"""The headline "average over shifts" effective robustness is the CLIP paper's (Figure 13, left), computed
+independently here, and the table, figure, JSON, records and store report all show that one number."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+from clipeval import report as reporting
+from clipeval.baselines import TableBaselines
+from clipeval.figures import average_panel_figure, scatter_grid_figure
+from clipeval.report import main as report_main
+from clipeval.robustness_report import format_report
+from clipeval.store_report import run_section
+
+DATA = next((p / "shared" / "data" for p in Path(__file__).resolve().parents[2:4] if (p / "shared" / "data").is_dir()),
+            Path(__file__).parents[2] / "shared" / "data")  # fmt: skip
+TESTBED = DATA / "imagenet_testbed"
+PUBLISHED = DATA / "published"
+needs_testbed = pytest.mark.skipif(
+    not (TESTBED / "robustness_top1s.csv").is_file(), reason="../shared/data is not here"
+)
+MODEL = "vit_b_32_clip_zeroshot"
+# the shift columns of conf/baselines/testbed.yaml, restated; the x of the average is ImageNet val
+SHIFTS = ["imagenetv2-matched-frequency", "imagenet-sketch", "objectnet-1.0-beta", "imagenet-r", "imagenet-a"]
+
+
+def logit(p):
+    return np.log(p / (1 - p))
+
+
+def papers_average_er(model: str) -> tuple[float, int]:
+    """CLIP paper Figure 13 (left), with pandas and numpy only: fit logit(mean over the shifts) against
+    logit(val) over the standard models (no aws / batch64) that have every shift, and read it off."""
+    table = pd.read_csv(TESTBED / "robustness_top1s.csv").set_index("model") / 100
+    types = pd.read_csv(TESTBED / "model_types.csv").set_index("model")["model_type"]
+    standard = [m for m in table.index if types.get(m) == "STANDARD" and "aws" not in m and "batch64" not in m]
+    rows = table.loc[standard, ["val", *SHIFTS]].dropna()
+    x, y = rows["val"], rows[SHIFTS].mean(axis=1)
+    inside = (x > 0) & (x < 1) & (y > 0) & (y < 1)  # logit axes: 0% and 100% have no place
+    slope, intercept = np.polyfit(logit(x[inside]), logit(y[inside]), 1)
+    ours = table.loc[model]
+    predicted = 1 / (1 + np.exp(-(slope * logit(ours["val"]) + intercept)))
+    return float(ours[SHIFTS].mean() - predicted), int(inside.sum())
+
+
+@pytest.fixture(scope="module")
+def report():
+    baselines = reporting.testbed_baselines(str(TESTBED / "robustness_top1s.csv"), str(TESTBED / "model_types.csv"))
+    sizes = json.loads((TESTBED / "eval_setting_sizes.json").read_text())
+    return reporting.testbed_report(baselines, MODEL, sizes)
+
+
+@needs_testbed
+def test_the_headline_is_the_papers_average_not_the_mean_of_per_shift_values(report):
+    expected, n_models = papers_average_er(MODEL)
+    avg = report.average
+    print(f"paper's method {100 * expected:+.2f} pp over {n_models} models; "
+          f"mean of per-shift ER {100 * report.mean_of_shift_effective_robustness[0]:+.2f} pp")  # fmt: skip
+    assert avg.fit.n_models == n_models
+    assert avg.effective_robustness == pytest.approx(expected, abs=2e-4)  # accuracies rounded to whole images
+    label, value, (lo, hi) = report.headline
+    assert label == "average over shifts" and value == avg.effective_robustness
+    assert lo < value < hi and hi - lo < 0.06
+    mean, _ = report.mean_of_shift_effective_robustness
+    assert abs(mean - value) > 0.02  # two different numbers, which is why only one may be called the average
+    assert avg.in_distribution.datasets == ["val"]  # ImageNet val, not the class-subset columns
+
+
+@needs_testbed
+def test_table_figures_json_records_and_store_report_show_the_same_number(report, tmp_path):
+    er, (lo, hi) = report.average.effective_robustness, report.average.effective_robustness_ci
+    shown = f"{100 * er:+.1f}"
+    mean_shown = f"{100 * report.mean_of_shift_effective_robustness[0]:+.1f}"
+    table = {line[:20].strip(): line for line in format_report(report, MODEL, "t").splitlines()}
+    assert table["average over shifts"].split()[-3] == shown
+    assert table["mean of per-shift ER"].split()[-3] == mean_shown
+    fig = average_panel_figure(report, MODEL)
+    assert [t.get_text() for t in fig.axes[0].texts] == [f"ER {shown} pp [{100 * lo:+.1f}, {100 * hi:+.1f}]"]
+    matplotlib.pyplot.close(fig)
+    fig = scatter_grid_figure(report, MODEL)
+    assert f"average over shifts {shown} pp" in fig._suptitle.get_text()
+    matplotlib.pyplot.close(fig)
+    doc = report.to_json()
+    assert doc["average_over_shifts"]["effective_robustness"] == er == doc["headline"]["effective_robustness"]
+    assert doc["average_over_shifts"]["effective_robustness_ci"] == [lo, hi]
+    assert "average_effective_robustness" not in doc  # the old, ambiguous name is gone
+    records = {r.dataset: r for r in report.records()}
+    assert records["average_over_shifts"].value == er
+    assert records["mean_of_per_shift_er"].value == report.mean_of_shift_effective_robustness[0]
+    run = {"model": {"name": MODEL, "fingerprint": "x" * 12}, "task": {"name": "t", "version": 1},
+           "created": "now", "clipeval_version": "test", "records": [r.to_json() for r in report.records()],
+           "effective_robustness": doc}  # fmt: skip
+    rows = {row[0]: row for row in run_section(run).tables[1][1]}
+    assert rows["average over shifts"][4] == shown and rows["mean of per-shift ER"][4] == mean_shown
+
+
+@needs_testbed
+def test_report_testbed_prints_and_draws_the_papers_average(report, tmp_path, capsys):
+    report_main(["testbed", "--table", str(TESTBED / "robustness_top1s.csv"), "--model-types",
+                 str(TESTBED / "model_types.csv"), "--sizes", str(TESTBED / "eval_setting_sizes.json"),
+                 "--model", MODEL, "--out", str(tmp_path)])  # fmt: skip
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("average over shifts "))
+    assert line.split()[-3] == f"{100 * report.average.effective_robustness:+.1f}"
+    assert f"{100 * papers_average_er(MODEL)[0]:+.1f}" in line
+    assert (tmp_path / f"average_over_shifts_{MODEL}.png").stat().st_size > 20_000
+
+
+@needs_testbed
+def test_the_papers_resnet101_sits_on_the_average_line_and_its_clip_far_above(report):
+    """Figure 13 (right) published numbers: ImageNet ResNet-101 and zero-shot CLIP ViT-L/14@336px, both at 76.2%."""
+    paper = pd.read_csv(PUBLISHED / "clip_paper_fig13_table16.csv").set_index("model")
+    columns = ["ImageNetV2", "ImageNet-Sketch", "ObjectNet", "ImageNet-R", "ImageNet-A"]
+    fit = report.average.fit
+    er = {m: paper.loc[m, columns].mean() / 100 - float(fit.predict(paper.loc[m, "ImageNet"] / 100))
+          for m in ("ImageNet ResNet101", "Zero-Shot CLIP ViT-L/14@336px")}  # fmt: skip
+    assert abs(er["ImageNet ResNet101"]) < 0.03  # a standard model: on the line
+    assert er["Zero-Shot CLIP ViT-L/14@336px"] > 0.3
+
+
+def test_the_baselines_average_covers_exactly_the_reports_shifts(tmp_path):
+    """A suite with fewer shifts than the baselines define averages the baselines over those shifts only."""
+    (tmp_path / "t.csv").write_text("model,val,s1,s2,s3\na,60,30,50,10\nb,70,40,60,20\nc,80,50,70,45\n")
+    base = TableBaselines({name: {"x": "val", "y": name} for name in ("s1", "s2", "s3")}, path=str(tmp_path / "t.csv"))
+    pts = base.average_points({"in_distribution": [], "s1": [], "s3": []})
+    assert pts.loc["b", "shift"] == pytest.approx((0.40 + 0.20) / 2)
+    assert base.average_points().loc["b", "shift"] == pytest.approx((0.40 + 0.60 + 0.20) / 3)
+    with pytest.raises(Exception, match="no shift"):
+        base.average_points({"in_distribution": [], "s9": []})
+
+
+def test_a_stored_run_of_the_old_format_shows_its_number_as_the_mean_of_per_shift_values():
+    run = {"model": {"name": "m", "fingerprint": "x" * 12}, "task": {"name": "t", "version": 1}, "created": "now",
+           "clipeval_version": "old", "records": [],
+           "effective_robustness": {"baselines": "b", "shifts": [], "average_effective_robustness": 0.24,
+                                    "average_effective_robustness_ci": [0.22, 0.26]}}  # fmt: skip
+    rows = run_section(run).tables[1][1]
+    assert rows == [["mean of per-shift ER", "", "", "", "+24.0", "[+22.0, +26.0]"]]
