@@ -157,7 +157,7 @@ class FileDigests:
 
     def digests(self, files: Sequence[str | os.PathLike]) -> list[str]:
         """One digest per file, in order. Raises ClipevalError when a file cannot be read or keeps changing."""
-        paths = [os.path.abspath(f) for f in files]
+        paths = [f if os.path.isabs(f) else os.path.abspath(f) for f in map(os.fspath, files)]
         if not paths:
             return []
         sigs = [self._stat(p) for p in paths]
@@ -211,7 +211,7 @@ class FileDigests:
         raise ClipevalError(f"{path} kept changing while it was read; wait for whatever writes it to finish.")
 
     def _memo_path(self, paths: list[str]) -> Path:
-        folder = os.path.commonpath([os.path.dirname(p) for p in paths])
+        folder = os.path.commonpath(list({os.path.dirname(p) for p in paths}))
         name = hashlib.sha256(folder.encode()).hexdigest()
         return self.root / name[:2] / f"{name}.json"  # type: ignore[operator]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -86,7 +87,9 @@ def _load(path: str, split: str, name: str | None, revision: str | None):
         return ds
     parquet = _parquet_files(local)
     if parquet:
-        return datasets.load_dataset("parquet", data_files={split: parquet}, split=split)
+        return datasets.load_dataset(
+            "parquet", data_files={split: parquet}, split=split, cache_dir=_parquet_cache(parquet)
+        )
     if local.exists() or os.sep in path and not _looks_like_hub_id(path):
         raise DataNotFound(
             f"A Hugging Face dataset at '{path}'",
@@ -103,6 +106,15 @@ def _load(path: str, split: str, name: str | None, revision: str | None):
             "Download it where there is network (datasets.load_dataset(...).save_to_disk(DIR)) "
             "and pass task.path=DIR.",
         ) from exc
+
+
+def _parquet_cache(files: list[str]) -> str:
+    """A datasets cache folder named by the parquet files' sha256: datasets keys its arrow copy of local files
+    by their mtime only, and serves the old rows after a same-mtime replacement (``cp -p``, ``rsync -t``)."""
+    import datasets
+
+    name = hashlib.sha256("\n".join(file_digests().digests(files)).encode()).hexdigest()[:24]
+    return str(Path(datasets.config.HF_DATASETS_CACHE) / "clipeval-parquet" / name)
 
 
 def _parquet_files(local: Path) -> list[str]:
