@@ -69,13 +69,13 @@ class FeatureBank:
         return self._classifiers[key]
 
     def _check_width(self, tower: str, width: int) -> None:
-        self._widths.setdefault(tower, width)
-        if len(set(self._widths.values()) | {width}) > 1:
-            seen = ", ".join(f"{t} {w}" for t, w in self._widths.items())
+        other = [f"{t} embeddings have width {w}" for t, w in self._widths.items() if w != width]
+        if other:
             raise ClipevalError(
-                f"Model '{self.model.name}': embeddings of different widths ({seen}, now {tower} {width}); "
+                f"Model '{self.model.name}': its {tower} embeddings have width {width} but its {', '.join(other)}; "
                 "zero-shot scores need both towers in one space of one width."
             )
+        self._widths.setdefault(tower, width)
 
 
 class RunContext:
