@@ -114,7 +114,8 @@ class TensorCache:
 # --- file digests -------------------------------------------------------------------------------
 
 #: A file is memoised only once its ctime is this much older than the hash: a rewrite within the
-#: same timestamp tick (1-10 ms on Linux) keeps size, mtime, ctime and inode ("racy git").
+#: same timestamp tick (1-10 ms on Linux) keeps size, mtime, ctime and inode ("racy git"). Any write,
+#: and any change of mtime, sets ctime to the clock's time; nothing but the clock sets it back.
 RACY_NS = 2_000_000_000
 MEMO_VERSION = 1
 HASH_THREADS = 4
@@ -129,9 +130,14 @@ def signature(path: str | os.PathLike) -> Signature:
     return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks (hashlib releases the GIL on each)."""
+    digest, buffer = hashlib.sha256(), bytearray(chunk)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            digest.update(view[:n])
+    return digest.hexdigest()
 
 
 class FileDigests:
@@ -177,7 +183,7 @@ class FileDigests:
             fresh = self._hash_all(todo)
             found.update({p: d for p, (_, d) in fresh.items()})
             now = time.time_ns()
-            settled = {p: [*s, d] for p, (s, d) in fresh.items() if now - max(s[1], s[2]) > RACY_NS}
+            settled = {p: [*s, d] for p, (s, d) in fresh.items() if now - s[2] > RACY_NS}  # s[2]: ctime_ns
             if settled:
                 self._write_memo(memo_path, settled)
         return [found[p] for p in paths]
