@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from clipeval.cache import TensorCache, cache_key
 from clipeval.errors import ClipevalError
-from clipeval.models.base import DualEncoder, check_embeddings, embedding_fault, normalize
+from clipeval.models.base import UNIT_NORM_TOLERANCE, DualEncoder, check_embeddings, embedding_fault, normalize
 from clipeval.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -77,11 +77,8 @@ def zeroshot_classifier(
         ):
             batch = texts[i : i + runtime.batch_size]
             tokens = model.tokenize(batch)
-            chunks.append(
-                check_embeddings(
-                    model.encode_text(tokens.to(runtime.device)).float().cpu(), len(batch), model.name, "text"
-                )
-            )
+            embedded = check_embeddings(model.encode_text(tokens.to(runtime.device)), len(batch), model.name, "text")
+            chunks.append(embedded.float().cpu())
     per_prompt = torch.cat(chunks).view(len(classnames), len(templates), -1)
     weights = normalize(per_prompt.mean(dim=1))
     log.info(
@@ -100,7 +97,7 @@ def _cached(cache: TensorCache, key: str, classes: int) -> torch.Tensor | None:
     if entry is None:
         return None
     weights = entry.get("weights")
-    fault = embedding_fault(weights, classes)
+    fault = embedding_fault(weights, classes, tolerance=UNIT_NORM_TOLERANCE)  # renormalised in float32
     if fault is None and weights.dtype != torch.float32:
         fault = f"dtype {weights.dtype}, not float32"
     if fault is not None:

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from clipeval.cache import TensorCache, cache_key
 from clipeval.errors import ClipevalError
-from clipeval.models.base import DualEncoder, check_embeddings, embedding_fault
+from clipeval.models.base import LOOSEST_NORM_TOLERANCE, DualEncoder, check_embeddings, embedding_fault
 from clipeval.runtime import Runtime
 from clipeval.sources.base import Item, MapSource, Source
 
@@ -103,7 +103,7 @@ def feature_set_fault(fs: FeatureSet) -> str | None:
     """What makes ``fs`` unusable: features not [N, D] finite unit float32 rows, labels not [N] int64, N ids."""
     if not isinstance(fs.features, torch.Tensor) or fs.features.dtype != torch.float32:
         return "features are not a float32 tensor"
-    fault = embedding_fault(fs.features)
+    fault = embedding_fault(fs.features, tolerance=LOOSEST_NORM_TOLERANCE)
     if fault is not None:
         return "the features " + fault.removeprefix("returned ")
     if not isinstance(fs.labels, torch.Tensor) or fs.labels.dtype != torch.int64 or fs.labels.dim() != 1:
@@ -136,8 +136,7 @@ def _encode(model: DualEncoder, source: Source, runtime: Runtime) -> FeatureSet:
             if images is None:
                 continue
             images = images.to(runtime.device, non_blocking=True, memory_format=_memory_format(runtime))
-            batch = encode(images).float().cpu()
-            feats.append(check_embeddings(batch, len(batch_ids), model.name, "image"))
+            feats.append(check_embeddings(encode(images), len(batch_ids), model.name, "image").float().cpu())
             labels.append(batch_labels)
             ids += batch_ids
             count += len(batch_ids)

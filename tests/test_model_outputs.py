@@ -22,7 +22,7 @@ from user_model import MeanColourEncoder
 from clipeval.cache import TensorCache
 from clipeval.errors import ClipevalError
 from clipeval.features import image_features
-from clipeval.models.base import check_outputs, normalize
+from clipeval.models.base import check_outputs, embedding_fault, normalize
 from clipeval.runtime import Runtime
 from clipeval.sources.folder import ImageFolderSource
 
@@ -165,3 +165,11 @@ def test_features_and_classifiers_of_different_widths_never_meet(image_folder, t
         ClipevalError, match="Model 'm': its text embeddings have width 4 but its image embeddings have width 3"
     ):
         bank.classifier(["red"], ["a {c} thing."])
+
+
+def test_the_unit_norm_tolerance_follows_the_dtype_the_tower_returns():
+    unit = normalize(torch.randn(4, 512, generator=torch.Generator().manual_seed(0)))
+    assert embedding_fault(unit) is None
+    assert embedding_fault(unit.half()) is None and embedding_fault(unit.bfloat16()) is None  # rounding only
+    assert "not unit norm" in embedding_fault(unit * 1.002)  # float32: within 1e-3
+    assert "not unit norm" in embedding_fault((unit * 1.05).bfloat16())  # bf16: within 4 eps = 0.031

@@ -119,14 +119,22 @@ def fingerprint(module: torch.nn.Module, *parts: object) -> str:
     return digest.hexdigest()[:32]
 
 
-#: how far from 1 an embedding's L2 norm may be (float32 normalisation is exact to about 1e-6)
+#: how far from 1 an embedding's L2 norm may be: float32 normalisation is exact to about 1e-6; a tower that
+#: normalises in half precision gets four of its dtype's epsilons (fp16 0.004, bf16 0.031)
 UNIT_NORM_TOLERANCE = 1e-3
+#: what cached features must meet: the loosest tolerance any accepted encoder output had (bf16)
+LOOSEST_NORM_TOLERANCE = 4 * torch.finfo(torch.bfloat16).eps
 
 
-def embedding_fault(embeddings: object, batch: int | None = None, tolerance: float = UNIT_NORM_TOLERANCE) -> str | None:
+def norm_tolerance(dtype: torch.dtype) -> float:
+    return max(UNIT_NORM_TOLERANCE, 4 * torch.finfo(dtype).eps) if dtype.is_floating_point else UNIT_NORM_TOLERANCE
+
+
+def embedding_fault(embeddings: object, batch: int | None = None, tolerance: float | None = None) -> str | None:
     """What is wrong with ``embeddings`` as a [batch, D] tensor of finite unit vectors; None when nothing is.
 
-    ``batch=None`` accepts any number of rows. Costs one pass over the tensor.
+    ``batch=None`` accepts any number of rows; ``tolerance=None`` is :func:`norm_tolerance` of their dtype.
+    Costs one pass over the tensor, on its device.
     """
     if not isinstance(embeddings, torch.Tensor):
         return f"returned a {type(embeddings).__name__}, not a tensor"
@@ -135,6 +143,7 @@ def embedding_fault(embeddings: object, batch: int | None = None, tolerance: flo
     if batch is not None and embeddings.shape[0] != batch:
         return f"returned {embeddings.shape[0]} embeddings for a batch of {batch}"
     x = embeddings.detach().float()
+    tolerance = norm_tolerance(embeddings.dtype) if tolerance is None else tolerance
     finite = torch.isfinite(x).all(dim=1)
     if not bool(finite.all()):
         return f"returned non-finite values (NaN or Inf) in {int((~finite).sum())} of {len(x)} embeddings"
@@ -148,7 +157,8 @@ def embedding_fault(embeddings: object, batch: int | None = None, tolerance: flo
 
 
 def check_embeddings(embeddings: torch.Tensor, batch: int, model: str, tower: str) -> torch.Tensor:
-    """``embeddings`` when they are [batch, D], finite and unit norm; else ClipevalError naming ``model`` and ``tower``."""
+    """``embeddings`` (as the tower returned them: before any ``.float()``) when they are [batch, D], finite and
+    unit norm within :func:`norm_tolerance`; else ClipevalError naming ``model`` and ``tower``."""
     fault = embedding_fault(embeddings, batch)
     if fault is not None:
         raise ClipevalError(
