@@ -130,6 +130,13 @@ def signature(path: str | os.PathLike) -> Signature:
     return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev
 
 
+def _stat_or_error(path: str) -> Signature | str:
+    try:
+        return signature(path)
+    except OSError as exc:
+        return f"unreadable:{type(exc).__name__}"
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """sha256 of a file's bytes, read in 1 MiB chunks (hashlib releases the GIL on each)."""
     digest, buffer = hashlib.sha256(), bytearray(chunk)
@@ -162,19 +169,23 @@ class FileDigests:
         self.hashed = 0  # files read and hashed by this object (for tests and benchmarks)
 
     def digests(self, files: Sequence[str | os.PathLike]) -> list[str]:
-        """One digest per file, in order. Raises ClipevalError when a file cannot be read or keeps changing."""
+        """One digest per file, in order. A file that cannot be read gets ``unreadable:<error>`` (never
+        memoised), so the key still follows it and its reader reports it. Raises ClipevalError when a file
+        keeps changing while it is read."""
         paths = [f if os.path.isabs(f) else os.path.abspath(f) for f in map(os.fspath, files)]
         if not paths:
             return []
-        sigs = [self._stat(p) for p in paths]
+        sigs = {p: _stat_or_error(p) for p in paths}
         if self.root is None:
-            return [f"stat:{p}:{':'.join(map(str, s))}" for p, s in zip(paths, sigs, strict=True)]
+            return [f"stat:{p}:{':'.join(map(str, sigs[p]))}" for p in paths]
         memo_path = self._memo_path(paths)
         memo = self._read_memo(memo_path)
-        found: dict[str, str] = {}
+        found = {p: s for p, s in sigs.items() if isinstance(s, str)}  # the unreadable ones
         todo = []
-        for p, s in zip(paths, sigs, strict=True):
+        for p, s in sigs.items():
             record = memo.get(p)
+            if p in found:
+                continue
             if record is not None and tuple(record[:5]) == s:
                 found[p] = record[5]
             else:
@@ -183,7 +194,9 @@ class FileDigests:
             fresh = self._hash_all(todo)
             found.update({p: d for p, (_, d) in fresh.items()})
             now = time.time_ns()
-            settled = {p: [*s, d] for p, (s, d) in fresh.items() if now - s[2] > RACY_NS}  # s[2]: ctime_ns
+            settled = {  # s[2]: ctime_ns
+                p: [*s, d] for p, (s, d) in fresh.items() if now - s[2] > RACY_NS and not d.startswith("unreadable:")
+            }
             if settled:
                 self._write_memo(memo_path, settled)
         return [found[p] for p in paths]
@@ -191,29 +204,27 @@ class FileDigests:
     def digest(self, path: str | os.PathLike) -> str:
         return self.digests([path])[0]
 
-    @staticmethod
-    def _stat(path: str) -> Signature:
-        try:
-            return signature(path)
-        except OSError as exc:
-            raise ClipevalError(f"Cannot read {path} to key the cache: {exc}") from None
-
     def _hash_all(self, paths: list[str]) -> dict[str, tuple[Signature, str]]:
         with ThreadPoolExecutor(max_workers=min(HASH_THREADS, len(paths))) as pool:
             hashed = dict(zip(paths, pool.map(self._hash_one, paths), strict=True))
         self.hashed += len(paths)
         return hashed
 
-    def _hash_one(self, path: str) -> tuple[Signature, str]:
+    @staticmethod
+    def _hash_one(path: str) -> tuple[Signature, str]:
         """(signature, sha256) read while the signature held still before and after."""
+        before = _stat_or_error(path)
         for _ in range(_READ_TRIES):
-            before = self._stat(path)
+            if isinstance(before, str):
+                return (0, 0, 0, 0, 0), before
             try:
                 digest = sha256_file(path)
             except OSError as exc:
-                raise ClipevalError(f"Cannot read {path} to key the cache: {exc}") from None
-            if self._stat(path) == before:
+                digest = f"unreadable:{type(exc).__name__}"
+            after = _stat_or_error(path)
+            if after == before:
                 return before, digest
+            before = after
         raise ClipevalError(f"{path} kept changing while it was read; wait for whatever writes it to finish.")
 
     def _memo_path(self, paths: list[str]) -> Path:

@@ -237,6 +237,15 @@ def test_with_the_cache_off_files_are_identified_without_being_read(image_folder
     assert key != ImageFolderSource(image_folder).key  # identities, never stored: not content digests
 
 
+def test_a_file_that_cannot_be_read_is_keyed_as_such_and_left_to_its_reader(image_folder, tmp_path, later):
+    link = image_folder / "red_square" / "elsewhere.png"
+    link.symlink_to(tmp_path / "not-yet.png")  # dangling: listed, but neither stat nor open works
+    key = ImageFolderSource(image_folder).key
+    assert ImageFolderSource(image_folder).key == key
+    synthetic_image(0, 5).save(tmp_path / "not-yet.png")
+    assert ImageFolderSource(image_folder).key != key
+
+
 @pytest.fixture
 def hf_rows():
     import datasets
