@@ -1,25 +1,37 @@
-"""A content-addressed store of tensors on disk (image features, text classifiers).
+"""A content-addressed store of tensors on disk (image features, text classifiers), and file digests.
 
 Entries are named by the sha256 of everything that determines their content, so a change to
 any input is a different name and can never be served stale. Writes go to a temporary file
 that is renamed into place (:mod:`clipeval.atomic`), so a killed run leaves no entry that later reads as valid.
+Every entry also carries a sha256 of its own content (tensors' dtypes, shapes and bytes, and
+every other value), checked on load: a damaged entry is a warning and a miss, never a hit.
+
+Data and checkpoints enter keys through :class:`FileDigests`: the sha256 of each file's bytes,
+memoised by the file's stat signature (size, mtime_ns, ctime_ns, inode, device), as build tools
+do: every run stats every file, and only a file whose signature is new is read and hashed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from clipeval.atomic import atomic_write
+from clipeval.errors import ClipevalError
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: entries carry a checksum of their content
 
 
 def cache_key(**parts: Any) -> str:
@@ -27,15 +39,45 @@ def cache_key(**parts: Any) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def entry_checksum(entry: dict[str, Any]) -> str:
+    """sha256 over a cache entry: dict keys, list items, tensors' dtype, shape and bytes, and JSON of the rest."""
+    digest = hashlib.sha256()
+    _feed(digest, entry)
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"T{flat.dtype}{tuple(value.shape)}|".encode())
+        if flat.numel():
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}|".encode())
+        for k in sorted(value, key=str):
+            _feed(digest, str(k))
+            _feed(digest, value[k])
+    elif isinstance(value, list | tuple):
+        digest.update(f"L{len(value)}|".encode())
+        for item in value:
+            _feed(digest, item)
+    else:
+        text = json.dumps(value)  # str, int, float, bool, None; anything else is a bug here
+        digest.update(f"V{len(text)}|{text}".encode())
+
+
 class TensorCache:
     def __init__(self, root: Path, enabled: bool = True):
         self.root = Path(root).expanduser()
         self.enabled = enabled
+        #: file digests, memoised in this cache (enabled) or not kept beyond the process (disabled)
+        self.digests = FileDigests(self.root / "file_digests" if enabled else None)
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key[:2] / f"{key}.pt"
 
     def load(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The entry saved under ``key``, or None when absent, unreadable, misnamed or damaged (logged)."""
         if not self.enabled:
             return None
         path = self.path(kind, key)
@@ -44,14 +86,207 @@ class TensorCache:
         try:
             entry = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # unreadable entry (disk trouble, foreign file): recompute
-            log.warning("Ignoring unreadable cache entry %s (%s)", path, exc)
+            log.warning("Ignoring unreadable cache entry %s (%s); recomputing it", path, exc)
             return None
         if not isinstance(entry, dict) or entry.get("key") != key:
-            log.warning("Ignoring cache entry %s: it does not hold what its name says", path)
+            log.warning("Ignoring cache entry %s: it does not hold what its name says; recomputing it", path)
+            return None
+        stored = entry.pop("checksum", None)
+        try:
+            actual = entry_checksum(entry)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            actual = f"not computable ({exc})"
+        if stored != actual:
+            log.warning(
+                "Ignoring damaged cache entry %s: its content does not match its checksum; recomputing it", path
+            )
             return None
         return entry
 
     def save(self, kind: str, key: str, entry: dict[str, Any]) -> Path | None:
         if not self.enabled:
             return None
-        return atomic_write(self.path(kind, key), lambda f: torch.save({**entry, "key": key}, f))
+        entry = {**entry, "key": key}
+        entry["checksum"] = entry_checksum(entry)
+        return atomic_write(self.path(kind, key), lambda f: torch.save(entry, f))
+
+
+# --- file digests -------------------------------------------------------------------------------
+
+#: A file is memoised only once its ctime is this much older than the hash: a rewrite within the
+#: same timestamp tick (1-10 ms on Linux) keeps size, mtime, ctime and inode ("racy git"). Any write,
+#: and any change of mtime, sets ctime to the clock's time; nothing but the clock sets it back.
+RACY_NS = 2_000_000_000
+MEMO_VERSION = 1
+HASH_THREADS = 4
+_READ_TRIES = 3
+
+Signature = tuple[int, int, int, int, int]  # size, mtime_ns, ctime_ns, inode, device
+
+
+def signature(path: str | os.PathLike) -> Signature:
+    """What identifies a file's version without reading it; follows symlinks. Raises OSError."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev
+
+
+def _stat_or_error(path: str) -> Signature | str:
+    try:
+        return signature(path)
+    except OSError as exc:
+        return f"unreadable:{type(exc).__name__}"
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks (hashlib releases the GIL on each)."""
+    digest, buffer = hashlib.sha256(), bytearray(chunk)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
+class FileDigests:
+    """sha256 of files' bytes, memoised on disk by stat signature; with ``root=None``, file identities.
+
+    ``digests(files)`` stats every file; a file whose (path, size, mtime_ns, ctime_ns, inode,
+    device) is in the memo gets the memoised digest, any other is read and hashed. ``cp -p``,
+    ``rsync -t`` and same-size rewrites change ctime or inode, so they are hashed again; a copied
+    folder is hashed once and gives the same digests. Files changed within :data:`RACY_NS` of
+    their hash are not memoised (hashed again next time).
+
+    The memo is one JSON file per folder of files asked together, with a sha256 of its payload
+    checked on load (a damaged memo is a warning and is rebuilt), written atomically under a
+    lock and merged with what concurrent runs wrote; a lost record only costs a second hash.
+
+    Without a root (the cache is off), nothing outlives the process, so a file is identified by
+    its path and signature (``stat:...``) instead of being read: such keys are never stored.
+    """
+
+    def __init__(self, root: Path | None):
+        self.root = Path(root).expanduser() if root is not None else None
+        self.hashed = 0  # files read and hashed by this object (for tests and benchmarks)
+
+    def digests(self, files: Sequence[str | os.PathLike]) -> list[str]:
+        """One digest per file, in order. A file that cannot be read gets ``unreadable:<error>`` (never
+        memoised), so the key still follows it and its reader reports it. Raises ClipevalError when a file
+        keeps changing while it is read."""
+        paths = [f if os.path.isabs(f) else os.path.abspath(f) for f in map(os.fspath, files)]
+        if not paths:
+            return []
+        sigs = {p: _stat_or_error(p) for p in paths}
+        if self.root is None:
+            return [f"stat:{p}:{':'.join(map(str, sigs[p]))}" for p in paths]
+        memo_path = self._memo_path(paths)
+        memo = self._read_memo(memo_path)
+        found = {p: s for p, s in sigs.items() if isinstance(s, str)}  # the unreadable ones
+        todo = []
+        for p, s in sigs.items():
+            record = memo.get(p)
+            if p in found:
+                continue
+            if record is not None and tuple(record[:5]) == s:
+                found[p] = record[5]
+            else:
+                todo.append(p)
+        if todo:
+            fresh = self._hash_all(todo)
+            found.update({p: d for p, (_, d) in fresh.items()})
+            now = time.time_ns()
+            settled = {  # s[2]: ctime_ns
+                p: [*s, d] for p, (s, d) in fresh.items() if now - s[2] > RACY_NS and not d.startswith("unreadable:")
+            }
+            if settled:
+                self._write_memo(memo_path, settled)
+        return [found[p] for p in paths]
+
+    def digest(self, path: str | os.PathLike) -> str:
+        return self.digests([path])[0]
+
+    def _hash_all(self, paths: list[str]) -> dict[str, tuple[Signature, str]]:
+        with ThreadPoolExecutor(max_workers=min(HASH_THREADS, len(paths))) as pool:
+            hashed = dict(zip(paths, pool.map(self._hash_one, paths), strict=True))
+        self.hashed += len(paths)
+        return hashed
+
+    @staticmethod
+    def _hash_one(path: str) -> tuple[Signature, str]:
+        """(signature, sha256) read while the signature held still before and after."""
+        before = _stat_or_error(path)
+        for _ in range(_READ_TRIES):
+            if isinstance(before, str):
+                return (0, 0, 0, 0, 0), before
+            try:
+                digest = sha256_file(path)
+            except OSError as exc:
+                digest = f"unreadable:{type(exc).__name__}"
+            after = _stat_or_error(path)
+            if after == before:
+                return before, digest
+            before = after
+        raise ClipevalError(f"{path} kept changing while it was read; wait for whatever writes it to finish.")
+
+    def _memo_path(self, paths: list[str]) -> Path:
+        folder = os.path.commonpath(list({os.path.dirname(p) for p in paths}))
+        name = hashlib.sha256(folder.encode()).hexdigest()
+        return self.root / name[:2] / f"{name}.json"  # type: ignore[operator]
+
+    @staticmethod
+    def _read_memo(path: Path) -> dict[str, list]:
+        try:
+            text = path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            log.warning("Ignoring unreadable file-digest memo %s (%s)", path, exc)
+            return {}
+        checksum, _, payload = text.partition(b"\n")
+        try:
+            if hashlib.sha256(payload).hexdigest().encode() != checksum:
+                raise ValueError("checksum mismatch")
+            data = json.loads(payload)
+            if data.get("version") != MEMO_VERSION:
+                return {}
+            records = data["records"]
+            if not all(isinstance(r, list) and len(r) == 6 for r in records.values()):
+                raise ValueError("malformed record")
+            return records
+        except (ValueError, KeyError, AttributeError, TypeError) as exc:
+            log.warning("Ignoring damaged file-digest memo %s (%s); files are hashed again", path, exc)
+            return {}
+
+    def _write_memo(self, path: Path, records: dict[str, list]) -> None:
+        from filelock import FileLock, Timeout
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with FileLock(str(path) + ".lock", timeout=30):
+                merged = {**self._read_memo(path), **records}  # what concurrent runs memoised stays
+                payload = json.dumps({"version": MEMO_VERSION, "records": merged}, sort_keys=True).encode()
+                blob = hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
+                atomic_write(path, lambda f: f.write(blob))
+        except Timeout:
+            log.warning("File-digest memo %s is locked by another run; not memoising this time", path)
+
+
+_active: list[FileDigests] = []
+
+
+def file_digests() -> FileDigests:
+    """The memo in use: the run's cache's (:func:`use_file_digests`), else the default cache folder's."""
+    if _active:
+        return _active[-1]
+    from clipeval.paths import cache_dir
+
+    return FileDigests(cache_dir() / "file_digests")
+
+
+@contextlib.contextmanager
+def use_file_digests(digests: FileDigests) -> Iterator[FileDigests]:
+    """Make ``digests`` the memo that data sources built inside the block key their files with."""
+    _active.append(digests)
+    try:
+        yield digests
+    finally:
+        _active.remove(digests)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from clipeval.cache import TensorCache, cache_key
 from clipeval.errors import ClipevalError
-from clipeval.models.base import DualEncoder, normalize
+from clipeval.models.base import UNIT_NORM_TOLERANCE, DualEncoder, check_embeddings, embedding_fault, normalize
 from clipeval.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -57,14 +57,14 @@ def zeroshot_classifier(
         templates=templates,
         precision=runtime.precision,
     )
-    entry = cache.load("classifiers", key)
-    if entry is not None:
+    weights = _cached(cache, key, len(classnames))
+    if weights is not None:
         log.info(
             "Text classifier (%d classes x %d templates): cache hit",
             len(classnames),
             len(templates),
         )
-        return entry["weights"]
+        return weights
     start = time.perf_counter()
     texts = prompts(classnames, templates)
     chunks = []
@@ -75,8 +75,10 @@ def zeroshot_classifier(
             unit="batch",
             disable=None if runtime.progress else True,
         ):
-            tokens = model.tokenize(texts[i : i + runtime.batch_size])
-            chunks.append(model.encode_text(tokens.to(runtime.device)).float().cpu())
+            batch = texts[i : i + runtime.batch_size]
+            tokens = model.tokenize(batch)
+            embedded = check_embeddings(model.encode_text(tokens.to(runtime.device)), len(batch), model.name, "text")
+            chunks.append(embedded.float().cpu())
     per_prompt = torch.cat(chunks).view(len(classnames), len(templates), -1)
     weights = normalize(per_prompt.mean(dim=1))
     log.info(
@@ -86,4 +88,19 @@ def zeroshot_classifier(
         time.perf_counter() - start,
     )
     cache.save("classifiers", key, {"weights": weights})
+    return weights
+
+
+def _cached(cache: TensorCache, key: str, classes: int) -> torch.Tensor | None:
+    """The cached [classes, D] prototypes of ``key`` when they are finite unit float32 rows; else a warning and None."""
+    entry = cache.load("classifiers", key)
+    if entry is None:
+        return None
+    weights = entry.get("weights")
+    fault = embedding_fault(weights, classes, tolerance=UNIT_NORM_TOLERANCE)  # renormalised in float32
+    if fault is None and weights.dtype != torch.float32:
+        fault = f"dtype {weights.dtype}, not float32"
+    if fault is not None:
+        log.warning("Ignoring cached text classifier %s: it %s; encoding again", cache.path("classifiers", key), fault)
+        return None
     return weights

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from clipeval.cache import TensorCache, cache_key
 from clipeval.errors import ClipevalError
-from clipeval.models.base import DualEncoder
+from clipeval.models.base import LOOSEST_NORM_TOLERANCE, DualEncoder, check_embeddings, embedding_fault
 from clipeval.runtime import Runtime
 from clipeval.sources.base import Item, MapSource, Source
 
@@ -54,15 +54,8 @@ def feature_key(model: DualEncoder, source: Source, runtime: Runtime) -> str:
 def image_features(model: DualEncoder, source: Source, runtime: Runtime, cache: TensorCache) -> FeatureSet:
     key = feature_key(model, source, runtime)
     what = source.describe() + (f", first {runtime.limit} used" if runtime.limit else "")
-    entry = cache.load("features", key)
-    if entry is not None:
-        fs = FeatureSet(
-            entry["features"],
-            entry["labels"],
-            list(entry["ids"]),
-            [tuple(s) for s in entry["skipped"]],
-            True,
-        )
+    fs = _cached(cache, key)
+    if fs is not None:
         log.info(
             "Image features of %s: cache hit (%d samples), not re-encoding",
             source.describe(),
@@ -85,6 +78,39 @@ def image_features(model: DualEncoder, source: Source, runtime: Runtime, cache: 
             log.info("Cached image features at %s", saved)
     _report_skipped(fs, source)
     return fs
+
+
+def _cached(cache: TensorCache, key: str) -> FeatureSet | None:
+    """The cached features of ``key`` when they pass :func:`feature_set_fault`; a warning and None otherwise."""
+    entry = cache.load("features", key)
+    if entry is None:
+        return None
+    try:
+        fs = FeatureSet(
+            entry["features"], entry["labels"], list(entry["ids"]), [tuple(s) for s in entry["skipped"]], True
+        )
+    except (KeyError, TypeError) as exc:
+        fault: str | None = f"missing or malformed field {exc}"
+    else:
+        fault = feature_set_fault(fs)
+    if fault is not None:
+        log.warning("Ignoring cached image features %s: %s; encoding again", cache.path("features", key), fault)
+        return None
+    return fs
+
+
+def feature_set_fault(fs: FeatureSet) -> str | None:
+    """What makes ``fs`` unusable: features not [N, D] finite unit float32 rows, labels not [N] int64, N ids."""
+    if not isinstance(fs.features, torch.Tensor) or fs.features.dtype != torch.float32:
+        return "features are not a float32 tensor"
+    fault = embedding_fault(fs.features, tolerance=LOOSEST_NORM_TOLERANCE)
+    if fault is not None:
+        return "the features " + fault.removeprefix("returned ")
+    if not isinstance(fs.labels, torch.Tensor) or fs.labels.dtype != torch.int64 or fs.labels.dim() != 1:
+        return "labels are not a 1-D int64 tensor"
+    if not len(fs.features) == len(fs.labels) == len(fs.ids):
+        return f"{len(fs.features)} features, {len(fs.labels)} labels and {len(fs.ids)} ids"
+    return None
 
 
 def _encode(model: DualEncoder, source: Source, runtime: Runtime) -> FeatureSet:
@@ -110,7 +136,7 @@ def _encode(model: DualEncoder, source: Source, runtime: Runtime) -> FeatureSet:
             if images is None:
                 continue
             images = images.to(runtime.device, non_blocking=True, memory_format=_memory_format(runtime))
-            feats.append(encode(images).float().cpu())
+            feats.append(check_embeddings(encode(images), len(batch_ids), model.name, "image").float().cpu())
             labels.append(batch_labels)
             ids += batch_ids
             count += len(batch_ids)

@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from clipeval.atomic import atomic_write
-from clipeval.cache import TensorCache
+from clipeval.cache import TensorCache, use_file_digests
 from clipeval.classifier import zeroshot_classifier
 from clipeval.construct import build
 from clipeval.errors import ClipevalError
@@ -42,25 +42,40 @@ class FeatureBank:
 
     In memory it keeps each source's features once per run (a suite that scores ImageNet
     val in several tasks encodes it once even with the disk cache off); on disk the cache
-    keeps them across runs.
+    keeps them across runs. Every image feature and text prototype it hands out has the same
+    width, whether it came from the cache or the model (else a ClipevalError naming the model).
     """
 
     def __init__(self, model: DualEncoder, runtime: Runtime, cache: TensorCache):
         self.model, self.runtime, self.cache = model, runtime, cache
         self._features: dict[str, FeatureSet] = {}
         self._classifiers: dict[tuple, torch.Tensor] = {}
+        self._widths: dict[str, int] = {}  # tower -> embedding width seen
 
     def features(self, source: Source) -> FeatureSet:
         key = feature_key(self.model, source, self.runtime)
         if key not in self._features:
-            self._features[key] = image_features(self.model, source, self.runtime, self.cache)
+            fs = image_features(self.model, source, self.runtime, self.cache)
+            self._check_width("image", fs.features.shape[1])
+            self._features[key] = fs
         return self._features[key]
 
     def classifier(self, classnames: list[str], templates: list[str]) -> torch.Tensor:
         key = (tuple(classnames), tuple(templates))
         if key not in self._classifiers:
-            self._classifiers[key] = zeroshot_classifier(self.model, classnames, templates, self.runtime, self.cache)
+            weights = zeroshot_classifier(self.model, classnames, templates, self.runtime, self.cache)
+            self._check_width("text", weights.shape[1])
+            self._classifiers[key] = weights
         return self._classifiers[key]
+
+    def _check_width(self, tower: str, width: int) -> None:
+        other = [f"{t} embeddings have width {w}" for t, w in self._widths.items() if w != width]
+        if other:
+            raise ClipevalError(
+                f"Model '{self.model.name}': its {tower} embeddings have width {width} but its {', '.join(other)}; "
+                "zero-shot scores need both towers in one space of one width."
+            )
+        self._widths.setdefault(tower, width)
 
 
 class RunContext:
@@ -149,8 +164,16 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     Everything that can fail on the user's input (data, baselines, weights) is checked before
     the first image is encoded, and the results are written even when the robustness report
-    fails afterwards.
+    fails afterwards. Data sources key their files with the digest memo of this run's cache.
     """
+    cache = TensorCache(
+        Path(cfg.cache_dir) if cfg.get("cache_dir") else cache_dir(), enabled=bool(cfg.runtime.get("cache", True))
+    )
+    with use_file_digests(cache.digests):
+        return _run(cfg, run_dir, cache)
+
+
+def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
     runtime = Runtime.create(**OmegaConf.to_container(cfg.runtime, resolve=True))
     runtime.seed_everything()
     selection = Selection.from_config(cfg)
@@ -160,7 +183,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         from clipeval.robustness_report import load_baselines
 
         baselines = load_baselines(selection.robustness)
-    cache = TensorCache(Path(cfg.cache_dir) if cfg.get("cache_dir") else cache_dir(), enabled=runtime.cache)
     model = load_model(cfg.model, runtime, cache)
     records, skipped = _evaluate(selection, tasks, FeatureBank(model, runtime, cache), run_dir)
     extra: dict[str, Any] = {"run_dir": str(run_dir.resolve()), "skipped": skipped}

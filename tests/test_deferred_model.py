@@ -56,17 +56,20 @@ def test_a_new_checkpoint_file_is_a_new_card(run_folder, tiny_open_clip, tmp_pat
     assert "Loaded model" in log  # the card is keyed by the file's path, size and time
 
 
-def test_the_card_key_follows_config_and_named_files(tiny_open_clip):
-    config = {"_target_": "x", "pretrained": tiny_open_clip["pretrained"]}
+def test_the_card_key_follows_config_and_the_bytes_of_named_files(tiny_open_clip, tmp_path):
+    checkpoint = tmp_path / "model.pt"
+    shutil.copy(tiny_open_clip["pretrained"], checkpoint)
+    config = {"_target_": "x", "pretrained": str(checkpoint)}
     key = card_key(config)
     assert card_key(dict(config)) == key
     assert card_key(config | {"name": "other"}) != key
-    stat = os.stat(config["pretrained"])
-    os.utime(config["pretrained"], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    try:
-        assert card_key(config) != key
-    finally:
-        os.utime(config["pretrained"], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    stat = os.stat(checkpoint)
+    os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert card_key(config) == key  # touched, same bytes: same card
+    data = bytearray(checkpoint.read_bytes())
+    data[-100] ^= 1
+    checkpoint.write_bytes(bytes(data))
+    assert card_key(config) != key
 
 
 def test_the_card_key_follows_files_inside_a_named_folder_and_stats_the_adapter_code(tmp_path):
@@ -77,7 +80,7 @@ def test_the_card_key_follows_files_inside_a_named_folder_and_stats_the_adapter_
     key = card_key(config)
     (saved / "model.safetensors").write_bytes(b"weights v2, longer")
     assert card_key(config) != key
-    assert [Path(f[0]).name for f in _target_file(config)] == ["hf.py"]
+    assert [f.name for f in _target_file(config)] == ["hf.py"]
 
 
 def test_weights_that_changed_behind_the_card_stop_the_run(tiny_open_clip, tmp_path):

@@ -123,6 +123,77 @@ def fingerprint(module: torch.nn.Module, *parts: object) -> str:
     return digest.hexdigest()[:32]
 
 
+#: how far from 1 an embedding's L2 norm may be: float32 normalisation is exact to about 1e-6; a tower that
+#: normalises in half precision gets four of its dtype's epsilons (fp16 0.004, bf16 0.031)
+UNIT_NORM_TOLERANCE = 1e-3
+#: what cached features must meet: the loosest tolerance any accepted encoder output had (bf16)
+LOOSEST_NORM_TOLERANCE = 4 * torch.finfo(torch.bfloat16).eps
+
+
+def norm_tolerance(dtype: torch.dtype) -> float:
+    return max(UNIT_NORM_TOLERANCE, 4 * torch.finfo(dtype).eps) if dtype.is_floating_point else UNIT_NORM_TOLERANCE
+
+
+def embedding_fault(embeddings: object, batch: int | None = None, tolerance: float | None = None) -> str | None:
+    """What is wrong with ``embeddings`` as a [batch, D] tensor of finite unit vectors; None when nothing is.
+
+    ``batch=None`` accepts any number of rows; ``tolerance=None`` is :func:`norm_tolerance` of their dtype.
+    Costs one pass over the tensor, on its device.
+    """
+    if not isinstance(embeddings, torch.Tensor):
+        return f"returned a {type(embeddings).__name__}, not a tensor"
+    if embeddings.dim() != 2 or embeddings.shape[1] == 0:
+        return f"returned shape {list(embeddings.shape)}, expected [batch, D]"
+    if batch is not None and embeddings.shape[0] != batch:
+        return f"returned {embeddings.shape[0]} embeddings for a batch of {batch}"
+    x = embeddings.detach().float()
+    tolerance = norm_tolerance(embeddings.dtype) if tolerance is None else tolerance
+    finite = torch.isfinite(x).all(dim=1)
+    if not bool(finite.all()):
+        return f"returned non-finite values (NaN or Inf) in {int((~finite).sum())} of {len(x)} embeddings"
+    norms = x.norm(dim=1)
+    if len(norms) and float((norms - 1).abs().max()) > tolerance:
+        return (
+            f"returned embeddings that are not unit norm (L2 norms {float(norms.min()):.4g} to {float(norms.max()):.4g}, "
+            f"expected 1 within {tolerance:g})"
+        )
+    return None
+
+
+def check_embeddings(embeddings: torch.Tensor, batch: int, model: str, tower: str) -> torch.Tensor:
+    """``embeddings`` (as the tower returned them: before any ``.float()``) when they are [batch, D], finite and
+    unit norm within :func:`norm_tolerance`; else ClipevalError naming ``model`` and ``tower``."""
+    fault = embedding_fault(embeddings, batch)
+    if fault is not None:
+        raise ClipevalError(
+            f"Model '{model}': its {tower} tower {fault}. encode_image and encode_text must return one finite, "
+            "L2-normalised row per input (clipeval.models.base.normalize); nothing was cached or scored."
+        )
+    return embeddings
+
+
+PROBE_TEXTS = ("a photo of a dog.", "a drawing of a red circle.")
+
+
+def check_outputs(model: DualEncoder, device: torch.device | str = "cpu") -> DualEncoder:
+    """Encode two noise images and two prompts; ClipevalError unless both towers give [2, D] finite unit
+    vectors of the same width D. Run on every model build, before anything it encodes is cached or scored."""
+    rng = torch.Generator().manual_seed(0)
+    pixels = (torch.rand((2, 64, 64, 3), generator=rng) * 255).to(torch.uint8).numpy()
+    from PIL import Image
+
+    with torch.inference_mode():
+        images = torch.stack([model.preprocess(Image.fromarray(p)) for p in pixels])
+        image = check_embeddings(model.encode_image(images.to(device)), 2, model.name, "image")
+        text = check_embeddings(model.encode_text(model.tokenize(list(PROBE_TEXTS)).to(device)), 2, model.name, "text")
+    if image.shape[1] != text.shape[1]:
+        raise ClipevalError(
+            f"Model '{model.name}': its image embeddings have width {image.shape[1]} but its text embeddings "
+            f"{text.shape[1]}; zero-shot scores need both towers in one space of one width."
+        )
+    return model
+
+
 def normalize(x: torch.Tensor) -> torch.Tensor:
     x = x.float()
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)

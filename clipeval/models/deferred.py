@@ -3,7 +3,8 @@
 A rerun whose features and text classifiers are all cached needs nothing from the model
 but its name and fingerprint (every cache key is made of them). The first build of a model
 config writes both to a small *model card* in the cache, keyed by the resolved config, the
-size and modification time of every file it names, and the library versions. Later runs
+sha256 of every file it names (memoised by stat signature, see :class:`clipeval.cache.FileDigests`),
+and the library versions. Later runs
 read the card and stand in a :class:`DeferredModel`, which builds the real model the first
 time anything else is asked of it: a warm rerun skips importing open_clip (about 3 s here)
 and loading the weights.
@@ -21,9 +22,9 @@ from typing import Any
 
 import torch
 
-from clipeval.cache import TensorCache, cache_key
+from clipeval.cache import FileDigests, TensorCache, cache_key, file_digests
 from clipeval.errors import ClipevalError
-from clipeval.models.base import DualEncoder
+from clipeval.models.base import DualEncoder, check_outputs
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,17 @@ CARD_KIND = "model_cards"
 LIBRARIES = ("clipeval", "torch", "open_clip_torch", "transformers")
 
 
-def card_key(config: dict[str, Any]) -> str:
-    """Changes whenever the config, a file it names (or any file in a folder it names), the code of
-    its ``_target_`` or a library that builds the model changes."""
-    files = _named_files(config) + _target_file(config)
-    return cache_key(kind="model_card", config=config, files=files, versions=_versions())
+def card_key(config: dict[str, Any], digests: FileDigests | None = None) -> str:
+    """Changes whenever the config, the bytes of a file it names (or of any file in a folder it names),
+    the code of its ``_target_`` or a library that builds the model changes."""
+    files = [str(p) for p in _named_files(config) + _target_file(config)]
+    contents = (digests or file_digests()).digests(files)
+    return cache_key(
+        kind="model_card", config=config, files=list(zip(files, contents, strict=True)), versions=_versions()
+    )
 
 
-def _named_files(node: Any) -> list[tuple[str, int, int]]:
+def _named_files(node: Any) -> list[Path]:
     if isinstance(node, dict):
         return [f for value in node.values() for f in _named_files(value)]
     if isinstance(node, list):
@@ -47,27 +51,22 @@ def _named_files(node: Any) -> list[tuple[str, int, int]]:
         path = Path(node).expanduser()
         try:
             if path.is_file():
-                return [_stat(path)]
+                return [path.resolve()]
             if path.is_dir():  # a saved Hugging Face model, say: every file in it counts
-                return [_stat(f) for f in sorted(path.rglob("*")) if f.is_file()]
+                return [f.resolve() for f in sorted(path.rglob("*")) if f.is_file()]
         except OSError:  # a string that is not a usable path (too long, odd characters)
             pass
     return []
 
 
-def _stat(path: Path) -> tuple[str, int, int]:
-    stat = path.stat()
-    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
-
-
-def _target_file(config: dict[str, Any]) -> list[tuple[str, int, int]]:
+def _target_file(config: dict[str, Any]) -> list[Path]:
     """The source file of the adapter class, so that editing a user's adapter is a new card."""
     module = str(config.get("_target_", "")).rpartition(".")[0]
     try:
         spec = importlib.util.find_spec(module) if module else None
     except (ImportError, ValueError):
         return []
-    return [_stat(Path(spec.origin))] if spec and spec.origin and Path(spec.origin).is_file() else []
+    return [Path(spec.origin).resolve()] if spec and spec.origin and Path(spec.origin).is_file() else []
 
 
 def _versions() -> dict[str, str | None]:
@@ -101,12 +100,12 @@ class DeferredModel:
     def materialize(self) -> DualEncoder:
         if self._model is None:
             start = time.perf_counter()
-            model = self._build().to(self._device)
-            if model.fingerprint != self.fingerprint:
+            model = check_outputs(self._build().to(self._device), self._device)
+            if (model.name, model.fingerprint) != (self.name, self.fingerprint):
                 raise ClipevalError(
-                    f"Model '{self.name}' changed on disk without its size or modification time changing "
-                    f"(fingerprint {model.fingerprint}, card says {self.fingerprint}). Results of this run may "
-                    "come from the old weights: clear the cache (rm -r the cache_dir) and run again."
+                    f"Model '{model.name}' (fingerprint {model.fingerprint}) changed on disk behind its model card "
+                    f"('{self.name}', {self.fingerprint}), or its adapter is not deterministic. Results of this run "
+                    "may come from the old weights: clear the cache (rm -r the cache_dir) and run again."
                 )
             log.info("Loaded the weights of %s on %s in %.1f s", self.name, self._device, time.perf_counter() - start)
             self._model = model
@@ -122,13 +121,13 @@ def load_deferred(
     config: dict[str, Any], build: Callable[[], DualEncoder], device: torch.device, cache: TensorCache
 ) -> DualEncoder:
     """The model of ``config``: deferred when a card knows it, else built now (and its card written)."""
-    key = card_key(config)
-    card = cache.load(CARD_KIND, key)
-    if card is not None:
-        log.info("Model %s (fingerprint %s): known from its card; weights load when needed", *card["identity"])
-        return DeferredModel(*card["identity"], build=build, device=device)  # type: ignore[return-value]
+    key = card_key(config, cache.digests)
+    identity = _card_identity(cache.load(CARD_KIND, key))
+    if identity is not None:
+        log.info("Model %s (fingerprint %s): known from its card; weights load when needed", *identity)
+        return DeferredModel(*identity, build=build, device=device)  # type: ignore[return-value]
     start = time.perf_counter()
-    model = build().to(device)
+    model = check_outputs(build().to(device), device)
     log.info(
         "Loaded model %s (fingerprint %s) on %s in %.1f s",
         model.name,
@@ -138,3 +137,13 @@ def load_deferred(
     )
     cache.save(CARD_KIND, key, {"identity": [model.name, model.fingerprint]})
     return model
+
+
+def _card_identity(card: dict[str, Any] | None) -> tuple[str, str] | None:
+    """(name, fingerprint) of a card that passed its checksum, when it holds exactly two strings."""
+    identity = card.get("identity") if card is not None else None
+    if isinstance(identity, list) and len(identity) == 2 and all(isinstance(v, str) and v for v in identity):
+        return identity[0], identity[1]
+    if card is not None:
+        log.warning("Ignoring a model card that does not hold a name and a fingerprint; building the model")
+    return None

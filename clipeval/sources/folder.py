@@ -9,6 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from clipeval.cache import file_digests
 from clipeval.errors import ClipevalError
 from clipeval.lists import read_strings
 from clipeval.sources.base import DataNotFound, MapSource, content_key
@@ -64,8 +65,8 @@ class ImageFolderSource(MapSource):
             raise DataNotFound(
                 f"Images ({', '.join(IMAGE_EXTENSIONS)}) in class subfolders of {what}", [str(self.root)], how
             )
-        sizes = [(self.root / f).stat().st_size for f in self._files]
-        self.key = content_key("folder", [self.folders, self._files, sizes, self.crop])
+        digests = file_digests().digests([self.root / f for f in self._files])  # sha256 of each file's bytes
+        self.key = content_key("folder", [self.folders, self._files, digests, self.crop])
 
     def describe(self) -> str:
         return f"image folder {self.root} ({len(self)} images, {len(self.folders)} classes)"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import io
 import os
 from pathlib import Path
 
 from PIL import Image
 
+from clipeval.cache import file_digests
 from clipeval.errors import ClipevalError
 from clipeval.sources.base import DataNotFound, MapSource, content_key
 
@@ -45,7 +47,9 @@ class HFDatasetSource(MapSource):
         self.classnames = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
         self._labels = [int(v) for v in ds[self.label_key]]
         self._ds = ds.cast_column(self.image_key, datasets.Image(decode=False)).select_columns([self.image_key])
-        self.key = content_key("hf", [ds._fingerprint, split, self.image_key, self.label_key])
+        self.key = content_key(
+            "hf", [ds._fingerprint, split, self.image_key, self.label_key, *_data_digests(ds, self._ds)]
+        )
 
     def describe(self) -> str:
         return f"Hugging Face dataset {self.path} [{self.split}] ({len(self)} images)"
@@ -83,7 +87,9 @@ def _load(path: str, split: str, name: str | None, revision: str | None):
         return ds
     parquet = _parquet_files(local)
     if parquet:
-        return datasets.load_dataset("parquet", data_files={split: parquet}, split=split)
+        return datasets.load_dataset(
+            "parquet", data_files={split: parquet}, split=split, cache_dir=_parquet_cache(parquet)
+        )
     if local.exists() or os.sep in path and not _looks_like_hub_id(path):
         raise DataNotFound(
             f"A Hugging Face dataset at '{path}'",
@@ -100,6 +106,15 @@ def _load(path: str, split: str, name: str | None, revision: str | None):
             "Download it where there is network (datasets.load_dataset(...).save_to_disk(DIR)) "
             "and pass task.path=DIR.",
         ) from exc
+
+
+def _parquet_cache(files: list[str]) -> str:
+    """A datasets cache folder named by the parquet files' sha256: datasets keys its arrow copy of local files
+    by their mtime only, and serves the old rows after a same-mtime replacement (``cp -p``, ``rsync -t``)."""
+    import datasets
+
+    name = hashlib.sha256("\n".join(file_digests().digests(files)).encode()).hexdigest()[:24]
+    return str(Path(datasets.config.HF_DATASETS_CACHE) / "clipeval-parquet" / name)
 
 
 def _parquet_files(local: Path) -> list[str]:
@@ -119,3 +134,17 @@ def _find_column(ds, feature_type, fallback: str) -> str:
         if isinstance(feature, feature_type):
             return column
     return fallback
+
+
+def _data_digests(ds, images) -> tuple[list[str], list[str]]:
+    """sha256 of the arrow files ``ds`` reads (``ds._fingerprint`` stays when they are rewritten: load_from_disk
+    reads it from state.json, and parquet's follows the files' mtime only), and of every image file that
+    ``images`` (its image column, undecoded) names by path instead of holding its bytes."""
+    import pyarrow.compute as pc
+
+    cells = images.with_format("arrow")[images.column_names[0]]
+    data = pc.struct_field(cells, "bytes")
+    no_bytes = pc.or_kleene(pc.is_null(data), pc.equal(pc.binary_length(data), 0))
+    by_path = pc.filter(pc.struct_field(cells, "path"), no_bytes).to_pylist()
+    digests = file_digests()
+    return digests.digests([f["filename"] for f in ds.cache_files]), digests.digests(by_path)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from clipeval.cache import file_digests
 from clipeval.sources.base import DataNotFound, Item, Source, content_key, decode
 
 IMAGE_KEYS = ("webp", "png", "jpg", "jpeg")
@@ -47,7 +48,8 @@ class WebDatasetSource(Source):
             )
         self.classnames = _read_lines(self.root / "classnames.txt")
         self.templates = _read_lines(self.root / "zeroshot_classification_templates.txt")
-        self.key = content_key("wds", [split, [(p.name, p.stat().st_size) for p in self.shards]])
+        digests = file_digests().digests(self.shards)  # sha256 of each shard's bytes: labels and images
+        self.key = content_key("wds", [split, [(p.name, d) for p, d in zip(self.shards, digests, strict=True)]])
 
     def describe(self) -> str:
         return f"webdataset {self.root} [{self.split}] ({len(self.shards)} shards)"
