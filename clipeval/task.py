@@ -37,8 +37,13 @@ class Task:
         """The task's class names, else the ones the data carries (folder names, ClassLabel, classnames.txt)."""
         if self.classnames_option is not None:
             names = read_strings(self.classnames_option, "task.classnames", self.dir)
+        elif self.sources[dataset].classnames is None:
+            raise ClipevalError(
+                f"Dataset '{dataset}' of task '{self.name}' has no class names: set task.classnames (a list with one "
+                "name per class in label order, or a file with one per line)."
+            )
         else:
-            names = list(self.sources[dataset].classnames or [])
+            names = list(self.sources[dataset].classnames)
         if not names:
             raise ClipevalError(
                 f"Task '{self.name}', dataset '{dataset}': {self._names_origin()} is empty. "
