@@ -9,6 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from clipeval.classifier import check_templates
 from clipeval.construct import build
 from clipeval.errors import ClipevalError
 from clipeval.lists import read_strings
@@ -88,10 +89,12 @@ class Task:
         scored classes) or ``full`` (the class names). The data must have exactly as many
         classes as its labels index (when it says how many: class folders, a ClassLabel,
         classnames.txt), no label outside them, and no two scored classes may share a name
-        (identical prompts give identical prototypes) unless ``allow_duplicate_classnames``.
+        (identical prompts give identical prototypes) unless ``allow_duplicate_classnames``;
+        the prompt templates are checked too (each has ``{c}``).
         Raises ClipevalError naming the dataset, the numbers and what to change.
         """
         names = self.classnames(dataset)
+        check_templates(self.templates(dataset))
         blank = [i for i, n in enumerate(names) if not n.strip()]
         if blank:
             raise ClipevalError(f"dataset '{dataset}': {self._names_origin()} has blank names at {blank[:5]}.")
@@ -134,11 +137,12 @@ class Task:
             space = f"the {num_names} names of {self._names_origin()}"
         else:
             space = f"the {expected} scored classes (a class subset or ObjectNet-style class groups)"
-        fix = (
-            "Give one class name per class of the data, in label order"
-            + (" (to score some classes only, index them with task.class_subset)" if labels == "subset" else "")
-            + ", or point the task at the data it was written for."
-        )
+        if labels == "subset" and expected != num_names:
+            fix = "A class subset needs one class index per class of the data, in the order of its labels."
+        else:
+            fix = "Give one class name per class of the data, in label order" + (
+                " (to score some of the names only, index them with task.class_subset)." if labels == "subset" else "."
+            )
         bounds = source.label_range()
         if bounds is not None and bounds[0] < 0:
             raise ClipevalError(

@@ -80,6 +80,12 @@ def test_class_names_must_be_one_distinct_name_per_class_of_the_data(four_classe
         folder_task(four_classes, f"task.classnames={names}")
 
 
+def test_templates_without_the_class_placeholder_are_refused_before_encoding(four_classes):
+    # every class would get the same prompts, hence the same prototype
+    with pytest.raises(ClipevalError, match=r"lack it: \['a photo'\]"):
+        folder_task(four_classes, "task.templates=['a photo of a {c}.','a photo']")
+
+
 def test_duplicate_names_are_allowed_only_when_the_task_says_so(four_classes):
     task = folder_task(four_classes, "task.classnames=[bird,cat,cat,fish]", "++task.allow_duplicate_classnames=true")
     assert task.classnames("test") == ["bird", "cat", "cat", "fish"]
