@@ -131,9 +131,15 @@ class Source(ABC):
 
         By default, as many as the class names the data carries. A source whose labels are
         plain integers with no class list (folders named 0..N-1) says None; the labels it
-        has are then only a lower bound (:meth:`label_range`).
+        has are then only a lower bound (:meth:`label_range`). A source may also set it.
         """
+        if getattr(self, "_num_classes", None) is not None:
+            return self._num_classes
         return len(self.classnames) if self.classnames is not None else None
+
+    @num_classes.setter
+    def num_classes(self, value: int | None) -> None:
+        self._num_classes = value
 
     def label_range(self) -> tuple[int, int] | None:
         """(smallest, largest) label, when known without decoding images; None otherwise or with no samples."""

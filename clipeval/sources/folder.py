@@ -57,6 +57,7 @@ class ImageFolderSource(MapSource):
         self.classnames = [name.replace("_", " ") for name in self.folders]
         self._labels_are_indices = numeric_sort and classes is None
         self._files, self._labels = _list_images(self.root, self.folders, present)
+        _warn_about_images_at_the_root(self.root)
         if not self._files:
             raise DataNotFound(
                 f"Images ({', '.join(IMAGE_EXTENSIONS)}) in class subfolders of {what}", [str(self.root)], how
@@ -64,7 +65,6 @@ class ImageFolderSource(MapSource):
         _check_every_class_has_images(
             self.root, self.folders, self._labels, inferred=classes is None and not numeric_sort
         )
-        _warn_about_images_at_the_root(self.root)
         sizes = [(self.root / f).stat().st_size for f in self._files]
         self.key = content_key("folder", [self.folders, self._files, sizes, self.crop])
 
