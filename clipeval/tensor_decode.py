@@ -20,7 +20,7 @@ from torchvision import transforms
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from clipeval.errors import ClipevalError
-from clipeval.sources.base import IMAGE_ERRORS, Item, MapSource
+from clipeval.sources.base import IMAGE_ERRORS, Item, MapSource, to_rgb
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 # steps whose job the decoder already does (RGB, CHW, scaled to [0, 1]); open_clip's names included
@@ -103,7 +103,7 @@ def _decode_one(data: torch.Tensor, device: torch.device, errors: dict[int, str]
         if _is_jpeg(data):
             return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
         with Image.open(io.BytesIO(data.numpy().tobytes())) as image:  # PNG, BMP, TIFF, ...: as the PIL path
-            return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+            return torch.from_numpy(np.array(to_rgb(image))).permute(2, 0, 1)
     except (RuntimeError, *IMAGE_ERRORS) as exc:
         errors[i] = f"{type(exc).__name__}: {exc}"
         return None

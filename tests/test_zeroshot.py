@@ -107,7 +107,7 @@ def test_labels_beyond_the_class_list_are_a_clear_error(tiny_open_clip, image_fo
         tiny_open_clip,
         **{"task": "folder", "task.root": str(image_folder), "task.classnames": "[a,b]"},
     )
-    with pytest.raises(ClipevalError, match="labels up to 2 but the classifier has 2 classes"):
+    with pytest.raises(ClipevalError, match="has 3 classes, but its labels are scored against the 2 names"):
         run_in_process(overrides, tmp_path / "run")
 
 

@@ -51,6 +51,11 @@ class Adversarial:
         self.attacks, self.steps, self.limit, self.seed = list(attacks), int(steps), limit, int(seed)
         self.targets, self.batch_size, self.figure = int(targets), int(batch_size), figure
 
+    def check(self, task) -> None:
+        """Before anything is encoded: the dataset exists and the class names fit it."""
+        task.source(self.dataset)
+        task.check_classes(self.dataset)
+
     def evaluate(self, ctx) -> list[Record]:
         pixel, normalize = split_preprocess(ctx.model.preprocess)
         x, y, ids = self._sample(ctx, pixel)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from clipeval.errors import ClipevalError
 from clipeval.metrics import classification_records, clopper_pearson
 from clipeval.probe import kshot, matching_k, train_probe
 from clipeval.results import Record
@@ -18,6 +19,17 @@ log = logging.getLogger(__name__)
 def _xy(ctx, dataset: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     fs = ctx.features(dataset)
     return fs.features.numpy().astype(np.float64), fs.labels.numpy(), fs.ids
+
+
+def check_same_classes(task, train: str, tests: Sequence[str]) -> None:
+    """Every dataset exists, and the test datasets have as many classes as ``train`` (where the data says)."""
+    have = {d: task.source(d).num_classes for d in [train, *tests]}
+    for dataset in tests:
+        if None not in (have[train], have[dataset]) and have[dataset] != have[train]:
+            raise ClipevalError(
+                f"dataset '{dataset}' has {have[dataset]} classes but the probe is trained on '{train}', which has "
+                f"{have[train]}: a probe scores only the classes it was trained on, with the same labels."
+            )
 
 
 def _topk(model, x: np.ndarray) -> torch.Tensor:
@@ -38,6 +50,10 @@ class LinearProbe:
         self, train: str, test: Sequence[str], val_fraction: float = 0.2, seed: int = 0, prefix: str = "probe"
     ):
         self.train, self.test, self.val_fraction, self.seed, self.prefix = train, list(test), val_fraction, seed, prefix
+
+    def check(self, task) -> None:
+        """Before anything is encoded: the datasets exist and share the training set's classes."""
+        check_same_classes(task, self.train, self.test)
 
     def evaluate(self, ctx) -> list[Record]:
         x, y, _ = _xy(ctx, self.train)
@@ -67,6 +83,11 @@ class FewShot:
                  val_fraction: float = 0.25, figure: str | None = "few_shot.png"):  # fmt: skip
         self.train, self.test, self.ks, self.seeds = train, test, list(ks), int(seeds)
         self.val_fraction, self.figure = val_fraction, figure
+
+    def check(self, task) -> None:
+        """Before anything is encoded: the datasets share their classes; the zero-shot names fit the test set."""
+        check_same_classes(task, self.train, [self.test])
+        task.check_classes(self.test)
 
     def evaluate(self, ctx) -> list[Record]:
         x, y, _ = _xy(ctx, self.train)

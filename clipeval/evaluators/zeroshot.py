@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -11,6 +14,9 @@ from clipeval.errors import ClipevalError
 from clipeval.lists import read_strings
 from clipeval.metrics import classification_records
 from clipeval.results import Record
+
+if TYPE_CHECKING:
+    from clipeval.task import Task
 
 LABEL_SPACES = ("subset", "full")
 
@@ -52,15 +58,24 @@ class ZeroShot:
         if name and (self.datasets is None or len(self.datasets) != 1):
             raise ClipevalError("ZeroShot 'name' renames one dataset: give exactly one in 'datasets'.")
 
+    def check(self, task: Task) -> None:
+        """Refuse, before anything is encoded, a class subset, class groups or class names that do not fit the data."""
+        if self.groups_from is not None:
+            task.source(self.groups_from)
+        for dataset in self.datasets or list(task.sources):
+            if dataset in task.missing:
+                continue  # an optional dataset that is absent: evaluate() skips it
+            task.source(dataset)
+            task.check_classes(dataset, self._groups(task, dataset), self.labels)
+
     def evaluate(self, ctx) -> list[Record]:
         records: list[Record] = []
         for dataset in self.datasets or list(ctx.task.sources):
             if dataset in ctx.task.missing:
                 continue  # an optional dataset that is absent; load_task has said so
-            source = ctx.task.sources[dataset]
             fs = ctx.features(dataset)
             weights = ctx.classifier(ctx.task.classnames(dataset), ctx.task.templates(dataset))
-            groups = self._groups(ctx.task.sources[self.groups_from] if self.groups_from else source, weights.shape[0])
+            groups = self._groups(ctx.task, dataset)
             logits = fs.features @ weights.T
             labels, keep = fs.labels, slice(None)
             if groups is not None:
@@ -76,18 +91,37 @@ class ZeroShot:
             ctx.save_predictions(out, ids, labels, topk)
         return records
 
-    def _groups(self, source: Any, num_classes: int) -> list[list[int]] | None:
+    def _groups(self, task: Task, dataset: str) -> list[list[int]] | None:
+        """The classifier classes behind each scored class of ``dataset`` (None: every class on its own)."""
+        source = task.sources[self.groups_from or dataset]
         groups = getattr(source, "class_groups", None)
         if self.class_subset is not None:
-            subset = [int(i) for i in read_strings(self.class_subset, "class_subset")]
             if groups is not None:
                 raise ClipevalError("A dataset with class groups (ObjectNet) cannot also take a class_subset.")
-            groups = [[i] for i in subset]
-        if groups is not None:
-            bad = [i for g in groups for i in g if not 0 <= i < num_classes]
-            if bad:
-                raise ClipevalError(f"Class indices {bad[:5]} are outside the task's {num_classes} classes.")
+            groups = [[i] for i in parse_class_subset(self.class_subset, task.dir)]
         return groups
+
+
+def parse_class_subset(value: Sequence[int] | str, base: Path | None = None) -> list[int]:
+    """Class indices from a list or a file (one per line); each an integer, each once, at least one.
+
+    Raises ClipevalError naming the entries that are not integers or are repeated.
+    """
+    entries = [e.strip() for e in read_strings(value, "class_subset", base)]
+    not_integers = [e for e in entries if not re.fullmatch(r"[+-]?[0-9]+", e)]
+    if not_integers:
+        raise ClipevalError(
+            f"class_subset entries must be integer class indices; these are not: {not_integers[:5]}. "
+            "Give the indices of the scored classes in the class-name list, counting from 0."
+        )
+    indices = [int(e) for e in entries]
+    repeated = sorted(i for i, n in Counter(indices).items() if n > 1)
+    if repeated or not indices:
+        raise ClipevalError(
+            f"class_subset is empty or lists classes more than once ({repeated[:5]}): give each scored class "
+            "once, in the order of the data's labels."
+        )
+    return indices
 
 
 def _to_group_labels(labels: torch.Tensor, groups: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -57,12 +58,59 @@ class Item:
     error: str | None = None
 
 
+# PIL modes whose convert("RGB") clips instead of rescaling: 16-bit integer (0..65535) and float (0..1)
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+FLOAT_MODES = ("F",)
+
+
+class PixelFormatError(ValueError):
+    """The pixel values of an image cannot be read as an image (out of range, not finite)."""
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB of ``img``, whatever its PIL mode.
+
+    ``convert("RGB")`` is right for 8-bit modes (L, P, RGB, CMYK, YCbCr, LAB, HSV, 1) and drops
+    alpha (RGBA, LA, PA, P with transparency: the colour channels as stored, as torchvision's
+    decoders and the reference evaluations do). It clips 16-bit and float images instead of
+    rescaling them (a 16-bit PNG becomes near white, a float TIFF black), so those are rescaled
+    here: 16-bit integers (``I;16*``, and ``I``, which Pillow uses for 16-bit PGM and signed
+    16-bit TIFF) map 0..65535 to 0..255, floats (``F``) map 0..1 to 0..255, both rounded to the
+    nearest level.
+
+    Raises :class:`PixelFormatError` for values outside those ranges (or not finite), which
+    have no one meaning as an image; :func:`decode` then skips the image with that reason.
+    """
+    if img.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(img)
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high > 65535:
+            raise PixelFormatError(
+                f"{img.mode} pixel values span {low}..{high}, outside the 16-bit range 0..65535; "
+                "convert the file to 8- or 16-bit RGB or grayscale"
+            )
+        eight = (values.astype(np.uint32) + 128) // 257  # round(v * 255 / 65535); 257 is odd, so no ties
+        return Image.fromarray(eight.astype(np.uint8), "L").convert("RGB")
+    if img.mode in FLOAT_MODES:
+        values = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+            raise PixelFormatError(
+                f"float pixel values span {np.nanmin(values):g}..{np.nanmax(values):g} "
+                f"({int((~np.isfinite(values)).sum())} not finite), outside 0..1; "
+                "convert the file to 8- or 16-bit RGB or grayscale"
+            )
+        return Image.fromarray(np.rint(values * 255).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        return img.convert("RGBA").convert("RGB")  # same pixels as convert("RGB"), without Pillow's warning
+    return img.convert("RGB")
+
+
 def decode(open_image: Callable[[], Image.Image], transform: Callable, label: int, sample_id: str) -> Item:
-    """Open and transform one image; a broken file becomes an :class:`Item` with ``error`` set."""
+    """Open, convert (:func:`to_rgb`) and transform one image; a broken file becomes an :class:`Item` with ``error``."""
     try:
         with open_image() as img:
             img.load()
-            return Item(transform(img.convert("RGB")), label, sample_id)
+            return Item(transform(to_rgb(img)), label, sample_id)
     except IMAGE_ERRORS as exc:
         return Item(None, label, sample_id, f"{type(exc).__name__}: {exc}")
 
@@ -76,6 +124,26 @@ class Source(ABC):
     classnames: list[str] | None = None
     #: prompt templates shipped with the data (webdataset mirrors carry them)
     templates: list[str] | None = None
+
+    @property
+    def num_classes(self) -> int | None:
+        """How many classes the data defines (class folders, a ClassLabel, classnames.txt); None if it does not say.
+
+        By default, as many as the class names the data carries. A source whose labels are
+        plain integers with no class list (folders named 0..N-1) says None; the labels it
+        has are then only a lower bound (:meth:`label_range`). A source may also set it.
+        """
+        if getattr(self, "_num_classes", None) is not None:
+            return self._num_classes
+        return len(self.classnames) if self.classnames is not None else None
+
+    @num_classes.setter
+    def num_classes(self, value: int | None) -> None:
+        self._num_classes = value
+
+    def label_range(self) -> tuple[int, int] | None:
+        """(smallest, largest) label, when known without decoding images; None otherwise or with no samples."""
+        return None
 
     @abstractmethod
     def describe(self) -> str:
@@ -104,6 +172,10 @@ class MapSource(Source):
 
     @abstractmethod
     def open_image(self, index: int) -> Image.Image: ...
+
+    def label_range(self) -> tuple[int, int] | None:
+        labels = [self.label(i) for i in range(len(self))]
+        return (min(labels), max(labels)) if labels else None
 
     def read_bytes(self, index: int) -> bytes | None:
         """The encoded image file, for decoders other than PIL; None when the source has no such file."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,21 +56,29 @@ class ImageFolderSource(MapSource):
             classes = read_strings(classes, "classes")
         self.folders = _class_folders(present, numeric_sort, classes, self.root, other_folders)
         self.classnames = [name.replace("_", " ") for name in self.folders]
-        self._files: list[str] = []
-        self._labels: list[int] = []
-        for label, folder in enumerate(self.folders):
-            for path in _image_files(self.root / folder):
-                self._files.append(path.relative_to(self.root).as_posix())
-                self._labels.append(label)
+        self._labels_are_indices = numeric_sort and classes is None
+        self._files, self._labels = _list_images(self.root, self.folders, present)
+        _warn_about_images_at_the_root(self.root)
         if not self._files:
             raise DataNotFound(
                 f"Images ({', '.join(IMAGE_EXTENSIONS)}) in class subfolders of {what}", [str(self.root)], how
             )
+        _check_every_class_has_images(
+            self.root, self.folders, self._labels, inferred=classes is None and not numeric_sort
+        )
         digests = file_digests().digests([self.root / f for f in self._files])  # sha256 of each file's bytes
         self.key = content_key("folder", [self.folders, self._files, digests, self.crop])
 
     def describe(self) -> str:
         return f"image folder {self.root} ({len(self)} images, {len(self.folders)} classes)"
+
+    @property
+    def num_classes(self) -> int | None:
+        # Folders named by class index (numeric_sort) do not say how many classes there are.
+        return None if self._labels_are_indices else len(self.folders)
+
+    def label_range(self) -> tuple[int, int] | None:
+        return (min(self._labels), max(self._labels)) if self._labels else None
 
     def __len__(self) -> int:
         return len(self._files)
@@ -104,28 +113,189 @@ def _class_folders(
             )
         classes = [str(i) for i in range(max(map(int, present), default=-1) + 1)]
     if classes is not None:
+        repeated = sorted(c for c, n in Counter(classes).items() if n > 1)
+        if repeated or not classes:
+            raise ClipevalError(
+                f"The class folder list for {root} is empty or names folders twice ({repeated[:3]}): "
+                "give each class folder once, in label order."
+            )
         unknown = sorted(set(present) - set(classes))
         if unknown and other_folders != "ignore":
             raise ClipevalError(
                 f"{len(unknown)} folder(s) in {root} are not among the task's classes (e.g. {unknown[:3]})."
             )
-        have = set(present)
-        missing = [c for c in classes if c not in have]
-        if missing:
-            log.warning(
-                "%d of %d class folders are missing from %s (e.g. %s)", len(missing), len(classes), root, missing[:3]
-            )
         return classes
     return sorted(present)
 
 
-def _image_files(folder: Path) -> list[Path]:
+def _list_images(root: Path, folders: list[str], present: list[str]) -> tuple[list[str], list[int]]:
+    """(file paths relative to ``root``, labels) of the images of each class folder, in label order."""
+    real = {name: os.path.realpath(root / name) for name in present}
+    root_real = os.path.realpath(root)
+    files: list[str] = []
+    labels: list[int] = []
+    not_followed: list[str] = []
+    for label, folder in enumerate(folders):
+        if folder not in real:
+            continue
+        top = real[folder]
+        if _contains(top, root_real):
+            raise ClipevalError(
+                f"Class folder '{folder}' of {root} links to {top}, which contains the whole dataset. "
+                "Make it a folder of that class's images."
+            )
+        twins = [name for name, path in real.items() if path == top and name != folder]
+        if twins:
+            raise ClipevalError(
+                f"Class folders '{folder}' and '{twins[0]}' of {root} are the same directory ({top}), so its images "
+                "would be counted under two labels. Remove one of them."
+            )
+        others = {path: name for name, path in real.items() if name != folder}
+        for path in _image_files(root / folder, others, not_followed):
+            files.append(path.relative_to(root).as_posix())
+            labels.append(label)
+    if not_followed:
+        shown = "\n".join(f"  {line}" for line in not_followed[:5])
+        more = f"\n  ... and {len(not_followed) - 5} more" if len(not_followed) > 5 else ""
+        log.warning(
+            "%d symlink(s) or folder(s) in %s were not followed, so that no image is listed twice or under another "
+            "class's label:\n%s%s",
+            len(not_followed),
+            root,
+            shown,
+            more,
+        )
+    return files, labels
+
+
+def _image_files(folder: Path, others: dict[str, str], not_followed: list[str]) -> list[Path]:
+    """The image files under one class folder, each listed once, sorted.
+
+    Symlinks to files and to directories elsewhere are followed (datasets assembled from
+    links are common), but a directory is never visited twice (by real path), and a link is
+    not followed into a folder that contains it (a loop such as ``ln -s . cat/loop``), back
+    into this class's own folder (its images are listed there already), or into another
+    class's folder (``others``: real path -> folder name), whose images would be counted under
+    the wrong label; each is added to ``not_followed`` as "path -> target: why".
+    """
     if not folder.is_dir():
         return []
-    files = [
-        Path(dirpath) / name
-        for dirpath, _, names in os.walk(folder, followlinks=True)
-        for name in names
-        if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
-    ]
+    top = os.path.realpath(folder)
+    visited, seen_files = {top}, set()
+    files: list[Path] = []
+    stack = [(str(folder), top)]
+    while stack:
+        path, real = stack.pop()
+        try:
+            with os.scandir(path) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            not_followed.append(f"{path}: cannot be read ({type(exc).__name__}: {exc.strerror})")
+            continue
+        subdirs = []
+        for entry in entries:
+            link = entry.is_symlink()
+            target = os.path.realpath(entry.path) if link else os.path.join(real, entry.name)
+            if entry.is_dir():
+                why = _why_not_descend(target, real, top, link, visited, others)
+                if why:
+                    not_followed.append(f"{entry.path} -> {target}: {why}")
+                    continue
+                visited.add(target)
+                subdirs.append((entry.path, target))
+            elif entry.name.lower().endswith(IMAGE_EXTENSIONS) and not entry.name.startswith("."):
+                why = _why_not_list(target, link, seen_files, others)
+                if why:
+                    not_followed.append(f"{entry.path} -> {target}: {why}")
+                    continue
+                seen_files.add(target)
+                files.append(Path(entry.path))
+        stack.extend(reversed(subdirs))
     return sorted(files)
+
+
+def _why_not_list(target: str, link: bool, seen_files: set[str], others: dict[str, str]) -> str:
+    """Why the image file ``target`` (a real path) is not listed, or "" if it is."""
+    if target in seen_files:
+        return "the same file is listed already"
+    if not link:
+        return ""
+    if not os.path.exists(target):
+        return "a broken link (its target does not exist)"
+    owner = _owner(target, others)
+    return f"a file of class folder '{owner}'" if owner is not None else ""
+
+
+def _why_not_descend(target: str, parent: str, top: str, link: bool, visited: set[str], others: dict[str, str]) -> str:
+    """Why the directory ``target`` (a real path) is not listed, or "" if it is."""
+    if target in visited:
+        return "listed already (a loop, or two links to one folder)"
+    if target in others:
+        return f"it is class folder '{others[target]}'"
+    if not link:
+        return ""
+    if _contains(target, parent) or _contains(target, top):
+        return "a folder that contains the link or this class's folder (a loop)"
+    if _contains(top, target):
+        return "inside this class's own folder, whose images are listed already"
+    owner = _owner(target, others)
+    if owner is not None:
+        return f"inside class folder '{owner}'"
+    inner = next((name for path, name in others.items() if _contains(target, path)), None)
+    return f"it contains class folder '{inner}'" if inner is not None else ""
+
+
+def _contains(outer: str, inner: str) -> bool:
+    """Whether real path ``inner`` is ``outer`` or lies under it."""
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+
+def _owner(target: str, folders: dict[str, str]) -> str | None:
+    """The name of the folder among ``folders`` (real path -> name) that ``target`` lies in, if any."""
+    path = target
+    while True:
+        if path in folders:
+            return folders[path]
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+
+
+def _check_every_class_has_images(root: Path, folders: list[str], labels: list[int], inferred: bool) -> None:
+    """An error for a class folder without images when the folders define the classes, else a warning."""
+    counts = Counter(labels)
+    empty = [name for label, name in enumerate(folders) if not counts[label]]
+    if not empty:
+        return
+    if inferred:
+        raise ClipevalError(
+            f"{len(empty)} class folder(s) of {root} hold no images ({', '.join(IMAGE_EXTENSIONS)}): "
+            f"{empty[:5]}. With the classes taken from the folders, each would be a class with no samples that "
+            "still competes in the classifier. Remove the folder(s), or list the classes explicitly (the "
+            "`classes` option of the data source, e.g. task.classes=[...] for the folder task)."
+        )
+    log.warning(
+        "%d of %d classes have no images in %s (folder missing or empty, e.g. %s). They stay candidates in the "
+        "classifier, with no samples of their own; the labels of the other classes are unaffected.",
+        len(empty),
+        len(folders),
+        root,
+        empty[:3],
+    )
+
+
+def _warn_about_images_at_the_root(root: Path) -> None:
+    loose = sorted(
+        p.name
+        for p in root.iterdir()
+        if p.name.lower().endswith(IMAGE_EXTENSIONS) and not p.name.startswith(".") and not p.is_dir()
+    )
+    if loose:
+        log.warning(
+            "%d image(s) at the top of %s are in no class folder and are left out (e.g. %s). "
+            "Move each into the folder of its class.",
+            len(loose),
+            root,
+            loose[0],
+        )

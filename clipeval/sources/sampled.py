@@ -33,6 +33,10 @@ class SampledSource(MapSource):
         self.classnames, self.templates = source.classnames, source.templates
         self.key = content_key("sampled", [source.key, per_class, seed])
 
+    @property
+    def num_classes(self) -> int | None:
+        return self.source.num_classes
+
     def describe(self) -> str:
         return f"{len(self)} sampled from {self.source.describe()}"
 

@@ -73,17 +73,28 @@ class _ShardDataset(torch.utils.data.IterableDataset):
         return itertools.islice(map(self._item, pipeline), self.limit)
 
     def _item(self, sample: dict[str, Any]) -> Item:
+        """One sample decoded; a sample without an image or an integer ``.cls`` label is skipped with the reason."""
         sample_id = f"{Path(sample['__url__']).stem}/{sample['__key__']}"
-        label = int(sample["cls"]) if "cls" in sample else -1
         data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
-        if data is None or label < 0:
-            return Item(
-                None,
-                max(label, 0),
-                sample_id,
-                f"no image or .cls in sample (keys: {sorted(sample)})",
-            )
+        label, why = _label(sample.get("cls"))
+        if data is None:
+            why = f"no image ({'/'.join(IMAGE_KEYS)}) in sample (keys: {sorted(sample)})"
+        if why is not None:
+            return Item(None, max(label, 0), sample_id, why)
         return decode(lambda: Image.open(io.BytesIO(data)), self.transform, label, sample_id)
+
+
+def _label(raw: bytes | None) -> tuple[int, str | None]:
+    """(label, None) for a ``.cls`` holding a non-negative integer, else (-1, why)."""
+    if raw is None:
+        return -1, "no .cls label in sample"
+    try:
+        label = int(raw.decode("utf-8").strip())
+    except (UnicodeDecodeError, ValueError):
+        return -1, f".cls label is not an integer: {raw[:40]!r}"
+    if label < 0:
+        return -1, f".cls label is negative: {label}"
+    return label, None
 
 
 def _read_lines(path: Path) -> list[str] | None:
