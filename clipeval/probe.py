@@ -56,7 +56,10 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
 
 
 def kshot(y: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Exactly ``k`` indices per class, drawn without replacement, the same for the same seed."""
+    """Exactly ``k`` indices per class present in ``y``, drawn without replacement, the same for the same seed.
+
+    Raises ValueError when a class has fewer than ``k`` examples (see :func:`too_small`).
+    """
     rng = np.random.default_rng(seed)
     picks = []
     for c in np.unique(y):
@@ -65,6 +68,12 @@ def kshot(y: np.ndarray, k: int, seed: int) -> np.ndarray:
             raise ValueError(f"class {c} has {len(idx)} examples, fewer than k={k}")
         picks += rng.choice(idx, size=k, replace=False).tolist()
     return np.array(sorted(picks))
+
+
+def too_small(y: np.ndarray, k: int, num_classes: int) -> dict[int, int]:
+    """{class: its number of examples} for each of the ``num_classes`` classes with fewer than ``k`` in ``y``."""
+    counts = np.bincount(y, minlength=num_classes)
+    return {int(c): int(counts[c]) for c in np.flatnonzero(counts < k)}
 
 
 @dataclass(frozen=True)
