@@ -70,10 +70,10 @@ def kshot(y: np.ndarray, k: int, seed: int) -> np.ndarray:
     return np.array(sorted(picks))
 
 
-def too_small(y: np.ndarray, k: int, num_classes: int) -> dict[int, int]:
-    """{class: its number of examples} for each of the ``num_classes`` classes with fewer than ``k`` in ``y``."""
-    counts = np.bincount(y, minlength=num_classes)
-    return {int(c): int(counts[c]) for c in np.flatnonzero(counts < k)}
+def too_small(y: np.ndarray, k: int) -> dict[int, int]:
+    """{class: its number of examples} for each class present in ``y`` with fewer than ``k`` examples."""
+    classes, counts = np.unique(y, return_counts=True)
+    return {int(c): int(n) for c, n in zip(classes, counts, strict=True) if n < k}
 
 
 @dataclass(frozen=True)

@@ -207,8 +207,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Evaluate ``cfg.model`` on the selected task or suite; returns the results document it wrote.
 
     Everything that can fail on the user's input (data, baselines, weights) is checked before
-    the first image is encoded, and the results are written even when the robustness report
-    fails afterwards.
+    the first image is encoded. Once evaluation has started, results.json and the store entry
+    are always written: when an evaluator raises, the run stops there, writes the records of
+    the evaluators that finished with the failure (``failures``: task, evaluator, type,
+    error), and then raises: a ClipevalError naming the evaluator (exit 2), or the original
+    exception with its traceback (a bug). The same holds when the robustness report fails.
+    Evaluators' notes (what they left out, and why) go to ``notes`` and after the summary.
     """
     runtime = Runtime.create(**OmegaConf.to_container(cfg.runtime, resolve=True))
     runtime.seed_everything()

@@ -195,14 +195,14 @@ def test_few_shot_with_no_k_left_is_a_user_error_naming_the_class(tmp_path):
         FewShot("train", "test", ks=[8, 16], figure=None).evaluate(ctx)
 
 
-def test_a_class_without_training_examples_is_a_note_for_few_shot_and_probe(tmp_path):
+def test_a_class_without_training_examples_is_named_in_a_note(tmp_path):
     x, y = blobs(10, 3, 8, 0.5, seed=0)
     names = ["cat", "dog", "fox", "owl"]  # no owl in the data
     ctx = FakeContext({"train": (x, y), "test": (x, y)}, tmp_path, classnames=names)
-    with pytest.raises(ClipevalError, match=r"'owl' \(0\)"):
-        FewShot("train", "test", ks=[1], figure=None).evaluate(ctx)
+    FewShot("train", "test", ks=[1], seeds=1, figure=None).evaluate(ctx)
     LinearProbe("train", ["test"]).evaluate(ctx)
-    assert ctx.notes[0]["classes_without_examples"] == ["owl"]
+    assert [n["classes_without_examples"] for n in ctx.notes] == [["owl"], ["owl"]]
+    assert "chooses among the 3 others and never predicts them: 'owl' (0)" in ctx.notes[0]["message"]
 
 
 @pytest.mark.parametrize("ks", [[], [0, 1], [4, 2], [2, 2]])

@@ -44,11 +44,12 @@ def _check_train_classes(ctx, dataset: str, y: np.ndarray, names: list[str] | No
         )
     if names is not None:
         ctx.check_labels(dataset, torch.from_numpy(y), len(names))
-    absent = too_small(y, 1, len(names) if names else int(y.max()) + 1)
+    present = set(np.unique(y).tolist())
+    absent = {c: 0 for c in range(len(names) if names else max(present) + 1) if c not in present}
     if absent:
         ctx.note(
-            f"{len(absent)} classes have no training examples in '{dataset}', so the probe never predicts them: "
-            f"{_listed(names, absent)}.",
+            f"{len(absent)} classes have no training examples in '{dataset}', so the probe chooses among the "
+            f"{len(present)} others and never predicts them: {_listed(names, absent)}.",
             dataset=dataset,
             classes_without_examples=[names[c] if names else c for c in sorted(absent)],
         )
@@ -96,6 +97,10 @@ class FewShot:
     Records hold the mean top-1 over seeds with its standard deviation (``std``); their
     interval is Clopper–Pearson for that mean on the n test samples (the seeds score the same
     samples, so pooling them would overstate n); the spread over seeds is the ``std``.
+
+    A k that some class has fewer than k (but some) training examples of is skipped, with a
+    warning and a note in results.json naming those classes; ClipevalError when no k is left.
+    Classes without any training examples are named in a note; the probe chooses among the others.
     """
 
     def __init__(self, train: str, test: str, ks: Sequence[int] = (1, 2, 4, 8, 16), seeds: int = 3,
@@ -146,14 +151,14 @@ class FewShot:
         return records
 
     def _feasible_ks(self, ctx, y: np.ndarray) -> list[int]:
-        """The ks every class of the task has enough training examples for.
+        """The ks every class with training examples has enough examples for.
 
         The others are skipped with a note naming the classes that are too small (results.json
         "notes": ``skipped_ks``, ``too_small``); ClipevalError when no k is left.
         """
         names = ctx.task.classnames(self.train)
-        ctx.check_labels(self.train, torch.from_numpy(y), len(names))
-        short = {k: too_small(y, k, len(names)) for k in self.ks}
+        _check_train_classes(ctx, self.train, y, names)
+        short = {k: too_small(y, k) for k in self.ks}
         skipped = [k for k in self.ks if short[k]]
         if not skipped:
             return self.ks
