@@ -19,6 +19,9 @@ import torch.nn.functional as F
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
 
+#: the fewest classes the targeted DLR loss (APGD-T) is defined for: its denominator uses z_pi3 and z_pi4
+DLR_TARGETED_MIN_CLASSES = 4
+
 
 class ZeroShotLogits(torch.nn.Module):
     """x in [0, 1] -> logit_scale · normalised image embedding · class prototypes."""
@@ -59,6 +62,11 @@ def _random_start(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) 
     return project(x + noise, x, eps, norm)
 
 
+def _check_budget(eps: float, steps: int) -> None:
+    if not (math.isfinite(eps) and eps >= 0) or steps < 1:
+        raise ValueError(f"an attack needs a finite eps >= 0 and at least one step (got eps={eps}, steps={steps})")
+
+
 def _grad(f: Logits, x: torch.Tensor, loss_fn) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x = x.detach().requires_grad_(True)
     logits = f(x)
@@ -69,7 +77,11 @@ def _grad(f: Logits, x: torch.Tensor, loss_fn) -> tuple[torch.Tensor, torch.Tens
 
 def pgd(f: Logits, x, y, eps: float, steps: int = 100, step_size: float | None = None, norm: str = "linf",
         random_start: bool = True, seed: int = 0) -> torch.Tensor:  # fmt: skip
-    """Projected gradient ascent on cross-entropy (Madry et al. 2018); keeps the first misclassifying point."""
+    """Projected gradient ascent on cross-entropy (Madry et al. 2018); keeps the first misclassifying point.
+
+    Raises ValueError for a negative eps or fewer than one step.
+    """
+    _check_budget(eps, steps)
     if eps == 0:
         return x.clone()
     step_size = step_size or 2.5 * eps / steps
@@ -88,10 +100,19 @@ def pgd(f: Logits, x, y, eps: float, steps: int = 100, step_size: float | None =
 
 
 def dlr_targeted(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2), the targeted DLR loss of AutoAttack."""
+    """-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2), the targeted DLR loss of AutoAttack.
+
+    z_pi1 >= z_pi2 >= ... are the sorted logits, so the loss needs at least
+    :data:`DLR_TARGETED_MIN_CLASSES` classes: with two the ratio is the constant ±1 (no
+    gradient, so the attack never moves), and AutoAttack refuses fewer than four
+    (``autoattack/checks.py``, ``check_n_classes``). Raises ValueError below that.
+    """
+    if logits.shape[1] < DLR_TARGETED_MIN_CLASSES:
+        raise ValueError(
+            f"the targeted DLR loss needs at least {DLR_TARGETED_MIN_CLASSES} classes, got {logits.shape[1]}"
+        )
     ordered = logits.sort(dim=1, descending=True).values
-    k = min(4, logits.shape[1])
-    denom = ordered[:, 0] - (ordered[:, min(2, k - 1)] + ordered[:, k - 1]) / 2 + 1e-12
+    denom = ordered[:, 0] - (ordered[:, 2] + ordered[:, 3]) / 2 + 1e-12
     return -(logits.gather(1, y[:, None])[:, 0] - logits.gather(1, target[:, None])[:, 0]) / denom
 
 
@@ -104,7 +125,14 @@ def _checkpoints(steps: int) -> list[int]:
 
 def apgd(f: Logits, x, y, eps: float, steps: int = 100, norm: str = "linf", loss: str = "ce",
          target: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:  # fmt: skip
-    """Auto-PGD (Croce and Hein 2020) with cross-entropy, or targeted DLR towards ``target``."""
+    """Auto-PGD (Croce and Hein 2020) with cross-entropy, or targeted DLR towards ``target``.
+
+    Raises ValueError for a negative eps, fewer than one step, an unknown loss, or the
+    targeted DLR loss without targets or on fewer than :data:`DLR_TARGETED_MIN_CLASSES` classes.
+    """
+    _check_budget(eps, steps)
+    if loss not in ("ce", "dlr-t") or (loss == "dlr-t" and target is None):
+        raise ValueError(f"loss must be 'ce', or 'dlr-t' with a target (got {loss!r}, target {target is not None})")
     if eps == 0:
         return x.clone()
 

@@ -56,7 +56,10 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
 
 
 def kshot(y: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Exactly ``k`` indices per class, drawn without replacement, the same for the same seed."""
+    """Exactly ``k`` indices per class present in ``y``, drawn without replacement, the same for the same seed.
+
+    Raises ValueError when a class has fewer than ``k`` examples (see :func:`too_small`).
+    """
     rng = np.random.default_rng(seed)
     picks = []
     for c in np.unique(y):
@@ -65,6 +68,12 @@ def kshot(y: np.ndarray, k: int, seed: int) -> np.ndarray:
             raise ValueError(f"class {c} has {len(idx)} examples, fewer than k={k}")
         picks += rng.choice(idx, size=k, replace=False).tolist()
     return np.array(sorted(picks))
+
+
+def too_small(y: np.ndarray, k: int) -> dict[int, int]:
+    """{class: its number of examples} for each class present in ``y`` with fewer than ``k`` examples."""
+    classes, counts = np.unique(y, return_counts=True)
+    return {int(c): int(n) for c, n in zip(classes, counts, strict=True) if n < k}
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,11 @@ class RunContext:
         self.bank, self.task, self.run_dir, self.predictions_dir = bank, task, run_dir, predictions_dir
         self.model, self.runtime = bank.model, bank.runtime
         self.skipped: dict[str, list[tuple[str, str]]] = {}
+        #: what an evaluator left out or changed, and why (results.json's "notes")
+        self.notes: list[dict[str, Any]] = []
+        #: the evaluator that failed, which ended the task
+        self.failure: Failure | None = None
+        self._evaluator: str | None = None
 
     def features(self, dataset: str) -> FeatureSet:
         if dataset not in self.task.sources:
@@ -112,12 +117,66 @@ class RunContext:
         table = pa.table({"sample_id": ids, "label": labels.numpy(), "topk": topk.numpy().tolist()})
         return atomic_write(self.predictions_dir / f"{dataset}.parquet", lambda f: pq.write_table(table, f))
 
+    def note(self, message: str, **details: Any) -> None:
+        """Log a warning and keep it, with the task, the evaluator and ``details``, for results.json."""
+        log.warning("Task %s, evaluator %s: %s", self.task.name, self._evaluator, message)
+        self.notes.append({"task": self.task.name, "evaluator": self._evaluator, "message": message, **details})
+
     def evaluate(self) -> list[Record]:
+        """The records of each evaluator in turn, up to the first that raises.
+
+        That one's exception is kept in :attr:`failure` (not raised), so that the records of
+        the evaluators that finished can still be written; :func:`run` ends the run with it.
+        """
         records: list[Record] = []
         for name, evaluator in self.task.evaluators.items():
             log.info("Task %s: running evaluator %s", self.task.name, name)
-            records += evaluator.evaluate(self)
+            self._evaluator = name
+            try:
+                records += evaluator.evaluate(self)
+            except Exception as exc:  # kept, and raised again by run() once the results are written
+                self.failure = Failure(self.task.name, name, exc)
+                log.error("Task %s: evaluator %s failed: %s", self.task.name, name, exc)
+                break
+            finally:
+                self._evaluator = None
         return records
+
+
+@dataclasses.dataclass
+class Failure:
+    """An evaluator that raised: recorded in results.json, then raised again once the results are written."""
+
+    task: str
+    evaluator: str
+    error: Exception
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "task": self.task,
+            "evaluator": self.evaluator,
+            "type": type(self.error).__name__,
+            "error": str(self.error),
+        }
+
+    def raise_again(self, where: Path) -> None:
+        """ClipevalError: a new one naming the evaluator and where the finished records are; else the bug itself."""
+        if isinstance(self.error, ClipevalError):
+            raise ClipevalError(
+                f"Evaluator '{self.evaluator}' of task '{self.task}' failed: {self.error}\n"
+                f"The records of the evaluators that finished before it are in {where} and the store."
+            ) from self.error
+        raise self.error
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """What the tasks of a run produced, up to the first failure."""
+
+    records: list[Record]
+    skipped: dict[str, list[list[str]]]
+    notes: list[dict[str, Any]]
+    failure: Failure | None = None
 
 
 @dataclasses.dataclass
@@ -163,8 +222,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Evaluate ``cfg.model`` on the selected task or suite; returns the results document it wrote.
 
     Everything that can fail on the user's input (data, baselines, weights) is checked before
-    the first image is encoded, and the results are written even when the robustness report
-    fails afterwards. Data sources key their files with the digest memo of this run's cache.
+    the first image is encoded. Once evaluation has started, results.json and the store entry
+    are always written: when an evaluator raises, the run stops there, writes the records of
+    the evaluators that finished with the failure (``failures``: task, evaluator, type,
+    error), and then raises: a ClipevalError naming the evaluator (exit 2), or the original
+    exception with its traceback (a bug). The same holds when the robustness report fails.
+    Evaluators' notes (what they left out, and why) go to ``notes`` and after the summary.
+    Data sources key their files with the digest memo of this run's cache.
     """
     cache = TensorCache(
         Path(cfg.cache_dir) if cfg.get("cache_dir") else cache_dir(), enabled=bool(cfg.runtime.get("cache", True))
@@ -184,14 +248,23 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
 
         baselines = load_baselines(selection.robustness)
     model = load_model(cfg.model, runtime, cache)
-    records, skipped = _evaluate(selection, tasks, FeatureBank(model, runtime, cache), run_dir)
-    extra: dict[str, Any] = {"run_dir": str(run_dir.resolve()), "skipped": skipped}
-    report, failure = None, None
-    if baselines is not None:
+    evaluation = _evaluate(selection, tasks, FeatureBank(model, runtime, cache), run_dir)
+    records, failure = evaluation.records, evaluation.failure
+    extra: dict[str, Any] = {"run_dir": str(run_dir.resolve()), "skipped": evaluation.skipped}
+    if evaluation.notes:
+        extra["notes"] = evaluation.notes
+    if failure is not None:
+        extra["failures"] = [failure.to_json()]
+    report, report_error = None, None
+    if baselines is not None and failure is not None:
+        extra["effective_robustness_error"] = (
+            f"not computed: evaluator '{failure.evaluator}' of '{failure.task}' failed"
+        )
+    elif baselines is not None:
         try:
             report = _robustness(selection, records, tasks, baselines, model, run_dir)
-        except ClipevalError as exc:
-            failure, extra["effective_robustness_error"] = exc, str(exc)
+        except Exception as exc:  # raised again once the results are written
+            report_error, extra["effective_robustness_error"] = exc, str(exc)
         else:
             records += report.records()
             extra["effective_robustness"] = report.to_json()
@@ -201,21 +274,30 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
     stored = add_to_store(Path(cfg.store), document)
     log.info("Wrote %s and %s", run_dir / "results.json", stored)
     if failure is not None:
-        raise failure
-    print(_summary(document, selection, report, model))
+        failure.raise_again(run_dir / "results.json")
+    if report_error is not None:
+        raise report_error
+    print(_summary(document, selection, report, model) + format_notes(document))
     return document
 
 
-def _evaluate(selection: Selection, tasks: dict[str, Task], bank: FeatureBank, run_dir: Path):
-    """Every task's records (dataset names prefixed by the task in a suite) and skipped images."""
-    records, skipped = [], {}
+def _evaluate(selection: Selection, tasks: dict[str, Task], bank: FeatureBank, run_dir: Path) -> Evaluation:
+    """Every task's records (dataset names prefixed by the task in a suite), skipped images and notes.
+
+    The first evaluator that fails ends the evaluation: the tasks after it are not run.
+    """
+    done = Evaluation([], {}, [])
     for task in tasks.values():
         ctx = RunContext(bank, task, run_dir, run_dir / "predictions" / (task.name if selection.is_suite else ""))
         task_records = ctx.evaluate()
         prefix = f"{task.name}/" if selection.is_suite else ""  # datasets of different tasks may share a name
-        records += [dataclasses.replace(r, dataset=prefix + r.dataset) for r in task_records]
-        skipped |= {prefix + d: [list(s) for s in v] for d, v in ctx.skipped.items()}
-    return records, skipped
+        done.records += [dataclasses.replace(r, dataset=prefix + r.dataset) for r in task_records]
+        done.skipped |= {prefix + d: [list(s) for s in v] for d, v in ctx.skipped.items()}
+        done.notes += ctx.notes
+        if ctx.failure is not None:
+            done.failure = ctx.failure
+            break
+    return done
 
 
 def _robustness(
@@ -248,6 +330,12 @@ def _summary(document: dict[str, Any], selection: Selection, report, model: Dual
         r for r in document["records"] if r["dataset"].split("/")[0] not in covered and r["metric"] in SUMMARY_METRICS
     ]
     return table + ("\n\n" + format_records({**document, "records": rest}) if rest else "")
+
+
+def format_notes(document: dict[str, Any]) -> str:
+    """The run's notes (what an evaluator left out, and why), one line each after a blank line; '' if none."""
+    lines = [f"note: {n['task']}/{n['evaluator']}: {n['message']}" for n in document.get("notes") or []]
+    return "\n\n" + "\n".join(lines) if lines else ""
 
 
 def format_records(document: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ from clipeval.evaluators.linear_probe import FewShot, LinearProbe
 from clipeval.features import FeatureSet
 from clipeval.metrics import clopper_pearson
 from clipeval.probe import kshot, matching_k, stratified_split, train_probe
+from clipeval.run import RunContext
 
 
 def blobs(n_per_class: int, classes: int, dim: int, spread: float, seed: int):
@@ -23,12 +24,18 @@ def blobs(n_per_class: int, classes: int, dim: int, spread: float, seed: int):
 
 
 class FakeContext:
-    """Just what the probe evaluators use: features per dataset, a classifier, a run dir."""
+    """Just what the probe evaluators use: features per dataset, class names, a classifier, a run dir, notes."""
 
-    def __init__(self, data: dict[str, tuple[np.ndarray, np.ndarray]], run_dir: Path):
-        self.data, self.run_dir, self.saved = data, run_dir, {}
+    check_labels = RunContext.check_labels
+
+    def __init__(self, data: dict[str, tuple[np.ndarray, np.ndarray]], run_dir: Path, classnames=None):
+        self.data, self.run_dir, self.saved, self.notes = data, run_dir, {}, []
         self.model = type("M", (), {"name": "fake"})()
-        self.task = type("T", (), {"classnames": lambda s, d: ["a"], "templates": lambda s, d: ["{c}"]})()
+        names = classnames or [f"class {c}" for c in range(max(int(y.max()) for _, y in data.values()) + 1)]
+        self.task = type("T", (), {"classnames": lambda s, d: names, "templates": lambda s, d: ["{c}"]})()
+
+    def note(self, message, **details):
+        self.notes.append({"message": message, **details})
 
     def features(self, name):
         x, y = self.data[name]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 import torch
 
-from clipeval.adversarial import ZeroShotLogits, apgd, pgd
+from clipeval.adversarial import DLR_TARGETED_MIN_CLASSES, ZeroShotLogits, apgd, pgd
 from clipeval.atomic import atomic_write
 from clipeval.errors import ClipevalError
 from clipeval.metrics import clopper_pearson
@@ -36,9 +37,17 @@ def split_preprocess(preprocess):
 class Adversarial:
     """Attacks a fixed, seeded sample of ``dataset`` at each eps (in units of 1/``eps_scale``).
 
-    A sample counts as robust under an attack if it is classified correctly at the attack's
-    output; ``worst`` is robust under every attack (and clean). APGD-T attacks the ``targets``
-    most likely wrong classes in turn, as AutoAttack does.
+    As in AutoAttack and RobustBench, only the samples the model classifies correctly are
+    attacked: a sample counts as robust under an attack if it is classified correctly both
+    clean and at the attack's output, so robust top-1 never exceeds clean top-1. ``worst`` is
+    robust under every attack that ran (and clean). APGD-T attacks the ``targets`` most likely
+    wrong classes in turn, as AutoAttack does, or all of them when there are fewer.
+
+    Attacks that are undefined for the classifier are not run, as AutoAttack's rule
+    (``autoattack/checks.py``) has it: APGD-T's targeted DLR loss needs at least four classes.
+    They get no record, the run says so in the log and in results.json's ``notes``, and
+    ``worst`` combines the attacks that did run. Raises ClipevalError for a classifier with
+    fewer than two classes (nothing to attack) and for settings that make no sense.
     """
 
     def __init__(self, dataset: str, eps: Sequence[float] = (1, 2, 4), eps_scale: float = 255, norm: str = "linf",
@@ -50,6 +59,20 @@ class Adversarial:
         self.dataset, self.eps, self.eps_scale, self.norm = dataset, [float(e) for e in eps], float(eps_scale), norm
         self.attacks, self.steps, self.limit, self.seed = list(attacks), int(steps), limit, int(seed)
         self.targets, self.batch_size, self.figure = int(targets), int(batch_size), figure
+        self._check_settings()
+
+    def _check_settings(self) -> None:
+        where = f"Adversarial evaluation of '{self.dataset}'"
+        if not self.attacks or len(set(self.attacks)) != len(self.attacks):
+            raise ClipevalError(f"{where}: 'attacks' must name each attack once, at least one (got {self.attacks}).")
+        labels = [f"{e:g}" for e in self.eps]
+        if not self.eps or not all(math.isfinite(e) and e >= 0 for e in self.eps) or len(set(labels)) != len(labels):
+            raise ClipevalError(f"{where}: 'eps' must be distinct finite values >= 0, at least one (got {self.eps}).")
+        if not (math.isfinite(self.eps_scale) and self.eps_scale > 0):
+            raise ClipevalError(f"{where}: 'eps_scale' must be positive (got {self.eps_scale:g}).")
+        for key in ("steps", "targets", "batch_size") + (("limit",) if self.limit is not None else ()):
+            if int(getattr(self, key)) < 1:
+                raise ClipevalError(f"{where}: '{key}' must be at least 1 (got {getattr(self, key)}).")
 
     def check(self, task) -> None:
         """Before anything is encoded: the dataset exists and the class names fit it."""
@@ -62,6 +85,8 @@ class Adversarial:
         weights = ctx.classifier(ctx.task.classnames(self.dataset), ctx.task.templates(self.dataset)).to(
             ctx.runtime.device
         )
+        ctx.check_labels(self.dataset, y, weights.shape[0])
+        attacks, targets = self.plan(weights.shape[0], ctx.note)
         f = ZeroShotLogits(
             ctx.model, weights, normalize.to(ctx.runtime.device) if hasattr(normalize, "to") else normalize
         )
@@ -69,11 +94,44 @@ class Adversarial:
         for p in params:  # only the input needs gradients
             p.requires_grad_(False)
         try:
-            outcomes = self._attack(f, x.to(ctx.runtime.device), y.to(ctx.runtime.device))
+            outcomes = self._attack(f, x.to(ctx.runtime.device), y.to(ctx.runtime.device), attacks, targets)
         finally:
             for p in params:
                 p.requires_grad_(True)
-        return self._records(ctx, outcomes, ids, y)
+        return self._records(ctx, outcomes, ids, y, attacks)
+
+    def plan(self, num_classes: int, note: Callable[..., None]) -> tuple[list[str], int]:
+        """(the attacks that are defined for ``num_classes`` classes, APGD-T's number of target classes).
+
+        Each attack left out, and a reduced number of targets, is reported through ``note``
+        (a message and details; RunContext.note logs it and puts it in results.json).
+        """
+        if num_classes < 2:
+            raise ClipevalError(
+                f"Adversarial evaluation of '{self.dataset}' needs at least 2 classes; the classifier has "
+                f"{num_classes}, so every prediction is right whatever the attack. Check task.classnames."
+            )
+        attacks = list(self.attacks)
+        if "apgd-t" in attacks and num_classes < DLR_TARGETED_MIN_CLASSES:
+            attacks.remove("apgd-t")
+            combined = f"robust_top1:worst combines {', '.join(attacks)} only" if attacks else "no attack ran"
+            note(
+                f"apgd-t was not run on '{self.dataset}': its targeted DLR loss needs at least "
+                f"{DLR_TARGETED_MIN_CLASSES} classes and the classifier has {num_classes} (below that the loss is "
+                f"undefined or constant; AutoAttack does not run it either). It has no records; {combined}.",
+                dataset=self.dataset,
+                not_run=["apgd-t"],
+                worst_over=attacks,
+            )
+        targets = min(self.targets, num_classes - 1)
+        if "apgd-t" in attacks and targets < self.targets:
+            note(
+                f"apgd-t on '{self.dataset}' attacks all {targets} wrong classes: targets={self.targets} was asked, "
+                f"but a classifier with {num_classes} classes has only {targets}.",
+                dataset=self.dataset,
+                apgd_t_targets=targets,
+            )
+        return attacks, targets
 
     def _sample(self, ctx, pixel):
         data = ctx.task.sources[self.dataset].dataset(pixel, None)
@@ -82,25 +140,38 @@ class Adversarial:
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed))
         chosen = sorted(order[: self.limit].tolist()) if self.limit else list(range(len(data)))
         items = [it for it in (data[i] for i in chosen) if it.error is None]
+        if len(items) < len(chosen):
+            log.warning(
+                "Adversarial sample of %s: %d unreadable images left out", self.dataset, len(chosen) - len(items)
+            )
+        if not items:
+            raise ClipevalError(f"Adversarial evaluation of '{self.dataset}': no readable image in the sample.")
         return (
             torch.stack([it.image for it in items]),
             torch.tensor([it.label for it in items]),
             [it.sample_id for it in items],
         )
 
-    def _attack(self, f, x, y) -> dict[str, torch.Tensor]:
+    def _attack(self, f, x, y, attacks: list[str], targets: int) -> dict[str, torch.Tensor]:
+        """Per-sample outcomes: "clean", "<attack>@<eps>" and, if an attack ran, "worst@<eps>"."""
         with torch.no_grad():
             clean_logits = torch.cat([f(b) for b in x.split(self.batch_size)])
         clean = clean_logits.argmax(1) == y
         out = {"clean": clean.cpu()}
         wrong_first = clean_logits.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
+        # only the correctly classified samples are attacked (AutoAttack's rule): the rest are not robust
+        attacked = clean.nonzero().flatten()
+        batches = list(zip(*(t[attacked].split(self.batch_size) for t in (x, y, wrong_first)), strict=True))
         for eps in self.eps:
             e = eps / self.eps_scale
             worst = clean.clone()
-            for attack in self.attacks:
+            for attack in attacks:
                 start = time.perf_counter()
-                robust = torch.cat([self._run(attack, f, xb, yb, e, tb) for xb, yb, tb in
-                                    zip(x.split(self.batch_size), y.split(self.batch_size), wrong_first.split(self.batch_size), strict=True)])  # fmt: skip
+                robust = torch.zeros_like(clean)
+                if len(attacked):
+                    robust[attacked] = torch.cat(
+                        [self._run(attack, f, xb, yb, e, tb, targets) for xb, yb, tb in batches]
+                    )
                 out[f"{attack}@{eps:g}"] = robust.cpu()
                 worst &= robust
                 log.info(
@@ -111,16 +182,16 @@ class Adversarial:
                     robust.float().mean(),
                     time.perf_counter() - start,
                 )
-            out[f"worst@{eps:g}"] = worst.cpu()
+            if attacks:
+                out[f"worst@{eps:g}"] = worst.cpu()
         return out
 
-    def _run(self, attack: str, f, x, y, eps: float, wrong_first) -> torch.Tensor:
+    def _run(self, attack: str, f, x, y, eps: float, wrong_first, targets: int) -> torch.Tensor:
         if attack == "pgd":
             advs = [pgd(f, x, y, eps, self.steps, norm=self.norm, seed=self.seed)]
         elif attack == "apgd-ce":
             advs = [apgd(f, x, y, eps, self.steps, norm=self.norm, loss="ce", seed=self.seed)]
         else:
-            targets = min(self.targets, wrong_first.shape[1] - 1)
             advs = [apgd(f, x, y, eps, self.steps, norm=self.norm, loss="dlr-t", target=wrong_first[:, t], seed=self.seed)
                     for t in range(targets)]  # fmt: skip
         robust = torch.ones(len(x), dtype=torch.bool, device=x.device)
@@ -130,7 +201,8 @@ class Adversarial:
                 robust &= f(adv).argmax(1) == y
         return robust
 
-    def _records(self, ctx, outcomes: dict[str, torch.Tensor], ids: list[str], y: torch.Tensor) -> list[Record]:
+    def _records(self, ctx, outcomes: dict[str, torch.Tensor], ids: list[str], y: torch.Tensor,
+                 attacks: list[str]) -> list[Record]:  # fmt: skip
         n = len(ids)
 
         def record(dataset: str, metric: str, correct: torch.Tensor) -> Record:
@@ -139,20 +211,20 @@ class Adversarial:
 
         unit = f"/{self.eps_scale:g}" if self.eps_scale != 1 else ""
         records = [record(f"{self.dataset}", "clean_top1", outcomes["clean"])]
-        for eps in self.eps:
+        for eps in self.eps if attacks else []:
             name = f"{self.dataset}@{self.norm}={eps:g}{unit}"
-            records += [record(name, f"robust_top1:{a}", outcomes[f"{a}@{eps:g}"]) for a in [*self.attacks, "worst"]]
+            records += [record(name, f"robust_top1:{a}", outcomes[f"{a}@{eps:g}"]) for a in [*attacks, "worst"]]
         frame = pd.DataFrame({"sample_id": ids, "label": y.numpy(), **{k: v.numpy() for k, v in outcomes.items()}})
         atomic_write(
             ctx.predictions_dir / f"adversarial_{self.dataset}.parquet", lambda fh: frame.to_parquet(fh, index=False)
         )
-        if self.figure:
+        if self.figure and attacks:
             from clipeval.figures import robust_accuracy_curve
 
             robust_accuracy_curve(
                 outcomes,
                 self.eps,
-                self.attacks,
+                attacks,
                 f"{self.norm}, eps in units of 1{unit}",
                 ctx.model.name,
                 ctx.run_dir / self.figure,

@@ -10,7 +10,7 @@ import torch
 
 from clipeval.errors import ClipevalError
 from clipeval.metrics import classification_records, clopper_pearson
-from clipeval.probe import kshot, matching_k, train_probe
+from clipeval.probe import kshot, matching_k, too_small, train_probe
 from clipeval.results import Record
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,40 @@ def check_same_classes(task, train: str, tests: Sequence[str]) -> None:
                 f"dataset '{dataset}' has {have[dataset]} classes but the probe is trained on '{train}', which has "
                 f"{have[train]}: a probe scores only the classes it was trained on, with the same labels."
             )
+
+
+def _listed(names: list[str] | None, counts: dict[int, int], most: int = 10) -> str:
+    """Classes by name (by index without names) with their counts, smallest first: 'cat' (3), 'dog' (5)."""
+    order = sorted(counts.items(), key=lambda item: (item[1], item[0]))
+    shown = [f"'{names[c]}' ({n})" if names else f"class {c} ({n})" for c, n in order[:most]]
+    return ", ".join(shown) + (f" and {len(order) - most} more" if len(order) > most else "")
+
+
+def _classnames(ctx, dataset: str) -> list[str] | None:
+    """The task's class names for ``dataset``, or None when it has none (a probe does not need them)."""
+    try:
+        return ctx.task.classnames(dataset)
+    except ClipevalError:
+        return None
+
+
+def _check_train_classes(ctx, dataset: str, y: np.ndarray, names: list[str] | None) -> None:
+    """ClipevalError with fewer than two classes to learn; a note naming the classes without examples."""
+    if len(np.unique(y)) < 2:
+        raise ClipevalError(
+            f"A probe trained on '{dataset}' needs examples of at least 2 classes; it has {len(np.unique(y))}."
+        )
+    if names is not None:
+        ctx.check_labels(dataset, torch.from_numpy(y), len(names))
+    present = set(np.unique(y).tolist())
+    absent = {c: 0 for c in range(len(names) if names else max(present) + 1) if c not in present}
+    if absent:
+        ctx.note(
+            f"{len(absent)} classes have no training examples in '{dataset}', so the probe chooses among the "
+            f"{len(present)} others and never predicts them: {_listed(names, absent)}.",
+            dataset=dataset,
+            classes_without_examples=[names[c] if names else c for c in sorted(absent)],
+        )
 
 
 def _topk(model, x: np.ndarray) -> torch.Tensor:
@@ -57,6 +91,7 @@ class LinearProbe:
 
     def evaluate(self, ctx) -> list[Record]:
         x, y, _ = _xy(ctx, self.train)
+        _check_train_classes(ctx, self.train, y, _classnames(ctx, self.train))
         probe = train_probe(x, y, self.val_fraction, self.seed)
         log.info("Linear probe on %s: %d examples, C = %.3g", self.train, len(y), probe.c)
         records = []
@@ -77,12 +112,21 @@ class FewShot:
     Records hold the mean top-1 over seeds with its standard deviation (``std``); their
     interval is Clopper–Pearson for that mean on the n test samples (the seeds score the same
     samples, so pooling them would overstate n); the spread over seeds is the ``std``.
+
+    A k that some class has fewer than k (but some) training examples of is skipped, with a
+    warning and a note in results.json naming those classes; ClipevalError when no k is left.
+    Classes without any training examples are named in a note; the probe chooses among the others.
     """
 
     def __init__(self, train: str, test: str, ks: Sequence[int] = (1, 2, 4, 8, 16), seeds: int = 3,
                  val_fraction: float = 0.25, figure: str | None = "few_shot.png"):  # fmt: skip
-        self.train, self.test, self.ks, self.seeds = train, test, list(ks), int(seeds)
+        self.train, self.test, self.ks, self.seeds = train, test, [int(k) for k in ks], int(seeds)
         self.val_fraction, self.figure = val_fraction, figure
+        if not self.ks or self.ks[0] < 1 or self.ks != sorted(set(self.ks)) or self.seeds < 1:
+            raise ClipevalError(
+                f"Few-shot on '{train}' needs ks increasing from at least 1 and seeds >= 1 "
+                f"(got ks={list(ks)}, seeds={seeds})."
+            )
 
     def check(self, task) -> None:
         """Before anything is encoded: the datasets share their classes; the zero-shot names fit the test set."""
@@ -92,9 +136,10 @@ class FewShot:
     def evaluate(self, ctx) -> list[Record]:
         x, y, _ = _xy(ctx, self.train)
         xt, yt, _ = _xy(ctx, self.test)
+        ks = self._feasible_ks(ctx, y)
         zero_shot = self._zero_shot(ctx)
         records, means, stds = [], [], []
-        for k in self.ks:
+        for k in ks:
             accs = []
             for seed in range(self.seeds):
                 idx = kshot(y, k, seed)
@@ -107,7 +152,7 @@ class FewShot:
             records.append(Record(f"{k}-shot:{self.test}", "top1", mean, len(yt), clopper_pearson(correct, len(yt)),
                                   "clopper-pearson-of-mean", std))  # fmt: skip
             log.info("%d-shot on %s: top-1 %.3f ± %.3f over %d seeds", k, self.test, mean, std, self.seeds)
-        match = matching_k(self.ks, means, zero_shot)
+        match = matching_k(ks, means, zero_shot)
         log.info(
             "Few-shot probe matches zero-shot (%.3f) at k = %s",
             zero_shot,
@@ -122,8 +167,36 @@ class FewShot:
         if self.figure:
             from clipeval.figures import few_shot_curve
 
-            few_shot_curve(self.ks, means, stds, zero_shot, match, ctx.model.name, ctx.run_dir / self.figure)
+            few_shot_curve(ks, means, stds, zero_shot, match, ctx.model.name, ctx.run_dir / self.figure)
         return records
+
+    def _feasible_ks(self, ctx, y: np.ndarray) -> list[int]:
+        """The ks every class with training examples has enough examples for.
+
+        The others are skipped with a note naming the classes that are too small (results.json
+        "notes": ``skipped_ks``, ``too_small``); ClipevalError when no k is left.
+        """
+        names = ctx.task.classnames(self.train)
+        _check_train_classes(ctx, self.train, y, names)
+        short = {k: too_small(y, k) for k in self.ks}
+        skipped = [k for k in self.ks if short[k]]
+        if not skipped:
+            return self.ks
+        worst = short[skipped[-1]]  # the ks grow, so the largest skipped k has the most classes too small
+        why = (
+            f"k-shot needs k training examples of every class, and in '{self.train}' {_listed(names, worst)} have fewer"
+        )
+        if len(skipped) == len(self.ks):
+            raise ClipevalError(
+                f"Few-shot on '{self.train}' cannot run any of ks={self.ks}: {why}. Choose smaller ks or add examples."
+            )
+        ctx.note(
+            f"few-shot skipped k = {', '.join(map(str, skipped))}: {why}. The smaller ks are reported.",
+            dataset=self.train,
+            skipped_ks=skipped,
+            too_small=[[names[c], n] for c, n in sorted(worst.items())],
+        )
+        return [k for k in self.ks if not short[k]]
 
     def _zero_shot(self, ctx) -> float:
         fs = ctx.features(self.test)
