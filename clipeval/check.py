@@ -243,7 +243,14 @@ def load_run(path: Path) -> tuple[dict[str, Any], Path | None]:
     doc_path = path / "results.json" if path.is_dir() else path
     if not doc_path.is_file():
         raise ClipevalError(f"No results at {doc_path}: give a run directory or its results.json.")
-    return json.loads(doc_path.read_text()), doc_path.parent
+    doc = json.loads(doc_path.read_text())
+    failed = doc.get("failures") if isinstance(doc, dict) else None
+    if failed:
+        what = "; ".join(f"{f.get('task')}/{f.get('evaluator')}: {f.get('error')}" for f in failed)
+        raise ClipevalError(
+            f"The run at {doc_path} did not finish: {what}. Its records are incomplete; fix the failure and run again."
+        )
+    return doc, doc_path.parent
 
 
 def _attack_source(run_dir: Path, dataset: str, metric: str) -> tuple[Path, str] | None:

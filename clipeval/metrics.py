@@ -47,13 +47,13 @@ def mean_recall_interval(
 
 
 def classification_records(dataset: str, topk: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[Record]:
-    """top1, top5 (with at least 5 classes) and mean per-class recall for ranked predictions."""
+    """top1, top5 (with more than 5 classes: with 5 or fewer it is 1 by construction) and mean per-class recall."""
     topk_np, labels_np = topk.cpu().numpy(), labels.cpu().numpy()
     n = len(labels_np)
     hits = topk_np == labels_np[:, None]
     records = []
     for k in (1, 5):
-        if k > 1 and num_classes < 5:
+        if k > 1 and num_classes <= k:
             continue
         correct = int(hits[:, :k].any(axis=1).sum())
         records.append(Record(dataset, f"top{k}", correct / n, n, clopper_pearson(correct, n)))

@@ -121,3 +121,26 @@ def test_skipping_init_still_loads_every_weight_and_restores_torch_init(tiny_ope
     with pytest.raises(RuntimeError), skip_weight_init():
         raise RuntimeError("fails inside")
     assert torch.nn.init.normal_ is init_before
+
+
+def test_a_hub_name_is_keyed_by_the_commit_the_local_hub_cache_holds(tmp_path):
+    """A hub name is not a file: when the cache moves to a newer snapshot, the card must miss."""
+    from clipeval.models.deferred import card_key, hub_revisions
+
+    refs = tmp_path / "hub" / "models--org--tiny-clip" / "refs"
+    refs.mkdir(parents=True)
+    (refs / "main").write_text("a" * 40)
+    for config in (
+        {"_target_": "clipeval.models.hf.HFClipEncoder", "name_or_path": "org/tiny-clip", "cache_dir": str(tmp_path / "hub")},
+        {"_target_": "clipeval.models.open_clip.OpenClipEncoder", "arch": "hf-hub:org/tiny-clip",
+         "cache_dir": str(tmp_path / "hub")},
+    ):  # fmt: skip
+        assert hub_revisions(config) == {"org/tiny-clip": "a" * 40}
+        before = card_key(config)
+        (refs / "main").write_text("b" * 40)
+        assert card_key(config) != before
+        (refs / "main").write_text("a" * 40)
+        assert card_key(config) == before
+    pinned = {"name_or_path": "org/tiny-clip", "revision": "c" * 40, "cache_dir": str(tmp_path / "hub")}
+    assert hub_revisions(pinned) == {"org/tiny-clip": "c" * 40}
+    assert hub_revisions({"arch": "ViT-B-32", "model_config": "clipeval/embedded/assets/x.json"}) == {}

@@ -305,3 +305,17 @@ def test_the_command_line_writes_finished_records_then_exits_2(tmp_path):
     doc, stored = finished(out, tmp_path / "store")
     assert doc == stored and doc["failures"][0]["evaluator"] == "few_shot"
     assert {r["metric"] for r in doc["records"]} == {"top1", "mean_per_class_recall"}
+
+
+def test_the_gate_refuses_a_run_that_did_not_finish(tmp_path):
+    """A failed run's records are incomplete: neither a golden file nor a candidate can come from it."""
+    from clipeval.check import compare, record_golden
+
+    overrides = folder_run(tmp_path, ["red_square", "green_circle"], 3, {"boom": f"{{_target_:{__name__}.Boom}}"})
+    with pytest.raises(RuntimeError, match="boom"):
+        run_in_process(overrides, tmp_path / "run")
+    with pytest.raises(ClipevalError, match="did not finish: folder/boom: boom: a bug in an evaluator"):
+        record_golden(tmp_path / "run", tmp_path / "golden.json")
+    golden = {"kind": "clipeval-golden", "records": [{"key": "folder/test", "metric": "top1", "value": 0.5}]}
+    with pytest.raises(ClipevalError, match="did not finish"):
+        compare(golden, [tmp_path / "run"])

@@ -48,8 +48,12 @@ def test_classification_records_by_hand():
     assert records["top1"].ci == pytest.approx(clopper_pearson(5, 10))
 
 
-def test_no_top5_with_fewer_than_five_classes():
+def test_no_top5_with_five_classes_or_fewer():
     records = classification_records("d", torch.tensor([[0, 1], [1, 0]]), torch.tensor([0, 0]), num_classes=2)
+    assert [r.metric for r in records] == ["top1", "mean_per_class_recall"]
+    # with exactly 5 classes every top-5 holds every label: a top-5 of 1.0 would say nothing
+    topk = torch.tensor([[4, 3, 2, 1, 0], [0, 1, 2, 3, 4]])
+    records = classification_records("d", topk, torch.tensor([0, 1]), num_classes=5)
     assert [r.metric for r in records] == ["top1", "mean_per_class_recall"]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import logging
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,9 @@ from clipeval.models.base import DualEncoder, check_outputs
 log = logging.getLogger(__name__)
 
 CARD_KIND = "model_cards"
+HUB_PREFIX = "hf-hub:"
+#: a Hugging Face repo id, org/name (what ``_target_`` strings never look like: they have no "/")
+HUB_REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 LIBRARIES = ("clipeval", "torch", "open_clip_torch", "transformers")
 
 
@@ -38,8 +42,52 @@ def card_key(config: dict[str, Any], digests: FileDigests | None = None) -> str:
     files = [str(p) for p in _named_files(config) + _target_file(config)]
     contents = (digests or file_digests()).digests(files)
     return cache_key(
-        kind="model_card", config=config, files=list(zip(files, contents, strict=True)), versions=_versions()
+        kind="model_card",
+        config=config,
+        files=list(zip(files, contents, strict=True)),
+        hub=hub_revisions(config),
+        versions=_versions(),
     )
+
+
+def hub_revisions(config: dict[str, Any]) -> dict[str, str | None]:
+    """{hub repo id: the commit its revision resolves to in the local Hugging Face cache, or None}.
+
+    A hub name (``hf-hub:org/name`` for open_clip, ``org/name`` for transformers) is not a file, so
+    its content is named by the snapshot the cache holds: when the cache moves to a newer commit,
+    the card misses and the model is built from what is there now. Read from the cache's
+    ``refs/<revision>`` file (huggingface_hub's layout); a pinned 40-hex ``revision`` is its own commit.
+    """
+    repos = sorted(set(_hub_names(config)))
+    if not repos:
+        return {}
+    from huggingface_hub import constants
+
+    root = Path(config.get("cache_dir") or constants.HF_HUB_CACHE).expanduser()
+    revision = str(config.get("revision") or "main")
+    found: dict[str, str | None] = {}
+    for repo in repos:
+        if re.fullmatch(r"[0-9a-f]{40}", revision):
+            found[repo] = revision
+            continue
+        ref = root / f"models--{repo.replace('/', '--')}" / "refs" / revision
+        try:
+            found[repo] = ref.read_text().strip()
+        except OSError:
+            found[repo] = None
+    return found
+
+
+def _hub_names(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [name for value in node.values() for name in _hub_names(value)]
+    if isinstance(node, list):
+        return [name for value in node for name in _hub_names(value)]
+    if isinstance(node, str):
+        name = node.removeprefix(HUB_PREFIX)
+        if HUB_REPO.fullmatch(name) and (node.startswith(HUB_PREFIX) or not Path(node).expanduser().exists()):
+            return [name]
+    return []
 
 
 def _named_files(node: Any) -> list[Path]:
