@@ -290,16 +290,16 @@ def _check_finite(value: Any, what: str) -> float:
     return float(value)
 
 
-def _check_numbers(obj: Any, where: str) -> None:
-    """Every float anywhere in ``obj`` (a parsed JSON document) is finite."""
+def _check_numbers(obj: Any, where: str, path: str = "") -> None:
+    """Every float anywhere in ``obj`` (a parsed JSON document) is finite; errors name its JSON path."""
     if isinstance(obj, float):
-        _check_finite(obj, where)
+        _check_finite(obj, f"{where}: {path.lstrip('.')}" if path else where)
     elif isinstance(obj, dict):
         for k, v in obj.items():
-            _check_numbers(v, f"{where}.{k}")
+            _check_numbers(v, where, f"{path}.{k}")
     elif isinstance(obj, list):
         for i, v in enumerate(obj):
-            _check_numbers(v, f"{where}[{i}]")
+            _check_numbers(v, where, f"{path}[{i}]")
 
 
 def run_records(

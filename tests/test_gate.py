@@ -184,7 +184,7 @@ def published_golden(tmp_path: Path, value: object = 0.9, tolerance: object = 0.
         ({"tolerance": float("inf")}, "golden file: record t/d top1: tolerance is inf"),
         ({"value": float("nan")}, "golden file: record t/d top1: value is nan"),
         ({"value": None}, "golden file: record t/d top1: value is None"),
-        ({"top": {"tolerance": float("nan")}}, "golden file.tolerance is nan"),
+        ({"top": {"tolerance": float("nan")}}, "golden file: tolerance is nan"),
     ],
 )
 def test_nan_or_inf_in_the_golden_file_is_exit_2(tmp_path, capsys, golden_args, expected):

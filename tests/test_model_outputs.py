@@ -9,6 +9,7 @@ result behind.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -115,7 +116,13 @@ def test_a_faulty_model_stops_the_run_before_anything_is_cached_or_scored(cls, f
     assert written(tmp_path, "cache/classifiers") == []
     if cls is not NanOnSquares:  # its image tower is sound: features of the images may stay cached
         assert written(tmp_path, "cache/features") == []
-    assert written(tmp_path, "store") == [] and not (tmp_path / "run" / "results.json").exists()
+    stored = [json.loads(path.read_text()) for path in written(tmp_path, "store")]
+    if cls in (NanOnRedImages, NanOnSquares):
+        # found while evaluating: the run writes what finished (nothing was scored) with the failure
+        (doc,) = stored
+        assert doc["records"] == [] and fault in doc["failures"][0]["error"]
+    else:  # found when the model is built, before any evaluation: nothing is written
+        assert stored == [] and not (tmp_path / "run" / "results.json").exists()
 
 
 def test_the_cli_exits_2_naming_the_model_and_the_fault(image_folder, tmp_path):
