@@ -59,6 +59,14 @@ class Setting:
         return clopper_pearson(self.correct, self.n)
 
 
+def _setting_json(setting: Setting) -> dict[str, Any]:
+    return {"datasets": setting.datasets, "top1": setting.top1, "n": setting.n, "ci": list(setting.ci)}
+
+
+def _fit_json(fit: LogitFit) -> dict[str, Any]:
+    return {"slope": fit.slope, "intercept": fit.intercept, "n_models": fit.n_models}
+
+
 @dataclass(frozen=True)
 class ShiftResult:
     shift: Setting
@@ -93,13 +101,12 @@ class ShiftResult:
             "top1": self.shift.top1,
             "n": self.shift.n,
             "ci": list(self.shift.ci),
-            "in_distribution": {"datasets": self.in_distribution.datasets, "top1": self.in_distribution.top1,
-                                "n": self.in_distribution.n, "ci": list(self.in_distribution.ci)},
+            "in_distribution": _setting_json(self.in_distribution),
             "baseline_prediction": self.prediction,
             "baseline_prediction_ci": list(self.prediction_interval),
             "effective_robustness": self.effective_robustness,
             "effective_robustness_ci": list(self.effective_robustness_ci),
-            "fit": {"slope": self.fit.slope, "intercept": self.fit.intercept, "n_models": self.fit.n_models},
+            "fit": _fit_json(self.fit),
         }  # fmt: skip
 
 
@@ -152,13 +159,12 @@ class AverageResult:
             "shifts": [s.name for s in self.shifts],
             "top1": self.mean_top1,
             "top1_ci": list(self.mean_top1_ci),
-            "in_distribution": {"datasets": self.in_distribution.datasets, "top1": self.id_top1,
-                                "n": self.in_distribution.n, "ci": list(self.in_distribution.ci)},
+            "in_distribution": _setting_json(self.in_distribution),
             "baseline_prediction": self.prediction,
             "baseline_prediction_ci": list(self.prediction_interval),
             "effective_robustness": self.effective_robustness,
             "effective_robustness_ci": list(self.effective_robustness_ci),
-            "fit": {"slope": self.fit.slope, "intercept": self.fit.intercept, "n_models": self.fit.n_models},
+            "fit": _fit_json(self.fit),
         }  # fmt: skip
 
 

@@ -116,6 +116,16 @@ def make_wds(root: Path, classes=CLASSES, per_class: int = 4, shards: int = 2, s
 
 QUIET = ["runtime.workers=0", "runtime.progress=false"]
 
+# ../shared/data beside the checkout (or beside the checkout a git worktree one level further down belongs to);
+# tests that need it skip cleanly when it is absent
+SHARED_DATA = next(
+    (p / "shared" / "data" for p in Path(__file__).resolve().parents[2:4] if (p / "shared" / "data").is_dir()),
+    Path(__file__).resolve().parents[2] / "shared" / "data",
+)
+TESTBED = SHARED_DATA / "imagenet_testbed"
+PUBLISHED = SHARED_DATA / "published"
+needs_testbed = pytest.mark.skipif(not (TESTBED / "robustness_top1s.csv").is_file(), reason="../shared/data is absent")
+
 
 def compose_config(overrides: list[str]):
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):

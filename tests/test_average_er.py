@@ -4,12 +4,12 @@ independently here, and the table, figure, JSON, records and store report all sh
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import PUBLISHED, TESTBED, needs_testbed
 
 from clipeval import report as reporting
 from clipeval.baselines import TableBaselines
@@ -18,13 +18,6 @@ from clipeval.report import main as report_main
 from clipeval.robustness_report import format_report
 from clipeval.store_report import run_section
 
-DATA = next((p / "shared" / "data" for p in Path(__file__).resolve().parents[2:4] if (p / "shared" / "data").is_dir()),
-            Path(__file__).parents[2] / "shared" / "data")  # fmt: skip
-TESTBED = DATA / "imagenet_testbed"
-PUBLISHED = DATA / "published"
-needs_testbed = pytest.mark.skipif(
-    not (TESTBED / "robustness_top1s.csv").is_file(), reason="../shared/data is not here"
-)
 MODEL = "vit_b_32_clip_zeroshot"
 # the shift columns of conf/baselines/testbed.yaml, restated; the x of the average is ImageNet val
 SHIFTS = ["imagenetv2-matched-frequency", "imagenet-sketch", "objectnet-1.0-beta", "imagenet-r", "imagenet-a"]

@@ -25,45 +25,33 @@ from conftest import QUIET, compose_config, make_image_folder, run_in_process
 from omegaconf import OmegaConf
 from test_probe import FakeContext, blobs
 from torchvision import transforms
+from user_model import MeanColourEncoder
 
 from clipeval.adversarial import apgd, dlr_targeted, pgd
 from clipeval.errors import ClipevalError
 from clipeval.evaluators.adversarial import Adversarial
 from clipeval.evaluators.linear_probe import FewShot, LinearProbe
-from clipeval.models.base import fingerprint, normalize
+from clipeval.models.base import fingerprint
 from clipeval.results import load_store
 from clipeval.run import run
 
 TESTS = Path(__file__).parent
 
 
-class ColourModel(torch.nn.Module):
+class ColourModel(MeanColourEncoder):
     """A differentiable dual encoder for attacks: an image is its mean colour after the Normalize
     that ends its preprocess, a text the colour words it names (conftest's images: one colour per class)."""
 
-    COLOURS = ("red", "green", "blue")
-
     def __init__(self, name: str = "colour"):
-        super().__init__()
-        self.name = name
+        super().__init__(name)
         self.preprocess = transforms.Compose(
             [transforms.Resize((8, 8)), transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)]
         )
-        self.scale = torch.nn.Parameter(torch.tensor(1.0))
         self.fingerprint = fingerprint(self, self.preprocess, self.COLOURS)
 
     @property
     def logit_scale(self) -> float:
         return 10.0  # gentle enough that cross-entropy keeps a gradient at the clean images
-
-    def tokenize(self, texts):
-        return torch.tensor([[float(c in t) for c in self.COLOURS] for t in texts])
-
-    def encode_image(self, images):
-        return normalize(images.mean(dim=(2, 3)) * self.scale)
-
-    def encode_text(self, tokens):
-        return normalize(tokens + 1e-3)
 
 
 class Boom:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import compose_config, open_clip_overrides, run_in_process, synthetic_image
+from conftest import PUBLISHED, TESTBED, compose_config, open_clip_overrides, run_in_process, synthetic_image
 from PIL import Image
 
 from clipeval.errors import ClipevalError
@@ -231,9 +231,6 @@ def test_missing_data_says_task_places_and_how_to_get_it(task, expected, tmp_pat
     assert str(tmp_path / "empty") in message
 
 
-TESTBED = Path(__file__).parents[2] / "shared" / "data" / "imagenet_testbed"
-
-
 def baseline_overrides(prefix: str = "suite.robustness.baselines") -> list[str]:
     """The shared testbed table as the suite's baselines, or no robustness report without it."""
     if not (TESTBED / "robustness_top1s.csv").is_file():
@@ -289,7 +286,7 @@ def test_every_imagenet_task_runs_through_the_cli(tiny_open_clip, data_root, tmp
 
 def test_golden_file_matches_the_published_tables():
     golden = json.loads((Path(__file__).parents[1] / "reports" / "golden" / "vit_b32_openai.json").read_text())
-    published = Path(__file__).parents[2] / "shared" / "data" / "published"
+    published = PUBLISHED
     if not published.is_dir():
         pytest.skip("../shared/data/published is not here")
     bench = pd.read_csv(published / "clip_benchmark_results.csv")

@@ -5,24 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import math
-from pathlib import Path
 
 import matplotlib
 import pytest
+from conftest import PUBLISHED, TESTBED, needs_testbed
 
 from clipeval import report as reporting
 from clipeval.baselines import TableBaselines, read_model_types, read_table
 from clipeval.figures import scatter_grid_figure
 from clipeval.report import main as report_main
-
-# ../shared/data from the checkout (or from a worktree one level further down)
-DATA = next((p / "shared" / "data" for p in Path(__file__).resolve().parents[2:4] if (p / "shared" / "data").is_dir()),
-            Path(__file__).parents[2] / "shared" / "data")  # fmt: skip
-TESTBED = DATA / "imagenet_testbed"
-PUBLISHED = DATA / "published"
-needs_testbed = pytest.mark.skipif(
-    not (TESTBED / "robustness_top1s.csv").is_file(), reason="../shared/data is not here"
-)
 
 # the protocol of ../shared/data/README.md, restated: (x column, y column, minimum x in percent)
 PROTOCOL = {
