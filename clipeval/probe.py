@@ -81,6 +81,11 @@ class ProbeFit:
     model: LogisticRegression
     c: float
 
+    @property
+    def converged(self) -> bool:
+        """Whether L-BFGS stopped before MAX_ITER (the CLIP paper's 1,000); the C search's fits are not checked."""
+        return bool(np.max(self.model.n_iter_) < MAX_ITER)
+
 
 def train_probe(x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int) -> ProbeFit:
     """Choose C on a validation split carved from (x, y) only, then refit on all of (x, y)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -139,7 +140,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="clipeval report", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     store = sub.add_parser("store", help="Markdown and HTML report of every run in the results store")
-    store.add_argument("--store", type=Path, default=Path("outputs/store"))
+    store.add_argument(
+        "--store",
+        type=Path,
+        default=Path(os.environ.get("CLIPEVAL_STORE", "outputs/store")),
+        help="the results store (default: $CLIPEVAL_STORE, else outputs/store, as the runs use)",
+    )
     store.add_argument("--out", type=Path, default=Path("reports/out"))
     for name in ("testbed", "figure13"):
         p = sub.add_parser(name)

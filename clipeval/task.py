@@ -101,6 +101,11 @@ class Task:
         scored = [[i] for i in range(len(names))] if scored is None else scored
         if not scored or not all(scored):
             raise ClipevalError(f"dataset '{dataset}': the class subset or a class group is empty.")
+        if len(scored) < 2:
+            raise ClipevalError(
+                f"dataset '{dataset}': only one class is scored, so every prediction is that class and top-1 is 1 "
+                "by construction. Score at least two classes (task.classnames, task.class_subset)."
+            )
         outside = sorted({i for group in scored for i in group if not 0 <= i < len(names)})
         if outside:
             raise ClipevalError(

@@ -333,3 +333,33 @@ def test_an_old_golden_average_effective_robustness_is_not_compared_with_a_new_n
     (tmp_path / "g.json").write_text(json.dumps(golden))
     assert check("compare", "--golden", str(tmp_path / "g.json"), str(run)) == 2
     assert "'mean_of_per_shift_er'" in capsys.readouterr().err
+
+
+def add_effective_robustness(run: Path, top1: float) -> None:
+    """An effective-robustness record as a suite writes it: the shift's top-1 minus a fixed baseline prediction."""
+    doc = json.loads((run / "results.json").read_text())
+    er = top1 - 0.5
+    doc["records"].append({"dataset": "shift", "metric": "effective_robustness", "value": er, "n": 1000,
+                           "ci": [er - 0.1, er + 0.1], "ci_method": "clopper-pearson+bootstrap-band"})  # fmt: skip
+    (run / "results.json").write_text(json.dumps(doc))
+
+
+def test_effective_robustness_moves_with_its_top1_and_is_not_failed_by_a_fixed_tolerance(tmp_path, capsys):
+    """A noise-level change (-1.9 pp, McNemar ok) moves effective robustness by the same -1.9 pp; a 1 pp tolerance
+    on it would fail what the paired test on the top-1 it is computed from passes."""
+    labels, ref, cand = degraded_pair(lost=60, gained=41)
+    for name, right in (("ref", ref), ("cand", cand)):
+        write_run(tmp_path / name, labels, predictions(labels, right))
+        add_effective_robustness(tmp_path / name, right.mean())
+    main(["record", str(tmp_path / "ref"), "--out", str(tmp_path / "golden.json")])
+    capsys.readouterr()
+    assert check("compare", "--golden", str(tmp_path / "golden.json"), str(tmp_path / "cand")) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("t/shift "))
+    assert "-0.0190" in line and " derived " in line and "gated there by paired tests" in line
+    # a published number with its own tolerance is still gated by it
+    golden = json.loads((tmp_path / "golden.json").read_text())
+    (er,) = [r for r in golden["records"] if r["metric"] == "effective_robustness"]
+    er["tolerance"] = 0.01
+    (tmp_path / "golden.json").write_text(json.dumps(golden))
+    assert check("compare", "--golden", str(tmp_path / "golden.json"), str(tmp_path / "cand")) == 1

@@ -458,3 +458,9 @@ def test_skipped_webdataset_samples_are_listed_in_the_run(tiny_open_clip, tmp_pa
     assert {r["n"] for r in doc["records"]} == {6}
     skipped = dict(map(tuple, doc["skipped"]["test"]))
     assert set(skipped) == {"1/word", "1/empty"} and "not an integer" in skipped["1/word"]
+
+
+def test_a_single_scored_class_is_refused_since_top1_would_be_1_by_construction(tmp_path):
+    root = make_image_folder(tmp_path / "one", classes=["red_square"])
+    with pytest.raises(ClipevalError, match="only one class is scored"):
+        load_task(compose_config(["task=folder", f"task.root={root}"]).task)

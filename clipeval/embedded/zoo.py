@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,7 @@ from torch import nn
 from clipeval.cache import TensorCache, cache_key
 from clipeval.embedded import digits
 from clipeval.embedded.source import DigitsSource
-from clipeval.paths import cache_dir
+from clipeval.paths import cache_dir as default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +129,8 @@ def compute_table(settings: dict[str, list[DigitsSource]], train: DigitsSource) 
 class DigitsZoo:
     """Baselines for the suite: the zoo's table, from the cache or trained now."""
 
-    def __init__(self, cache: bool = True):
-        self.cache = TensorCache(cache_dir(), enabled=cache)
+    def __init__(self, cache: bool = True, cache_dir: str | None = None):
+        self.cache = TensorCache(Path(cache_dir) if cache_dir else default_cache_dir(), enabled=bool(cache))
         self._tables: dict[str, pd.DataFrame] = {}
 
     label = "19 supervised classifiers trained on the digits (clipeval.embedded.zoo)"

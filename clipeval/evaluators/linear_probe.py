@@ -10,7 +10,7 @@ import torch
 
 from clipeval.errors import ClipevalError
 from clipeval.metrics import classification_records, clopper_pearson
-from clipeval.probe import kshot, matching_k, too_small, train_probe
+from clipeval.probe import MAX_ITER, kshot, matching_k, too_small, train_probe
 from clipeval.results import Record
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,14 @@ class LinearProbe:
         _check_train_classes(ctx, self.train, y, _classnames(ctx, self.train))
         probe = train_probe(x, y, self.val_fraction, self.seed)
         log.info("Linear probe on %s: %d examples, C = %.3g", self.train, len(y), probe.c)
+        if not probe.converged:
+            ctx.note(
+                f"The linear probe on '{self.train}' (C = {probe.c:.3g}) stopped at {MAX_ITER} L-BFGS iterations "
+                "without converging (the CLIP paper's limit, kept for comparability); its accuracy may be below "
+                "the optimum's.",
+                dataset=self.train,
+                max_iter=MAX_ITER,
+            )
         records = []
         for dataset in self.test:
             xt, yt, ids = _xy(ctx, dataset)
@@ -138,20 +146,29 @@ class FewShot:
         xt, yt, _ = _xy(ctx, self.test)
         ks = self._feasible_ks(ctx, y)
         zero_shot = self._zero_shot(ctx)
-        records, means, stds = [], [], []
+        records, means, stds, unconverged = [], [], [], []
         for k in ks:
             accs = []
             for seed in range(self.seeds):
                 idx = kshot(y, k, seed)
                 probe = train_probe(x[idx], y[idx], self.val_fraction, seed)
                 accs.append(float((probe.model.predict(xt) == yt).mean()))
-            mean, std = float(np.mean(accs)), float(np.std(accs))
+                if not probe.converged:
+                    unconverged.append((k, seed))
+            mean, std = float(np.mean(accs)), float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0
             correct = round(mean * len(yt))
             means.append(mean)
             stds.append(std)
             records.append(Record(f"{k}-shot:{self.test}", "top1", mean, len(yt), clopper_pearson(correct, len(yt)),
                                   "clopper-pearson-of-mean", std))  # fmt: skip
             log.info("%d-shot on %s: top-1 %.3f ± %.3f over %d seeds", k, self.test, mean, std, self.seeds)
+        if unconverged:
+            ctx.note(
+                f"{len(unconverged)} few-shot probes on '{self.train}' stopped at {MAX_ITER} L-BFGS iterations without "
+                "converging (the CLIP paper's limit); their accuracies may be below the optimum's.",
+                dataset=self.train,
+                unconverged=[list(pair) for pair in unconverged],
+            )
         match = matching_k(ks, means, zero_shot)
         log.info(
             "Few-shot probe matches zero-shot (%.3f) at k = %s",
