@@ -78,7 +78,8 @@ class Task:
             try:
                 check(self)
             except ClipevalError as exc:
-                raise ClipevalError(f"Task '{self.name}', evaluator '{name}': {exc}") from None
+                message = str(exc).removeprefix(f"Task '{self.name}', ")  # said once, with the evaluator
+                raise ClipevalError(f"Task '{self.name}', evaluator '{name}': {message}") from None
 
     def check_classes(self, dataset: str, scored: list[list[int]] | None = None, labels: str = "subset") -> None:
         """Refuse class names, a class subset or class groups that cannot score ``dataset``.

@@ -200,9 +200,8 @@ class FewShot:
         if not skipped:
             return self.ks
         worst = short[skipped[-1]]  # the ks grow, so the largest skipped k has the most classes too small
-        why = (
-            f"k-shot needs k training examples of every class, and in '{self.train}' {_listed(names, worst)} have fewer"
-        )
+        fewer = "; ".join(f"for k = {k}, {_listed(names, short[k])} have fewer than {k}" for k in skipped)
+        why = f"k-shot needs k training examples of every class, and in '{self.train}' {fewer}"
         if len(skipped) == len(self.ks):
             raise ClipevalError(
                 f"Few-shot on '{self.train}' cannot run any of ks={self.ks}: {why}. Choose smaller ks or add examples."
