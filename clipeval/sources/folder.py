@@ -52,12 +52,14 @@ class ImageFolderSource(MapSource):
         self.root = found[0]
         self.crop = int(crop)
         present = [d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        _refuse_non_utf8_names(self.root, present)
         if classes is not None:
             classes = read_strings(classes, "classes")
         self.folders = _class_folders(present, numeric_sort, classes, self.root, other_folders)
         self.classnames = [name.replace("_", " ") for name in self.folders]
         self._labels_are_indices = numeric_sort and classes is None
         self._files, self._labels = _list_images(self.root, self.folders, present)
+        _refuse_non_utf8_names(self.root, self._files)
         _warn_about_images_at_the_root(self.root)
         if not self._files:
             raise DataNotFound(
@@ -299,3 +301,28 @@ def _warn_about_images_at_the_root(root: Path) -> None:
             root,
             loose[0],
         )
+
+
+def _refuse_non_utf8_names(root: Path, names: list[str]) -> None:
+    """ClipevalError naming the file/folder names (relative to ``root``) whose bytes are not valid UTF-8.
+
+    Python hands such names over surrogate-escaped (b'caf\\xe9.png' becomes 'caf\\udce9.png'); they would become
+    class names and sample ids that cannot be written as UTF-8, so the predictions of a finished run would be lost.
+    """
+    bad = [name for name in names if not is_utf8(name)]
+    if bad:
+        shown = ", ".join(repr(os.fsencode(root / name)) for name in bad[:5])
+        raise ClipevalError(
+            f"{len(bad)} file or folder name(s) under {root} are not valid UTF-8: {shown}"
+            f"{', ...' if len(bad) > 5 else ''}. Rename them to UTF-8, e.g. with `convmv -r -f latin1 -t utf8 --notest "
+            "DIR` (for Latin-1 names; convmv without --notest shows what it would do)."
+        )
+
+
+def is_utf8(name: str) -> bool:
+    """Whether ``name`` (surrogate-escaped by os/pathlib) came from valid UTF-8 bytes."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

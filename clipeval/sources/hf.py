@@ -45,7 +45,7 @@ class HFDatasetSource(MapSource):
                 )
         feature = ds.features[self.label_key]
         self.classnames = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
-        self._labels = [int(v) for v in ds[self.label_key]]
+        self._labels = _integer_labels(ds, self.label_key, self.path)
         self._ds = ds.cast_column(self.image_key, datasets.Image(decode=False)).select_columns([self.image_key])
         self.key = content_key(
             "hf", [ds._fingerprint, split, self.image_key, self.label_key, *_data_digests(ds, self._ds)]
@@ -148,3 +148,39 @@ def _data_digests(ds, images) -> tuple[list[str], list[str]]:
     by_path = pc.filter(pc.struct_field(cells, "path"), no_bytes).to_pylist()
     digests = file_digests()
     return digests.digests([f["filename"] for f in ds.cache_files]), digests.digests(by_path)
+
+
+def _integer_labels(ds, key: str, path: str) -> list[int]:
+    """The label column ``key`` as Python ints, read before anything is encoded.
+
+    Integer columns are taken as they are; float columns only when every value is a finite whole number
+    (pandas stores integer columns as float once they held a missing value). Anything else is refused with
+    a ClipevalError naming the column and the first offending row: a missing label (None/NaN), a
+    fractional one (int() would truncate 0.9 to class 0), or a non-numeric type (strings, lists).
+    Missing labels are refused rather than skipped: which rows to drop is the dataset owner's decision.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = ds.with_format("arrow")[key]
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    where = f"Label column '{key}' of dataset {path}"
+    fix = "Give every row an integer class index (or set task.label_key to the right column)."
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+        example = next((v for v in column.to_pylist() if v is not None), None)
+        raise ClipevalError(
+            f"{where} has type {column.type} (e.g. {example!r}), not integer class indices. "
+            "Cast it to integers or a ClassLabel (Dataset.class_encode_column), or set task.label_key."
+        )
+    bad = pc.is_null(column, nan_is_null=True)
+    if pa.types.is_floating(column.type):
+        whole = pc.and_(pc.is_finite(column), pc.equal(pc.floor(column), column))
+        bad = pc.or_(bad, pc.invert(pc.fill_null(whole, False)))
+    rows = pc.indices_nonzero(pc.fill_null(bad, True)).to_pylist()
+    if rows:
+        shown = ", ".join(f"row {i}: {column[i].as_py()!r}" for i in rows[:5])
+        raise ClipevalError(
+            f"{where} has {len(rows)} row(s) that are not integer class indices (missing or fractional): "
+            f"{shown}{', ...' if len(rows) > 5 else ''}. {fix}"
+        )
+    return [int(v) for v in column.to_pylist()]

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import io
 import itertools
+import logging
 import os
+import re
+import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +23,15 @@ import torch
 from PIL import Image
 
 from clipeval.cache import file_digests
+from clipeval.errors import ClipevalError
 from clipeval.sources.base import DataNotFound, Item, Source, content_key, decode
+from clipeval.sources.folder import is_utf8
+
+log = logging.getLogger(__name__)
 
 IMAGE_KEYS = ("webp", "png", "jpg", "jpeg")
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
+DIGITS = re.compile(rb"[0-9]+")  # ASCII digits only: int() also takes "0_2", "+3" and non-ASCII digits
 
 
 class WebDatasetSource(Source):
@@ -37,7 +46,7 @@ class WebDatasetSource(Source):
                 "Pass task.root=DIR, a folder in the CLIP_benchmark webdataset layout "
                 "(for example a local clone of a clip-benchmark/wds_* dataset repository).",
             )
-        count = int(nshards_file.read_text().strip())
+        count = _shard_count(nshards_file)
         self.shards = [self.root / split / f"{i}.tar" for i in range(count)]
         missing = [str(p) for p in self.shards if not p.is_file()]
         if missing:
@@ -46,6 +55,9 @@ class WebDatasetSource(Source):
                 missing[:5],
                 "Complete the download (with git lfs, fetch the .tar files too).",
             )
+        _warn_about_unread_shards(self.root / split, count)
+        for shard in self.shards:
+            check_shard(shard)
         self.classnames = _read_lines(self.root / "classnames.txt")
         self.templates = _read_lines(self.root / "zeroshot_classification_templates.txt")
         digests = file_digests().digests(self.shards)  # sha256 of each shard's bytes: labels and images
@@ -85,16 +97,94 @@ class _ShardDataset(torch.utils.data.IterableDataset):
 
 
 def _label(raw: bytes | None) -> tuple[int, str | None]:
-    """(label, None) for a ``.cls`` holding a non-negative integer, else (-1, why)."""
+    """(label, None) for a ``.cls`` holding a non-negative integer in ASCII digits, else (-1, why).
+
+    Surrounding ASCII whitespace (a trailing newline) is allowed; signs, underscores ("0_2"), inner spaces
+    and non-ASCII digits are not, although Python's ``int()`` accepts them all.
+    """
     if raw is None:
         return -1, "no .cls label in sample"
+    text = raw.strip()
+    if text.startswith(b"-") and DIGITS.fullmatch(text[1:]):
+        return -1, f".cls label is negative: {text.decode()}"
+    if not DIGITS.fullmatch(text):
+        return -1, f".cls label is not an integer: {raw[:40]!r} (only ASCII digits are read as a label)"
+    return int(text), None
+
+
+def _shard_count(nshards_file: Path) -> int:
+    """The positive integer in ``nshards.txt``; ClipevalError otherwise."""
+    raw = nshards_file.read_bytes()
+    text = raw.strip()
+    if not DIGITS.fullmatch(text) or int(text) < 1:
+        raise ClipevalError(
+            f"{nshards_file} should hold the number of shards (a positive integer), but holds {raw[:60]!r}. "
+            "Write the number of <i>.tar files of the split into it."
+        )
+    return int(text)
+
+
+def _warn_about_unread_shards(folder: Path, count: int) -> None:
+    """Warn about ``<i>.tar`` shards beyond the ``count`` that ``nshards.txt`` names: they are not read."""
+    extra = sorted(
+        (p for p in folder.glob("*.tar") if DIGITS.fullmatch(p.stem.encode(errors="surrogateescape"))),
+        key=lambda p: int(p.stem),
+    )
+    extra = [p.name for p in extra if int(p.stem) >= count]
+    if extra:
+        shown = ", ".join(extra[:10]) + (f", ... ({len(extra)} in all)" if len(extra) > 10 else "")
+        log.warning(
+            "%s/nshards.txt says %d shard(s), so %d more shard file(s) there are NOT read: %s. "
+            "If they belong to the split, correct nshards.txt; otherwise remove them.",
+            folder,
+            count,
+            len(extra),
+            shown,
+        )
+
+
+def check_shard(path: Path) -> None:
+    """Raise ClipevalError unless ``path`` is a complete tar file whose member names are valid UTF-8.
+
+    Cheap: reads the member headers only (tarfile seeks over the data), checks that every member's data
+    fits in the file and that the end-of-archive zero block follows the last member (a tar cut at a member
+    boundary is otherwise read as a shorter, valid one). A git-lfs pointer file (a clone made without
+    ``git lfs``) is named as such. Non-UTF-8 member names would become sample ids that cannot be written.
+    """
+    with open(path, "rb") as f:
+        head = f.read(len(LFS_POINTER))
+    if head == LFS_POINTER:
+        raise DataNotFound(
+            f"The content of shard {path} (it is a git-lfs pointer file, not the tar file)",
+            [str(path)],
+            "The dataset was cloned without git lfs. In the clone run `git lfs install && git lfs pull` "
+            "(or download the .tar files themselves, e.g. with `huggingface-cli download --repo-type dataset`).",
+        )
+    damaged = f"Shard {path} is damaged or incomplete (an interrupted download?)"
+    size = path.stat().st_size
     try:
-        label = int(raw.decode("utf-8").strip())
-    except (UnicodeDecodeError, ValueError):
-        return -1, f".cls label is not an integer: {raw[:40]!r}"
-    if label < 0:
-        return -1, f".cls label is negative: {label}"
-    return label, None
+        with tarfile.open(path, "r:") as tar:
+            members = tar.getmembers()
+            end = tar.offset  # where the header after the last member starts
+    except tarfile.TarError as exc:
+        raise ClipevalError(f"{damaged}: it is not a readable tar file ({exc}). Download it again.") from None
+    cut = next((m for m in members if m.offset_data + m.size > size), None)
+    if cut is not None:
+        raise ClipevalError(f"{damaged}: member {cut.name!r} runs past the end of the file. Download it again.")
+    with open(path, "rb") as f:
+        f.seek(end)
+        trailer = f.read(tarfile.BLOCKSIZE)
+    if len(trailer) < tarfile.BLOCKSIZE or trailer.count(0) != tarfile.BLOCKSIZE:
+        raise ClipevalError(
+            f"{damaged}: after {len(members)} member(s) it lacks the end-of-archive block at byte {end}, "
+            "so members may be missing. Download it again."
+        )
+    bad = [m.name for m in members if not is_utf8(m.name)]
+    if bad:
+        raise ClipevalError(
+            f"Shard {path} has {len(bad)} member name(s) that are not valid UTF-8 (e.g. {bad[0]!r}); they would "
+            "become sample ids that cannot be written. Rewrite the shard with UTF-8 names."
+        )
 
 
 def _read_lines(path: Path) -> list[str] | None:
