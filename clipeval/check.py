@@ -27,7 +27,8 @@ Decision rule, per (task/dataset, metric):
   gain of that size is reported as an improvement.
   A drop of at least ``--min-effect`` that the test could not have found significant is
   ``inconclusive``: with m discordant samples the smallest p either test can give is
-  2 * 0.5**m (every discordant sample in the same direction), so when that is >= ``--alpha``
+  2 * 0.5**m (every discordant sample in the same direction; random swaps cannot go below
+  1 / (1 + ``--resamples``) either), so when that is >= ``--alpha``
   (m < 6 at alpha 0.05) no drop, however large, could fail. Such a row says how many
   discordant samples (and, at the observed discordance rate, roughly how many samples) a
   decision needs. It exits 0 and is counted in the summary line, unless ``--fail-inconclusive``
@@ -622,13 +623,14 @@ def _paired(key: str, metric: str, reference: float, got: dict[str, Any], ref: S
             f"'{key}': {changed} of the same samples have other labels than in the golden file: "
             "the data (or its class list) changed; compare like with like."
         )
-    p, m, evidence = _paired_test(metric, ref, cand, opts)
+    p, m, p_min, evidence = _paired_test(metric, ref, cand, opts)
     change = got["value"] - reference
     large = abs(change) >= opts.min_effect
     if p < opts.alpha and large:
         return Row(key, metric, reference, got["value"], evidence, "regressed" if change < 0 else "improved")
-    if large and change < 0 and smallest_p(m) >= opts.alpha:
-        return Row(key, metric, reference, got["value"], _too_few(evidence, m, ref.n, opts.alpha), "inconclusive")
+    if large and change < 0 and p_min >= opts.alpha:
+        evidence = _too_few(evidence, m, p_min, ref.n, opts.alpha)
+        return Row(key, metric, reference, got["value"], evidence, "inconclusive")
     return Row(key, metric, reference, got["value"], evidence, "ok")
 
 
@@ -643,25 +645,28 @@ def discordant_needed(alpha: float) -> int:
     return max(1, math.floor(math.log2(2.0 / alpha)) + 1)
 
 
-def _too_few(evidence: str, m: int, n: int, alpha: float) -> str:
+def _too_few(evidence: str, m: int, p_min: float, n: int, alpha: float) -> str:
     need = discordant_needed(alpha)
     rate = f"; at this run's rate of {m} in {n}, about {math.ceil(n * need / m)} samples" if m else ""
     return (
         f"{evidence}; too few data to decide: with {m} discordant samples p cannot fall below "
-        f"{smallest_p(m):.3g} >= alpha {alpha:g}, so no drop could fail. A decision needs at least {need} "
+        f"{p_min:.3g} >= alpha {alpha:g}, so no drop could fail. A decision needs at least {need} "
         f"discordant samples{rate}"
     )
 
 
-def _paired_test(metric: str, ref: Samples, cand: Samples, opts: Options) -> tuple[float, int, str]:
-    """(p, discordant samples, evidence) of the metric's paired test."""
+def _paired_test(metric: str, ref: Samples, cand: Samples, opts: Options) -> tuple[float, int, float, str]:
+    """(p, discordant samples m, the smallest p the test could give with m, evidence) of the metric's paired test.
+
+    Random swaps cannot give less than 1 / (1 + resamples), whatever m."""
     if metric in CLASS_WEIGHTED:
         weights = ref.weights(metric) if ref.labels is not None else cand.weights(metric)
         p, m, how = paired_permutation_test(ref.outcome("top1"), cand.outcome("top1"), weights, opts.resamples)
         draws = "all swaps" if how == "exact" else f"{opts.resamples} random swaps, seed {PERMUTATION_SEED}"
-        return p, m, f"paired permutation p={p:.3g} ({m} discordant samples, by class; {draws})"
+        p_min = smallest_p(m) if how == "exact" else max(smallest_p(m), 1 / (1 + opts.resamples))
+        return p, m, p_min, f"paired permutation p={p:.3g} ({m} discordant samples, by class; {draws})"
     b, c, p = mcnemar_exact(ref.outcome(metric), cand.outcome(metric))
-    return p, b + c, f"McNemar p={p:.3g} ({b} lost, {c} gained)"
+    return p, b + c, smallest_p(b + c), f"McNemar p={p:.3g} ({b} lost, {c} gained)"
 
 
 def format_rows(rows: list[Row]) -> str:

@@ -75,6 +75,18 @@ def test_a_drop_the_test_could_have_found_stays_ok_and_a_big_enough_sample_regre
     assert "REGRESSED" in capsys.readouterr().out
 
 
+def test_random_swaps_are_inconclusive_when_alpha_is_below_their_resolution(tmp_path, capsys):
+    labels, ref, cand = degraded_pair(lost=60, gained=0)  # 60 discordant: McNemar p ~ 1e-18
+    write_run(tmp_path / "ref", labels, predictions(labels, ref))
+    write_run(tmp_path / "cand", labels, predictions(labels, cand))
+    main(["record", str(tmp_path / "ref"), "--out", str(tmp_path / "golden.json")])
+    argv = ["compare", "--golden", str(tmp_path / "golden.json"), str(tmp_path / "cand"), "--alpha", "0.0005"]
+    assert check(*argv, "--resamples", "1000") == 1  # top-1 regressed
+    out = capsys.readouterr().out
+    recall = next(line for line in out.splitlines() if " mean_per_class_recall " in line)
+    assert "INCONCLUSIVE" in recall and "cannot fall below 0.000999" in recall  # 1 / 1001 random swaps
+
+
 def test_a_small_drop_below_min_effect_is_ok_even_on_few_samples(tmp_path, capsys):
     golden = small_pair(tmp_path, n=1000, lost=2)  # 0.2 points, below --min-effect 0.005
     assert check("compare", "--golden", str(golden), str(tmp_path / "cand")) == 0
