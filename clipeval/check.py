@@ -4,9 +4,12 @@
     clipeval check compare --golden golden.json RUN_DIR [RUN_DIR ...] [--alpha 0.05]
                            [--min-effect 0.005] [--tolerance 0.01] [--resamples 20000]
 
-Exit codes: 0 nothing regressed, 1 something regressed, 2 a usage or data error (a missing
-file, a dataset the candidate did not evaluate, a different sample set, a value, tolerance
-or option that is NaN or infinite, per-sample data that disagree with their record).
+Exit codes: 0 nothing regressed, 1 something regressed (or, with ``--fail-inconclusive``, a
+drop was too large to call ok on too few samples to decide), 2 a usage or data error (a missing
+file, a golden file with no records or a record whose ``n`` is not a positive integer, a dataset
+the candidate did not evaluate, a different sample set, other data under the same sample ids
+(a dataset's content key differs from the golden file's), a value, tolerance or option that is
+NaN or infinite, per-sample data that disagree with their record).
 
 Decision rule, per (task/dataset, metric):
 - Paired test, whenever both sides have per-sample outcomes for the metric on the same
@@ -21,7 +24,16 @@ Decision rule, per (task/dataset, metric):
     ``--resamples`` random swaps drawn with a fixed seed (0), so the verdict is
     deterministic; p = (1 + hits) / (1 + resamples).
   A regression is a drop of at least ``--min-effect`` with p < ``--alpha``; a significant
-  gain of that size is reported as an improvement; anything else is ok.
+  gain of that size is reported as an improvement.
+  A drop of at least ``--min-effect`` that the test could not have found significant is
+  ``inconclusive``: with m discordant samples the smallest p either test can give is
+  2 * 0.5**m (every discordant sample in the same direction; random swaps cannot go below
+  1 / (1 + ``--resamples``) either), so when that is >= ``--alpha``
+  (m < 6 at alpha 0.05) no drop, however large, could fail. Such a row says how many
+  discordant samples (and, at the observed discordance rate, roughly how many samples) a
+  decision needs. It exits 0 and is counted in the summary line, unless ``--fail-inconclusive``
+  (then exit 1). Anything else is ok: a drop below ``--min-effect``, or one the test had the
+  power to find significant and did not.
 - Derived records (effective robustness) of a golden file recorded from a run are shown with
   the verdict ``derived`` and never fail: the top-1 records they are computed from are gated by
   the paired tests above, and a fixed tolerance would fail a noise-level change those pass.
@@ -34,8 +46,18 @@ Metrics where lower is better are compared the other way round. Before any compa
 per-sample data are checked against their record (the metric recomputed from them must equal
 the recorded value), and every number is checked to be finite.
 
+Which data were scored: a run's results.json holds ``data``, {dataset (named as its records):
+content key}; the content key is the source's ``key`` (a hash of the data's content: every
+file of an image folder, every shard, the Hugging Face dataset's fingerprint and files), followed
+by ``|limit=N`` when ``runtime.limit`` scored only the first N samples. Two runs scored the same
+data when their keys are equal: same content (not merely the same file names) and the same
+samples of it. ``check record`` copies ``data`` into the golden file (keyed like its records);
+``check compare`` refuses (exit 2) a candidate whose key of any dataset the golden file also
+holds differs. A golden file or run without ``data`` (older clipeval) is compared as before,
+with a warning.
+
 Golden files (``kind: clipeval-golden``). Format 2 (``format_version: 2``): ``records`` (key,
-metric, value, n, ci) and ``samples``: per key, ``ids_sha256``, ``n``, and where the run saved
+metric, value, n, ci), ``data`` (key: content key) and ``samples``: per key, ``ids_sha256``, ``n``, and where the run saved
 them ``labels`` and ``topk`` (ranked predictions, base64 of zlib-compressed little-endian
 integers, ``topk_shape``) and ``correct`` (per metric, base64 of packed bits, for outcomes
 that are not predictions, such as an attack's). Format 1 (no ``format_version``) stored
@@ -208,7 +230,7 @@ class Samples:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Samples:
         """Format 2 (labels, topk, correct) or format 1 (``top1_correct`` bits only)."""
-        n = int(data["n"])
+        n = _check_count(data.get("n"), f"golden file: samples of {data.get('ids_sha256', '?')[:12]}: n")
         if "top1_correct" in data:  # format 1
             return cls(data["ids_sha256"], n, correct={"top1": _unpack_bits(data["top1_correct"], n)})
         labels = _unpack_ints(data["labels"]) if "labels" in data else None
@@ -336,6 +358,55 @@ def run_records(
     return out
 
 
+def run_data(doc: dict[str, Any]) -> dict[str, str] | None:
+    """{task/dataset (golden key): content key of the data scored} of a run document; None if it has none."""
+    data = doc.get("data")
+    if data is None:
+        return None
+    return {_key(doc["task"]["name"], name): str(key) for name, key in data.items()}
+
+
+def check_same_data(golden: dict[str, str] | None, candidate: dict[str, str] | None, compared: set[str]) -> None:
+    """Refuse (ClipevalError) when a dataset has another content key in the candidate than in the golden file.
+
+    ``compared``: the golden record keys being compared; a key ``dataset@setting`` (an attack) is the
+    dataset's. Every dataset both sides hold a key for is checked (a probe's training split too).
+    Without keys on one side (older clipeval) it warns and compares as before.
+    """
+    if golden is None or candidate is None:
+        log.warning(
+            "The %s records no content keys of its data ('data'), so a candidate scored on other data under the "
+            "same file names would not be noticed: record the golden file again from a run of this clipeval.",
+            "golden file" if golden is None else "candidate run",
+        )
+        return
+    bases = {key.split("@")[0] for key in compared}
+    missing = sorted(b for b in bases if b in golden and b not in candidate)
+    changed = sorted(k for k in golden.keys() & candidate.keys() if golden[k] != candidate[k])
+    content = lambda key: key.partition("|limit=")[0]  # noqa: E731
+    limited = [k for k in changed if content(golden[k]) == content(candidate[k])]
+    if limited:
+        limits = "; ".join(f"{k}: {_limit(golden[k])} in the golden file, {_limit(candidate[k])} now" for k in limited)
+        raise ClipevalError(
+            f"The same data were scored on a different set of samples ({limits}): compare like with like "
+            "(the same runtime.limit), or record the golden file again."
+        )
+    if changed:
+        raise ClipevalError(
+            f"The data changed: {', '.join(changed)} scored other content than the golden file's (its content key "
+            "differs: other images or labels, even under the same file names). The "
+            "comparison would be meaningless. If the new data are intended, record the golden file again from a "
+            "run of the reference model on them (clipeval check record RUN --out FILE); else restore the data."
+        )
+    if missing:
+        log.warning("The candidate run(s) record no content key for %s: not checked for changed data.", missing)
+
+
+def _limit(data_key: str) -> str:
+    limit = data_key.partition("|limit=")[2]
+    return f"the first {limit} samples" if limit else "every sample"
+
+
 def _check_value(samples: Samples, metric: str, value: float, what: str) -> None:
     recomputed = samples.value(metric)
     if abs(recomputed - value) > VALUE_TOLERANCE:
@@ -356,6 +427,7 @@ def record_golden(run: Path, out: Path) -> Path:
     doc, run_dir = load_run(run)
     records = []
     samples: dict[str, dict[str, Any]] = {}
+    data = run_data(doc)
     for (key, metric), r in run_records(doc, run_dir).items():
         records.append({"key": key, "metric": metric, "value": r["value"], "n": r["n"], "ci": r["ci"]})
         if "samples" in r:
@@ -363,6 +435,8 @@ def record_golden(run: Path, out: Path) -> Path:
     golden = {"kind": GOLDEN_KIND, "format_version": GOLDEN_FORMAT, "model": doc["model"], "task": doc["task"],
               "source": f"clipeval run {doc['created']}", "clipeval_version": doc["clipeval_version"],
               "records": records, "samples": samples}  # fmt: skip
+    if data is not None:
+        golden["data"] = data
     return atomic_write(Path(out), lambda f: f.write((json.dumps(golden, indent=1) + "\n").encode()))
 
 
@@ -376,7 +450,7 @@ class Row:
     reference: float
     candidate: float
     evidence: str
-    verdict: str  # ok | regressed | improved | derived (shown, never gated)
+    verdict: str  # ok | regressed | improved | inconclusive (a drop too few samples can decide) | derived (not gated)
 
 
 @dataclass(frozen=True)
@@ -396,8 +470,18 @@ def _golden_records(golden: dict[str, Any]) -> list[dict[str, Any]]:
     if version not in (1, GOLDEN_FORMAT):
         raise ClipevalError(f"Golden file format {version!r} is not one this clipeval reads (1 or {GOLDEN_FORMAT}).")
     _check_numbers({k: v for k, v in golden.items() if k != "records"}, "golden file")
+    if not isinstance(golden.get("records"), list) or not golden["records"]:
+        raise ClipevalError(
+            "The golden file has no records, so there is nothing to check: record it from a finished run "
+            "(clipeval check record RUN --out FILE)."
+        )
+    if version == GOLDEN_FORMAT and not golden.get("samples"):
+        log.warning(
+            "The golden file (format 2) has no per-sample data ('samples'), so every record uses the fixed "
+            "tolerance instead of a paired test: record the golden file again from a run that kept its predictions/."
+        )
     out = []
-    for i, ref in enumerate(golden.get("records") or []):
+    for i, ref in enumerate(golden["records"]):
         if not isinstance(ref, dict) or "metric" not in ref or not ("key" in ref or {"task", "dataset"} <= set(ref)):
             raise ClipevalError(f"golden file: records[{i}] needs 'metric' and 'key' (or 'task' and 'dataset').")
         key = ref.get("key") or _key(ref["task"], ref["dataset"])
@@ -406,10 +490,19 @@ def _golden_records(golden: dict[str, Any]) -> list[dict[str, Any]]:
         if "tolerance" in ref:
             _check_tolerance(ref["tolerance"], f"{what}: tolerance")
         _check_numbers(ref, what)
+        if "n" in ref and ref["n"] is not None:
+            _check_count(ref["n"], f"{what}: n")
         out.append(ref | {"key": key})
     if "tolerance" in golden:
         _check_tolerance(golden["tolerance"], "golden file: tolerance")
     return out
+
+
+def _check_count(value: Any, what: str) -> int:
+    """``value`` as an int; a ClipevalError naming ``what`` unless it is a positive integer (a number of samples)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ClipevalError(f"{what} is {value!r}: a number of samples is a positive integer. Fix the golden file.")
+    return value
 
 
 def _check_tolerance(value: Any, what: str) -> float:
@@ -435,8 +528,16 @@ def compare(
     _check_options(opts)
     refs = _golden_records(golden)
     cand: dict[tuple[str, str], dict[str, Any]] = {}
+    cand_data: dict[str, str] | None = {}
     for path in candidates:
-        cand |= run_records(*load_run(path), origin=f"candidate {path}")
+        doc, run_dir = load_run(path)
+        cand |= run_records(doc, run_dir, origin=f"candidate {path}")
+        data = run_data(doc)
+        cand_data = None if cand_data is None or data is None else cand_data | data
+    golden_data = golden.get("data")
+    if golden_data is not None and not isinstance(golden_data, dict):
+        raise ClipevalError("golden file: 'data' is not a mapping of task/dataset to content key.")
+    check_same_data(golden_data, cand_data, {ref["key"] for ref in refs})
     samples = {k: Samples.from_json(v) for k, v in golden.get("samples", {}).items()}
     unpaired: dict[str, list[str]] = {"golden file": [], "candidate": []}
     rows = []
@@ -522,39 +623,75 @@ def _paired(key: str, metric: str, reference: float, got: dict[str, Any], ref: S
             f"'{key}': {changed} of the same samples have other labels than in the golden file: "
             "the data (or its class list) changed; compare like with like."
         )
-    test = _paired_test(metric, ref, cand, opts)
-    p, evidence = test
+    p, m, p_min, evidence = _paired_test(metric, ref, cand, opts)
     change = got["value"] - reference
-    significant = p < opts.alpha and abs(change) >= opts.min_effect
-    verdict = ("regressed" if change < 0 else "improved") if significant else "ok"
-    return Row(key, metric, reference, got["value"], evidence, verdict)
+    large = abs(change) >= opts.min_effect
+    if p < opts.alpha and large:
+        return Row(key, metric, reference, got["value"], evidence, "regressed" if change < 0 else "improved")
+    if large and change < 0 and p_min >= opts.alpha:
+        evidence = _too_few(evidence, m, p_min, ref.n, opts.alpha)
+        return Row(key, metric, reference, got["value"], evidence, "inconclusive")
+    return Row(key, metric, reference, got["value"], evidence, "ok")
 
 
-def _paired_test(metric: str, ref: Samples, cand: Samples, opts: Options) -> tuple[float, str]:
-    """(p, evidence) of the metric's paired test."""
+def smallest_p(discordant: int) -> float:
+    """The smallest two-sided p McNemar's exact test, or the exact paired permutation test, can give with
+    ``discordant`` samples: every one in the same direction, 2 * 0.5**m (1 with none)."""
+    return min(1.0, 2.0 * 0.5**discordant)
+
+
+def discordant_needed(alpha: float) -> int:
+    """The fewest discordant samples whose most extreme split has p < ``alpha``."""
+    return max(1, math.floor(math.log2(2.0 / alpha)) + 1)
+
+
+def _too_few(evidence: str, m: int, p_min: float, n: int, alpha: float) -> str:
+    need = discordant_needed(alpha)
+    rate = f"; at this run's rate of {m} in {n}, about {math.ceil(n * need / m)} samples" if m else ""
+    return (
+        f"{evidence}; too few data to decide: with {m} discordant samples p cannot fall below "
+        f"{p_min:.3g} >= alpha {alpha:g}, so no drop could fail. A decision needs at least {need} "
+        f"discordant samples{rate}"
+    )
+
+
+def _paired_test(metric: str, ref: Samples, cand: Samples, opts: Options) -> tuple[float, int, float, str]:
+    """(p, discordant samples m, the smallest p the test could give with m, evidence) of the metric's paired test.
+
+    Random swaps cannot give less than 1 / (1 + resamples), whatever m."""
     if metric in CLASS_WEIGHTED:
         weights = ref.weights(metric) if ref.labels is not None else cand.weights(metric)
         p, m, how = paired_permutation_test(ref.outcome("top1"), cand.outcome("top1"), weights, opts.resamples)
         draws = "all swaps" if how == "exact" else f"{opts.resamples} random swaps, seed {PERMUTATION_SEED}"
-        return p, f"paired permutation p={p:.3g} ({m} discordant samples, by class; {draws})"
+        p_min = smallest_p(m) if how == "exact" else max(smallest_p(m), 1 / (1 + opts.resamples))
+        return p, m, p_min, f"paired permutation p={p:.3g} ({m} discordant samples, by class; {draws})"
     b, c, p = mcnemar_exact(ref.outcome(metric), cand.outcome(metric))
-    return p, f"McNemar p={p:.3g} ({b} lost, {c} gained)"
+    return p, b + c, smallest_p(b + c), f"McNemar p={p:.3g} ({b} lost, {c} gained)"
 
 
 def format_rows(rows: list[Row]) -> str:
     width = max([12, *(len(r.key) for r in rows)])
     lines = [
-        f"{'task/dataset':<{width}} {'metric':<22} {'reference':>9} {'candidate':>9} {'change':>8}  {'verdict':<9} evidence"
+        f"{'task/dataset':<{width}} {'metric':<22} {'reference':>9} {'candidate':>9} {'change':>8}  {'verdict':<12} evidence"
     ]
     for r in rows:
-        mark = {"regressed": "REGRESSED", "improved": "improved", "ok": "ok", "derived": "derived"}[r.verdict]
+        mark = {"regressed": "REGRESSED", "inconclusive": "INCONCLUSIVE"}.get(r.verdict, r.verdict)
         lines.append(
-            f"{r.key:<{width}} {r.metric:<22} {r.reference:9.4f} {r.candidate:9.4f} {r.candidate - r.reference:+8.4f}  {mark:<9} {r.evidence}"
+            f"{r.key:<{width}} {r.metric:<22} {r.reference:9.4f} {r.candidate:9.4f} {r.candidate - r.reference:+8.4f}  {mark:<12} {r.evidence}"
         )
     bad = [r for r in rows if r.verdict == "regressed"]
-    lines.append(f"{len(rows)} checked: {len(bad)} regressed, {sum(r.verdict == 'improved' for r in rows)} improved.")
+    unsure = [r for r in rows if r.verdict == "inconclusive"]
+    lines.append(
+        f"{len(rows)} checked: {len(bad)} regressed, {len(unsure)} inconclusive, "
+        f"{sum(r.verdict == 'improved' for r in rows)} improved."
+    )
     if bad:
         lines.append("Regressed: " + ", ".join(f"{r.key} {r.metric}" for r in bad))
+    if unsure:
+        lines.append(
+            "Inconclusive (a drop on too few samples to decide; evaluate more data): "
+            + ", ".join(f"{r.key} {r.metric}" for r in unsure)
+        )
     return "\n".join(lines)
 
 
@@ -589,6 +726,8 @@ def main(argv: list[str] | None = None) -> None:
     cmp.add_argument("--tolerance", type=_finite_float(0, math.inf, False), default=0.01,
                      help="allowed drop for records without per-sample data on both sides")  # fmt: skip
     cmp.add_argument("--resamples", type=int, default=20000, help="random swaps of the permutation test")
+    cmp.add_argument("--fail-inconclusive", action="store_true",
+                     help="exit 1 also when a drop of at least --min-effect is on too few samples to decide")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
@@ -605,7 +744,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"clipeval check: error: {exc}", file=sys.stderr)
         raise SystemExit(USAGE_EXIT_CODE) from None
     print(format_rows(rows))
-    raise SystemExit(1 if any(r.verdict == "regressed" for r in rows) else 0)
+    failing = {"regressed", "inconclusive"} if args.fail_inconclusive else {"regressed"}
+    raise SystemExit(1 if any(r.verdict in failing for r in rows) else 0)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,16 @@ class Record:
         return out
 
 
+def scored_data_key(source_key: str, limit: int | None) -> str:
+    """The content key of the samples a run scored from a source (results.json ``data``).
+
+    ``source_key``: the source's ``key`` (a hash of the data's content, see clipeval.sources);
+    ``limit``: ``runtime.limit`` (only the first N samples scored), None for all. Equal keys mean
+    the same content and the same samples of it; ``clipeval check compare`` refuses different ones.
+    """
+    return source_key if limit is None else f"{source_key}|limit={int(limit)}"
+
+
 def write_json(path: Path, obj: Any) -> Path:
     text = json.dumps(obj, indent=2) + "\n"
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))

@@ -26,7 +26,7 @@ from clipeval.features import FeatureSet, feature_key, image_features
 from clipeval.models.base import DualEncoder, check_dual_encoder
 from clipeval.models.deferred import load_deferred
 from clipeval.paths import cache_dir
-from clipeval.results import Record, add_to_store, results_document, write_json
+from clipeval.results import Record, add_to_store, results_document, scored_data_key, write_json
 from clipeval.runtime import Runtime
 from clipeval.sources.base import Source
 from clipeval.task import Task, load_task
@@ -251,6 +251,11 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
     evaluation = _evaluate(selection, tasks, FeatureBank(model, runtime, cache), run_dir)
     records, failure = evaluation.records, evaluation.failure
     extra: dict[str, Any] = {"run_dir": str(run_dir.resolve()), "skipped": evaluation.skipped}
+    extra["data"] = {  # which data were scored: dataset (named as its records) -> content key
+        (f"{task.name}/" if selection.is_suite else "") + name: scored_data_key(source.key, runtime.limit)
+        for task in tasks.values()
+        for name, source in task.sources.items()
+    }
     if evaluation.notes:
         extra["notes"] = evaluation.notes
     if failure is not None:

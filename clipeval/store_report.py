@@ -38,11 +38,13 @@ def _value(metric: str, value: float) -> str:
 
 def run_section(run: dict[str, Any]) -> Section:
     model, task = run["model"], run["task"]
-    section = Section(f"{task['name']} (v{task['version']}) · {model['name']}")
+    failed = " · INCOMPLETE (failed)" if run.get("failures") else ""
+    section = Section(f"{task['name']} (v{task['version']}) · {model['name']}{failed}")
     section.lines.append(
         f"model fingerprint `{model['fingerprint'][:12]}` · created {run['created']} · clipeval {run['clipeval_version']}"
         + (f" · git {run['git_sha'][:10]}" if run.get("git_sha") else "")
     )
+    section.lines += _incomplete_lines(run)
     rows = [
         [
             r["dataset"],
@@ -72,6 +74,20 @@ def run_section(run: dict[str, Any]) -> Section:
     if run.get("run_dir") and run_dir.is_dir():
         section.figures = sorted(run_dir.glob("*.png"))
     return section
+
+
+def _incomplete_lines(run: dict[str, Any]) -> list[str]:
+    """A failed run's failures (its records are incomplete: the tasks after the failure were not run), the
+    robustness table that was not computed, and the notes (what an evaluator left out, and why)."""
+    lines = [
+        f"Incomplete: evaluator {f.get('evaluator')} of task {f.get('task')} failed "
+        f"({f.get('type', 'error')}): {f.get('error')}. The records below are those finished before it."
+        for f in run.get("failures") or []
+    ]
+    if run.get("effective_robustness_error"):
+        lines.append(f"Effective robustness: {run['effective_robustness_error']}")
+    lines += [f"Note: {n.get('task')}/{n.get('evaluator')}: {n.get('message')}" for n in run.get("notes") or []]
+    return lines
 
 
 def _average_rows(er: dict[str, Any]) -> list[list[str]]:

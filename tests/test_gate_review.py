@@ -1,0 +1,203 @@
+"""The gate's review fixes: a drop on too few samples to decide is inconclusive (not ok); the golden file
+records which data were scored and refuses other data under the same names; golden files with nothing to
+check, impossible sample counts or no per-sample data are caught; failed runs are marked in the store report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_image_folder, open_clip_overrides, run_in_process
+from test_gate import check, degraded_pair, predictions, write_run
+
+from clipeval.check import discordant_needed, main, mcnemar_exact, paired_permutation_test, smallest_p
+from clipeval.report import main as report_main
+
+
+def small_pair(tmp_path: Path, n: int, lost: int, gained: int = 0) -> Path:
+    """Record a reference of ``n`` samples (all right), and a candidate that lost and gained that many."""
+    labels = np.arange(n) % 10
+    ref = np.ones(n, bool)
+    ref[:gained] = False
+    cand = ref.copy()
+    cand[:gained] = True
+    cand[gained : gained + lost] = False
+    write_run(tmp_path / "ref", labels, predictions(labels, ref))
+    write_run(tmp_path / "cand", labels, predictions(labels, cand))
+    main(["record", str(tmp_path / "ref"), "--out", str(tmp_path / "golden.json")])
+    return tmp_path / "golden.json"
+
+
+# ---------------------------------------------------------------- 1. too few samples to decide
+
+
+def test_smallest_attainable_p_is_what_both_tests_give_when_every_discordant_sample_is_lost():
+    for m in range(1, 9):
+        ref, cand = np.ones(m, bool), np.zeros(m, bool)
+        assert mcnemar_exact(ref, cand)[2] == pytest.approx(smallest_p(m))
+        p, _, how = paired_permutation_test(ref, cand, np.full(m, 1 / m))
+        assert how == "exact" and p == pytest.approx(smallest_p(m))
+    need = discordant_needed(0.05)
+    assert smallest_p(need) < 0.05 <= smallest_p(need - 1) and need == 6
+
+
+def test_a_33_point_drop_on_12_samples_is_inconclusive_not_ok(tmp_path, capsys):
+    golden = small_pair(tmp_path, n=12, lost=4)  # 4 lost, 0 gained: McNemar p = 0.125, the smallest possible
+    assert check("compare", "--golden", str(golden), str(tmp_path / "cand")) == 0
+    out = capsys.readouterr().out
+    top1 = next(line for line in out.splitlines() if line.startswith("t/d ") and " top1 " in line)
+    assert "INCONCLUSIVE" in top1 and "too few data to decide" in top1 and "at least 6 discordant" in top1
+    assert "about 18 samples" in top1  # 6 discordant at this run's rate of 4 in 12
+    recall = next(line for line in out.splitlines() if " mean_per_class_recall " in line)
+    assert "INCONCLUSIVE" in recall  # the permutation test can no more decide on 4 discordant samples
+    assert "0 regressed, 2 inconclusive" in out  # top-5 did not change
+    assert "Inconclusive (a drop on too few samples to decide" in out
+    assert check("compare", "--golden", str(golden), str(tmp_path / "cand"), "--fail-inconclusive") == 1
+
+
+def test_a_drop_the_test_could_have_found_stays_ok_and_a_big_enough_sample_regresses(tmp_path, capsys):
+    labels, ref, cand = degraded_pair(lost=8, gained=4)  # 12 discordant: p ~ 0.39, but p could go to 5e-4
+    write_run(tmp_path / "ref", labels, predictions(labels, ref))
+    write_run(tmp_path / "cand", labels, predictions(labels, cand))
+    main(["record", str(tmp_path / "ref"), "--out", str(tmp_path / "golden.json")])
+    assert (
+        check("compare", "--golden", str(tmp_path / "golden.json"), str(tmp_path / "cand"), "--min-effect", "0.001")
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "INCONCLUSIVE" not in out and "0 inconclusive" in out
+    golden = small_pair(tmp_path / "big", n=12, lost=6)  # 6 lost: p = 0.031 < 0.05
+    assert check("compare", "--golden", str(golden), str(tmp_path / "big" / "cand")) == 1
+    assert "REGRESSED" in capsys.readouterr().out
+
+
+def test_random_swaps_are_inconclusive_when_alpha_is_below_their_resolution(tmp_path, capsys):
+    labels, ref, cand = degraded_pair(lost=60, gained=0)  # 60 discordant: McNemar p ~ 1e-18
+    write_run(tmp_path / "ref", labels, predictions(labels, ref))
+    write_run(tmp_path / "cand", labels, predictions(labels, cand))
+    main(["record", str(tmp_path / "ref"), "--out", str(tmp_path / "golden.json")])
+    argv = ["compare", "--golden", str(tmp_path / "golden.json"), str(tmp_path / "cand"), "--alpha", "0.0005"]
+    assert check(*argv, "--resamples", "1000") == 1  # top-1 regressed
+    out = capsys.readouterr().out
+    recall = next(line for line in out.splitlines() if " mean_per_class_recall " in line)
+    assert "INCONCLUSIVE" in recall and "cannot fall below 0.000999" in recall  # 1 / 1001 random swaps
+
+
+def test_a_small_drop_below_min_effect_is_ok_even_on_few_samples(tmp_path, capsys):
+    golden = small_pair(tmp_path, n=1000, lost=2)  # 0.2 points, below --min-effect 0.005
+    assert check("compare", "--golden", str(golden), str(tmp_path / "cand")) == 0
+    assert "INCONCLUSIVE" not in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- 3. golden-file oddities
+
+
+def golden_doc(tmp_path: Path, **changes) -> Path:
+    golden = small_pair(tmp_path, n=40, lost=0)
+    doc = json.loads(golden.read_text()) | changes
+    golden.write_text(json.dumps(doc))
+    return golden
+
+
+def test_a_golden_file_without_records_is_exit_2(tmp_path, capsys):
+    golden = golden_doc(tmp_path, records=[])
+    assert check("compare", "--golden", str(golden), str(tmp_path / "cand")) == 2
+    assert "no records, so there is nothing to check" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n", [-5, 0, 2.5, "40", True])
+def test_a_record_or_samples_n_that_is_not_a_positive_integer_is_exit_2(tmp_path, capsys, n):
+    golden = small_pair(tmp_path, n=40, lost=0)
+    doc = json.loads(golden.read_text())
+    doc["records"][0]["n"] = n
+    golden.write_text(json.dumps(doc))
+    assert check("compare", "--golden", str(golden), str(tmp_path / "cand")) == 2
+    assert "positive integer" in capsys.readouterr().err
+    doc = json.loads(small_pair(tmp_path / "s", n=40, lost=0).read_text())
+    doc["samples"]["t/d"]["n"] = n
+    (tmp_path / "s" / "golden.json").write_text(json.dumps(doc))
+    assert check("compare", "--golden", str(tmp_path / "s" / "golden.json"), str(tmp_path / "s" / "cand")) == 2
+    assert "positive integer" in capsys.readouterr().err
+
+
+def test_a_format_2_golden_file_without_samples_warns_that_it_falls_back_to_the_tolerance(tmp_path, capsys, caplog):
+    golden = small_pair(tmp_path, n=40, lost=0)
+    doc = json.loads(golden.read_text())
+    del doc["samples"]
+    golden.write_text(json.dumps(doc))
+    with caplog.at_level(logging.WARNING):
+        assert check("compare", "--golden", str(golden), str(tmp_path / "cand")) == 0
+    assert "tolerance" in capsys.readouterr().out
+    assert any("no per-sample data ('samples')" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------- 2. which data were scored
+
+
+@pytest.fixture
+def folder_golden(tiny_open_clip, tmp_path):
+    """A reference run of the tiny model on an image folder, and its golden file."""
+    images = make_image_folder(tmp_path / "images")
+    overrides = open_clip_overrides(tiny_open_clip, task="folder", **{"task.root": str(images)})
+    doc = run_in_process(overrides, tmp_path / "ref")
+    main(["record", str(tmp_path / "ref"), "--out", str(tmp_path / "golden.json")])
+    return images, overrides, doc, tmp_path / "golden.json"
+
+
+def test_the_run_and_golden_file_record_the_data_and_other_images_under_the_same_names_are_refused(
+    folder_golden, tmp_path, capsys
+):
+    images, overrides, doc, golden = folder_golden
+    (key, content), *more = doc["data"].items()
+    assert not more and key == "test" and content.startswith("folder:")  # the folder's content key
+    assert json.loads(golden.read_text())["data"] == {f"{doc['task']['name']}/test": content}
+    first, second = sorted(p for p in images.iterdir() if p.is_dir())[:2]
+    for image in first.iterdir():  # one class's images overwritten with another's, same file names
+        shutil.copy(second / image.name, image)
+    run_in_process(overrides, tmp_path / "swapped")
+    assert check("compare", "--golden", str(golden), str(tmp_path / "swapped")) == 2
+    err = capsys.readouterr().err
+    assert "The data changed" in err and "record the golden file again" in err
+
+
+def test_a_runtime_limit_is_part_of_the_scored_data_and_old_files_without_keys_warn(
+    folder_golden, tmp_path, capsys, caplog
+):
+    images, overrides, doc, golden = folder_golden
+    limited = run_in_process([*overrides, "runtime.limit=8"], tmp_path / "limited")
+    assert limited["data"]["test"] == doc["data"]["test"] + "|limit=8"
+    assert check("compare", "--golden", str(golden), str(tmp_path / "limited")) == 2
+    assert (
+        "different set of samples (folder/test: every sample in the golden file, the first 8" in capsys.readouterr().err
+    )
+    old = json.loads(golden.read_text())
+    del old["data"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    with caplog.at_level(logging.WARNING):
+        assert check("compare", "--golden", str(tmp_path / "old.json"), str(tmp_path / "ref")) == 0
+    assert any("records no content keys" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------- 4. failed runs in the store report
+
+
+def test_the_store_report_marks_a_failed_run_and_shows_its_notes(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    run = {"model": {"name": "m", "fingerprint": "f" * 64}, "task": {"name": "t", "version": "1"},
+           "created": "2026-01-01T00:00:00+00:00", "clipeval_version": "test",
+           "records": [{"dataset": "d", "metric": "top1", "value": 0.5, "n": 10, "ci": [0.2, 0.8]}],
+           "failures": [{"task": "t", "evaluator": "linear_probe", "type": "RuntimeError", "error": "out of memory"}],
+           "notes": [{"task": "t", "evaluator": "zero_shot", "message": "3 classes have no test images"}]}  # fmt: skip
+    (store / "run.json").write_text(json.dumps(run))
+    report_main(["store", "--store", str(store), "--out", str(tmp_path / "out")])
+    md = (tmp_path / "out" / "report.md").read_text()
+    page = (tmp_path / "out" / "report.html").read_text()
+    for text in (md, page):
+        assert "INCOMPLETE" in text
+        assert "Incomplete: evaluator linear_probe of task t failed (RuntimeError): out of memory" in text
+        assert "Note: t/zero_shot: 3 classes have no test images" in text
