@@ -59,7 +59,19 @@ def as_safetensors(checkpoint: Path, folder: Path) -> Path:
     return path
 
 
-FILE_FORMATS = {"state_dict": lambda c, f: c, "training": as_training_checkpoint, "safetensors": as_safetensors}
+def as_legacy_pickle(checkpoint: Path, folder: Path) -> Path:
+    """torch's pre-1.6 (non-zip) format, which cannot be memory-mapped."""
+    path = folder / "legacy.pt"
+    torch.save(torch.load(checkpoint, weights_only=True), path, _use_new_zipfile_serialization=False)
+    return path
+
+
+FILE_FORMATS = {
+    "state_dict": lambda c, f: c,
+    "training": as_training_checkpoint,
+    "safetensors": as_safetensors,
+    "legacy": as_legacy_pickle,
+}
 OTHER_ARCHS = {
     # what differs from the file's architecture -> the tensor whose shape says so
     "image_size": ({"image_size": 48}, {}, "visual.positional_embedding: file [17, 64], model [37, 64]"),

@@ -206,10 +206,7 @@ def _file_shapes(path: str) -> dict[str, tuple[int, ...]] | None:
     elif path.endswith((".npz", ".npy")):
         return None
     else:
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # TorchScript, legacy pickles, not a checkpoint: open_clip's load says which
-            return None
+        checkpoint = _torch_load(path)
         if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
             checkpoint = checkpoint["state_dict"]
         if not isinstance(checkpoint, dict):
@@ -218,6 +215,17 @@ def _file_shapes(path: str) -> dict[str, tuple[int, ...]] | None:
     if state and next(iter(state)).startswith("module"):
         state = {key[7:]: shape for key, shape in state.items()}
     return state
+
+
+def _torch_load(path: str) -> Any:
+    """torch.load memory-mapped (zip checkpoints), else read (legacy format); None for what open_clip must judge
+    itself (TorchScript archives, pickles that are not weights)."""
+    for mmap in (True, False):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except Exception:  # mmap needs the zip format; TorchScript and arbitrary pickles fail both ways
+            continue
+    return None
 
 
 def _as_open_clip_loads(model, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
