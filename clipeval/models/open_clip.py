@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import warnings
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,6 +221,10 @@ def _file_shapes(path: str) -> dict[str, tuple[int, ...]] | None:
 def _torch_load(path: str) -> Any:
     """torch.load memory-mapped (zip checkpoints), else read (legacy format); None for what open_clip must judge
     itself (TorchScript archives, pickles that are not weights)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any(name.endswith("/constants.pkl") for name in archive.namelist()):
+                return None  # TorchScript: torch.load would hand it to torch.jit.load; open_clip refuses it
     for mmap in (True, False):
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
