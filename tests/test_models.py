@@ -62,7 +62,7 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(tiny_open_clip, tmp
     config = json.loads(Path(tiny_open_clip["model_config"]).read_text())
     config["embed_dim"] = 48
     (tmp_path / "clipeval-test-wide.json").write_text(json.dumps(config))
-    with pytest.raises(ClipevalError, match="size mismatch|Could not load weights"):
+    with pytest.raises(ClipevalError, match="made for another architecture or resolution than clipeval-test-wide"):
         OpenClipEncoder(
             "clipeval-test-wide",
             pretrained=tiny_open_clip["pretrained"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -177,7 +178,10 @@ PROBE_TEXTS = ("a photo of a dog.", "a drawing of a red circle.")
 
 def check_outputs(model: DualEncoder, device: torch.device | str = "cpu") -> DualEncoder:
     """Encode two noise images and two prompts; ClipevalError unless both towers give [2, D] finite unit
-    vectors of the same width D. Run on every model build, before anything it encodes is cached or scored."""
+    vectors of the same width D, and ``logit_scale`` (the multiplier of cosine similarities: exp of the
+    stored parameter for open_clip and transformers) is finite and > 0. Run on every model build, before
+    anything it encodes is cached or scored."""
+    check_logit_scale(model)
     rng = torch.Generator().manual_seed(0)
     pixels = (torch.rand((2, 64, 64, 3), generator=rng) * 255).to(torch.uint8).numpy()
     from PIL import Image
@@ -192,6 +196,27 @@ def check_outputs(model: DualEncoder, device: torch.device | str = "cpu") -> Dua
             f"{text.shape[1]}; zero-shot scores need both towers in one space of one width."
         )
     return model
+
+
+def check_logit_scale(model: DualEncoder) -> float:
+    """``model.logit_scale`` as a float when finite and > 0; else ClipevalError naming the model and the value.
+
+    Every score that uses it (adversarial attacks' losses, calibrated probabilities) would mean nothing:
+    NaN gives NaN gradients, 0 or a negative scale flattens or inverts every class probability.
+    """
+    try:
+        scale = float(model.logit_scale)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ClipevalError(
+            f"Model '{model.name}': logit_scale must be one number, got {type(model.logit_scale).__name__} ({exc})."
+        ) from exc
+    if not math.isfinite(scale) or scale <= 0:
+        raise ClipevalError(
+            f"Model '{model.name}': logit_scale is {scale}, but it multiplies cosine similarities into logits and "
+            "must be finite and > 0 (CLIP's is about 100). The checkpoint's logit_scale tensor is broken, or a "
+            "custom adapter returns the stored log-scale instead of its exp()."
+        )
+    return scale
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:

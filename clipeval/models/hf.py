@@ -111,7 +111,11 @@ def _load(name_or_path: str, name: str, revision: str | None) -> tuple[Any, Any,
     from transformers import AutoModel, AutoProcessor
 
     try:
-        model = AutoModel.from_pretrained(name_or_path, revision=revision).eval()
+        # mismatched sizes are reported in loading_info (and refused below, naming them) rather than raised bare
+        model, loading_info = AutoModel.from_pretrained(
+            name_or_path, revision=revision, output_loading_info=True, ignore_mismatched_sizes=True
+        )
+        model = model.eval()
         processor = AutoProcessor.from_pretrained(name_or_path, revision=revision)
     except Exception as exc:  # offline hub, missing folder or file, wrong format, missing tokenizer backend
         path = Path(name_or_path).expanduser()
@@ -126,6 +130,7 @@ def _load(name_or_path: str, name: str, revision: str | None) -> tuple[Any, Any,
             f"Looked in: {path.resolve() if path.exists() else 'the Hugging Face hub and its local cache'}\n"
             f"Cause: {type(exc).__name__}: {str(exc).strip()[:500]}\n{fix}"
         ) from exc
+    _check_loading(loading_info, name, name_or_path)
     tokenizer = getattr(processor, "tokenizer", None)
     image_processor = getattr(processor, "image_processor", None)
     if tokenizer is None or image_processor is None:
@@ -138,6 +143,36 @@ def _load(name_or_path: str, name: str, revision: str | None) -> tuple[Any, Any,
         if not hasattr(model, method):
             raise ClipevalError(f"'{name_or_path}' ({type(model).__name__}) is not a dual encoder: no {method}.")
     return model, tokenizer, image_processor
+
+
+def _check_loading(info: Mapping[str, Any], name: str, name_or_path: str) -> None:
+    """Refuse weights that did not all load: transformers initialises missing tensors randomly (and only
+    logs a table). ``info`` is ``from_pretrained(..., output_loading_info=True)``'s second value; the keys
+    the model class declares ignorable (``_keys_to_ignore_on_load_missing``/``_unexpected``, old
+    ``position_ids`` buffers) are already out of it.
+
+    Raises:
+        ClipevalError: naming the model, the folder or hub id, and the missing, unexpected or
+            differently shaped tensors.
+    """
+    problems = []
+    for kind in ("missing_keys", "unexpected_keys"):
+        keys = sorted(info.get(kind) or ())
+        if keys:
+            shown = ", ".join(keys[:40]) + (f" and {len(keys) - 40} more" if len(keys) > 40 else "")
+            problems.append(f"{len(keys)} {kind.replace('_', ' ')}: {shown}")
+    mismatched = sorted(info.get("mismatched_keys") or ())
+    if mismatched:
+        shown = ", ".join(f"{key} (file {list(a)}, model {list(b)})" for key, a, b in mismatched[:10])
+        problems.append(f"{len(mismatched)} tensors of another shape: {shown}")
+    problems += [str(msg).strip()[:300] for msg in info.get("error_msgs") or ()]
+    if problems:
+        raise ClipevalError(
+            f"Hugging Face model '{name}' ({name_or_path}): its weights do not match its config, so transformers "
+            "would initialise the missing tensors randomly:\n  " + "\n  ".join(problems) + "\n"
+            "The checkpoint is incomplete or made for another architecture: save it again from the full model "
+            "(model.save_pretrained(DIR)) with the config it was trained with."
+        )
 
 
 def _family(model, name_or_path: str) -> str:

@@ -13,6 +13,12 @@ open_clip's defaults, as open_clip's training script gives them; its own checkpo
 ``epoch``, ``name`` and a ``state_dict`` whose keys start with ``module.``) load as they are.
 ``model.arch=hf-hub:org/name`` takes architecture, preprocessing and weights from a Hugging Face hub
 repository (or its local cache, offline).
+
+A weights file must have been made for the architecture it is loaded into: every tensor it shares
+with the built model must have the model's shape. open_clip itself would quietly interpolate
+position embeddings of another image size or context length (and fail obscurely on fp16 files),
+so :func:`check_shapes` compares shapes first and refuses the file. Shapes are all a file can be
+checked against: weights of another training run (another tag) with the same shapes load as given.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import json
 import logging
 import os
 import warnings
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +136,8 @@ def build(recipe: Recipe, name: str, device: str | torch.device = "cpu", load_we
     weights = recipe.weights_file(name) if load_weights else None
     if recipe.from_hub:
         weights = None  # the repo names its own weights
+    if weights:
+        check_shapes(recipe, name, weights)
     try:
         # A checkpoint is loaded strictly (every weight overwritten), so initialising first is wasted time.
         quiet = skip_weight_init() if weights or recipe.from_hub else contextlib.nullcontext()
@@ -151,6 +160,92 @@ def build(recipe: Recipe, name: str, device: str | torch.device = "cpu", load_we
         warnings.warn(warning.message, warning.category, stacklevel=2)
     preprocess = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
     return model, preprocess
+
+
+def check_shapes(recipe: Recipe, name: str, weights: str) -> None:
+    """Refuse a weights file made for another architecture or resolution, before open_clip loads it.
+
+    Compares the shape of every tensor the file shares with ``recipe``'s model (built on the meta
+    device: no memory, no initialisation) after open_clip's own key conversions (training
+    checkpoints' ``state_dict`` and ``module.`` prefix, the old text-tower layout, a scalar
+    ``logit_scale``). Only shapes are read (safetensors headers, or a memory-mapped torch.load).
+    Files this cannot read (.npz big_vision weights, TorchScript archives) are left to open_clip,
+    which loads the first with its own checks and refuses the second.
+
+    Raises:
+        ClipevalError: naming the model, the file, and each differing key with both shapes.
+    """
+    shapes = _file_shapes(weights)
+    if shapes is None:
+        return
+    model, _ = build(recipe, name, device="meta", load_weights=False)
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    differing = [
+        f"{key}: file {list(shape)}, model {list(expected[key])}"
+        for key, shape in sorted(_as_open_clip_loads(model, shapes).items())
+        if key in expected and shape != expected[key]
+    ]
+    if differing:
+        raise ClipevalError(
+            f"Model '{name}': the weights file {weights} was made for another architecture or resolution than "
+            f"{recipe.arch}; {len(differing)} tensor(s) differ in shape:\n  "
+            + "\n  ".join(differing[:20])
+            + ("\n  ..." if len(differing) > 20 else "")
+            + "\nopen_clip would resize or reject them. Set model.arch (or model.model_config) to the architecture "
+            "the file was trained as, or pass the file made for this one."
+        )
+
+
+def _file_shapes(path: str) -> dict[str, tuple[int, ...]] | None:
+    """Tensor shapes of a weights file as open_clip.factory.load_state_dict unwraps it, without reading
+    the weights; None for files it cannot read that way (open_clip then loads or refuses them itself)."""
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as handle:
+            state = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118 (not a dict)
+    elif path.endswith((".npz", ".npy")):
+        return None
+    else:
+        checkpoint = _torch_load(path)
+        if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
+            checkpoint = checkpoint["state_dict"]
+        if not isinstance(checkpoint, dict):
+            return None
+        state = {key: tuple(value.shape) for key, value in checkpoint.items() if isinstance(value, torch.Tensor)}
+    if state and next(iter(state)).startswith("module"):
+        state = {key[7:]: shape for key, shape in state.items()}
+    return state
+
+
+def _torch_load(path: str) -> Any:
+    """torch.load memory-mapped (zip checkpoints), else read (legacy format); None for what open_clip must judge
+    itself (TorchScript archives, pickles that are not weights)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any(name.endswith("/constants.pkl") for name in archive.namelist()):
+                return None  # TorchScript: torch.load would hand it to torch.jit.load; open_clip refuses it
+    for mmap in (True, False):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except Exception:  # mmap needs the zip format; TorchScript and arbitrary pickles fail both ways
+            continue
+    return None
+
+
+def _as_open_clip_loads(model, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """``shapes`` after the key conversions of open_clip.factory.load_checkpoint, run on meta tensors."""
+    from open_clip.convert import convert_state_dict
+    from open_clip.model import convert_to_custom_text_state_dict
+
+    state = {key: torch.empty(shape, device="meta") for key, shape in shapes.items()}
+    state = convert_state_dict(model, state)
+    if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
+        state = convert_to_custom_text_state_dict(state)
+    scale = getattr(model, "logit_scale", None)
+    if "logit_scale" in state and scale is not None and state["logit_scale"].numel() == scale.numel():
+        state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
+    return {key: tuple(value.shape) for key, value in state.items()}
 
 
 class OpenClipEncoder(WrappedModule):
