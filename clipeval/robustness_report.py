@@ -63,6 +63,18 @@ def _setting_json(setting: Setting) -> dict[str, Any]:
     return {"datasets": setting.datasets, "top1": setting.top1, "n": setting.n, "ci": list(setting.ci)}
 
 
+def _against_baselines(result: Any) -> dict[str, Any]:
+    """The JSON a shift and the average over shifts share: their x, the fit's prediction there, and ER."""
+    return {
+        "in_distribution": _setting_json(result.in_distribution),
+        "baseline_prediction": result.prediction,
+        "baseline_prediction_ci": list(result.prediction_interval),
+        "effective_robustness": result.effective_robustness,
+        "effective_robustness_ci": list(result.effective_robustness_ci),
+        "fit": _fit_json(result.fit),
+    }
+
+
 def _fit_json(fit: LogitFit) -> dict[str, Any]:
     return {"slope": fit.slope, "intercept": fit.intercept, "n_models": fit.n_models}
 
@@ -101,12 +113,7 @@ class ShiftResult:
             "top1": self.shift.top1,
             "n": self.shift.n,
             "ci": list(self.shift.ci),
-            "in_distribution": _setting_json(self.in_distribution),
-            "baseline_prediction": self.prediction,
-            "baseline_prediction_ci": list(self.prediction_interval),
-            "effective_robustness": self.effective_robustness,
-            "effective_robustness_ci": list(self.effective_robustness_ci),
-            "fit": _fit_json(self.fit),
+            **_against_baselines(self),
         }  # fmt: skip
 
 
@@ -159,12 +166,7 @@ class AverageResult:
             "shifts": [s.name for s in self.shifts],
             "top1": self.mean_top1,
             "top1_ci": list(self.mean_top1_ci),
-            "in_distribution": _setting_json(self.in_distribution),
-            "baseline_prediction": self.prediction,
-            "baseline_prediction_ci": list(self.prediction_interval),
-            "effective_robustness": self.effective_robustness,
-            "effective_robustness_ci": list(self.effective_robustness_ci),
-            "fit": _fit_json(self.fit),
+            **_against_baselines(self),
         }  # fmt: skip
 
 
