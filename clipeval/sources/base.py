@@ -197,3 +197,12 @@ class _MapDataset(torch.utils.data.Dataset):
             raise IndexError(index)
         src = self.source
         return decode(lambda: src.open_image(index), self.transform, src.label(index), src.sample_id(index))
+
+
+def is_utf8(name: str) -> bool:
+    """Whether ``name`` (surrogate-escaped by os/pathlib) came from valid UTF-8 bytes."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

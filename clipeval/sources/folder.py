@@ -13,7 +13,7 @@ from PIL import Image
 from clipeval.cache import file_digests
 from clipeval.errors import ClipevalError
 from clipeval.lists import read_strings
-from clipeval.sources.base import DataNotFound, MapSource, content_key
+from clipeval.sources.base import DataNotFound, MapSource, content_key, is_utf8
 
 log = logging.getLogger(__name__)
 
@@ -317,12 +317,3 @@ def _refuse_non_utf8_names(root: Path, names: list[str]) -> None:
             f"{', ...' if len(bad) > 5 else ''}. Rename them to UTF-8, e.g. with `convmv -r -f latin1 -t utf8 --notest "
             "DIR` (for Latin-1 names; convmv without --notest shows what it would do)."
         )
-
-
-def is_utf8(name: str) -> bool:
-    """Whether ``name`` (surrogate-escaped by os/pathlib) came from valid UTF-8 bytes."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

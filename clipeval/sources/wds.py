@@ -24,8 +24,7 @@ from PIL import Image
 
 from clipeval.cache import file_digests
 from clipeval.errors import ClipevalError
-from clipeval.sources.base import DataNotFound, Item, Source, content_key, decode
-from clipeval.sources.folder import is_utf8
+from clipeval.sources.base import DataNotFound, Item, Source, content_key, decode, is_utf8
 
 log = logging.getLogger(__name__)
 
