@@ -78,33 +78,38 @@ def hub_revisions(config: dict[str, Any]) -> dict[str, str | None]:
     return found
 
 
-def _hub_names(node: Any) -> list[str]:
+def _strings(node: Any) -> list[str]:
+    """Every string in a config (nested dicts and lists), depth first."""
     if isinstance(node, dict):
-        return [name for value in node.values() for name in _hub_names(value)]
+        return [s for value in node.values() for s in _strings(value)]
     if isinstance(node, list):
-        return [name for value in node for name in _hub_names(value)]
-    if isinstance(node, str):
-        name = node.removeprefix(HUB_PREFIX)
-        if HUB_REPO.fullmatch(name) and (node.startswith(HUB_PREFIX) or not Path(node).expanduser().exists()):
-            return [name]
-    return []
+        return [s for value in node for s in _strings(value)]
+    return [node] if isinstance(node, str) else []
+
+
+def _hub_names(node: Any) -> list[str]:
+    names = []
+    for text in _strings(node):
+        name = text.removeprefix(HUB_PREFIX)
+        if HUB_REPO.fullmatch(name) and (text.startswith(HUB_PREFIX) or not Path(text).expanduser().exists()):
+            names.append(name)
+    return names
 
 
 def _named_files(node: Any) -> list[Path]:
-    if isinstance(node, dict):
-        return [f for value in node.values() for f in _named_files(value)]
-    if isinstance(node, list):
-        return [f for value in node for f in _named_files(value)]
-    if isinstance(node, str) and node:
-        path = Path(node).expanduser()
+    files: list[Path] = []
+    for text in _strings(node):
+        if not text:
+            continue
+        path = Path(text).expanduser()
         try:
             if path.is_file():
-                return [path.resolve()]
-            if path.is_dir():  # a saved Hugging Face model, say: every file in it counts
-                return [f.resolve() for f in sorted(path.rglob("*")) if f.is_file()]
+                files.append(path.resolve())
+            elif path.is_dir():  # a saved Hugging Face model, say: every file in it counts
+                files.extend([f.resolve() for f in sorted(path.rglob("*")) if f.is_file()])
         except OSError:  # a string that is not a usable path (too long, odd characters)
             pass
-    return []
+    return files
 
 
 def _target_file(config: dict[str, Any]) -> list[Path]:
