@@ -63,7 +63,7 @@ def _setting_json(setting: Setting) -> dict[str, Any]:
     return {"datasets": setting.datasets, "top1": setting.top1, "n": setting.n, "ci": list(setting.ci)}
 
 
-def _against_baselines(result: Any) -> dict[str, Any]:
+def _against_baselines(result: _AgainstBaselines) -> dict[str, Any]:
     """The JSON a shift and the average over shifts share: their x, the fit's prediction there, and ER."""
     return {
         "in_distribution": _setting_json(result.in_distribution),
@@ -79,13 +79,10 @@ def _fit_json(fit: LogitFit) -> dict[str, Any]:
     return {"slope": fit.slope, "intercept": fit.intercept, "n_models": fit.n_models}
 
 
-@dataclass(frozen=True)
-class ShiftResult:
-    shift: Setting
-    in_distribution: Setting
-    baselines: pd.DataFrame  # index model, columns id, shift
-    fit: LogitFit
-    fits: np.ndarray  # bootstrap (slope, intercept) pairs
+class _AgainstBaselines:
+    """What a shift and the average over shifts share: the baselines' fit (``fit``, bootstrap ``fits``) read at
+    the model's in-distribution accuracy (``in_distribution``), and the effective robustness of the model's
+    accuracy ``y_top1`` (interval ``y_ci``) above it."""
 
     @property
     def prediction(self) -> float:
@@ -93,18 +90,34 @@ class ShiftResult:
 
     @property
     def prediction_interval(self) -> tuple[float, float]:
-        lo_x, hi_x = self.in_distribution.ci
-        lows, highs = band(self.fits, np.array([lo_x, hi_x]))
+        lows, highs = band(self.fits, np.array(self.in_distribution.ci))
         return float(min(lows)), float(max(highs))
 
     @property
     def effective_robustness(self) -> float:
-        return effective_robustness(self.fit, self.in_distribution.top1, self.shift.top1)
+        return effective_robustness(self.fit, self.in_distribution.top1, self.y_top1)
 
     @property
     def effective_robustness_ci(self) -> tuple[float, float]:
-        (s_lo, s_hi), (p_lo, p_hi) = self.shift.ci, self.prediction_interval
-        return s_lo - p_hi, s_hi - p_lo
+        (y_lo, y_hi), (p_lo, p_hi) = self.y_ci, self.prediction_interval
+        return y_lo - p_hi, y_hi - p_lo
+
+
+@dataclass(frozen=True)
+class ShiftResult(_AgainstBaselines):
+    shift: Setting
+    in_distribution: Setting
+    baselines: pd.DataFrame  # index model, columns id, shift
+    fit: LogitFit
+    fits: np.ndarray  # bootstrap (slope, intercept) pairs
+
+    @property
+    def y_top1(self) -> float:
+        return self.shift.top1
+
+    @property
+    def y_ci(self) -> tuple[float, float]:
+        return self.shift.ci
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -118,7 +131,7 @@ class ShiftResult:
 
 
 @dataclass(frozen=True)
-class AverageResult:
+class AverageResult(_AgainstBaselines):
     """The mean over shifts against the in-distribution accuracy (the CLIP paper's Figure 13, left)."""
 
     in_distribution: Setting  # the headline in-distribution set (ImageNet val), the x of every model
@@ -143,22 +156,12 @@ class AverageResult:
         return float(cis[:, 0].mean()), float(cis[:, 1].mean())
 
     @property
-    def prediction(self) -> float:
-        return float(self.fit.predict(self.id_top1))
+    def y_top1(self) -> float:
+        return self.mean_top1
 
     @property
-    def prediction_interval(self) -> tuple[float, float]:
-        lows, highs = band(self.fits, np.array(self.in_distribution.ci))
-        return float(min(lows)), float(max(highs))
-
-    @property
-    def effective_robustness(self) -> float:
-        return effective_robustness(self.fit, self.id_top1, self.mean_top1)
-
-    @property
-    def effective_robustness_ci(self) -> tuple[float, float]:
-        (m_lo, m_hi), (p_lo, p_hi) = self.mean_top1_ci, self.prediction_interval
-        return m_lo - p_hi, m_hi - p_lo
+    def y_ci(self) -> tuple[float, float]:
+        return self.mean_top1_ci
 
     def to_json(self) -> dict[str, Any]:
         return {
