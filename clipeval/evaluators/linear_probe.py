@@ -49,13 +49,14 @@ def _classnames(ctx, dataset: str) -> list[str] | None:
 
 def _check_train_classes(ctx, dataset: str, y: np.ndarray, names: list[str] | None) -> None:
     """ClipevalError with fewer than two classes to learn; a note naming the classes without examples."""
-    if len(np.unique(y)) < 2:
+    classes = np.unique(y)
+    if len(classes) < 2:
         raise ClipevalError(
-            f"A probe trained on '{dataset}' needs examples of at least 2 classes; it has {len(np.unique(y))}."
+            f"A probe trained on '{dataset}' needs examples of at least 2 classes; it has {len(classes)}."
         )
     if names is not None:
         ctx.check_labels(dataset, torch.from_numpy(y), len(names))
-    present = set(np.unique(y).tolist())
+    present = set(classes.tolist())
     absent = {c: 0 for c in range(len(names) if names else max(present) + 1) if c not in present}
     if absent:
         ctx.note(
