@@ -26,11 +26,11 @@ import torch
 from clipeval.cache import FileDigests, TensorCache, cache_key, file_digests
 from clipeval.errors import ClipevalError
 from clipeval.models.base import DualEncoder, check_outputs
+from clipeval.models.open_clip import HUB_PREFIX
 
 log = logging.getLogger(__name__)
 
 CARD_KIND = "model_cards"
-HUB_PREFIX = "hf-hub:"
 #: a Hugging Face repo id, org/name (what ``_target_`` strings never look like: they have no "/")
 HUB_REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 LIBRARIES = ("clipeval", "torch", "open_clip_torch", "transformers")
