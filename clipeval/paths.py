@@ -39,9 +39,11 @@ def task_dirs() -> list[Path]:
     return [*extra, builtin_tasks_dir()]
 
 
-def cache_dir() -> Path:
-    """Root of the feature and classifier cache (``CLIPEVAL_CACHE`` or ``~/.cache/clipeval``)."""
-    return Path(os.environ.get("CLIPEVAL_CACHE") or Path.home() / ".cache" / "clipeval").expanduser()
+def cache_dir(configured: str | os.PathLike | None = None) -> Path:
+    """Root of the feature and classifier cache: ``configured`` (the ``cache_dir=`` option) when given,
+    else ``CLIPEVAL_CACHE``, else ``~/.cache/clipeval``."""
+    root = configured or os.environ.get("CLIPEVAL_CACHE") or Path.home() / ".cache" / "clipeval"
+    return Path(root).expanduser()
 
 
 ASSETS = _PACKAGE / "embedded" / "assets"

@@ -230,9 +230,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     Evaluators' notes (what they left out, and why) go to ``notes`` and after the summary.
     Data sources key their files with the digest memo of this run's cache.
     """
-    cache = TensorCache(
-        Path(cfg.cache_dir) if cfg.get("cache_dir") else cache_dir(), enabled=bool(cfg.runtime.get("cache", True))
-    )
+    cache = TensorCache(cache_dir(cfg.get("cache_dir")), enabled=bool(cfg.runtime.get("cache", True)))
     with use_file_digests(cache.digests):
         return _run(cfg, run_dir, cache)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,7 +25,7 @@ from torch import nn
 from clipeval.cache import TensorCache, cache_key
 from clipeval.embedded import digits
 from clipeval.embedded.source import DigitsSource
-from clipeval.paths import cache_dir as default_cache_dir
+from clipeval.paths import cache_dir as resolve_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +129,7 @@ class DigitsZoo:
     """Baselines for the suite: the zoo's table, from the cache or trained now."""
 
     def __init__(self, cache: bool = True, cache_dir: str | None = None):
-        self.cache = TensorCache(Path(cache_dir) if cache_dir else default_cache_dir(), enabled=bool(cache))
+        self.cache = TensorCache(resolve_cache_dir(cache_dir), enabled=bool(cache))
         self._tables: dict[str, pd.DataFrame] = {}
 
     label = "19 supervised classifiers trained on the digits (clipeval.embedded.zoo)"
