@@ -7,6 +7,6 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-from clipeval.paths import register_resolvers  # noqa: E402
+from clipeval.config.paths import register_resolvers  # noqa: E402
 
 register_resolvers()

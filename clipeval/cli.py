@@ -17,9 +17,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from clipeval import registry
+from clipeval.config import registry
+from clipeval.config.paths import conf_dir
 from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, did_you_mean
-from clipeval.paths import conf_dir
 
 # Hydra flags that take a value as the next argument.
 _FLAGS_WITH_VALUE = {
@@ -83,7 +83,7 @@ def missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def _app(cfg: DictConfig) -> None:
-    from clipeval.run import run  # heavy imports (torch, open_clip) only once a run starts
+    from clipeval.run.runner import run  # heavy imports (torch, open_clip) only once a run starts
 
     missing = missing_keys(cfg)
     if missing:
@@ -103,11 +103,11 @@ def _app(cfg: DictConfig) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["report"]:
-        from clipeval.report import main as report_main
+        from clipeval.report.cli import main as report_main
 
         return report_main(argv[1:])
     if argv[:1] == ["check"]:
-        from clipeval.check import main as check_main
+        from clipeval.check.gate import main as check_main
 
         return check_main(argv[1:])
     try:

@@ -19,7 +19,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from clipeval.paths import conf_dir
+from clipeval.config.paths import conf_dir
 
 TINY_ARCH = "clipeval-test-tiny"
 TINY_CONFIG = {
@@ -133,7 +133,7 @@ def compose_config(overrides: list[str]):
 
 
 def run_in_process(overrides: list[str], run_dir: Path) -> dict:
-    from clipeval.run import run
+    from clipeval.run.runner import run
 
     return run(compose_config([*QUIET, *overrides]), run_dir)
 

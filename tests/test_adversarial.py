@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from conftest import compose_config
 
-from clipeval.adversarial import ZeroShotLogits, apgd, pgd
 from clipeval.embedded import digits
 from clipeval.evaluators.adversarial import split_preprocess
+from clipeval.evaluators.attacks import ZeroShotLogits, apgd, pgd
 from clipeval.models.open_clip import OpenClipEncoder
 
 

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from conftest import PUBLISHED, TESTBED, needs_testbed
 
-from clipeval import report as reporting
-from clipeval.baselines import TableBaselines
-from clipeval.figures import average_panel_figure, scatter_grid_figure
-from clipeval.report import main as report_main
-from clipeval.robustness_report import format_report
-from clipeval.store_report import run_section
+from clipeval.report import cli as reporting
+from clipeval.report.baselines import TableBaselines
+from clipeval.report.cli import main as report_main
+from clipeval.report.figures import average_panel_figure, scatter_grid_figure
+from clipeval.report.pages import run_section
+from clipeval.report.robustness import format_report
 
 MODEL = "vit_b_32_clip_zeroshot"
 # the shift columns of conf/baselines/testbed.yaml, restated; the x of the average is ImageNet val

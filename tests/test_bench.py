@@ -10,7 +10,7 @@ from test_models import load_tiny
 from clipeval.bench import memory, peer, suite, throughput
 from clipeval.bench.__main__ import main
 from clipeval.bench.fixtures import CLASSNAMES, jpeg_folder
-from clipeval.sources.folder import ImageFolderSource
+from clipeval.data.folder import ImageFolderSource
 
 
 def test_throughput_parts_run_and_the_trimmed_text_pass_agrees(tiny_open_clip, tmp_path):

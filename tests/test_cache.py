@@ -9,12 +9,12 @@ import torch
 from conftest import open_clip_overrides, run_in_process, save_tiny_open_clip
 from torchvision import transforms
 
-from clipeval.cache import TensorCache
-from clipeval.features import feature_key
+from clipeval.config.runtime import Runtime
+from clipeval.data.folder import ImageFolderSource
+from clipeval.features.cache import TensorCache
+from clipeval.features.encode import feature_key
 from clipeval.models.base import fingerprint
 from clipeval.models.open_clip import OpenClipEncoder
-from clipeval.runtime import Runtime
-from clipeval.sources.folder import ImageFolderSource
 
 
 def cache_entries(tmp_path, kind):
@@ -110,7 +110,7 @@ def test_cache_can_be_switched_off(run_folder, tmp_path):
 
 
 def test_same_inputs_give_bit_identical_features_with_the_cache_off(tiny_open_clip, image_folder, tmp_path):
-    from clipeval.features import image_features
+    from clipeval.features.encode import image_features
 
     model = OpenClipEncoder(**{k: tiny_open_clip[k] for k in ("arch", "pretrained", "model_config")})
     runtime = Runtime.create(device="cpu", batch_size=5, workers=1, cache=False, progress=False)

@@ -10,8 +10,8 @@ import torch
 from conftest import run_in_process
 from safetensors.torch import load_file, save_file
 
-from clipeval.check import Samples, main, mcnemar_exact
-from clipeval.paths import asset
+from clipeval.check.gate import Samples, main, mcnemar_exact
+from clipeval.config.paths import asset
 
 
 def check(*argv: str) -> int:

@@ -6,8 +6,8 @@ import pytest
 from conftest import compose_config
 from omegaconf import OmegaConf
 
-from clipeval import registry
 from clipeval.cli import main, missing_keys
+from clipeval.config import registry
 
 MODELS = registry.options("model")
 TASKS = registry.options("task")
@@ -97,3 +97,11 @@ def test_help_lists_groups_and_their_options(capsys):
     for group in ("model", "runtime", "suite", "task"):
         assert f"{group}: {', '.join(registry.options(group))}" in out
     assert {"imagenet_r", "objectnet", "tiny_digits", "natural_shifts"} <= set(out.replace(",", " ").split())
+
+
+def test_a_target_in_a_moved_module_names_its_new_place():
+    from clipeval.config.construct import build
+    from clipeval.errors import ClipevalError
+
+    with pytest.raises(ClipevalError, match=r"has moved: use clipeval\.data\.folder\.ImageFolderSource"):
+        build({"_target_": "clipeval.sources.folder.ImageFolderSource", "root": ["x"]}, "dataset 'x'")

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from conftest import make_image_folder, make_wds, open_clip_overrides, run_in_process, synthetic_image
 
+from clipeval.data.folder import ImageFolderSource
+from clipeval.data.hf import HFDatasetSource
+from clipeval.data.wds import WebDatasetSource, _ShardDataset
 from clipeval.errors import ClipevalError
-from clipeval.sources.folder import ImageFolderSource
-from clipeval.sources.hf import HFDatasetSource
-from clipeval.sources.wds import WebDatasetSource, _ShardDataset
 
 LFS_POINTER = (
     "version https://git-lfs.github.com/spec/v1\n"
@@ -118,14 +118,14 @@ def test_wds_broken_shard_is_refused_before_the_model_is_used(tmp_path, tiny_ope
 def test_wds_shards_beyond_nshards_are_named_in_a_warning(tmp_path, caplog):
     root = make_wds(tmp_path / "d", shards=4)
     (root / "test" / "nshards.txt").write_text("2\n")
-    with caplog.at_level(logging.WARNING, logger="clipeval.sources.wds"):
+    with caplog.at_level(logging.WARNING, logger="clipeval.data.wds"):
         src = WebDatasetSource(root)
     assert len(src.shards) == 2  # CLIP_benchmark reads nshards.txt too; the others are named, not read
     assert "2.tar, 3.tar" in caplog.text and "NOT read" in caplog.text
 
 
 def test_wds_no_warning_when_nshards_matches(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="clipeval.sources.wds"):
+    with caplog.at_level(logging.WARNING, logger="clipeval.data.wds"):
         WebDatasetSource(make_wds(tmp_path / "d", shards=2))
     assert "NOT read" not in caplog.text
 

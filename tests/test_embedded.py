@@ -10,11 +10,11 @@ import pytest
 import torch
 from conftest import compose_config, run_in_process
 
+from clipeval.config.paths import asset
 from clipeval.embedded import digits, train
 from clipeval.embedded.source import DigitsSource
 from clipeval.embedded.zoo import members
 from clipeval.models.open_clip import OpenClipEncoder
-from clipeval.paths import asset
 
 ALL_SHIFTS = [("renditions", None), ("sketch", None), ("rotated", None)] + [
     (c, s) for c in digits.CORRUPTIONS for s in digits.SEVERITIES

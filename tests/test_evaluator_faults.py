@@ -27,13 +27,13 @@ from test_probe import FakeContext, blobs
 from torchvision import transforms
 from user_model import MeanColourEncoder
 
-from clipeval.adversarial import apgd, dlr_targeted, pgd
 from clipeval.errors import ClipevalError
 from clipeval.evaluators.adversarial import Adversarial
+from clipeval.evaluators.attacks import apgd, dlr_targeted, pgd
 from clipeval.evaluators.linear_probe import FewShot, LinearProbe
 from clipeval.models.base import fingerprint
-from clipeval.results import load_store
-from clipeval.run import run
+from clipeval.results.record import load_store
+from clipeval.run.runner import run
 
 TESTS = Path(__file__).parent
 
@@ -297,7 +297,7 @@ def test_the_command_line_writes_finished_records_then_exits_2(tmp_path):
 
 def test_the_gate_refuses_a_run_that_did_not_finish(tmp_path):
     """A failed run's records are incomplete: neither a golden file nor a candidate can come from it."""
-    from clipeval.check import compare, record_golden
+    from clipeval.check.gate import compare, record_golden
 
     overrides = folder_run(tmp_path, ["red_square", "green_circle"], 3, {"boom": f"{{_target_:{__name__}.Boom}}"})
     with pytest.raises(RuntimeError, match="boom"):

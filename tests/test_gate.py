@@ -15,8 +15,8 @@ import pytest
 import torch
 from scipy.stats import permutation_test
 
-from clipeval.check import Samples, class_weights, main, paired_permutation_test
-from clipeval.metrics import classification_records
+from clipeval.check.gate import Samples, class_weights, main, paired_permutation_test
+from clipeval.results.metrics import classification_records
 
 CLASSES = 10
 
@@ -285,7 +285,7 @@ def test_samples_survive_the_golden_file_compactly():
 
 def test_the_repositorys_published_golden_file_is_read(tmp_path):
     golden = json.loads((Path(__file__).parents[1] / "reports" / "golden" / "vit_b32_openai.json").read_text())
-    from clipeval.check import _golden_records
+    from clipeval.check.gate import _golden_records
 
     records = _golden_records(golden)
     assert len(records) == 6 and all(0 < r["value"] < 1 for r in records)

@@ -14,8 +14,8 @@ import pytest
 from conftest import make_image_folder, open_clip_overrides, run_in_process
 from test_gate import check, degraded_pair, predictions, write_run
 
-from clipeval.check import discordant_needed, main, mcnemar_exact, paired_permutation_test, smallest_p
-from clipeval.report import main as report_main
+from clipeval.check.gate import discordant_needed, main, mcnemar_exact, paired_permutation_test, smallest_p
+from clipeval.report.cli import main as report_main
 
 
 def small_pair(tmp_path: Path, n: int, lost: int, gained: int = 0) -> Path:

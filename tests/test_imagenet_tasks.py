@@ -16,12 +16,12 @@ import torch
 from conftest import PUBLISHED, TESTBED, compose_config, open_clip_overrides, run_in_process, synthetic_image
 from PIL import Image
 
+from clipeval.config.paths import builtin_tasks_dir
+from clipeval.data.imagenet import ObjectNet
 from clipeval.errors import ClipevalError
 from clipeval.models.open_clip import OpenClipEncoder
-from clipeval.paths import builtin_tasks_dir
-from clipeval.results import load_store
-from clipeval.sources.imagenet import ObjectNet
-from clipeval.task import load_task
+from clipeval.results.record import load_store
+from clipeval.run.task import load_task
 
 TASKS = builtin_tasks_dir()
 WNIDS = (TASKS / "imagenet" / "wnids.txt").read_text().split()

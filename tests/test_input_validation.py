@@ -21,18 +21,18 @@ import torch
 from conftest import compose_config, make_image_folder, make_wds, open_clip_overrides, run_in_process, synthetic_image
 from PIL import Image
 
+from clipeval.config.paths import builtin_tasks_dir
+from clipeval.data.base import decode
+from clipeval.data.folder import ImageFolderSource
+from clipeval.data.hf import HFDatasetSource
+from clipeval.data.sampled import SampledSource
+from clipeval.data.wds import WebDatasetSource
 from clipeval.embedded.source import DigitsSource
 from clipeval.errors import ClipevalError
 from clipeval.evaluators.adversarial import Adversarial
 from clipeval.evaluators.linear_probe import FewShot, LinearProbe
 from clipeval.evaluators.zeroshot import ZeroShot
-from clipeval.paths import builtin_tasks_dir
-from clipeval.sources.base import decode
-from clipeval.sources.folder import ImageFolderSource
-from clipeval.sources.hf import HFDatasetSource
-from clipeval.sources.sampled import SampledSource
-from clipeval.sources.wds import WebDatasetSource
-from clipeval.task import Task, load_task
+from clipeval.run.task import Task, load_task
 
 FOUR = ["cat", "dog", "bird", "fish"]
 
@@ -56,7 +56,7 @@ def test_a_class_list_that_does_not_fit_the_data_is_refused_before_any_image_is_
     def never(*args, **kwargs):
         raise AssertionError("an image was encoded")
 
-    monkeypatch.setattr("clipeval.run.image_features", never)
+    monkeypatch.setattr("clipeval.features.bank.image_features", never)
     overrides = open_clip_overrides(tiny_open_clip, task="folder", **{"task.root": str(four_classes)})
     with pytest.raises(ClipevalError) as info:
         run_in_process([*overrides, "task.classnames=[bird,cat,dog,fish,horse]"], tmp_path / "run")
@@ -403,7 +403,7 @@ def test_modes_that_convert_right_are_unchanged_and_alpha_is_dropped(tmp_path):
 
 
 def test_the_torchvision_decode_path_reads_16_bit_images_the_same_way(tmp_path):
-    from clipeval.tensor_decode import decode_batch
+    from clipeval.data.tensor_decode import decode_batch
 
     paths = [SIXTEEN_BIT["png I;16"](tmp_path, RAMP16), write(tmp_path / "f.tif", Image.fromarray(RAMP_F * 255))]
     data = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in paths]

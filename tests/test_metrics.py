@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
-from clipeval.metrics import classification_records, clopper_pearson, mean_recall_interval
+from clipeval.results.metrics import classification_records, clopper_pearson, mean_recall_interval
 
 
 @pytest.mark.parametrize(("k", "n"), [(0, 10), (10, 10), (3, 10), (712, 1000), (1, 7)])

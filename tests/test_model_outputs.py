@@ -20,12 +20,12 @@ import torch
 from conftest import run_in_process
 from user_model import MeanColourEncoder
 
-from clipeval.cache import TensorCache
+from clipeval.config.runtime import Runtime
+from clipeval.data.folder import ImageFolderSource
 from clipeval.errors import ClipevalError
-from clipeval.features import image_features
+from clipeval.features.cache import TensorCache
+from clipeval.features.encode import image_features
 from clipeval.models.base import check_outputs, embedding_fault, normalize
-from clipeval.runtime import Runtime
-from clipeval.sources.folder import ImageFolderSource
 
 
 class NanImages(MeanColourEncoder):
@@ -157,7 +157,7 @@ def test_every_batch_is_checked_even_without_the_build_check(image_folder, tmp_p
 def test_features_and_classifiers_of_different_widths_never_meet(image_folder, tmp_path):
     """The bank compares widths whatever side came from the cache: here both sides come from the cache,
     written by two models that share a fingerprint (a user's fingerprint that misses a change)."""
-    from clipeval.run import FeatureBank
+    from clipeval.features.bank import FeatureBank
 
     runtime = Runtime.create(device="cpu", workers=0, progress=False)
     cache = TensorCache(tmp_path / "c")

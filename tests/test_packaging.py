@@ -74,7 +74,7 @@ def test_wheel_carries_configs_and_tasks_and_runs_from_an_install(tmp_path):
         [
             sys.executable,
             "-c",
-            "import clipeval.paths as p; print(p.conf_dir()); print(p.builtin_tasks_dir())",
+            "import clipeval.config.paths as p; print(p.conf_dir()); print(p.builtin_tasks_dir())",
         ],
         capture_output=True,
         text=True,

@@ -10,10 +10,10 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from clipeval.evaluators.linear_probe import FewShot, LinearProbe
-from clipeval.features import FeatureSet
-from clipeval.metrics import clopper_pearson
-from clipeval.probe import kshot, matching_k, stratified_split, train_probe
-from clipeval.run import RunContext
+from clipeval.evaluators.probe_training import kshot, matching_k, stratified_split, train_probe
+from clipeval.features.encode import FeatureSet
+from clipeval.results.metrics import clopper_pearson
+from clipeval.run.runner import RunContext
 
 
 def blobs(n_per_class: int, classes: int, dim: int, spread: float, seed: int):

@@ -25,10 +25,10 @@ from open_clip.transformer import QuickGELU
 from PIL import Image
 from torchvision import transforms as T
 
+from clipeval.config.paths import conf_dir
 from clipeval.errors import ClipevalError
 from clipeval.models.base import stable_repr
 from clipeval.models.open_clip import OpenClipEncoder, build, resolve
-from clipeval.paths import conf_dir
 
 CONF_MODELS = sorted((conf_dir() / "model").glob("*.yaml"))
 PREPROCESS = ("mean", "std", "interpolation", "resize_mode")

@@ -10,10 +10,10 @@ import matplotlib
 import pytest
 from conftest import PUBLISHED, TESTBED, needs_testbed
 
-from clipeval import report as reporting
-from clipeval.baselines import TableBaselines, read_model_types, read_table
-from clipeval.figures import scatter_grid_figure
-from clipeval.report import main as report_main
+from clipeval.report import cli as reporting
+from clipeval.report.baselines import TableBaselines, read_model_types, read_table
+from clipeval.report.cli import main as report_main
+from clipeval.report.figures import scatter_grid_figure
 
 # the protocol of ../shared/data/README.md, restated: (x column, y column, minimum x in percent)
 PROTOCOL = {

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from clipeval.robustness import effective_robustness, fit_baselines, inverse_logit, logit
+from clipeval.report.logit_fit import effective_robustness, fit_baselines, inverse_logit, logit
 
 
 def test_logit_and_inverse_are_inverses():

@@ -8,11 +8,11 @@ import pytest
 from conftest import CLASSES, make_image_folder, make_wds, synthetic_image
 from torchvision import transforms
 
+from clipeval.data import DataNotFound
+from clipeval.data.folder import ImageFolderSource
+from clipeval.data.hf import HFDatasetSource
+from clipeval.data.wds import WebDatasetSource
 from clipeval.errors import ClipevalError
-from clipeval.sources import DataNotFound
-from clipeval.sources.folder import ImageFolderSource
-from clipeval.sources.hf import HFDatasetSource
-from clipeval.sources.wds import WebDatasetSource
 
 TO_TENSOR = transforms.Compose([transforms.Resize((16, 16)), transforms.ToTensor()])
 
@@ -139,7 +139,7 @@ def test_wds_missing_split_or_shards(tmp_path):
 
 
 def test_sampled_source_draws_per_class_deterministically(tmp_path):
-    from clipeval.sources.sampled import SampledSource
+    from clipeval.data.sampled import SampledSource
 
     folder = ImageFolderSource(make_image_folder(tmp_path / "img", per_class=5))
     pool = SampledSource(folder, per_class=2, seed=0)

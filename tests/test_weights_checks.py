@@ -22,11 +22,11 @@ from conftest import TINY_ARCH, TINY_CONFIG, compose_config, run_in_process, sav
 from safetensors.torch import load_file, save_file
 from user_model import MeanColourEncoder
 
+from clipeval.config.paths import asset
 from clipeval.errors import ClipevalError
 from clipeval.models.base import check_outputs
 from clipeval.models.hf import HFClipEncoder
 from clipeval.models.open_clip import OpenClipEncoder
-from clipeval.paths import asset
 
 
 def register_variant(folder: Path, base: dict, arch: str, vision: dict | None = None, text: dict | None = None) -> str:

@@ -14,9 +14,9 @@ import torch
 import clipeval.bench as bench
 from clipeval.bench import memory, peer, suite, throughput
 from clipeval.bench.fixtures import jpeg_folder, random_checkpoint
+from clipeval.config.runtime import Runtime
+from clipeval.data.folder import ImageFolderSource
 from clipeval.models.open_clip import OpenClipEncoder
-from clipeval.runtime import Runtime
-from clipeval.sources.folder import ImageFolderSource
 
 SECTIONS = ("throughput", "suite", "memory", "peer")
 WIDTH = 60

@@ -13,12 +13,12 @@ from clipeval.bench.fixtures import jpeg_folder
 _CHILD = """
 import json, sys
 from pathlib import Path
-from clipeval.cache import TensorCache
-from clipeval.features import image_features
+from clipeval.features.cache import TensorCache
+from clipeval.features.encode import image_features
 from clipeval.models.open_clip import OpenClipEncoder
-from clipeval.paths import asset
-from clipeval.runtime import Runtime
-from clipeval.sources.folder import ImageFolderSource
+from clipeval.config.paths import asset
+from clipeval.config.runtime import Runtime
+from clipeval.data.folder import ImageFolderSource
 model = OpenClipEncoder("tiny-digits-vit", pretrained=asset("tiny_digits.safetensors"),
                         model_config=asset("tiny-digits-vit.json"))
 runtime = Runtime.create(device="cpu", batch_size=64, workers=0, cache=False, progress=False)

@@ -32,10 +32,10 @@ import torch
 
 from clipeval.bench.fixtures import CLASSNAMES
 from clipeval.bench.throughput import imagenet_prompts
-from clipeval.cache import TensorCache
-from clipeval.classifier import zeroshot_classifier
+from clipeval.config.runtime import Runtime
+from clipeval.features.cache import TensorCache
+from clipeval.features.classifier import zeroshot_classifier
 from clipeval.models.open_clip import OpenClipEncoder
-from clipeval.runtime import Runtime
 
 PEER_DATASET = "imagenet_sketch"  # CLIP_benchmark's plain ImageFolder loader
 TEMPLATE = "a photo of a {c}."

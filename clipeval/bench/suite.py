@@ -9,12 +9,13 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from clipeval.paths import conf_dir
-from clipeval.run import FeatureBank, run
+from clipeval.config.paths import conf_dir
+from clipeval.features.bank import FeatureBank
+from clipeval.run.runner import run
 
 
 class _EncodeCounter(logging.Handler):
-    """Counts the 'cache miss, encoding' records of clipeval.features, one per encoding pass."""
+    """Counts the 'cache miss, encoding' records of clipeval.features.encode, one per encoding pass."""
 
     def __init__(self):
         super().__init__(logging.INFO)
@@ -35,7 +36,7 @@ def suite_passes(overrides: list[str], scratch: Path) -> dict[str, int]:
         reads.append(source.key)
         return features(bank, source)
 
-    logger = logging.getLogger("clipeval.features")
+    logger = logging.getLogger("clipeval.features.encode")
     logger.addHandler(counter)
     level, propagate = logger.level, logger.propagate
     logger.setLevel(logging.INFO)

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import torch
 
-from clipeval.cache import TensorCache
-from clipeval.classifier import prompts
-from clipeval.features import image_features
+from clipeval.config.paths import builtin_tasks_dir
+from clipeval.config.runtime import Runtime
+from clipeval.data.base import Source
+from clipeval.features.cache import TensorCache
+from clipeval.features.classifier import prompts
+from clipeval.features.encode import image_features
 from clipeval.models.base import normalize
 from clipeval.models.open_clip import OpenClipEncoder, encode_text_trimmed
-from clipeval.paths import builtin_tasks_dir
-from clipeval.runtime import Runtime
-from clipeval.sources.base import Source
 
 
 def rate(fn: Callable[[], object], items: int, repeats: int = 1) -> float:

@@ -6,8 +6,8 @@ import hashlib
 
 from PIL import Image
 
+from clipeval.data.base import MapSource, content_key
 from clipeval.embedded import digits
-from clipeval.sources.base import MapSource, content_key
 
 
 class DigitsSource(MapSource):

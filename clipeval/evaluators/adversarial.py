@@ -10,11 +10,11 @@ from collections.abc import Callable, Sequence
 import pandas as pd
 import torch
 
-from clipeval.adversarial import DLR_TARGETED_MIN_CLASSES, ZeroShotLogits, apgd, pgd
 from clipeval.atomic import atomic_write
 from clipeval.errors import ClipevalError
-from clipeval.metrics import clopper_pearson
-from clipeval.results import Record
+from clipeval.evaluators.attacks import DLR_TARGETED_MIN_CLASSES, ZeroShotLogits, apgd, pgd
+from clipeval.results.metrics import clopper_pearson
+from clipeval.results.record import Record
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ class Adversarial:
             ctx.predictions_dir / f"adversarial_{self.dataset}.parquet", lambda fh: frame.to_parquet(fh, index=False)
         )
         if self.figure and attacks:
-            from clipeval.figures import robust_accuracy_curve
+            from clipeval.report.figures import robust_accuracy_curve
 
             robust_accuracy_curve(
                 outcomes,

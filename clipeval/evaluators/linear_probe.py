@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from clipeval.errors import ClipevalError
-from clipeval.metrics import classification_records, clopper_pearson
-from clipeval.probe import MAX_ITER, kshot, matching_k, too_small, train_probe
-from clipeval.results import Record
+from clipeval.evaluators.probe_training import MAX_ITER, kshot, matching_k, too_small, train_probe
+from clipeval.results.metrics import classification_records, clopper_pearson
+from clipeval.results.record import Record
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class FewShot:
                 )
             )
         if self.figure:
-            from clipeval.figures import few_shot_curve
+            from clipeval.report.figures import few_shot_curve
 
             few_shot_curve(ks, means, stds, zero_shot, match, ctx.model.name, ctx.run_dir / self.figure)
         return records

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from clipeval.config.lists import read_strings
 from clipeval.errors import ClipevalError
-from clipeval.lists import read_strings
-from clipeval.metrics import classification_records
-from clipeval.results import Record
+from clipeval.results.metrics import classification_records
+from clipeval.results.record import Record
 
 if TYPE_CHECKING:
-    from clipeval.task import Task
+    from clipeval.run.task import Task
 
 LABEL_SPACES = ("subset", "full")
 

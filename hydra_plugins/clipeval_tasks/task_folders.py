@@ -32,7 +32,7 @@ class TaskFolderSource(ConfigSource):
     def _roots(self) -> list[Path]:
         if self.path:
             return [Path(self.path)]
-        from clipeval.paths import task_dirs
+        from clipeval.config.paths import task_dirs
 
         return task_dirs()
 
@@ -94,7 +94,7 @@ class TaskFolderSearchPath(SearchPathPlugin):
     """
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        from clipeval.paths import conf_dir
+        from clipeval.config.paths import conf_dir
 
         ours = str(conf_dir())
         if any(element.path.removeprefix("file://") == ours for element in search_path.get_path()):

@@ -40,7 +40,7 @@ class Record:
 def scored_data_key(source_key: str, limit: int | None) -> str:
     """The content key of the samples a run scored from a source (results.json ``data``).
 
-    ``source_key``: the source's ``key`` (a hash of the data's content, see clipeval.sources);
+    ``source_key``: the source's ``key`` (a hash of the data's content, see clipeval.data);
     ``limit``: ``runtime.limit`` (only the first N samples scored), None for all. Equal keys mean
     the same content and the same samples of it; ``clipeval check compare`` refuses different ones.
     """

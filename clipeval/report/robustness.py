@@ -31,12 +31,12 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from clipeval.construct import build
+from clipeval.config.construct import build
 from clipeval.errors import ClipevalError
-from clipeval.metrics import clopper_pearson
-from clipeval.results import Record
-from clipeval.robustness import LogitFit, band, bootstrap_fits, effective_robustness, fit_baselines
-from clipeval.task import Task
+from clipeval.report.logit_fit import LogitFit, band, bootstrap_fits, effective_robustness, fit_baselines
+from clipeval.results.metrics import clopper_pearson
+from clipeval.results.record import Record
+from clipeval.run.task import Task
 
 IN_DISTRIBUTION = "in_distribution"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clipeval.paths import conf_dir, task_dirs
+from clipeval.config.paths import conf_dir, task_dirs
 
 TASK_GROUP = "task"
 

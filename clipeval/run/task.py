@@ -9,11 +9,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from clipeval.classifier import check_templates
-from clipeval.construct import build
+from clipeval.config.construct import build
+from clipeval.config.lists import read_strings
+from clipeval.data.base import DataNotFound, Source
 from clipeval.errors import ClipevalError
-from clipeval.lists import read_strings
-from clipeval.sources.base import DataNotFound, Source
+from clipeval.features.classifier import check_templates
 
 log = logging.getLogger(__name__)
 

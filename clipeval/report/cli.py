@@ -24,11 +24,11 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from clipeval.baselines import TableBaselines
+from clipeval.config.paths import conf_dir
 from clipeval.errors import USAGE_EXIT_CODE, ClipevalError
-from clipeval.paths import conf_dir
-from clipeval.robustness import bootstrap_fits, fit_baselines
-from clipeval.robustness_report import RobustnessReport, Setting, ShiftResult, average_result, format_report
+from clipeval.report.baselines import TableBaselines
+from clipeval.report.logit_fit import bootstrap_fits, fit_baselines
+from clipeval.report.robustness import RobustnessReport, Setting, ShiftResult, average_result, format_report
 
 # Columns of the paper's table (published/clip_paper_fig13_table16.csv) -> testbed columns
 PAPER_TO_TESTBED = {
@@ -86,7 +86,7 @@ def figure13(baselines: TableBaselines, published: str, path: Path) -> Path:
     highlighted. Right: per shift, ImageNet ResNet-101 next to zero-shot CLIP at the same ImageNet accuracy."""
     import matplotlib.pyplot as plt
 
-    from clipeval.figures import logit_axes, save
+    from clipeval.report.figures import logit_axes, save
 
     paper = pd.read_csv(published).set_index("model")
     shifts = list(PAPER_TO_TESTBED)
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         if args.command == "store":
-            from clipeval.store_report import write_store_report
+            from clipeval.report.pages import write_store_report
 
             if not args.store.is_dir():
                 raise ClipevalError(f"No results store at {args.store}: run an evaluation first, or pass --store DIR.")
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
             avg = report.average
             print(f"fit {'average over shifts':<16} slope {avg.fit.slope:.6f}  intercept {avg.fit.intercept:.6f}  "
                   f"({avg.fit.n_models} models)")  # fmt: skip
-            from clipeval.figures import average_panel, scatter_grid
+            from clipeval.report.figures import average_panel, scatter_grid
 
             print("figure:", scatter_grid(report, args.model, args.out / f"effective_robustness_{args.model}.png"))
             print("figure:", average_panel(report, args.model, args.out / f"average_over_shifts_{args.model}.png"))

@@ -19,8 +19,8 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from clipeval.data.base import IMAGE_ERRORS, Item, MapSource, to_rgb
 from clipeval.errors import ClipevalError
-from clipeval.sources.base import IMAGE_ERRORS, Item, MapSource, to_rgb
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 # steps whose job the decoder already does (RGB, CHW, scaled to [0, 1]); open_clip's names included

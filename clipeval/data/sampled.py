@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from clipeval.sources.base import MapSource, content_key
+from clipeval.data.base import MapSource, content_key
 
 
 class SampledSource(MapSource):

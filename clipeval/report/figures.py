@@ -13,8 +13,8 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from clipeval.atomic import atomic_write  # noqa: E402
-from clipeval.robustness import band, inverse_logit, logit  # noqa: E402
-from clipeval.robustness_report import RobustnessReport, ShiftResult  # noqa: E402
+from clipeval.report.logit_fit import band, inverse_logit, logit  # noqa: E402
+from clipeval.report.robustness import RobustnessReport, ShiftResult  # noqa: E402
 
 LIMIT = (0.005, 0.998)  # accuracies are clipped here: logit axes cannot show 0 or 1
 TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)

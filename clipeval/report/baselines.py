@@ -21,8 +21,8 @@ from typing import Any
 import pandas as pd
 
 from clipeval.atomic import atomic_write
+from clipeval.config.paths import cache_dir
 from clipeval.errors import ClipevalError
-from clipeval.paths import cache_dir
 
 log = logging.getLogger(__name__)
 

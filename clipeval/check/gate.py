@@ -212,7 +212,7 @@ class Samples:
         return (self.weights(metric) if metric in CLASS_WEIGHTED else self.outcome(metric)) is not None
 
     def value(self, metric: str) -> float:
-        """The metric recomputed from the samples (its definition in clipeval.metrics)."""
+        """The metric recomputed from the samples (its definition in clipeval.results.metrics)."""
         if metric in CLASS_WEIGHTED:
             return float(np.sum(self.weights(metric) * self.outcome("top1")))
         return float(np.mean(self.outcome(metric)))

@@ -9,11 +9,25 @@ from hydra.utils import instantiate
 
 from clipeval.errors import ClipevalError
 
+#: modules of clipeval 0.1 that moved when the package was split into layers: old prefix -> new prefix,
+#: so that a user's task.yaml naming an old ``_target_`` gets the new name instead of "not found"
+MOVED = {
+    "clipeval.sources.": "clipeval.data.",
+    "clipeval.baselines.": "clipeval.report.baselines.",
+    "clipeval.figures.": "clipeval.report.figures.",
+}
+
 
 def build(node: Any, what: str) -> Any:
     """``hydra.utils.instantiate`` that lets the user's errors through unwrapped."""
     if "_target_" not in node:
         raise ClipevalError(f"The config of {what} has no _target_ naming the class to build.")
+    target = str(node["_target_"])
+    for old, new in MOVED.items():
+        if target.startswith(old):
+            raise ClipevalError(
+                f"The config of {what} names _target_ {target}, which has moved: use {new}{target.removeprefix(old)}."
+            )
     try:
         return instantiate(node, _convert_="all")
     except InstantiationException as exc:

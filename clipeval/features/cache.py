@@ -277,7 +277,7 @@ def file_digests() -> FileDigests:
     """The memo in use: the run's cache's (:func:`use_file_digests`), else the default cache folder's."""
     if _active:
         return _active[-1]
-    from clipeval.paths import cache_dir
+    from clipeval.config.paths import cache_dir
 
     return FileDigests(cache_dir() / "file_digests")
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from clipeval.cache import TensorCache, cache_key
+from clipeval.config.runtime import Runtime
+from clipeval.data.base import Item, MapSource, Source
 from clipeval.errors import ClipevalError
+from clipeval.features.cache import TensorCache, cache_key
 from clipeval.models.base import LOOSEST_NORM_TOLERANCE, DualEncoder, check_embeddings, embedding_fault
-from clipeval.runtime import Runtime
-from clipeval.sources.base import Item, MapSource, Source
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def _batches(model: DualEncoder, source: Source, runtime: Runtime):
     if runtime.decode == "pil":
         dataset = source.dataset(model.preprocess, runtime.limit)
         return torch.utils.data.DataLoader(dataset, collate_fn=_collate, **options), None
-    from clipeval import tensor_decode
+    from clipeval.data import tensor_decode
 
     if not isinstance(source, MapSource) or source.read_bytes(0) is None:
         raise ClipevalError(

@@ -12,9 +12,9 @@ import logging
 import os
 from pathlib import Path
 
+from clipeval.data.base import DataNotFound
+from clipeval.data.folder import ImageFolderSource
 from clipeval.errors import ClipevalError
-from clipeval.sources.base import DataNotFound
-from clipeval.sources.folder import ImageFolderSource
 
 log = logging.getLogger(__name__)
 

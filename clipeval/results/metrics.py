@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scipy.special import betaincinv, ndtri  # beta.ppf and norm.ppf without importing scipy.stats (0.5 s)
 
-from clipeval.results import Record
+from clipeval.results.record import Record
 
 CONFIDENCE = 0.95
 

@@ -18,64 +18,22 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from clipeval.atomic import atomic_write
-from clipeval.cache import TensorCache, use_file_digests
-from clipeval.classifier import zeroshot_classifier
-from clipeval.construct import build
+from clipeval.config.construct import build
+from clipeval.config.paths import cache_dir
+from clipeval.config.runtime import Runtime
 from clipeval.errors import ClipevalError
-from clipeval.features import FeatureSet, feature_key, image_features
+from clipeval.features.bank import FeatureBank
+from clipeval.features.cache import TensorCache, use_file_digests
+from clipeval.features.encode import FeatureSet
 from clipeval.models.base import DualEncoder, check_dual_encoder
 from clipeval.models.deferred import load_deferred
-from clipeval.paths import cache_dir
-from clipeval.results import Record, add_to_store, results_document, scored_data_key, write_json
-from clipeval.runtime import Runtime
-from clipeval.sources.base import Source
-from clipeval.task import Task, load_task
+from clipeval.results.record import Record, add_to_store, results_document, scored_data_key, write_json
+from clipeval.run.task import Task, load_task
 
 log = logging.getLogger(__name__)
 
 # what a suite prints for the tasks its robustness table does not cover (probes, attacks)
 SUMMARY_METRICS = ("top1", "k_matching_zero_shot", "clean_top1", "robust_top1:worst")
-
-
-class FeatureBank:
-    """Features and classifiers of one model, shared by every task of a run.
-
-    In memory it keeps each source's features once per run (a suite that scores ImageNet
-    val in several tasks encodes it once even with the disk cache off); on disk the cache
-    keeps them across runs. Every image feature and text prototype it hands out has the same
-    width, whether it came from the cache or the model (else a ClipevalError naming the model).
-    """
-
-    def __init__(self, model: DualEncoder, runtime: Runtime, cache: TensorCache):
-        self.model, self.runtime, self.cache = model, runtime, cache
-        self._features: dict[str, FeatureSet] = {}
-        self._classifiers: dict[tuple, torch.Tensor] = {}
-        self._widths: dict[str, int] = {}  # tower -> embedding width seen
-
-    def features(self, source: Source) -> FeatureSet:
-        key = feature_key(self.model, source, self.runtime)
-        if key not in self._features:
-            fs = image_features(self.model, source, self.runtime, self.cache)
-            self._check_width("image", fs.features.shape[1])
-            self._features[key] = fs
-        return self._features[key]
-
-    def classifier(self, classnames: list[str], templates: list[str]) -> torch.Tensor:
-        key = (tuple(classnames), tuple(templates))
-        if key not in self._classifiers:
-            weights = zeroshot_classifier(self.model, classnames, templates, self.runtime, self.cache)
-            self._check_width("text", weights.shape[1])
-            self._classifiers[key] = weights
-        return self._classifiers[key]
-
-    def _check_width(self, tower: str, width: int) -> None:
-        other = [f"{t} embeddings have width {w}" for t, w in self._widths.items() if w != width]
-        if other:
-            raise ClipevalError(
-                f"Model '{self.model.name}': its {tower} embeddings have width {width} but its {', '.join(other)}; "
-                "zero-shot scores need both towers in one space of one width."
-            )
-        self._widths.setdefault(tower, width)
 
 
 class RunContext:
@@ -242,7 +200,7 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
     tasks = {t.name: t for t in map(load_task, selection.tasks)}
     baselines = None
     if selection.robustness is not None:
-        from clipeval.robustness_report import load_baselines
+        from clipeval.report.robustness import load_baselines
 
         baselines = load_baselines(selection.robustness)
     model = load_model(cfg.model, runtime, cache)
@@ -311,7 +269,7 @@ def _robustness(
     model: DualEncoder,
     run_dir: Path,
 ):
-    from clipeval.robustness_report import build_report
+    from clipeval.report.robustness import build_report
 
     report = build_report(selection.robustness, records, tasks, baselines)
     for spec in selection.robustness.get("figures") or []:
@@ -324,7 +282,7 @@ def _summary(document: dict[str, Any], selection: Selection, report, model: Dual
     """A task's records; for a suite, its robustness table and then the tasks it does not cover (probes, attacks)."""
     if report is None:
         return format_records(document)
-    from clipeval.robustness_report import format_report
+    from clipeval.report.robustness import format_report
 
     table = format_report(report, model.name, f"{selection.name} (v{selection.version})")
     covered = {d.split("/")[0] for s in report.shifts for d in s.shift.datasets + s.in_distribution.datasets}

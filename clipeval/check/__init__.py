@@ -1,0 +1,1 @@
+"""The CI regression gate: stored runs against a golden file."""

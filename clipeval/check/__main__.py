@@ -1,0 +1,3 @@
+from clipeval.check.gate import main
+
+main()

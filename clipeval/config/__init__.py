@@ -1,0 +1,1 @@
+"""Configuration: the Hydra registry, `_target_` construction, runtime settings, paths."""

@@ -1,0 +1,54 @@
+"""The features and text classifiers of one model, shared by every task of a run."""
+
+from __future__ import annotations
+
+import torch
+
+from clipeval.config.runtime import Runtime
+from clipeval.data.base import Source
+from clipeval.errors import ClipevalError
+from clipeval.features.cache import TensorCache
+from clipeval.features.classifier import zeroshot_classifier
+from clipeval.features.encode import FeatureSet, feature_key, image_features
+from clipeval.models.base import DualEncoder
+
+
+class FeatureBank:
+    """Features and classifiers of one model, shared by every task of a run.
+
+    In memory it keeps each source's features once per run (a suite that scores ImageNet
+    val in several tasks encodes it once even with the disk cache off); on disk the cache
+    keeps them across runs. Every image feature and text prototype it hands out has the same
+    width, whether it came from the cache or the model (else a ClipevalError naming the model).
+    """
+
+    def __init__(self, model: DualEncoder, runtime: Runtime, cache: TensorCache):
+        self.model, self.runtime, self.cache = model, runtime, cache
+        self._features: dict[str, FeatureSet] = {}
+        self._classifiers: dict[tuple, torch.Tensor] = {}
+        self._widths: dict[str, int] = {}  # tower -> embedding width seen
+
+    def features(self, source: Source) -> FeatureSet:
+        key = feature_key(self.model, source, self.runtime)
+        if key not in self._features:
+            fs = image_features(self.model, source, self.runtime, self.cache)
+            self._check_width("image", fs.features.shape[1])
+            self._features[key] = fs
+        return self._features[key]
+
+    def classifier(self, classnames: list[str], templates: list[str]) -> torch.Tensor:
+        key = (tuple(classnames), tuple(templates))
+        if key not in self._classifiers:
+            weights = zeroshot_classifier(self.model, classnames, templates, self.runtime, self.cache)
+            self._check_width("text", weights.shape[1])
+            self._classifiers[key] = weights
+        return self._classifiers[key]
+
+    def _check_width(self, tower: str, width: int) -> None:
+        other = [f"{t} embeddings have width {w}" for t, w in self._widths.items() if w != width]
+        if other:
+            raise ClipevalError(
+                f"Model '{self.model.name}': its {tower} embeddings have width {width} but its {', '.join(other)}; "
+                "zero-shot scores need both towers in one space of one width."
+            )
+        self._widths.setdefault(tower, width)

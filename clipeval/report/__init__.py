@@ -1,0 +1,1 @@
+"""Everything computed from stored records: effective robustness, baselines, figures, tables, pages."""

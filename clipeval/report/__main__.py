@@ -1,0 +1,3 @@
+from clipeval.report.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""One evaluation run: tasks as configured, the evaluation context, the runner."""
