@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import open_clip_overrides, save_tiny_open_clip
 
-from clipeval.results.record import load_store
+from clipeval.results.store import load_store
 
 
 def clipeval(*args: str, tmp_path, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -32,7 +32,7 @@ from clipeval.evaluators.adversarial import Adversarial
 from clipeval.evaluators.attacks import apgd, dlr_targeted, pgd
 from clipeval.evaluators.linear_probe import FewShot, LinearProbe
 from clipeval.models.base import fingerprint
-from clipeval.results.record import load_store
+from clipeval.results.store import load_store
 from clipeval.run.runner import run
 
 TESTS = Path(__file__).parent

@@ -20,7 +20,7 @@ from clipeval.config.paths import builtin_tasks_dir
 from clipeval.data.imagenet import ObjectNet
 from clipeval.errors import ClipevalError
 from clipeval.models.open_clip import OpenClipEncoder
-from clipeval.results.record import load_store
+from clipeval.results.store import load_store
 from clipeval.run.task import load_task
 
 TASKS = builtin_tasks_dir()

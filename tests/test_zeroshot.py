@@ -11,7 +11,7 @@ from conftest import make_wds, open_clip_overrides, run_in_process, synthetic_im
 from PIL import Image
 
 from clipeval.models.open_clip import OpenClipEncoder
-from clipeval.results.record import load_store
+from clipeval.results.store import load_store
 
 TEMPLATES = ["a photo of a {c}.", "a blurry photo of a {c}."]
 

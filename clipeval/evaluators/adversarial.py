@@ -7,10 +7,9 @@ import math
 import time
 from collections.abc import Callable, Sequence
 
-import pandas as pd
 import torch
 
-from clipeval.atomic import atomic_write
+from clipeval.contracts import EvaluationContext
 from clipeval.errors import ClipevalError
 from clipeval.evaluators.attacks import DLR_TARGETED_MIN_CLASSES, ZeroShotLogits, apgd, pgd
 from clipeval.results.metrics import clopper_pearson
@@ -52,13 +51,13 @@ class Adversarial:
 
     def __init__(self, dataset: str, eps: Sequence[float] = (1, 2, 4), eps_scale: float = 255, norm: str = "linf",
                  attacks: Sequence[str] = ATTACKS, steps: int = 100, limit: int | None = 500, seed: int = 0,
-                 targets: int = 9, batch_size: int = 256, figure: str | None = "robust_accuracy.png"):  # fmt: skip
+                 targets: int = 9, batch_size: int = 256):  # fmt: skip
         unknown = sorted(set(attacks) - set(ATTACKS))
         if unknown or norm not in ("linf", "l2"):
             raise ClipevalError(f"Attacks must be among {ATTACKS} and norm linf or l2 (got {list(attacks)}, {norm}).")
         self.dataset, self.eps, self.eps_scale, self.norm = dataset, [float(e) for e in eps], float(eps_scale), norm
         self.attacks, self.steps, self.limit, self.seed = list(attacks), int(steps), limit, int(seed)
-        self.targets, self.batch_size, self.figure = int(targets), int(batch_size), figure
+        self.targets, self.batch_size = int(targets), int(batch_size)
         self._check_settings()
 
     def _check_settings(self) -> None:
@@ -79,18 +78,16 @@ class Adversarial:
         task.source(self.dataset)
         task.check_classes(self.dataset)
 
-    def evaluate(self, ctx) -> list[Record]:
+    def evaluate(self, ctx: EvaluationContext) -> list[Record]:
         pixel, normalize = split_preprocess(ctx.model.preprocess)
         x, y, ids = self._sample(ctx, pixel)
-        weights = ctx.classifier(ctx.task.classnames(self.dataset), ctx.task.templates(self.dataset)).to(
-            ctx.runtime.device
-        )
+        weights = ctx.classifier(self.dataset).to(ctx.runtime.device)
         ctx.check_labels(self.dataset, y, weights.shape[0])
         attacks, targets = self.plan(weights.shape[0], ctx.note)
         f = ZeroShotLogits(
             ctx.model, weights, normalize.to(ctx.runtime.device) if hasattr(normalize, "to") else normalize
         )
-        params = [p for p in getattr(ctx.model, "model", f).parameters() if p.requires_grad]
+        params = [p for p in _weights(ctx.model) if p.requires_grad]
         for p in params:  # only the input needs gradients
             p.requires_grad_(False)
         try:
@@ -134,9 +131,7 @@ class Adversarial:
         return attacks, targets
 
     def _sample(self, ctx, pixel):
-        data = ctx.task.sources[self.dataset].dataset(pixel, None)
-        if not hasattr(data, "__len__"):
-            raise ClipevalError(f"Adversarial evaluation needs a dataset with random access; '{self.dataset}' streams.")
+        data = ctx.images(self.dataset, pixel)
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed))
         chosen = sorted(order[: self.limit].tolist()) if self.limit else list(range(len(data)))
         items = [it for it in (data[i] for i in chosen) if it.error is None]
@@ -201,35 +196,31 @@ class Adversarial:
                 robust &= f(adv).argmax(1) == y
         return robust
 
-    def _records(self, ctx, outcomes: dict[str, torch.Tensor], ids: list[str], y: torch.Tensor,
+    def _records(self, ctx: EvaluationContext, outcomes: dict[str, torch.Tensor], ids: list[str], y: torch.Tensor,
                  attacks: list[str]) -> list[Record]:  # fmt: skip
+        """clean_top1, and robust_top1 per eps and attack (``worst``: every attack) with params attack, norm, eps,
+        eps_scale; their per-sample outcomes are kept under the names of :meth:`_attack`."""
         n = len(ids)
+        samples = ctx.keep_outcomes(self.dataset, ids, y, outcomes, name=f"{self.dataset}.adversarial")
 
-        def record(dataset: str, metric: str, correct: torch.Tensor) -> Record:
-            k = int(correct.sum())
-            return Record(dataset, metric, k / n, n, clopper_pearson(k, n))
+        def record(metric: str, outcome: str, **params) -> Record:
+            k = int(outcomes[outcome].sum())
+            return Record(self.dataset, metric, k / n, n, clopper_pearson(k, n), params=params, samples=samples,
+                          outcome=outcome)  # fmt: skip
 
-        unit = f"/{self.eps_scale:g}" if self.eps_scale != 1 else ""
-        records = [record(f"{self.dataset}", "clean_top1", outcomes["clean"])]
+        records = [record("clean_top1", "clean")]
         for eps in self.eps if attacks else []:
-            name = f"{self.dataset}@{self.norm}={eps:g}{unit}"
-            records += [record(name, f"robust_top1:{a}", outcomes[f"{a}@{eps:g}"]) for a in [*attacks, "worst"]]
-        frame = pd.DataFrame({"sample_id": ids, "label": y.numpy(), **{k: v.numpy() for k, v in outcomes.items()}})
-        atomic_write(
-            ctx.predictions_dir / f"adversarial_{self.dataset}.parquet", lambda fh: frame.to_parquet(fh, index=False)
-        )
-        if self.figure and attacks:
-            from clipeval.report.figures import robust_accuracy_curve
-
-            robust_accuracy_curve(
-                outcomes,
-                self.eps,
-                attacks,
-                f"{self.norm}, eps in units of 1{unit}",
-                ctx.model.name,
-                ctx.run_dir / self.figure,
-            )
+            setting = {"norm": self.norm, "eps": eps, "eps_scale": self.eps_scale}
+            records += [record("robust_top1", f"{a}@{eps:g}", attack=a, **setting) for a in [*attacks, "worst"]]
         return records
+
+
+def _weights(model) -> list[torch.nn.Parameter]:
+    """The model's parameters (its own ``parameters()``, else its wrapped module's), to freeze during an attack."""
+    for owner in (model, getattr(model, "model", None)):
+        if callable(getattr(owner, "parameters", None)):
+            return list(owner.parameters())
+    return []
 
 
 def _check_ball(adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> None:

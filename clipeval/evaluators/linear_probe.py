@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from clipeval.contracts import EvaluationContext
 from clipeval.errors import ClipevalError
 from clipeval.evaluators.probe_training import MAX_ITER, kshot, matching_k, too_small, train_probe
 from clipeval.results.metrics import classification_records, clopper_pearson
@@ -16,7 +17,7 @@ from clipeval.results.record import Record
 log = logging.getLogger(__name__)
 
 
-def _xy(ctx, dataset: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _xy(ctx: EvaluationContext, dataset: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     fs = ctx.features(dataset)
     return fs.features.numpy().astype(np.float64), fs.labels.numpy(), fs.ids
 
@@ -39,10 +40,10 @@ def _listed(names: list[str] | None, counts: dict[int, int], most: int = 10) -> 
     return ", ".join(shown) + (f" and {len(order) - most} more" if len(order) > most else "")
 
 
-def _classnames(ctx, dataset: str) -> list[str] | None:
+def _classnames(ctx: EvaluationContext, dataset: str) -> list[str] | None:
     """The task's class names for ``dataset``, or None when it has none (a probe does not need them)."""
     try:
-        return ctx.task.classnames(dataset)
+        return ctx.classnames(dataset)
     except ClipevalError:
         return None
 
@@ -81,16 +82,14 @@ class LinearProbe:
     paper's "adapt to ImageNet" experiment (its Figure 14).
     """
 
-    def __init__(
-        self, train: str, test: Sequence[str], val_fraction: float = 0.2, seed: int = 0, prefix: str = "probe"
-    ):
-        self.train, self.test, self.val_fraction, self.seed, self.prefix = train, list(test), val_fraction, seed, prefix
+    def __init__(self, train: str, test: Sequence[str], val_fraction: float = 0.2, seed: int = 0):
+        self.train, self.test, self.val_fraction, self.seed = train, list(test), val_fraction, seed
 
     def check(self, task) -> None:
         """Before anything is encoded: the datasets exist and share the training set's classes."""
         check_same_classes(task, self.train, self.test)
 
-    def evaluate(self, ctx) -> list[Record]:
+    def evaluate(self, ctx: EvaluationContext) -> list[Record]:
         x, y, _ = _xy(ctx, self.train)
         _check_train_classes(ctx, self.train, y, _classnames(ctx, self.train))
         probe = train_probe(x, y, self.val_fraction, self.seed)
@@ -107,14 +106,19 @@ class LinearProbe:
         for dataset in self.test:
             xt, yt, ids = _xy(ctx, dataset)
             topk = _topk(probe.model, xt)
-            name = f"{self.prefix}:{dataset}"
-            records += classification_records(name, topk, torch.from_numpy(yt), len(probe.model.classes_))
-            ctx.save_predictions(name, ids, torch.from_numpy(yt), topk)
+            labels = torch.from_numpy(yt)
+            samples = ctx.keep_predictions(dataset, ids, labels, topk, name=f"{dataset}.linear_probe")
+            params = {"probe": "linear", "train": self.train}
+            records += classification_records(dataset, topk, labels, len(probe.model.classes_), params, samples)
         return records
 
 
 class FewShot:
     """k examples per class from ``train`` (several seeds), scored on ``test``, against zero-shot.
+
+    Records: ``top1`` on ``test`` with params ``probe: few-shot``, ``k`` and ``train``; ``k = 0``
+    is the zero-shot classifier on the same test set, the reference the CLIP paper's Figure 6
+    draws at zero shots; and ``k_matching_zero_shot`` where the probe's curve crosses it.
 
     The validation data for choosing C comes from the k shots themselves (a quarter of them,
     at least one per class); with k = 1 there is none, and C is scikit-learn's default, 1.
@@ -128,9 +132,9 @@ class FewShot:
     """
 
     def __init__(self, train: str, test: str, ks: Sequence[int] = (1, 2, 4, 8, 16), seeds: int = 3,
-                 val_fraction: float = 0.25, figure: str | None = "few_shot.png"):  # fmt: skip
+                 val_fraction: float = 0.25):  # fmt: skip
         self.train, self.test, self.ks, self.seeds = train, test, [int(k) for k in ks], int(seeds)
-        self.val_fraction, self.figure = val_fraction, figure
+        self.val_fraction = val_fraction
         if not self.ks or self.ks[0] < 1 or self.ks != sorted(set(self.ks)) or self.seeds < 1:
             raise ClipevalError(
                 f"Few-shot on '{train}' needs ks increasing from at least 1 and seeds >= 1 "
@@ -142,12 +146,14 @@ class FewShot:
         check_same_classes(task, self.train, [self.test])
         task.check_classes(self.test)
 
-    def evaluate(self, ctx) -> list[Record]:
+    def evaluate(self, ctx: EvaluationContext) -> list[Record]:
         x, y, _ = _xy(ctx, self.train)
         xt, yt, _ = _xy(ctx, self.test)
         ks = self._feasible_ks(ctx, y)
-        zero_shot = self._zero_shot(ctx)
-        records, means, stds, unconverged = [], [], [], []
+        params = {"probe": "few-shot", "train": self.train}
+        zero_shot_records = self._zero_shot(ctx, params)
+        zero_shot = next(r.value for r in zero_shot_records if r.metric == "top1")
+        records, means, stds, unconverged = zero_shot_records, [], [], []
         for k in ks:
             accs = []
             for seed in range(self.seeds):
@@ -160,8 +166,8 @@ class FewShot:
             correct = round(mean * len(yt))
             means.append(mean)
             stds.append(std)
-            records.append(Record(f"{k}-shot:{self.test}", "top1", mean, len(yt), clopper_pearson(correct, len(yt)),
-                                  "clopper-pearson-of-mean", std))  # fmt: skip
+            records.append(Record(self.test, "top1", mean, len(yt), clopper_pearson(correct, len(yt)),
+                                  "clopper-pearson-of-mean", std, params=params | {"k": k}))  # fmt: skip
             log.info("%d-shot on %s: top-1 %.3f ± %.3f over %d seeds", k, self.test, mean, std, self.seeds)
         if unconverged:
             ctx.note(
@@ -179,13 +185,9 @@ class FewShot:
         if match is not None:
             records.append(
                 Record(
-                    f"few-shot:{self.test}", "k_matching_zero_shot", match, self.seeds, (match, match), "interpolated"
+                    self.test, "k_matching_zero_shot", match, self.seeds, (match, match), "interpolated", params=params
                 )
             )
-        if self.figure:
-            from clipeval.report.figures import few_shot_curve
-
-            few_shot_curve(ks, means, stds, zero_shot, match, ctx.model.name, ctx.run_dir / self.figure)
         return records
 
     def _feasible_ks(self, ctx, y: np.ndarray) -> list[int]:
@@ -194,7 +196,7 @@ class FewShot:
         The others are skipped with a note naming the classes that are too small (results.json
         "notes": ``skipped_ks``, ``too_small``); ClipevalError when no k is left.
         """
-        names = ctx.task.classnames(self.train)
+        names = ctx.classnames(self.train)
         _check_train_classes(ctx, self.train, y, names)
         short = {k: too_small(y, k) for k in self.ks}
         skipped = [k for k in self.ks if short[k]]
@@ -215,7 +217,11 @@ class FewShot:
         )
         return [k for k in self.ks if not short[k]]
 
-    def _zero_shot(self, ctx) -> float:
+    def _zero_shot(self, ctx: EvaluationContext, params: dict) -> list[Record]:
+        """The zero-shot classifier's records on the test set, as k = 0 (the reference the probe is matched to)."""
         fs = ctx.features(self.test)
-        weights = ctx.classifier(ctx.task.classnames(self.test), ctx.task.templates(self.test))
-        return float(((fs.features @ weights.T).argmax(1) == fs.labels).float().mean())
+        logits = ctx.zero_shot_logits(self.test)
+        ctx.check_labels(self.test, fs.labels, logits.shape[1])
+        topk = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        samples = ctx.keep_predictions(self.test, fs.ids, fs.labels, topk, name=f"{self.test}.few_shot_k0")
+        return classification_records(self.test, topk, fs.labels, logits.shape[1], params | {"k": 0}, samples)

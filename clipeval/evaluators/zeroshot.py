@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 
 from clipeval.config.lists import read_strings
+from clipeval.contracts import EvaluationContext
 from clipeval.errors import ClipevalError
 from clipeval.results.metrics import classification_records
 from clipeval.results.record import Record
@@ -68,15 +68,16 @@ class ZeroShot:
             task.source(dataset)
             task.check_classes(dataset, self._groups(task, dataset), self.labels)
 
-    def evaluate(self, ctx) -> list[Record]:
+    def evaluate(self, ctx: EvaluationContext) -> list[Record]:
         records: list[Record] = []
-        for dataset in self.datasets or list(ctx.task.sources):
-            if dataset in ctx.task.missing:
-                continue  # an optional dataset that is absent; load_task has said so
+        for dataset in self.datasets or ctx.datasets():
+            if dataset not in ctx.datasets():
+                continue  # an optional dataset that is absent; the task has said so
             fs = ctx.features(dataset)
-            weights = ctx.classifier(ctx.task.classnames(dataset), ctx.task.templates(dataset))
-            groups = self._groups(ctx.task, dataset)
-            logits = fs.features @ weights.T
+            logits = ctx.zero_shot_logits(dataset)
+            groups = self._scored_classes(
+                ctx.class_groups(self.groups_from or dataset), lambda p: ctx.task_file(p, "class_subset")
+            )
             labels, keep = fs.labels, slice(None)
             if groups is not None:
                 logits = torch.stack([logits[:, g].amax(dim=1) for g in groups], dim=1)
@@ -87,27 +88,32 @@ class ZeroShot:
             out = self.name or dataset
             ctx.check_labels(out, labels, logits.shape[1])
             topk = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            records += classification_records(out, topk, labels, logits.shape[1])
-            ctx.save_predictions(out, ids, labels, topk)
+            samples = ctx.keep_predictions(dataset, ids, labels, topk, name=out)
+            records += classification_records(out, topk, labels, logits.shape[1], samples=samples)
         return records
 
     def _groups(self, task: Task, dataset: str) -> list[list[int]] | None:
         """The classifier classes behind each scored class of ``dataset`` (None: every class on its own)."""
-        source = task.sources[self.groups_from or dataset]
-        groups = getattr(source, "class_groups", None)
+        return self._scored_classes(
+            getattr(task.sources[self.groups_from or dataset], "class_groups", None),
+            lambda path: read_strings(path, "class_subset", task.dir),
+        )
+
+    def _scored_classes(self, groups: list[list[int]] | None, read: Callable[[str], list[str]]):
         if self.class_subset is not None:
             if groups is not None:
                 raise ClipevalError("A dataset with class groups (ObjectNet) cannot also take a class_subset.")
-            groups = [[i] for i in parse_class_subset(self.class_subset, task.dir)]
+            entries = read(self.class_subset) if isinstance(self.class_subset, str) else self.class_subset
+            groups = [[i] for i in parse_class_subset(entries)]
         return groups
 
 
-def parse_class_subset(value: Sequence[int] | str, base: Path | None = None) -> list[int]:
-    """Class indices from a list or a file (one per line); each an integer, each once, at least one.
+def parse_class_subset(value: Sequence[int | str]) -> list[int]:
+    """Class indices from a list (of a config, or a file's lines); each an integer, each once, at least one.
 
     Raises ClipevalError naming the entries that are not integers or are repeated.
     """
-    entries = [e.strip() for e in read_strings(value, "class_subset", base)]
+    entries = [str(e).strip() for e in value]
     not_integers = [e for e in entries if not re.fullmatch(r"[+-]?[0-9]+", e)]
     if not_integers:
         raise ClipevalError(

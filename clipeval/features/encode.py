@@ -18,10 +18,11 @@ import torch
 from tqdm.auto import tqdm
 
 from clipeval.config.runtime import Runtime
+from clipeval.contracts import DualEncoder
 from clipeval.data.base import Item, MapSource, Source
 from clipeval.errors import ClipevalError
 from clipeval.features.cache import TensorCache, cache_key
-from clipeval.models.base import LOOSEST_NORM_TOLERANCE, DualEncoder, check_embeddings, embedding_fault
+from clipeval.models.base import LOOSEST_NORM_TOLERANCE, check_embeddings, embedding_fault
 
 log = logging.getLogger(__name__)
 

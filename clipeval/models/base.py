@@ -13,37 +13,13 @@ import hashlib
 import math
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol, runtime_checkable
 
 import torch
 
+from clipeval.contracts import DualEncoder
 from clipeval.errors import ClipevalError
-
-#: What ``tokenize`` returns and ``encode_text`` takes: a (B, L) id tensor, or tensors by name (a
-#: transformers ``BatchEncoding``: input_ids, attention_mask, ...). Callers only move it with ``.to(device)``.
-Tokens = torch.Tensor | Mapping[str, torch.Tensor]
-
-
-@runtime_checkable
-class DualEncoder(Protocol):
-    name: str
-    #: hash of weights + preprocessing + tokenizer; equal fingerprints give equal features
-    fingerprint: str
-    #: PIL image -> CHW float tensor, exactly as the model was trained to see it
-    preprocess: Callable
-
-    @property
-    def logit_scale(self) -> float: ...
-
-    def tokenize(self, texts: Sequence[str]) -> Tokens: ...
-
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor: ...
-
-    def encode_text(self, tokens: Tokens) -> torch.Tensor: ...
-
-    def to(self, device: torch.device) -> DualEncoder: ...
 
 
 def check_dual_encoder(obj: object, origin: str) -> DualEncoder:
@@ -62,7 +38,7 @@ def check_dual_encoder(obj: object, origin: str) -> DualEncoder:
     if missing:
         raise ClipevalError(
             f"Model {origin} ({type(obj).__name__}) does not implement the DualEncoder protocol: "
-            f"missing {', '.join(missing)}. See clipeval.models.base.DualEncoder."
+            f"missing {', '.join(missing)}. See clipeval.contracts.DualEncoder."
         )
     return obj  # type: ignore[return-value]
 

@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 
+from clipeval.contracts import DualEncoder
 from clipeval.errors import ClipevalError
 from clipeval.features.cache import FileDigests, TensorCache, cache_key, file_digests
-from clipeval.models.base import DualEncoder, check_outputs
+from clipeval.models.base import check_outputs
 from clipeval.models.open_clip import HUB_PREFIX
 
 log = logging.getLogger(__name__)

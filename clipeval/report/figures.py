@@ -15,6 +15,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 from clipeval.atomic import atomic_write  # noqa: E402
 from clipeval.report.logit_fit import band, inverse_logit, logit  # noqa: E402
 from clipeval.report.robustness import RobustnessReport, ShiftResult  # noqa: E402
+from clipeval.results.record import Record  # noqa: E402
 
 LIMIT = (0.005, 0.998)  # accuracies are clipped here: logit axes cannot show 0 or 1
 TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
@@ -206,21 +207,19 @@ def few_shot_curve(ks, means, stds, zero_shot: float, match: float | None, model
     return save(fig, path)
 
 
-def robust_accuracy_curve(outcomes, eps, attacks, unit: str, model: str, path: Path) -> Path:
-    """Robust top-1 against eps, one line per attack and the per-sample worst case; eps = 0 is clean."""
+def robust_accuracy_curve(clean: Record, robust: list[Record], model: str, path: Path) -> Path:
+    """Robust top-1 against eps, one line per attack (``worst``: the per-sample worst case); eps = 0 is clean.
+
+    ``robust``: robust_top1 records of one dataset and norm (params attack, eps, eps_scale, norm)."""
     fig, ax = plt.subplots(figsize=(5.6, 4.2))
-    xs = [0.0, *eps]
-    clean = float(outcomes["clean"].float().mean())
-    for attack in [*attacks, "worst"]:
-        ys = [clean, *(float(outcomes[f"{attack}@{e:g}"].float().mean()) for e in eps)]
+    attacks = sorted({r.params["attack"] for r in robust}, key=lambda a: (a == "worst", a))
+    for attack in attacks:
+        points = sorted((float(r.params["eps"]), r.value) for r in robust if r.params["attack"] == attack)
         style = {"color": MODEL_COLOR, "lw": 2} if attack == "worst" else {"lw": 1}
-        ax.plot(
-            xs,
-            [100 * v for v in ys],
-            marker="o",
-            label="worst case over attacks" if attack == "worst" else attack,
-            **style,
-        )
+        ax.plot([0.0, *(e for e, _ in points)], [100 * clean.value, *(100 * v for _, v in points)], marker="o",
+                label="worst case over attacks" if attack == "worst" else attack, **style)  # fmt: skip
+    scale = float(robust[0].params.get("eps_scale", 1))
+    unit = f"{robust[0].params.get('norm')}, eps in units of 1" + (f"/{scale:g}" if scale != 1 else "")
     ax.set_xlabel(f"eps ({unit})")
     ax.set_ylabel("top-1 (%)")
     ax.set_ylim(0, 100)
@@ -229,3 +228,32 @@ def robust_accuracy_curve(outcomes, eps, attacks, unit: str, model: str, path: P
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save(fig, path)
+
+
+def record_figures(records: list[Record], model: str, out: Path) -> list[Path]:
+    """Figures drawn from records alone: per few-shot probe (``few_shot.png``) and per attacked dataset and
+    norm (``robust_accuracy.png``); a task's name is added to the file name when several tasks have one."""
+    written = []
+    few = [r for r in records if r.metric == "top1" and r.params.get("probe") == "few-shot"]
+    groups = sorted({(r.task, r.dataset) for r in few})
+    for task, dataset in groups:
+        mine = [r for r in few if (r.task, r.dataset) == (task, dataset)]
+        zero = next((r for r in mine if r.params["k"] == 0), None)
+        shots = sorted((r for r in mine if r.params["k"] > 0), key=lambda r: r.params["k"])
+        if zero is None or not shots:
+            continue
+        match = next((r.value for r in records if r.metric == "k_matching_zero_shot" and (r.task, r.dataset) ==
+                      (task, dataset)), None)  # fmt: skip
+        name = "few_shot.png" if len(groups) == 1 else f"few_shot_{task}_{dataset}.png"
+        written.append(few_shot_curve([r.params["k"] for r in shots], [r.value for r in shots],
+                                      [r.std or 0.0 for r in shots], zero.value, match, model, out / name))  # fmt: skip
+    robust = [r for r in records if r.metric == "robust_top1"]
+    settings = sorted({(r.task, r.dataset, str(r.params.get("norm"))) for r in robust})
+    for task, dataset, norm in settings:
+        clean = next((r for r in records if r.metric == "clean_top1" and (r.task, r.dataset) == (task, dataset)), None)
+        mine = [r for r in robust if (r.task, r.dataset, str(r.params.get("norm"))) == (task, dataset, norm)]
+        if clean is None:
+            continue
+        name = "robust_accuracy.png" if len(settings) == 1 else f"robust_accuracy_{task}_{dataset}_{norm}.png"
+        written.append(robust_accuracy_curve(clean, mine, model, out / name))
+    return written

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from clipeval.atomic import atomic_write
-from clipeval.results.record import load_store
+from clipeval.results.store import load_store
 
 
 @dataclass

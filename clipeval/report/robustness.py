@@ -29,14 +29,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
 
-from clipeval.config.construct import build
 from clipeval.errors import ClipevalError
 from clipeval.report.logit_fit import LogitFit, band, bootstrap_fits, effective_robustness, fit_baselines
 from clipeval.results.metrics import clopper_pearson
 from clipeval.results.record import Record
-from clipeval.run.task import Task
 
 IN_DISTRIBUTION = "in_distribution"
 
@@ -209,18 +206,23 @@ class RobustnessReport:
         return "mean of per-shift ER", *self.mean_of_shift_effective_robustness
 
     def records(self) -> list[Record]:
+        """Effective-robustness records per shift, the average over shifts and the mean of per-shift values;
+        params ``baselines``: the baselines' label (a re-fit against others is another record)."""
+        baselines = {"baselines": self.baselines_label}
         n = sum(s.shift.n for s in self.shifts)
         out = [
             Record(s.shift.name, "effective_robustness", s.effective_robustness, s.shift.n, s.effective_robustness_ci,
-                   "clopper-pearson+bootstrap-band")
+                   "clopper-pearson+bootstrap-band", params=baselines)
             for s in self.shifts
         ]  # fmt: skip
         if self.average is not None:
             avg = self.average
             out.append(Record(AVERAGE, "effective_robustness", avg.effective_robustness, n,
-                              avg.effective_robustness_ci, "fit-to-mean-over-shifts"))  # fmt: skip
+                              avg.effective_robustness_ci, "fit-to-mean-over-shifts", params=baselines))  # fmt: skip
         mean, ci = self.mean_of_shift_effective_robustness
-        out.append(Record(MEAN_OF_SHIFTS, "effective_robustness", mean, n, ci, "mean-of-per-shift-values"))
+        out.append(
+            Record(MEAN_OF_SHIFTS, "effective_robustness", mean, n, ci, "mean-of-per-shift-values", params=baselines)
+        )
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -238,57 +240,126 @@ class RobustnessReport:
         return out
 
 
-def _datasets(spec: str, tasks: dict[str, Task]) -> list[tuple[str, str]]:
-    task_name, _, dataset = spec.partition("/")
-    if task_name not in tasks:
-        raise ClipevalError(
-            f"Robustness setting names task '{task_name}', which the suite does not run ({list(tasks)})."
-        )
-    names = [dataset] if dataset else list(tasks[task_name].sources)
-    return [(task_name, d) for d in names]
+#: a dataset of a task, as records name it: (task, dataset)
+DatasetRef = tuple[str, str]
 
 
-def _setting(name: str, spec: str, tasks: dict[str, Task], top1: dict[str, Record]) -> Setting:
-    keys = [f"{t}/{d}" for t, d in _datasets(spec, tasks)]
-    absent = [k for k in keys if k not in top1]
+@dataclass
+class ShiftSpec:
+    """A shift: the datasets whose pooled top-1 it is, and its own in-distribution datasets (class-subset
+    shifts: ImageNet val on the shift's classes), else None for the report's in-distribution setting."""
+
+    datasets: list[DatasetRef]
+    in_distribution: list[DatasetRef] | None = None
+
+
+@dataclass
+class RobustnessSpec:
+    """What a report is computed from besides the model's records: the settings and the baselines' points.
+
+    A run stores it (results document ``robustness``), so effective robustness can be recomputed from
+    the document alone, or re-fitted against other baselines (:meth:`with_baselines`).
+    ``points``: {shift: DataFrame(index=model, columns=[id, shift])}; ``average_points``: the
+    baselines' (in-distribution, mean over the shifts), or None when the baselines give none.
+    """
+
+    in_distribution: list[DatasetRef]
+    shifts: dict[str, ShiftSpec]
+    baselines_label: str
+    points: dict[str, pd.DataFrame]
+    average_points: pd.DataFrame | None = None
+
+    def with_baselines(self, baselines: Any) -> RobustnessSpec:
+        """The same settings against another provider's points (a table: clipeval.report.baselines)."""
+        points = baselines.points(None)
+        missing = sorted(set(self.shifts) - set(points))
+        if missing:
+            raise ClipevalError(f"The baselines have no points for shift(s) {missing} (they have {sorted(points)}).")
+        average = baselines.average_points(self.shifts) if hasattr(baselines, "average_points") else None
+        label = getattr(baselines, "label", type(baselines).__name__)
+        return RobustnessSpec(self.in_distribution, self.shifts, label, points, average)
+
+    def to_json(self) -> dict[str, Any]:
+        refs = lambda rs: [{"task": t, "dataset": d} for t, d in rs]  # noqa: E731
+        shifts = {
+            name: {"datasets": refs(s.datasets)} | ({"in_distribution": refs(s.in_distribution)} if s.in_distribution else {})
+            for name, s in self.shifts.items()
+        }  # fmt: skip
+        return {
+            "in_distribution": refs(self.in_distribution),
+            "shifts": shifts,
+            "baselines": {
+                "label": self.baselines_label,
+                "points": {name: _points_json(frame) for name, frame in self.points.items()},
+                "average_points": None if self.average_points is None else _points_json(self.average_points),
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "robustness") -> RobustnessSpec:
+        try:
+            refs = lambda rs: [(str(r["task"]), str(r["dataset"])) for r in rs]  # noqa: E731
+            shifts = {
+                str(name): ShiftSpec(refs(s["datasets"]), refs(s["in_distribution"]) if s.get("in_distribution") else None)
+                for name, s in data["shifts"].items()
+            }  # fmt: skip
+            base = data["baselines"]
+            points = {str(name): _points_frame(p) for name, p in base["points"].items()}
+            average = None if base.get("average_points") is None else _points_frame(base["average_points"])
+            return cls(refs(data["in_distribution"]), shifts, str(base["label"]), points, average)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ClipevalError(f"{where} is malformed ({type(exc).__name__}: {exc}).") from None
+
+
+def _points_json(frame: pd.DataFrame) -> dict[str, list]:
+    return {"model": [str(m) for m in frame.index], "id": frame["id"].astype(float).tolist(),
+            "shift": frame["shift"].astype(float).tolist()}  # fmt: skip
+
+
+def _points_frame(data: dict[str, list]) -> pd.DataFrame:
+    frame = pd.DataFrame({"id": data["id"], "shift": data["shift"]}, index=pd.Index(data["model"], name="model"))
+    values = frame.to_numpy(dtype=float)
+    if not np.isfinite(values).all() or (values < 0).any() or (values > 1).any():
+        raise ValueError("baseline accuracies must be fractions in [0, 1]")
+    return frame
+
+
+def zero_shot_top1(records: list[Record]) -> dict[DatasetRef, Record]:
+    """The zero-shot top-1 record of each (task, dataset): the records a robustness report reads."""
+    return {(r.task, r.dataset): r for r in records if r.metric == "top1" and not r.params}
+
+
+def _setting(name: str, refs: list[DatasetRef], top1: dict[DatasetRef, Record]) -> Setting:
+    absent = [f"{t}/{d}" for t, d in refs if (t, d) not in top1]
     if absent:
         raise ClipevalError(f"Setting '{name}' needs top-1 on {absent}, which the run did not produce (data absent?).")
-    return Setting(name, keys, sum(round(top1[k].value * top1[k].n) for k in keys), sum(top1[k].n for k in keys))
+    return Setting(name, [f"{t}/{d}" for t, d in refs], sum(round(top1[r].value * top1[r].n) for r in refs),
+                   sum(top1[r].n for r in refs))  # fmt: skip
 
 
-def load_baselines(cfg: DictConfig) -> Any:
-    """The suite's baselines, built before any model runs so that a missing table fails at once."""
-    return build(cfg.baselines, "the suite's baselines")
+def build_report(spec: RobustnessSpec, records: list[Record]) -> RobustnessReport:
+    """Effective robustness of the model whose ``records`` these are, per shift of ``spec`` and on average.
 
-
-def build_report(cfg: DictConfig, records: list[Record], tasks: dict[str, Task], baselines: Any) -> RobustnessReport:
-    top1 = {r.dataset: r for r in records if r.metric == "top1"}
-    shifts_cfg = OmegaConf.to_container(cfg.shifts, resolve=True)
-    specs = {name: spec if isinstance(spec, dict) else {"datasets": spec} for name, spec in shifts_cfg.items()}
-    sources = {IN_DISTRIBUTION: [tasks[t].sources[d] for t, d in _datasets(cfg.in_distribution, tasks)]}
-    sources |= {
-        name: [tasks[t].sources[d] for t, d in _datasets(spec["datasets"], tasks)] for name, spec in specs.items()
-    }
-    points = baselines.points(sources)
-    missing = sorted(set(specs) - set(points))
+    Reads only the records' zero-shot top-1 (metric ``top1``, no params) and the spec's baseline points.
+    """
+    top1 = zero_shot_top1(records)
+    missing = sorted(set(spec.shifts) - set(spec.points))
     if missing:
-        raise ClipevalError(f"The baselines have no points for shift(s) {missing} (they have {sorted(points)}).")
-    headline = _setting(IN_DISTRIBUTION, cfg.in_distribution, tasks, top1)
+        raise ClipevalError(f"The baselines have no points for shift(s) {missing} (they have {sorted(spec.points)}).")
+    headline = _setting(IN_DISTRIBUTION, spec.in_distribution, top1)
     results = []
-    for name, spec in specs.items():
-        pts = points[name]
-        fit = fit_baselines(pts["id"].to_numpy(), pts["shift"].to_numpy(), list(pts.index))
-        id_setting = (
-            _setting(f"{name} {IN_DISTRIBUTION}", spec["in_distribution"], tasks, top1)
-            if "in_distribution" in spec
-            else headline
+    for name, shift in spec.shifts.items():
+        pts = spec.points[name]
+        x, y = pts["id"].to_numpy(), pts["shift"].to_numpy()
+        ident = (
+            _setting(f"{name} {IN_DISTRIBUTION}", shift.in_distribution, top1) if shift.in_distribution else headline
         )
-        fits = bootstrap_fits(pts["id"].to_numpy(), pts["shift"].to_numpy())
-        results.append(ShiftResult(_setting(name, spec["datasets"], tasks, top1), id_setting, pts, fit, fits))
+        results.append(ShiftResult(_setting(name, shift.datasets, top1), ident, pts, fit_baselines(x, y, list(pts.index)),
+                                   bootstrap_fits(x, y)))  # fmt: skip
     average = None
-    if hasattr(baselines, "average_points"):
-        average = average_result(headline, [r.shift for r in results], baselines.average_points(sources))
-    return RobustnessReport(headline, results, getattr(baselines, "label", type(baselines).__name__), average)
+    if spec.average_points is not None:
+        average = average_result(headline, [r.shift for r in results], spec.average_points)
+    return RobustnessReport(headline, results, spec.baselines_label, average)
 
 
 def format_report(report: RobustnessReport, model: str, title: str) -> str:

@@ -10,11 +10,13 @@ collapses to a point the way a bootstrap does for a model that always predicts o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 from scipy.special import betaincinv, ndtri  # beta.ppf and norm.ppf without importing scipy.stats (0.5 s)
 
-from clipeval.results.record import Record
+from clipeval.results.record import ParamValue, Record
 
 CONFIDENCE = 0.95
 
@@ -46,8 +48,19 @@ def mean_recall_interval(
     return max(0.0, estimate - half), min(1.0, estimate + half)
 
 
-def classification_records(dataset: str, topk: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[Record]:
-    """top1, top5 (with more than 5 classes: with 5 or fewer it is 1 by construction) and mean per-class recall."""
+def classification_records(
+    dataset: str,
+    topk: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    params: Mapping[str, ParamValue] | None = None,
+    samples: str | None = None,
+) -> list[Record]:
+    """top1, top5 (with more than 5 classes: with 5 or fewer it is 1 by construction) and mean per-class recall.
+
+    ``topk``: [N, k] ranked class indices; ``labels``: [N]; ``params`` and ``samples`` go into every record.
+    """
+    extra = {"params": dict(params or {}), "samples": samples}
     topk_np, labels_np = topk.cpu().numpy(), labels.cpu().numpy()
     n = len(labels_np)
     hits = topk_np == labels_np[:, None]
@@ -56,7 +69,7 @@ def classification_records(dataset: str, topk: torch.Tensor, labels: torch.Tenso
         if k > 1 and num_classes <= k:
             continue
         correct = int(hits[:, :k].any(axis=1).sum())
-        records.append(Record(dataset, f"top{k}", correct / n, n, clopper_pearson(correct, n)))
+        records.append(Record(dataset, f"top{k}", correct / n, n, clopper_pearson(correct, n), **extra))
     correct_c, counts_c = per_class_recall(topk_np[:, 0], labels_np)
     records.append(
         Record(
@@ -66,6 +79,7 @@ def classification_records(dataset: str, topk: torch.Tensor, labels: torch.Tenso
             n,
             mean_recall_interval(correct_c, counts_c),
             "normal-smoothed",
+            **extra,
         )
     )
     return records

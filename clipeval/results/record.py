@@ -1,105 +1,195 @@
-"""Result records, the run's results.json, and the shared results store.
+"""The record: one number an evaluation produced, with its identity as data, never as a string.
 
-The store is a folder with one JSON file per run. Parallel runs (a Hydra multirun on
-several processes or nodes) each write their own file through an atomic rename, so no
-run can lose or corrupt another's records and no lock is needed.
+A record names its task, dataset and metric, and holds the parameters that tell it apart from
+other records of the same metric on the same data (a few-shot probe's ``k``, an attack's
+``attack``, ``norm`` and ``eps``): ``(task, dataset, metric, params)`` is its identity
+(:attr:`Record.key`). What a metric is (better when higher or lower, a fraction or a count,
+computed from other records or measured) is said once, in :data:`METRICS`.
+
+Records travel as JSON in results documents (:mod:`clipeval.results.store`); their schema is
+versioned there.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import subprocess
-import uuid
-from dataclasses import asdict, dataclass
-from pathlib import Path
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-import clipeval
-from clipeval.atomic import atomic_write
+from clipeval.errors import ClipevalError
+
+#: parameter values are JSON scalars, so that a key survives a round trip through a results file
+ParamValue = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What a metric's values mean.
+
+    ``unit``: ``fraction`` (a proportion in [0, 1], shown in percent), ``difference`` (a
+    difference of fractions, shown in percentage points) or ``count``. ``derived``: computed from
+    other records (effective robustness from top-1), so a regression gate compares the records it
+    comes from. ``class_weighted``: a mean over classes of per-class proportions (a paired test
+    must keep samples in their class). ``summary``: shown in a suite's printed summary when its
+    params match ``summary_params``.
+    """
+
+    name: str
+    description: str
+    higher_is_better: bool = True
+    unit: str = "fraction"
+    derived: bool = False
+    class_weighted: bool = False
+    summary: bool = False
+    summary_params: Mapping[str, ParamValue] = field(default_factory=dict)
+
+    def in_summary(self, record: Record) -> bool:
+        return self.summary and all(record.params.get(k) == v for k, v in self.summary_params.items())
+
+
+#: the metrics clipeval's evaluators write; a plugin adds its own with :func:`register_metric`
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(metric: Metric) -> Metric:
+    """Add (or replace) a metric in :data:`METRICS`; returns it."""
+    METRICS[metric.name] = metric
+    return metric
+
+
+for _m in (
+    Metric("top1", "share of samples whose highest-scoring class is the label", summary=True),
+    Metric("top5", "share of samples whose label is among the five highest-scoring classes"),
+    Metric("mean_per_class_recall", "mean over classes of each class's top-1", class_weighted=True),
+    Metric("clean_top1", "top-1 on the attacked sample before any attack", summary=True),
+    Metric(
+        "robust_top1",
+        "share of samples classified correctly both clean and after the attack (params: attack, norm, eps)",
+        summary=True,
+        summary_params={"attack": "worst"},
+    ),
+    Metric(
+        "k_matching_zero_shot",
+        "labelled examples per class a few-shot linear probe needs to match zero-shot top-1 (interpolated)",
+        higher_is_better=False,
+        unit="count",
+        summary=True,
+    ),
+    Metric(
+        "effective_robustness",
+        "shift top-1 minus the baselines' logit-linear fit at the in-distribution top-1 (Taori et al. 2020)",
+        unit="difference",
+        derived=True,
+    ),
+):
+    register_metric(_m)
+
+
+def metric_info(name: str) -> Metric:
+    """The registered metric; an unregistered one (a plugin's) is taken as a fraction, higher is better."""
+    return METRICS.get(name) or Metric(name, "a metric no clipeval module registered")
 
 
 @dataclass(frozen=True)
 class Record:
+    """One number with its sample count and interval.
+
+    ``value``: in the metric's unit (a fraction for accuracies); ``n``: the samples it is measured
+    on; ``ci``: its 95% interval by ``ci_method``; ``std``: the spread over repeats (few-shot
+    seeds) when ``value`` is their mean. ``task`` is set by the runner (evaluators leave it
+    empty). ``params``: what distinguishes this record from others of the same task, dataset and
+    metric (JSON scalars). ``samples``: the key of its per-sample data in the results document,
+    and ``outcome`` the named per-sample outcome there (None: derived from the ranked predictions
+    by the metric's definition).
+    """
+
     dataset: str
     metric: str
-    value: float  # a fraction in [0, 1]
+    value: float
     n: int
     ci: tuple[float, float]
     ci_method: str = "clopper-pearson"
-    std: float | None = None  # spread over repeats (few-shot seeds), when the value is their mean
+    std: float | None = None
+    task: str = ""
+    params: Mapping[str, ParamValue] = field(default_factory=dict)
+    samples: str | None = None
+    outcome: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str, tuple[tuple[str, ParamValue], ...]]:
+        """The record's identity: (task, dataset, metric, sorted params)."""
+        return self.task, self.dataset, self.metric, tuple(sorted(self.params.items()))
+
+    @property
+    def label(self) -> str:
+        """For tables and messages only (never parsed): ``task/dataset`` and the params, e.g. ``digits/test k=4``."""
+        where = f"{self.task}/{self.dataset}" if self.task else self.dataset
+        return " ".join([where, *(f"{k}={_show(v)}" for k, v in sorted(self.params.items()))])
+
+    @property
+    def info(self) -> Metric:
+        return metric_info(self.metric)
+
+    def with_task(self, task: str) -> Record:
+        return replace(self, task=task)
 
     def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["ci"] = [float(self.ci[0]), float(self.ci[1])]
-        if self.std is None:
-            del out["std"]
+        out: dict[str, Any] = {"task": self.task, "dataset": self.dataset, "metric": self.metric}
+        if self.params:
+            out["params"] = dict(sorted(self.params.items()))
+        out |= {"value": float(self.value), "n": int(self.n), "ci": [float(self.ci[0]), float(self.ci[1])]}
+        out["ci_method"] = self.ci_method
+        for name in ("std", "samples", "outcome"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         return out
 
-
-def scored_data_key(source_key: str, limit: int | None) -> str:
-    """The content key of the samples a run scored from a source (results.json ``data``).
-
-    ``source_key``: the source's ``key`` (a hash of the data's content, see clipeval.data);
-    ``limit``: ``runtime.limit`` (only the first N samples scored), None for all. Equal keys mean
-    the same content and the same samples of it; ``clipeval check compare`` refuses different ones.
-    """
-    return source_key if limit is None else f"{source_key}|limit={int(limit)}"
-
-
-def write_json(path: Path, obj: Any) -> Path:
-    text = json.dumps(obj, indent=2) + "\n"
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def results_document(
-    *,
-    model: Any,
-    task: Any,
-    records: list[Record],
-    config: dict[str, Any],
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    return {
-        "clipeval_version": clipeval.__version__,
-        "model": {"name": model.name, "fingerprint": model.fingerprint},
-        "task": {"name": task.name, "version": task.version},
-        "records": [r.to_json() for r in records],
-        "config": config,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_sha": git_sha(),
-        **(extra or {}),
-    }
-
-
-def add_to_store(store: Path, document: dict[str, Any]) -> Path:
-    stamp = document["created"].replace(":", "").replace("-", "").replace("+0000", "Z")
-    name = f"{stamp}_{document['task']['name']}_{document['model']['name']}_{uuid.uuid4().hex[:8]}.json"
-    path = Path(store) / _safe(name)
-    write_json(path, document)
-    return path
-
-
-def load_store(store: Path) -> list[dict[str, Any]]:
-    """Every run in the store, oldest first."""
-    runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(store).glob("*.json"))]
-    return sorted(runs, key=lambda r: r["created"])
-
-
-def git_sha() -> str | None:
-    """The commit of the clipeval source tree, when it runs from a git checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(clipeval.__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
+    @classmethod
+    def from_json(cls, data: Any, where: str = "record") -> Record:
+        """A record from its JSON; ClipevalError naming ``where`` and the field when it is malformed."""
+        if not isinstance(data, Mapping):
+            raise ClipevalError(f"{where} is {type(data).__name__}, not an object with task, dataset, metric, value.")
+        for name in ("dataset", "metric"):
+            if not isinstance(data.get(name), str) or not data[name]:
+                raise ClipevalError(f"{where}: '{name}' must be a non-empty string (got {data.get(name)!r}).")
+        what = f"{where} ({data.get('task', '')}/{data['dataset']} {data['metric']})"
+        params = data.get("params") or {}
+        if not isinstance(params, Mapping) or not all(
+            isinstance(v, ParamValue) and not isinstance(v, float) or isinstance(v, float) and math.isfinite(v)
+            for v in params.values()
+        ):
+            raise ClipevalError(f"{what}: 'params' must map names to strings, numbers or booleans (got {params!r}).")
+        ci = data.get("ci")
+        if not (isinstance(ci, list | tuple) and len(ci) == 2):
+            raise ClipevalError(f"{what}: 'ci' must be a pair [low, high] (got {ci!r}).")
+        n = data.get("n")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ClipevalError(f"{what}: 'n' must be a whole number of samples (got {n!r}).")
+        return cls(
+            dataset=data["dataset"],
+            metric=data["metric"],
+            value=finite(data.get("value"), f"{what}: value"),
+            n=n,
+            ci=(finite(ci[0], f"{what}: ci"), finite(ci[1], f"{what}: ci")),
+            ci_method=str(data.get("ci_method", "clopper-pearson")),
+            std=None if data.get("std") is None else finite(data["std"], f"{what}: std"),
+            task=str(data.get("task") or ""),
+            params=dict(params),
+            samples=data.get("samples"),
+            outcome=data.get("outcome"),
         )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in name)
+def finite(value: Any, what: str) -> float:
+    """``value`` as a float; ClipevalError naming ``what`` unless it is a finite number."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ClipevalError(
+            f"{what} is {value!r}, not a finite number: a NaN or infinite value would make every comparison "
+            "pass or fail silently. Fix the file (or rerun the evaluation that produced it)."
+        )
+    return float(value)
+
+
+def _show(value: ParamValue) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

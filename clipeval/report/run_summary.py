@@ -1,0 +1,70 @@
+"""What a run prints and draws when it finishes, computed from its results document alone.
+
+A task prints its records; a suite prints its robustness table and then the records of the
+tasks the table does not cover (probes, attacks) whose metric is a summary metric
+(clipeval.results.record.METRICS). Figures: the suite's configured robustness figures, and one
+figure per few-shot probe and per attacked dataset, drawn from the records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from clipeval.config.construct import build
+from clipeval.report.robustness import RobustnessReport, RobustnessSpec, build_report, format_report
+from clipeval.report.tables import format_records
+from clipeval.results.store import ResultsDocument
+
+
+def robustness_spec(doc: ResultsDocument) -> RobustnessSpec | None:
+    """The document's stored robustness settings and baseline points (None: not a suite, or it failed)."""
+    spec = doc.raw.get("robustness")
+    if not spec or doc.failures or doc.raw.get("effective_robustness_error"):
+        return None
+    return RobustnessSpec.from_json(spec, f"{doc.where}: robustness")
+
+
+def robustness_report(doc: ResultsDocument) -> RobustnessReport | None:
+    """The document's effective-robustness report, recomputed from its records and stored settings (None: none)."""
+    spec = robustness_spec(doc)
+    return None if spec is None else build_report(spec, doc.records)
+
+
+def summary(doc: ResultsDocument) -> str:
+    """The printed summary of a finished run, then its notes."""
+    title = f"{doc.selection['name']} (v{doc.selection['version']})"
+    spec = robustness_spec(doc)
+    if spec is None:
+        return format_records(f"{title} · {doc.model['name']}", doc.records) + format_notes(doc.raw)
+    table = format_report(build_report(spec, doc.records), doc.model["name"], title)
+    covered = {t for t, _ in spec.in_distribution}
+    covered |= {t for s in spec.shifts.values() for t, _ in s.datasets + (s.in_distribution or [])}
+    covered.add(doc.selection["name"])  # the effective-robustness records themselves
+    rest = [r for r in doc.records if r.task not in covered and r.info.in_summary(r)]
+    text = table + ("\n\n" + format_records(f"{title} · {doc.model['name']}", rest) if rest else "")
+    return text + format_notes(doc.raw)
+
+
+def format_notes(document: dict[str, Any]) -> str:
+    """The run's notes (what an evaluator left out, and why), one line each after a blank line; '' if none."""
+    lines = [f"note: {n['task']}/{n['evaluator']}: {n['message']}" for n in document.get("notes") or []]
+    return "\n\n" + "\n".join(lines) if lines else ""
+
+
+def draw_run_figures(doc: ResultsDocument, out: Path, figures: Sequence[dict[str, Any]] = ()) -> list[Path]:
+    """Draw the document's figures into ``out``: each of ``figures`` ({_target_: drawing function of (report,
+    model name, path), file}) when the run has a robustness report, and the record figures
+    (:func:`clipeval.report.figures.record_figures`). Returns the files written."""
+    from clipeval.report.figures import record_figures
+
+    written = []
+    report = robustness_report(doc)
+    if report is not None:
+        for spec in figures:
+            draw = build(
+                {k: v for k, v in spec.items() if k != "file"} | {"_partial_": True}, f"figure {spec.get('file')}"
+            )
+            written.append(draw(report, doc.model["name"], Path(out) / spec["file"]))
+    return written + record_figures(doc.records, doc.model["name"], Path(out))

@@ -1,0 +1,158 @@
+"""Per-sample outcomes behind records, kept in the results document so runs can be compared sample by sample.
+
+A :class:`Samples` holds one scored sample set in sorted-sample-id order: a hash of the ids,
+the labels and ranked predictions (``topk``) when the evaluator has them, and named boolean
+outcomes (``correct``) for what is not a prediction (an attack's "still right after the attack").
+A record points at it by key (``Record.samples``) and, for a named outcome, by name
+(``Record.outcome``). :meth:`Samples.value` recomputes a record's value from them, by the
+metric's definition; the regression gate checks that it matches before it trusts them.
+
+JSON: ``ids_sha256``, ``n``, ``labels`` and ``topk`` as base64 of zlib-compressed little-endian
+integers (``dtype``, ``shape``, ``zlib_base64``), ``correct`` as base64 of packed bits per name.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from clipeval.errors import ClipevalError
+from clipeval.results.record import metric_info
+
+
+def _pack_ints(array: np.ndarray) -> dict[str, Any]:
+    dtype = "<u2" if array.size == 0 or (array.min() >= 0 and array.max() < 2**16) else "<i8"
+    data = zlib.compress(np.ascontiguousarray(array, dtype=dtype).tobytes(), 6)
+    return {"dtype": dtype, "shape": list(array.shape), "zlib_base64": base64.b64encode(data).decode()}
+
+
+def _unpack_ints(packed: Any, where: str) -> np.ndarray:
+    try:
+        data = zlib.decompress(base64.b64decode(packed["zlib_base64"], validate=True))
+        return np.frombuffer(data, dtype=np.dtype(packed["dtype"])).reshape(packed["shape"]).astype(np.int64)
+    except (KeyError, TypeError, ValueError, zlib.error) as exc:
+        raise ClipevalError(f"{where} is not readable packed integer data ({type(exc).__name__}: {exc}).") from None
+
+
+def _pack_bits(bits: np.ndarray) -> str:
+    return base64.b64encode(np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes()).decode()
+
+
+def _unpack_bits(text: Any, n: int, where: str) -> np.ndarray:
+    try:
+        raw = np.frombuffer(base64.b64decode(text, validate=True), dtype=np.uint8)
+    except (TypeError, ValueError) as exc:
+        raise ClipevalError(f"{where} is not base64 of packed bits ({exc}).") from None
+    if len(raw) * 8 < n:
+        raise ClipevalError(f"{where} holds {len(raw) * 8} bits, fewer than its n = {n} samples.")
+    return np.unpackbits(raw)[:n].astype(bool)
+
+
+def ids_sha256(ids: Sequence[str]) -> str:
+    """sha256 of the sorted sample ids joined by newlines: equal hashes, same sample set."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
+
+
+@dataclass
+class Samples:
+    """Per-sample data of one sample set, in sorted-sample-id order.
+
+    ``labels``: [n] int and ``topk``: [n, k] ranked class indices, when predictions were made;
+    ``correct``: {outcome name: [n] bool} for outcomes that are not predictions.
+    """
+
+    ids_sha256: str
+    n: int
+    labels: np.ndarray | None = None
+    topk: np.ndarray | None = None
+    correct: dict[str, np.ndarray] | None = None
+
+    @classmethod
+    def from_arrays(
+        cls,
+        ids: Sequence[str],
+        labels: Any = None,
+        topk: Any = None,
+        correct: Mapping[str, Any] | None = None,
+    ) -> Samples:
+        """From arrays in any order of ``ids`` (tensors or arrays); sorts them by sample id."""
+        order = np.argsort(np.asarray(ids, dtype=object).astype(str), kind="stable")
+        take = lambda a: None if a is None else np.asarray(a)[order]  # noqa: E731
+        labels_, topk_ = take(labels), take(topk)
+        return cls(
+            ids_sha256(list(ids)),
+            len(ids),
+            None if labels_ is None else labels_.astype(np.int64),
+            None if topk_ is None else topk_.astype(np.int64).reshape(len(ids), -1),
+            {name: take(bits).astype(bool) for name, bits in correct.items()} if correct else None,
+        )
+
+    def outcome(self, metric: str, outcome: str | None = None) -> np.ndarray | None:
+        """[n] bool: each sample right under the named ``outcome``, or top-k by ``metric``; None if unknown."""
+        if outcome is not None:
+            return (self.correct or {}).get(outcome)
+        if self.topk is not None and self.labels is not None and metric in ("top1", "top5"):
+            k = int(metric[3:])
+            return None if self.topk.shape[1] < k else (self.topk[:, :k] == self.labels[:, None]).any(axis=1)
+        return None
+
+    def weights(self) -> np.ndarray | None:
+        """[n] weight 1 / (C * n_c) of each sample, so that sum(w * correct) is the mean per-class recall."""
+        if self.labels is None:
+            return None
+        _, inverse, counts = np.unique(self.labels, return_inverse=True, return_counts=True)
+        return 1.0 / (len(counts) * counts[inverse])
+
+    def has(self, metric: str, outcome: str | None = None) -> bool:
+        """Whether the samples define ``metric`` (with ``outcome``)."""
+        if metric_info(metric).class_weighted:
+            return self.labels is not None and self.outcome("top1", outcome) is not None
+        return self.outcome(metric, outcome) is not None
+
+    def per_sample(self, metric: str, outcome: str | None = None) -> np.ndarray:
+        """[n] the metric's per-sample outcomes (top-1 for a class-weighted metric)."""
+        return self.outcome("top1" if metric_info(metric).class_weighted and outcome is None else metric, outcome)
+
+    def value(self, metric: str, outcome: str | None = None) -> float:
+        """The metric recomputed from the samples (clipeval.results.metrics defines it)."""
+        correct = self.per_sample(metric, outcome)
+        if metric_info(metric).class_weighted:
+            return float(np.sum(self.weights() * correct))
+        return float(np.mean(correct))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ids_sha256": self.ids_sha256, "n": self.n}
+        if self.labels is not None:
+            out["labels"] = _pack_ints(self.labels)
+        if self.topk is not None:
+            out["topk"] = _pack_ints(self.topk)
+        if self.correct:
+            out["correct"] = {name: _pack_bits(bits) for name, bits in self.correct.items()}
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "samples") -> Samples:
+        """ClipevalError naming ``where`` and the field when the data are malformed or inconsistent."""
+        if not isinstance(data, Mapping):
+            raise ClipevalError(f"{where} is {type(data).__name__}, not an object.")
+        n = data.get("n")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ClipevalError(f"{where}: n is {n!r}; a number of samples is a positive integer.")
+        if not isinstance(data.get("ids_sha256"), str):
+            raise ClipevalError(f"{where}: ids_sha256 is missing.")
+        labels = _unpack_ints(data["labels"], f"{where}: labels") if "labels" in data else None
+        topk = _unpack_ints(data["topk"], f"{where}: topk") if "topk" in data else None
+        correct_json = data.get("correct") or {}
+        if not isinstance(correct_json, Mapping):
+            raise ClipevalError(f"{where}: correct is not an object of named outcomes.")
+        correct = {m: _unpack_bits(v, n, f"{where}: correct.{m}") for m, v in correct_json.items()} or None
+        for name, array in (("labels", labels), ("topk", topk), *(correct or {}).items()):
+            if array is not None and len(array) != n:
+                raise ClipevalError(f"{where}: '{name}' has {len(array)} entries, not n = {n}.")
+        return cls(data["ids_sha256"], n, labels, topk, correct)

@@ -1,0 +1,242 @@
+"""Results documents and the results store: one self-contained JSON file per run.
+
+A results document (``kind: clipeval-results``, ``schema_version`` :data:`SCHEMA_VERSION`)
+holds everything later steps need, so that ``clipeval report`` and ``clipeval check`` work from
+the document alone, on any machine, without the run directory:
+
+- ``model`` (name, fingerprint), ``selection`` (the task or suite: name, version, kind, and its
+  tasks with their versions), ``created``, ``clipeval_version``, ``git_sha``, ``run_id``,
+  ``tags`` and ``step`` (a checkpoint's training step, for series figures);
+- ``records``: :class:`~clipeval.results.record.Record` JSON;
+- ``samples``: per-sample outcomes by key (:class:`~clipeval.results.samples.Samples`);
+- ``data``: ``{task: {dataset: {key, limit}}}``, the content key of every scored dataset and
+  the number of samples ``runtime.limit`` kept (null: all);
+- ``robustness`` (suites): the settings the run's effective robustness is computed on and the
+  baseline points it was fitted against, so it can be recomputed or re-fitted from the document;
+- ``config`` (the composed config), ``notes``, ``failures``, ``skipped``, ``run_dir``.
+
+The run writes it as ``results.json`` in its run directory and as one file of the store. A
+golden file for ``clipeval check`` is such a document too (one format): recorded from a run, or
+written by hand from published numbers (records with a ``tolerance``, no samples).
+
+The store is a folder of these files. Parallel runs (a Hydra multirun on several processes
+or nodes) each write their own file through an atomic rename, so no run can lose or corrupt
+another's and no lock is needed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import json
+import logging
+import subprocess
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import clipeval
+from clipeval.atomic import atomic_write
+from clipeval.errors import ClipevalError
+from clipeval.results.record import Record
+from clipeval.results.samples import Samples
+
+log = logging.getLogger(__name__)
+
+KIND = "clipeval-results"
+SCHEMA_VERSION = 3
+
+
+@dataclass
+class ResultsDocument:
+    """A parsed, validated results document (see the module docstring); ``raw`` is its JSON."""
+
+    raw: dict[str, Any]
+    records: list[Record]
+    path: Path | None = None
+    _samples: dict[str, Samples] = field(default_factory=dict)
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return self.raw["model"]
+
+    @property
+    def selection(self) -> dict[str, Any]:
+        return self.raw["selection"]
+
+    @property
+    def created(self) -> str:
+        return str(self.raw.get("created", ""))
+
+    @property
+    def tags(self) -> list[str]:
+        return [str(t) for t in self.raw.get("tags") or []]
+
+    @property
+    def step(self) -> float | None:
+        return self.raw.get("step")
+
+    @property
+    def data(self) -> dict[str, dict[str, dict[str, Any]]] | None:
+        return self.raw.get("data")
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        return list(self.raw.get("failures") or [])
+
+    @property
+    def where(self) -> str:
+        return str(self.path) if self.path else "results document"
+
+    def samples(self, key: str | None) -> Samples | None:
+        """The per-sample data stored under ``key`` (None for None or an absent key)."""
+        if key is None or key not in (self.raw.get("samples") or {}):
+            return None
+        if key not in self._samples:
+            self._samples[key] = Samples.from_json(self.raw["samples"][key], f"{self.where}: samples.{key}")
+        return self._samples[key]
+
+    @classmethod
+    def parse(cls, raw: Any, path: Path | None = None) -> ResultsDocument:
+        """Validate ``raw``; ClipevalError naming the file and the field that is wrong."""
+        where = str(path) if path else "results document"
+        if not isinstance(raw, dict):
+            raise ClipevalError(f"{where} is a JSON {type(raw).__name__}, not a clipeval results document.")
+        if raw.get("kind") != KIND:
+            raise ClipevalError(
+                f"{where} is not a clipeval results document (kind {raw.get('kind')!r}, not {KIND!r}); "
+                "documents written before clipeval's schema 3 (no 'kind') are not read: run the evaluation again."
+            )
+        if raw.get("schema_version") != SCHEMA_VERSION:
+            raise ClipevalError(
+                f"{where} has schema_version {raw.get('schema_version')!r}; this clipeval reads {SCHEMA_VERSION}."
+            )
+        for name in ("model", "selection"):
+            if not isinstance(raw.get(name), dict) or not isinstance(raw[name].get("name"), str):
+                raise ClipevalError(f"{where}: '{name}' must be an object with a 'name'.")
+        if not isinstance(raw.get("records"), list):
+            raise ClipevalError(f"{where}: 'records' must be a list.")
+        records = [Record.from_json(r, f"{where}: records[{i}]") for i, r in enumerate(raw["records"])]
+        samples = raw.get("samples") or {}
+        if not isinstance(samples, dict):
+            raise ClipevalError(f"{where}: 'samples' must be an object of per-sample data by key.")
+        dangling = sorted({r.samples for r in records if r.samples is not None and r.samples not in samples})
+        if dangling:
+            raise ClipevalError(f"{where}: records point at per-sample data {dangling[:3]} that it does not hold.")
+        return cls(raw, records, path)
+
+    @classmethod
+    def load(cls, path: Path) -> ResultsDocument:
+        """From a results file, or a run directory (its results.json)."""
+        path = Path(path)
+        file = path / "results.json" if path.is_dir() else path
+        if not file.is_file():
+            raise ClipevalError(f"No results at {file}: give a run directory, its results.json or a store entry.")
+        try:
+            raw = json.loads(file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ClipevalError(f"{file} is not valid JSON ({exc}): it may be truncated; run again.") from None
+        return cls.parse(raw, file)
+
+
+def results_document(
+    *,
+    model: Any,
+    selection: Any,
+    records: list[Record],
+    samples: Mapping[str, Samples],
+    config: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON of a run (see the module docstring). ``selection``: name, version, is_suite, tasks."""
+    return {
+        "kind": KIND,
+        "schema_version": SCHEMA_VERSION,
+        "run_id": uuid.uuid4().hex,
+        "clipeval_version": clipeval.__version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_sha": git_sha(),
+        "model": {"name": model.name, "fingerprint": model.fingerprint},
+        "selection": {
+            "name": selection.name,
+            "version": selection.version,
+            "kind": "suite" if selection.is_suite else "task",
+            "tasks": selection.task_versions,
+        },
+        "tags": [str(t) for t in config.get("tags") or []],
+        "step": config.get("step"),
+        "records": [r.to_json() for r in records],
+        "samples": {key: s.to_json() for key, s in samples.items()},
+        "config": config,
+        **(extra or {}),
+    }
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    text = json.dumps(obj, indent=1) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def add_to_store(store: Path, document: dict[str, Any]) -> Path:
+    stamp = document["created"].replace(":", "").replace("-", "").replace("+0000", "Z")
+    name = f"{stamp}_{document['selection']['name']}_{document['model']['name']}_{document['run_id'][:8]}.json"
+    return write_json(Path(store) / _safe(name), document)
+
+
+def load_store(store: Path) -> list[ResultsDocument]:
+    """Every readable run in the store, oldest first; a file that is not one is skipped with a warning."""
+    store = Path(store)
+    if not store.is_dir():
+        raise ClipevalError(f"No results store at {store}: run an evaluation first, or pass --store DIR.")
+    runs = []
+    for path in sorted(store.glob("*.json")):
+        try:
+            runs.append(ResultsDocument.load(path))
+        except ClipevalError as exc:
+            log.warning("Skipped %s: %s", path.name, exc)
+    return sorted(runs, key=lambda r: r.created)
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Which stored runs to use: each given criterion must hold (shell-style globs, case-sensitive)."""
+
+    model: str | None = None
+    task: str | None = None
+    tag: str | None = None
+    glob: str | None = None  # over the store file's name
+
+    def matches(self, run: ResultsDocument) -> bool:
+        tasks = [run.selection["name"], *(run.selection.get("tasks") or {})]
+        return all(
+            (
+                self.model is None or fnmatch.fnmatchcase(run.model["name"], self.model),
+                self.task is None or any(fnmatch.fnmatchcase(t, self.task) for t in tasks),
+                self.tag is None or any(fnmatch.fnmatchcase(t, self.tag) for t in run.tags),
+                self.glob is None or (run.path is not None and fnmatch.fnmatchcase(run.path.name, self.glob)),
+            )
+        )
+
+    def select(self, runs: Iterable[ResultsDocument]) -> list[ResultsDocument]:
+        return [r for r in runs if self.matches(r)]
+
+
+def git_sha() -> str | None:
+    """The commit of the clipeval source tree, when it runs from a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(clipeval.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in name)

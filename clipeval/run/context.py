@@ -1,0 +1,166 @@
+"""The evaluation context of one task: what its evaluators may use and keep (clipeval.contracts.EvaluationContext)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clipeval.config.lists import read_strings
+from clipeval.errors import ClipevalError
+from clipeval.features.bank import FeatureBank
+from clipeval.features.encode import FeatureSet
+from clipeval.results.record import Record
+from clipeval.results.samples import Samples
+from clipeval.run.task import Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Kept:
+    """Per-sample data an evaluator kept: its arrays by key (for the results document) and the run directory's
+    copy with the sample ids (``predictions/<task>/<name>.parquet``)."""
+
+    samples: dict[str, Samples] = dataclasses.field(default_factory=dict)
+    frames: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+
+class RunContext:
+    """The :class:`clipeval.contracts.EvaluationContext` of one task in a run."""
+
+    def __init__(self, bank: FeatureBank, task: Task):
+        self.bank, self._task = bank, task
+        self.task = task.name
+        self.model, self.runtime = bank.model, bank.runtime
+        self.skipped: dict[str, list[tuple[str, str]]] = {}
+        #: what an evaluator left out or changed, and why (results.json's "notes")
+        self.notes: list[dict[str, Any]] = []
+        self.kept = Kept()
+        self._evaluator: str | None = None
+
+    # ---------------------------------------------------------------- reading
+
+    def datasets(self) -> list[str]:
+        """The task's datasets whose data is present (an absent optional one is left out; the task said so)."""
+        return [d for d in self._task.sources if d not in self._task.missing]
+
+    def features(self, dataset: str) -> FeatureSet:
+        fs = self.bank.features(self._task.source(dataset))
+        if fs.skipped:
+            self.skipped[dataset] = fs.skipped
+        return fs
+
+    def classnames(self, dataset: str) -> list[str]:
+        return self._task.classnames(dataset)
+
+    def templates(self, dataset: str) -> list[str]:
+        return self._task.templates(dataset)
+
+    def classifier(self, dataset: str) -> torch.Tensor:
+        return self.bank.classifier(self.classnames(dataset), self.templates(dataset))
+
+    def zero_shot_logits(self, dataset: str) -> torch.Tensor:
+        """[N, C] cosine similarities of the dataset's image features with its class prototypes."""
+        return self.features(dataset).features @ self.classifier(dataset).T
+
+    def class_groups(self, dataset: str) -> list[list[int]] | None:
+        return getattr(self._task.source(dataset), "class_groups", None)
+
+    def task_file(self, path: str, what: str = "a task file") -> list[str]:
+        """The lines of ``path`` (relative to the task's folder): class subsets, name lists. ``what`` names it in errors."""
+        return read_strings(path, what, self._task.dir)
+
+    def images(self, dataset: str, transform: Callable) -> torch.utils.data.Dataset:
+        """The raw samples of ``dataset`` through ``transform`` (random access; ClipevalError for a stream)."""
+        data = self._task.source(dataset).dataset(transform, None)
+        if not hasattr(data, "__len__"):
+            raise ClipevalError(f"Dataset '{dataset}' streams; this evaluation needs random access to its samples.")
+        return data
+
+    def check_labels(self, dataset: str, labels: torch.Tensor, num_classes: int) -> None:
+        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ClipevalError(
+                f"Dataset '{dataset}' has labels up to {int(labels.max())} but the classifier has {num_classes} classes. "
+                "Check task.classnames (one per class, in label order) or task.class_subset."
+            )
+
+    # ---------------------------------------------------------------- keeping
+
+    def keep_predictions(
+        self, dataset: str, ids: Sequence[str], labels: torch.Tensor, topk: torch.Tensor, name: str | None = None
+    ) -> str:
+        """Keep ranked predictions ([N, k] class indices) of ``dataset``; returns the key records name."""
+        frame = {"sample_id": list(ids), "label": labels.numpy(), "topk": topk.numpy().tolist()}
+        return self._keep(name or dataset, Samples.from_arrays(ids, labels.numpy(), topk.numpy()), frame)
+
+    def keep_outcomes(
+        self, dataset: str, ids: Sequence[str], labels: torch.Tensor, outcomes: Mapping[str, torch.Tensor], name: str
+    ) -> str:
+        """Keep named per-sample outcomes ([N] bool each) of ``dataset``; returns the key records name."""
+        arrays = {k: v.numpy() for k, v in outcomes.items()}
+        samples = Samples.from_arrays(ids, labels.numpy(), correct=arrays)
+        return self._keep(name, samples, {"sample_id": list(ids), "label": labels.numpy(), **arrays})
+
+    def _keep(self, name: str, samples: Samples, frame: dict[str, Any]) -> str:
+        key = f"{self.task}/{name}"
+        if key in self.kept.samples:
+            raise ClipevalError(f"Task '{self.task}' keeps per-sample data under '{name}' twice; name them apart.")
+        self.kept.samples[key], self.kept.frames[key] = samples, frame
+        return key
+
+    def note(self, message: str, **details: Any) -> None:
+        """Log a warning and keep it, with the task, the evaluator and ``details``, for results.json."""
+        log.warning("Task %s, evaluator %s: %s", self.task, self._evaluator, message)
+        self.notes.append({"task": self.task, "evaluator": self._evaluator, "message": message, **details})
+
+    # ---------------------------------------------------------------- running
+
+    def evaluate(self) -> tuple[list[Record], Failure | None]:
+        """The records of each evaluator in turn (``task`` filled in), up to the first that raises.
+
+        That one's exception is returned as a :class:`Failure` (not raised), so that the records of
+        the evaluators that finished can still be written; the runner ends the run with it.
+        """
+        records: list[Record] = []
+        for name, evaluator in self._task.evaluators.items():
+            log.info("Task %s: running evaluator %s", self.task, name)
+            self._evaluator = name
+            try:
+                records += [r.with_task(self.task) for r in evaluator.evaluate(self)]
+            except Exception as exc:  # kept, and raised again by the runner once the results are written
+                log.error("Task %s: evaluator %s failed: %s", self.task, name, exc)
+                return records, Failure(self.task, name, exc)
+            finally:
+                self._evaluator = None
+        return records, None
+
+
+@dataclasses.dataclass
+class Failure:
+    """An evaluator that raised: recorded in results.json, then raised again once the results are written."""
+
+    task: str
+    evaluator: str
+    error: Exception
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "task": self.task,
+            "evaluator": self.evaluator,
+            "type": type(self.error).__name__,
+            "error": str(self.error),
+        }
+
+    def raise_again(self, where: Path) -> None:
+        """ClipevalError: a new one naming the evaluator and where the finished records are; else the bug itself."""
+        if isinstance(self.error, ClipevalError):
+            raise ClipevalError(
+                f"Evaluator '{self.evaluator}' of task '{self.task}' failed: {self.error}\n"
+                f"The records of the evaluators that finished before it are in {where} and the store."
+            ) from self.error
+        raise self.error
