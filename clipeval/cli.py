@@ -13,60 +13,17 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from clipeval.config import registry
+from clipeval.config.overrides import check_group_choices, selection_overrides
 from clipeval.config.paths import conf_dir
-from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, did_you_mean
-
-# Hydra flags that take a value as the next argument.
-_FLAGS_WITH_VALUE = {
-    "--config-path",
-    "-cp",
-    "--config-name",
-    "-cn",
-    "--config-dir",
-    "-cd",
-    "--info",
-    "-i",
-    "--cfg",
-    "-c",
-    "--package",
-    "-p",
-    "--experimental-rerun",
-}
+from clipeval.errors import USAGE_EXIT_CODE, ClipevalError
 
 
 def fail(message: str) -> None:
     print(f"clipeval: error: {message}", file=sys.stderr)
     raise SystemExit(USAGE_EXIT_CODE)
-
-
-def check_group_choices(argv: list[str]) -> None:
-    """Raise ClipevalError for an unknown option of a config group."""
-    if any(a in ("--help", "-h", "--hydra-help") for a in argv):
-        return
-    groups = set(registry.groups())
-    chosen: dict[str, list[str]] = {}
-    skip_next = False
-    for arg in argv:
-        if skip_next or arg.startswith("-"):
-            skip_next = arg in _FLAGS_WITH_VALUE and not skip_next
-            continue
-        try:
-            override = OverridesParser.create().parse_overrides([arg])[0]
-        except Exception:  # leave malformed overrides to Hydra, which explains them well
-            continue
-        if override.key_or_group in groups and not override.is_delete():
-            values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
-            chosen[override.key_or_group] = [str(v) for v in values if v is not None]
-    for group, values in chosen.items():
-        available = registry.options(group)
-        for value in values:
-            if value not in available:
-                raise ClipevalError(f"Unknown {group} '{value}'. {did_you_mean(value, available)}")
 
 
 def missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
@@ -112,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         return check_main(argv[1:])
     try:
         check_group_choices(argv)
+        argv = selection_overrides(argv)
     except ClipevalError as exc:
         fail(str(exc))
     sys.argv = [sys.argv[0], *argv]

@@ -1,0 +1,70 @@
+"""Reading the command line's Hydra overrides before Hydra composes anything.
+
+Two rules live here: an unknown option of a config group gets the list of options and a
+suggestion (exit 2), and a chosen task runs alone: ``task=<name>`` composes that task and no
+suite, so the composed config (kept in results.json) holds exactly what runs.
+"""
+
+from __future__ import annotations
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from clipeval.config import registry
+from clipeval.errors import ClipevalError, did_you_mean
+
+# Hydra flags that take a value as the next argument.
+_FLAGS_WITH_VALUE = {
+    "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--info", "-i", "--cfg", "-c",
+    "--package", "-p", "--experimental-rerun",
+}  # fmt: skip
+
+
+def group_choices(argv: list[str]) -> dict[str, list[str | None]]:
+    """{config group: the options chosen for it (several in a sweep; None for ``group=null``)} of ``argv``.
+
+    Deletions (``~group``) and malformed overrides are left out (Hydra explains the latter well).
+    """
+    groups = set(registry.groups())
+    chosen: dict[str, list[str | None]] = {}
+    skip_next = False
+    for arg in argv:
+        if skip_next or arg.startswith("-"):
+            skip_next = arg in _FLAGS_WITH_VALUE and not skip_next
+            continue
+        try:
+            override = OverridesParser.create().parse_overrides([arg])[0]
+        except Exception:  # leave malformed overrides to Hydra
+            continue
+        if override.key_or_group in groups and not override.is_delete():
+            values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+            chosen[override.key_or_group] = [None if v is None else str(v) for v in values]
+    return chosen
+
+
+def check_group_choices(argv: list[str]) -> None:
+    """Raise ClipevalError for an unknown option of a config group."""
+    if any(a in ("--help", "-h", "--hydra-help") for a in argv):
+        return
+    for group, values in group_choices(argv).items():
+        available = registry.options(group)
+        for value in values:
+            if value is not None and value not in available:
+                raise ClipevalError(f"Unknown {group} '{value}'. {did_you_mean(value, available)}")
+
+
+def selection_overrides(argv: list[str]) -> list[str]:
+    """``argv`` with ``~suite`` first when a task is chosen, so that only the task is composed.
+
+    Raises ClipevalError when both a task and a suite are chosen: a run evaluates one or the other.
+    """
+    chosen = group_choices(argv)
+    task = [v for v in chosen.get("task", []) if v is not None]
+    suite = [v for v in chosen.get("suite", []) if v is not None]
+    if task and suite:
+        raise ClipevalError(
+            f"Both task={','.join(task)} and suite={','.join(suite)} are chosen: a run evaluates one task or one "
+            "suite. Drop one of them (a suite's tasks are listed in conf/suite/<name>.yaml)."
+        )
+    if task and "suite" not in chosen and not any(a.lstrip("~+").startswith("suite") for a in argv):
+        return ["~suite", *argv]  # first: Hydra takes its overrides as one positional run after the flags
+    return argv

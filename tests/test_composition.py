@@ -1,0 +1,48 @@
+"""`task=` composes exactly the task that runs; a suite only when no task is chosen."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import compose_config
+
+from clipeval.config.overrides import selection_overrides
+from clipeval.errors import ClipevalError
+
+
+def test_a_chosen_task_composes_no_suite():
+    cfg = compose_config(selection_overrides(["task=imagenet_r"]))
+    assert cfg.task.name == "imagenet_r"
+    assert cfg.get("suite") is None
+
+
+def test_without_a_task_the_default_suite_is_composed():
+    cfg = compose_config(selection_overrides([]))
+    assert cfg.suite.name == "digits_shifts" and cfg.get("task") is None
+
+
+def test_a_task_sweep_composes_no_suite_either():
+    assert selection_overrides(["task=digits,digits_sketch"])[0] == "~suite"
+
+
+def test_a_task_and_a_suite_together_are_refused():
+    with pytest.raises(ClipevalError, match="a run evaluates one task or one suite"):
+        selection_overrides(["task=digits", "suite=natural_shifts"])
+
+
+def test_explicit_suite_null_or_deletion_is_left_alone():
+    assert selection_overrides(["task=digits", "suite=null"]) == ["task=digits", "suite=null"]
+    assert selection_overrides(["task=digits", "~suite"]) == ["task=digits", "~suite"]
+
+
+@pytest.mark.slow
+def test_the_cli_composes_only_the_task(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "clipeval", "task=digits", "--cfg", "job"], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    config = yaml.safe_load(out.stdout)
+    assert config["task"]["name"] == "digits" and "suite" not in config
+    both = subprocess.run([sys.executable, "-m", "clipeval", "task=digits", "suite=digits"], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=120)  # fmt: skip
+    assert both.returncode == 2 and "a run evaluates one task or one suite" in both.stderr
