@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
 
         return report_main(argv[1:])
     if argv[:1] == ["check"]:
-        from clipeval.check.gate import main as check_main
+        from clipeval.check.cli import main as check_main
 
         return check_main(argv[1:])
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -10,8 +11,11 @@ import torch
 from conftest import run_in_process
 from safetensors.torch import load_file, save_file
 
-from clipeval.check.gate import Samples, main, mcnemar_exact
+from clipeval.check.cli import main
+from clipeval.check.stats import mcnemar_exact
 from clipeval.config.paths import asset
+from clipeval.results.samples import Samples
+from clipeval.results.store import KIND, SCHEMA_VERSION
 
 
 def check(*argv: str) -> int:
@@ -24,7 +28,10 @@ def check(*argv: str) -> int:
 def golden(tmp_path_factory):
     """A reference run of the tiny model on the digits, and its golden file."""
     folder = tmp_path_factory.mktemp("golden")
-    run_in_process(["task=digits"], folder / "ref")
+    with pytest.MonkeyPatch.context() as env:  # the autouse store and cache are per test, set up after this
+        env.setenv("CLIPEVAL_STORE", str(folder / "store"))
+        env.setenv("CLIPEVAL_CACHE", str(folder / "cache"))
+        run_in_process(["task=digits"], folder / "ref")
     main(["record", str(folder / "ref"), "--out", str(folder / "golden.json")])
     return folder / "golden.json"
 
@@ -40,9 +47,9 @@ def test_mcnemar_against_a_hand_computed_case():
 
 def test_outcomes_survive_the_golden_file():
     bits = np.array([True, False, True, True, False, False, True, False, True])
-    outcomes = Samples("abc", len(bits), correct={"clean_top1": bits})
+    outcomes = Samples("abc", len(bits), correct={"clean": bits})
     again = Samples.from_json(json.loads(json.dumps(outcomes.to_json())))
-    assert again.ids_sha256 == "abc" and np.array_equal(again.outcome("clean_top1"), bits)
+    assert again.ids_sha256 == "abc" and np.array_equal(again.outcome("clean_top1", "clean"), bits)
 
 
 def test_the_same_checkpoint_evaluated_again_passes(golden, tmp_path, capsys):
@@ -52,7 +59,10 @@ def test_the_same_checkpoint_evaluated_again_passes(golden, tmp_path, capsys):
     assert "McNemar p=1 (0 lost, 0 gained)" in out and "0 regressed" in out
     assert "paired permutation p=1 (0 discordant samples" in out  # mean per-class recall, paired too
     assert "tolerance" not in out  # every metric of a zero-shot run has per-sample outcomes
-    assert json.loads(golden.read_text())["format_version"] == 2
+    recorded = json.loads(golden.read_text())
+    assert (recorded["kind"], recorded["schema_version"]) == (KIND, SCHEMA_VERSION)  # the golden file is the document
+    run = json.loads((golden.parent / "ref" / "results.json").read_text())
+    assert {k: v for k, v in recorded.items() if k != "source"} == run and recorded["samples"]
 
 
 def test_a_degraded_checkpoint_fails_and_names_the_rows(golden, tmp_path, capsys):
@@ -87,20 +97,48 @@ def test_missing_datasets_and_files_are_usage_errors(golden, tmp_path, capsys):
     assert "have no top1 on 'digits/test'" in capsys.readouterr().err
 
 
+def results(records: list[dict], **extra) -> dict:
+    """A results document (schema 3) of task t holding ``records``."""
+    return {"kind": KIND, "schema_version": SCHEMA_VERSION, "model": {"name": "m"},
+            "selection": {"name": "t", "version": "1", "kind": "task", "tasks": {"t": "1"}},
+            "records": records, **extra}  # fmt: skip
+
+
 def test_published_numbers_use_tolerances_and_lower_is_better_metrics(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    doc = {"task": {"name": "t", "version": "1"}, "records": [
-        {"dataset": "d", "metric": "top1", "value": 0.70, "n": 100, "ci": [0.6, 0.79]},
-        {"dataset": "d", "metric": "k_matching_zero_shot", "value": 6.0, "n": 3, "ci": [6.0, 6.0]},
-    ]}  # fmt: skip
+    doc = results([
+        {"task": "t", "dataset": "d", "metric": "top1", "value": 0.70, "n": 100, "ci": [0.6, 0.79]},
+        {"task": "t", "dataset": "d", "metric": "k_matching_zero_shot", "value": 6.0, "n": 3, "ci": [6.0, 6.0]},
+    ])  # fmt: skip
     (run / "results.json").write_text(json.dumps(doc))
-    golden = {"kind": "clipeval-golden", "tolerance": 0.02, "records": [
-        {"task": "t", "dataset": "d", "metric": "top1", "value": 0.71},
-        {"task": "t", "dataset": "d", "metric": "k_matching_zero_shot", "value": 4.0, "tolerance": 1.0},
-    ]}  # fmt: skip
+    golden = results([
+        {"task": "t", "dataset": "d", "metric": "top1", "value": 0.71, "n": 100, "ci": [0.61, 0.8]},
+        {"task": "t", "dataset": "d", "metric": "k_matching_zero_shot", "value": 4.0, "n": 3, "ci": [4.0, 4.0],
+         "tolerance": 1.0},
+    ], tolerance=0.02)  # fmt: skip
     (tmp_path / "g.json").write_text(json.dumps(golden))
     assert check("compare", "--golden", str(tmp_path / "g.json"), str(run)) == 1
     out = capsys.readouterr().out
     assert "Regressed: t/d k_matching_zero_shot" in out  # needing more shots is worse
     assert "t/d          top1" in out and "tolerance 0.02" in out
+
+
+def test_a_store_copied_to_another_machine_is_gated_without_the_run_directories(tmp_path, capsys):
+    """Only the store entries travel: the golden file is recorded from one, the candidates are others."""
+    run_in_process(["task=digits"], tmp_path / "ref")
+    run_in_process(["task=digits"], tmp_path / "again")
+    moved = tmp_path / "elsewhere" / "store"
+    moved.mkdir(parents=True)
+    for entry in (tmp_path / "store").glob("*.json"):
+        shutil.copy(entry, moved)
+    for folder in ("ref", "again", "store"):  # nothing of the runs is left but the copied entries
+        shutil.rmtree(tmp_path / folder)
+    ref, again = sorted(moved.glob("*.json"), key=lambda p: json.loads(p.read_text())["run_dir"].endswith("again"))
+    assert main(["record", str(ref), "--out", str(tmp_path / "golden.json")]) is None
+    assert check("compare", "--golden", str(tmp_path / "golden.json"), str(again)) == 0
+    out = capsys.readouterr().out
+    assert "McNemar p=1 (0 lost, 0 gained)" in out and "paired permutation p=1" in out and "3 checked" in out
+    assert "tolerance" not in out  # paired from the per-sample data inside the entries
+    assert check("compare", "--golden", str(tmp_path / "golden.json"), str(again), str(ref)) == 2
+    assert "is in both" in capsys.readouterr().err  # the same records twice: which would be checked?

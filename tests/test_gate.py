@@ -8,17 +8,23 @@ import json
 import logging
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from scipy.stats import permutation_test
+from test_imagenet_tasks import data_root  # noqa: F401  (tiny copies of the ImageNet-family layouts)
 
-from clipeval.check.gate import Samples, class_weights, main, paired_permutation_test
+from clipeval.check.cli import main
+from clipeval.check.documents import load_golden
+from clipeval.check.stats import paired_permutation_test
 from clipeval.results.metrics import classification_records
+from clipeval.results.samples import Samples
+from clipeval.results.store import KIND, SCHEMA_VERSION, results_document, write_json
 
 CLASSES = 10
+GOLDEN = Path(__file__).parents[1] / "reports" / "golden" / "vit_b32_openai.json"
 
 
 def check(*argv: str) -> int:
@@ -28,18 +34,33 @@ def check(*argv: str) -> int:
 
 
 def write_run(folder: Path, labels: np.ndarray, topk: np.ndarray, dataset: str = "d") -> Path:
-    """A run folder as clipeval writes it: results.json with the metrics of ``topk`` and its predictions."""
+    """A run folder as clipeval writes it: results.json with the metrics of ``topk`` and their per-sample data."""
     folder.mkdir(parents=True)
-    records = classification_records(dataset, torch.from_numpy(topk), torch.from_numpy(labels), CLASSES)
-    doc = {"task": {"name": "t", "version": "1"}, "model": {"name": "m"}, "created": "now",
-           "clipeval_version": "test", "records": [r.to_json() for r in records]}  # fmt: skip
-    (folder / "results.json").write_text(json.dumps(doc))
-    (folder / "predictions").mkdir()
+    key = f"t/{dataset}"
     ids = [f"img{i:05d}" for i in range(len(labels))]
-    pd.DataFrame({"sample_id": ids, "label": labels, "topk": list(topk)}).to_parquet(
-        folder / "predictions" / f"{dataset}.parquet"
+    records = classification_records(dataset, torch.from_numpy(topk), torch.from_numpy(labels), CLASSES, samples=key)
+    doc = results_document(
+        model=SimpleNamespace(name="m", fingerprint="f" * 32),
+        selection=SimpleNamespace(name="t", version="1", is_suite=False, task_versions={"t": "1"}),
+        records=[r.with_task("t") for r in records],
+        samples={key: Samples.from_arrays(ids, labels, topk)},
+        config={},
+        extra={"data": {"t": {dataset: {"key": "folder:0123456789abcdef01234567", "limit": None}}}},
     )
+    write_json(folder / "results.json", doc)
     return folder
+
+
+def class_weights(labels: np.ndarray) -> np.ndarray:
+    """[n] weight 1 / (C * n_c) of each sample: mean per-class recall = sum(w * correct)."""
+    return Samples("ids", len(labels), labels=labels).weights()
+
+
+def golden_document(records: list[dict], **extra) -> dict:
+    """A hand-written golden file (a results document of task t) holding ``records``."""
+    return {"kind": KIND, "schema_version": SCHEMA_VERSION, "model": {"name": "m"},
+            "selection": {"name": "t", "version": "1", "kind": "task", "tasks": {"t": "1"}},
+            "records": records, **extra}  # fmt: skip
 
 
 def predictions(labels: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -170,28 +191,30 @@ def test_random_swaps_agree_with_scipys_exact_paired_permutation_test():
 
 
 def published_golden(tmp_path: Path, value: object = 0.9, tolerance: object = 0.01, top: dict | None = None) -> Path:
+    """A golden file of one published number: its sample count unknown (n null), so gated by its tolerance."""
     path = tmp_path / "golden.json"
-    golden = {"kind": "clipeval-golden", **(top or {}),
-              "records": [{"task": "t", "dataset": "d", "metric": "top1", "value": value, "tolerance": tolerance}]}  # fmt: skip
-    path.write_text(json.dumps(golden))  # json writes NaN and Infinity, and reads them back
+    record = {"task": "t", "dataset": "d", "metric": "top1", "value": value, "n": None, "ci": [0.85, 0.95],
+              "tolerance": tolerance}  # fmt: skip
+    path.write_text(json.dumps(golden_document([record], **(top or {}))))  # json writes NaN and Infinity, reads them
     return path
 
 
 @pytest.mark.parametrize(
     "golden_args, expected",
     [
-        ({"tolerance": float("nan")}, "golden file: record t/d top1: tolerance is nan"),
-        ({"tolerance": float("inf")}, "golden file: record t/d top1: tolerance is inf"),
-        ({"value": float("nan")}, "golden file: record t/d top1: value is nan"),
-        ({"value": None}, "golden file: record t/d top1: value is None"),
-        ({"top": {"tolerance": float("nan")}}, "golden file: tolerance is nan"),
+        ({"tolerance": float("nan")}, "records[0] (t/d top1): tolerance is nan"),
+        ({"tolerance": float("inf")}, "records[0] (t/d top1): tolerance is inf"),
+        ({"value": float("nan")}, "records[0] (t/d top1): value is nan"),
+        ({"value": None}, "records[0] (t/d top1): value is None"),
+        ({"top": {"tolerance": float("nan")}}, "tolerance is nan"),
     ],
 )
 def test_nan_or_inf_in_the_golden_file_is_exit_2(tmp_path, capsys, golden_args, expected):
     labels, _, cand = degraded_pair(lost=570, gained=0)  # 80% -> 23%: a drop of 57 points
     run = write_run(tmp_path / "cand", labels, predictions(labels, cand))
-    assert check("compare", "--golden", str(published_golden(tmp_path, **golden_args)), str(run)) == 2
-    assert expected in capsys.readouterr().err
+    golden = published_golden(tmp_path, **golden_args)
+    assert check("compare", "--golden", str(golden), str(run)) == 2
+    assert f"{golden}: {expected}" in capsys.readouterr().err  # the file and the field
 
 
 @pytest.mark.parametrize("field, bad", [("value", float("nan")), ("ci", [0.1, float("inf")])])
@@ -202,7 +225,7 @@ def test_nan_or_inf_in_a_candidates_records_is_exit_2(tmp_path, capsys, field, b
     doc["records"][2][field] = bad  # mean per-class recall, a metric the golden file does not check
     (run / "results.json").write_text(json.dumps(doc))
     assert check("compare", "--golden", str(published_golden(tmp_path, value=0.8)), str(run)) == 2
-    assert "record t/d mean_per_class_recall" in capsys.readouterr().err
+    assert f"{run / 'results.json'}: records[2] (t/d mean_per_class_recall): {field} is" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("option", ["--tolerance", "--alpha", "--min-effect"])
@@ -224,8 +247,9 @@ def test_published_numbers_still_use_their_tolerance_and_a_drop_of_57_points_fai
 def test_a_published_golden_value_on_other_samples_is_exit_2(tmp_path, capsys):
     labels, ref, _ = degraded_pair(lost=0, gained=0)
     run = write_run(tmp_path / "cand", labels, predictions(labels, ref))
-    golden = {"kind": "clipeval-golden", "tolerance": 0.01,
-              "records": [{"task": "t", "dataset": "d", "metric": "top1", "value": 0.8, "n": 50000}]}  # fmt: skip
+    golden = golden_document(
+        [{"task": "t", "dataset": "d", "metric": "top1", "value": 0.8, "n": 50000, "ci": [0.79, 0.81]}], tolerance=0.01
+    )
     (tmp_path / "g.json").write_text(json.dumps(golden))
     assert check("compare", "--golden", str(tmp_path / "g.json"), str(run)) == 2
     assert "n = 50000" in capsys.readouterr().err
@@ -236,8 +260,9 @@ def test_predictions_that_disagree_with_the_results_are_exit_2(tmp_path, capsys)
     write_run(tmp_path / "ref", labels, predictions(labels, ref))
     run = write_run(tmp_path / "cand", labels, predictions(labels, cand))
     main(["record", str(tmp_path / "ref"), "--out", str(tmp_path / "golden.json")])
-    pd.DataFrame({"sample_id": [f"img{i:05d}" for i in range(len(labels))], "label": labels,
-                  "topk": list(predictions(labels, ref))}).to_parquet(run / "predictions" / "d.parquet")  # fmt: skip
+    doc = json.loads((run / "results.json").read_text())
+    doc["samples"]["t/d"] = json.loads((tmp_path / "ref" / "results.json").read_text())["samples"]["t/d"]
+    (run / "results.json").write_text(json.dumps(doc))  # the reference's per-sample data under the candidate's records
     assert check("compare", "--golden", str(tmp_path / "golden.json"), str(run)) == 2
     assert "the per-sample data give 0.800000, the record says 0.770000" in capsys.readouterr().err
 
@@ -253,20 +278,21 @@ def test_relabelled_samples_are_exit_2(tmp_path, capsys):
     assert "5 of the same samples have other labels" in capsys.readouterr().err
 
 
-def test_golden_files_of_format_1_still_gate_top1_by_mcnemar(tmp_path, capsys, caplog):
-    """Format 1 stored top-1 bits only: top-1 stays paired, the rest falls back to the tolerance, with a warning."""
+def test_a_golden_file_with_top1_outcomes_only_still_gates_top1_by_mcnemar(tmp_path, capsys, caplog):
+    """Per-sample data of top-1 right/wrong only (no labels or rankings): top-1 stays paired, the rest falls back
+    to the tolerance, with a warning."""
     labels, ref, cand = degraded_pair(lost=60, gained=41)
     write_run(tmp_path / "ref", labels, predictions(labels, ref))
     write_run(tmp_path / "cand", labels, predictions(labels, cand))
-    main(["record", str(tmp_path / "ref"), "--out", str(tmp_path / "v2.json")])
-    v2 = json.loads((tmp_path / "v2.json").read_text())
-    top1 = Samples.from_json(v2["samples"]["t/d"]).outcome("top1")
-    v1 = {k: v for k, v in v2.items() if k != "format_version"}
-    v1["samples"] = {"t/d": {"ids_sha256": v2["samples"]["t/d"]["ids_sha256"], "n": 1000,
-                             "top1_correct": __import__("base64").b64encode(np.packbits(top1)).decode()}}  # fmt: skip
-    (tmp_path / "v1.json").write_text(json.dumps(v1))
+    main(["record", str(tmp_path / "ref"), "--out", str(tmp_path / "full.json")])
+    golden = json.loads((tmp_path / "full.json").read_text())
+    full = Samples.from_json(golden["samples"]["t/d"])
+    golden["samples"]["t/d"] = Samples(full.ids_sha256, full.n, correct={"top1": full.outcome("top1")}).to_json()
+    for record in golden["records"]:
+        record["outcome"] = "top1" if record["metric"] == "top1" else None
+    (tmp_path / "top1.json").write_text(json.dumps(golden))
     caplog.set_level(logging.WARNING)
-    assert check("compare", "--golden", str(tmp_path / "v1.json"), str(tmp_path / "cand")) == 1
+    assert check("compare", "--golden", str(tmp_path / "top1.json"), str(tmp_path / "cand")) == 1
     table = rows(capsys.readouterr().out)
     p = 2 * sum(math.comb(101, k) for k in range(42)) / 2**101
     assert f"McNemar p={p:.3g}" in table["top1"] and " ok " in table["top1"]
@@ -283,16 +309,58 @@ def test_samples_survive_the_golden_file_compactly():
     assert len(text) < 6 * 2 * 1000 * 4 / 3 + 400  # 16-bit ids, base64: no bigger than the raw data
 
 
-def test_the_repositorys_published_golden_file_is_read(tmp_path):
-    golden = json.loads((Path(__file__).parents[1] / "reports" / "golden" / "vit_b32_openai.json").read_text())
-    from clipeval.check.gate import _golden_records
+def test_the_repositorys_published_golden_file_is_read():
+    golden = load_golden(GOLDEN)
+    records = golden.records
+    assert len(records) == 6 and all(0 < r.value < 1 for r in records)
+    assert golden.raw["kind"] == KIND and golden.selection["name"] == "natural_shifts" and not golden.raw.get("samples")
+    assert all(r.tolerance == 0.005 and r.ci[0] <= r.value <= r.ci[1] for r in records)
+    (unknown,) = [r for r in records if r.n is None]  # ObjectNet: its sources do not state n
+    assert unknown.task == "objectnet" and unknown.ci == (unknown.value, unknown.value)
+    assert "null" in golden.raw["source"] and "CLIP_benchmark" in golden.raw["source"]
 
-    records = _golden_records(golden)
-    assert len(records) == 6 and all(0 < r["value"] < 1 for r in records)
+
+def test_a_sample_count_may_be_unknown_only_for_a_record_with_its_own_tolerance(tmp_path, capsys):
+    raw = json.loads(GOLDEN.read_text())
+    del raw["records"][5]["tolerance"]  # ObjectNet, n null
+    (tmp_path / "g.json").write_text(json.dumps(raw | {"tolerance": 0.005}))
+    labels, ref, _ = degraded_pair(lost=0, gained=0)
+    run = write_run(tmp_path / "cand", labels, predictions(labels, ref))
+    assert check("compare", "--golden", str(tmp_path / "g.json"), str(run)) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'g.json'}: records[5] (objectnet/objectnet top1): 'n' must be a whole number" in err
+    assert "its own 'tolerance'" in err
+
+
+def test_the_published_golden_file_gates_a_natural_shifts_run(tiny_open_clip, request, tmp_path, capsys):
+    """A natural_shifts run's records match the published ones by (task, dataset, metric); the published sample
+    counts guard against comparing other data, and a record of unknown n is gated by its tolerance alone."""
+    from conftest import open_clip_overrides, run_in_process
+
+    images = request.getfixturevalue("data_root")  # test_imagenet_tasks' tiny ImageNet-family data
+    templates = [f"suite.tasks.{t}.templates=['a photo of a {{c}}.']" for t in load_golden(GOLDEN).selection["tasks"]]
+    run_in_process([*open_clip_overrides(tiny_open_clip), "suite=natural_shifts", f"data_root={images}",
+                    "~suite.robustness", *templates], tmp_path / "run")  # fmt: skip
+    assert check("compare", "--golden", str(GOLDEN), str(tmp_path / "run")) == 2
+    assert "'imagenet/val' top1: the golden value is on n = 50000 samples" in capsys.readouterr().err
+    # the same published numbers, as if measured on this run's (tiny) data
+    doc = json.loads((tmp_path / "run" / "results.json").read_text())
+    n = {(r["task"], r["dataset"]): r["n"] for r in doc["records"] if r["metric"] == "top1"}
+    golden = json.loads(GOLDEN.read_text())
+    for record in golden["records"]:
+        if record["n"] is not None:
+            record["n"] = n[(record["task"], record["dataset"])]
+    (tmp_path / "golden.json").write_text(json.dumps(golden))
+    assert check("compare", "--golden", str(tmp_path / "golden.json"), str(tmp_path / "run")) == 1
+    out = capsys.readouterr().out
+    table = {line.split()[0]: line for line in out.splitlines() if " top1 " in line}
+    assert set(table) == {f"{r['task']}/{r['dataset']}" for r in golden["records"]}
+    assert all("tolerance 0.005" in line and "REGRESSED" in line for line in table.values())  # a random tiny model
+    assert "6 checked: 6 regressed" in out
 
 
 def test_an_attacks_clean_and_robust_accuracies_are_paired_by_mcnemar(tmp_path, capsys):
-    """Per-sample attack outcomes (predictions/adversarial_<dataset>.parquet) pair every attack record."""
+    """Per-sample attack outcomes (the document's samples, named by each record's outcome) pair every attack record."""
     import shutil
 
     from conftest import run_in_process
@@ -304,23 +372,25 @@ def test_an_attacks_clean_and_robust_accuracies_are_paired_by_mcnemar(tmp_path, 
     )  # fmt: skip
     main(["record", str(tmp_path / "ref"), "--out", str(tmp_path / "golden.json")])
     shutil.copytree(tmp_path / "ref", tmp_path / "cand")
-    outcomes = tmp_path / "cand" / "predictions" / "adversarial_test.parquet"
-    frame = pd.read_parquet(outcomes)
-    frame["clean"] = False  # every sample now wrong on clean images
-    frame.to_parquet(outcomes, index=False)
     doc = json.loads((tmp_path / "cand" / "results.json").read_text())
     clean = next(r for r in doc["records"] if r["metric"] == "clean_top1")
+    outcomes = Samples.from_json(doc["samples"][clean["samples"]])
+    outcomes.correct[clean["outcome"]][:] = False  # every sample now wrong on clean images
+    doc["samples"][clean["samples"]] = outcomes.to_json()
     was = round(clean["value"] * 40)
     clean["value"] = 0.0
     (tmp_path / "cand" / "results.json").write_text(json.dumps(doc))
     capsys.readouterr()
     assert check("compare", "--golden", str(tmp_path / "golden.json"), str(tmp_path / "cand")) == 1
     out = capsys.readouterr().out
-    lines = {line.split()[1]: line for line in out.splitlines() if "top1" in line}
-    assert f"McNemar p={2 / 2**was:.3g} ({was} lost, 0 gained)" in lines["clean_top1"]
-    assert "REGRESSED" in lines["clean_top1"]
-    robust = [line for metric, line in lines.items() if metric.startswith("robust_top1:")]
+    where = f"{clean['task']}/{clean['dataset']}"
+    lines = [line for line in out.splitlines() if line.startswith(f"{where} ")]
+    (clean_line,) = [line for line in lines if " clean_top1 " in line]
+    assert f"McNemar p={2 / 2**was:.3g} ({was} lost, 0 gained)" in clean_line
+    assert "REGRESSED" in clean_line
+    robust = [line for line in lines if " robust_top1 " in line]
     assert len(robust) == 4 and all("McNemar p=1 (0 lost, 0 gained)" in line for line in robust)
+    assert all(" attack=" in line and " eps=8 " in line for line in robust)  # told apart by their params
     assert "tolerance" not in out
 
 
@@ -328,8 +398,8 @@ def test_an_old_golden_average_effective_robustness_is_not_compared_with_a_new_n
     """The record once named 'average' (the mean of per-shift values) is no longer produced under that name."""
     labels, ref, _ = degraded_pair(lost=0, gained=0)
     run = write_run(tmp_path / "cand", labels, predictions(labels, ref))
-    golden = {"kind": "clipeval-golden", "tolerance": 0.01,
-              "records": [{"key": "t/average", "metric": "effective_robustness", "value": 0.24}]}  # fmt: skip
+    golden = golden_document([{"task": "t", "dataset": "average", "metric": "effective_robustness", "value": 0.24,
+                               "n": None, "ci": [0.2, 0.28], "tolerance": 0.01}])  # fmt: skip
     (tmp_path / "g.json").write_text(json.dumps(golden))
     assert check("compare", "--golden", str(tmp_path / "g.json"), str(run)) == 2
     assert "'mean_of_per_shift_er'" in capsys.readouterr().err
@@ -339,8 +409,9 @@ def add_effective_robustness(run: Path, top1: float) -> None:
     """An effective-robustness record as a suite writes it: the shift's top-1 minus a fixed baseline prediction."""
     doc = json.loads((run / "results.json").read_text())
     er = top1 - 0.5
-    doc["records"].append({"dataset": "shift", "metric": "effective_robustness", "value": er, "n": 1000,
-                           "ci": [er - 0.1, er + 0.1], "ci_method": "clopper-pearson+bootstrap-band"})  # fmt: skip
+    doc["records"].append({"task": "t", "dataset": "shift", "metric": "effective_robustness", "value": er, "n": 1000,
+                           "ci": [er - 0.1, er + 0.1], "ci_method": "clopper-pearson+bootstrap-band",
+                           "params": {"baselines": "testbed"}})  # fmt: skip
     (run / "results.json").write_text(json.dumps(doc))
 
 

@@ -14,7 +14,8 @@ import pytest
 from conftest import make_image_folder, open_clip_overrides, run_in_process
 from test_gate import check, degraded_pair, predictions, write_run
 
-from clipeval.check.gate import discordant_needed, main, mcnemar_exact, paired_permutation_test, smallest_p
+from clipeval.check.cli import main
+from clipeval.check.stats import discordant_needed, mcnemar_exact, paired_permutation_test, smallest_p
 from clipeval.report.cli import main as report_main
 
 
@@ -106,7 +107,7 @@ def golden_doc(tmp_path: Path, **changes) -> Path:
 def test_a_golden_file_without_records_is_exit_2(tmp_path, capsys):
     golden = golden_doc(tmp_path, records=[])
     assert check("compare", "--golden", str(golden), str(tmp_path / "cand")) == 2
-    assert "no records, so there is nothing to check" in capsys.readouterr().err
+    assert f"The golden file {golden} has no records, so there is nothing to check" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("n", [-5, 0, 2.5, "40", True])
@@ -116,23 +117,122 @@ def test_a_record_or_samples_n_that_is_not_a_positive_integer_is_exit_2(tmp_path
     doc["records"][0]["n"] = n
     golden.write_text(json.dumps(doc))
     assert check("compare", "--golden", str(golden), str(tmp_path / "cand")) == 2
-    assert "positive integer" in capsys.readouterr().err
+    err = capsys.readouterr().err  # a whole number, and (in a golden file) at least 1
+    assert f"{golden}: records[0] (t/d top1): 'n' must be a " in err and f"(got {n!r})" in err
     doc = json.loads(small_pair(tmp_path / "s", n=40, lost=0).read_text())
     doc["samples"]["t/d"]["n"] = n
     (tmp_path / "s" / "golden.json").write_text(json.dumps(doc))
     assert check("compare", "--golden", str(tmp_path / "s" / "golden.json"), str(tmp_path / "s" / "cand")) == 2
-    assert "positive integer" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 's' / 'golden.json'}: samples.t/d: n is {n!r}" in err and "positive integer" in err
 
 
-def test_a_format_2_golden_file_without_samples_warns_that_it_falls_back_to_the_tolerance(tmp_path, capsys, caplog):
+def test_a_golden_file_without_samples_warns_that_it_falls_back_to_the_tolerance(tmp_path, capsys, caplog):
     golden = small_pair(tmp_path, n=40, lost=0)
     doc = json.loads(golden.read_text())
     del doc["samples"]
+    for record in doc["records"]:
+        del record["samples"]
     golden.write_text(json.dumps(doc))
     with caplog.at_level(logging.WARNING):
         assert check("compare", "--golden", str(golden), str(tmp_path / "cand")) == 0
     assert "tolerance" in capsys.readouterr().out
     assert any("no per-sample data ('samples')" in r.getMessage() for r in caplog.records)
+
+
+def _drop(doc: dict, *path) -> None:
+    for key in path[:-1]:
+        doc = doc[key]
+    del doc[path[-1]]
+
+
+def _set(doc: dict, value, *path) -> None:
+    for key in path[:-1]:
+        doc = doc[key]
+    doc[path[-1]] = value
+
+
+MALFORMED = {  # what is wrong -> (change to the document's text or JSON, what the error says after the file name)
+    "a list": (lambda text: "[1, 2]", " is a JSON list, not a clipeval results document"),
+    "truncated": (lambda text: text[: len(text) // 2], " is not valid JSON"),
+    "no records": (lambda doc: _drop(doc, "records"), ": 'records' must be a list"),
+    "records not a list": (lambda doc: _set(doc, {"a": 1}, "records"), ": 'records' must be a list"),
+    "a record not an object": (lambda doc: _set(doc, "top1", "records", 0), ": records[0] is str, not an object"),
+    "no value": (lambda doc: _drop(doc, "records", 0, "value"), ": records[0] (t/d top1): value is None"),
+    "a value string": (lambda doc: _set(doc, "0.8", "records", 0, "value"), ": records[0] (t/d top1): value is '0.8'"),
+    "no metric": (lambda doc: _drop(doc, "records", 0, "metric"), ": records[0]: 'metric' must be a non-empty string"),
+    "ci not a pair": (lambda doc: _set(doc, 0.1, "records", 0, "ci"), ": records[0] (t/d top1): 'ci' must be a pair"),
+    "bad base64": (
+        lambda doc: _set(doc, "not base64!", "samples", "t/d", "topk", "zlib_base64"),
+        ": samples.t/d: topk is not readable packed integer data",
+    ),
+    "not zlib": (
+        lambda doc: _set(doc, "AAAA", "samples", "t/d", "labels", "zlib_base64"),
+        ": samples.t/d: labels is not readable packed integer data",
+    ),
+    "short bits": (
+        lambda doc: _set(doc, {"top1": "AAAA"}, "samples", "t/d", "correct"),
+        ": samples.t/d: correct.top1 holds 24 bits, fewer than its n = 40 samples",
+    ),
+    "samples not held": (
+        lambda doc: _set(doc, "t/other", "records", 0, "samples"),
+        ": records point at per-sample data ['t/other'] that it does not hold",
+    ),
+    "no selection": (lambda doc: _drop(doc, "selection"), ": 'selection' must be an object with a 'name'"),
+    "data not keyed": (
+        lambda doc: _set(doc, "folder:0123", "data", "t", "d"),
+        ": data.t.d must be an object with a content 'key'",
+    ),
+    "a negative limit": (lambda doc: _set(doc, -3, "data", "t", "d", "limit"), ": data.t.d: limit is -3"),
+    "the old format": (
+        lambda doc: _set(doc, "clipeval-golden", "kind"),
+        " is a golden file of an older clipeval (kind 'clipeval-golden')",
+    ),
+}
+
+
+def _spoil(path: Path, change) -> None:
+    text = path.read_text()
+    try:
+        changed = change(text)
+    except TypeError:  # a change of the parsed JSON
+        doc = json.loads(text)
+        change(doc)
+        changed = json.dumps(doc)
+    path.write_text(changed)
+
+
+@pytest.mark.parametrize("what", MALFORMED)
+def test_a_malformed_golden_file_is_exit_2_naming_the_file_and_field(tmp_path, capsys, what):
+    change, expected = MALFORMED[what]
+    golden = small_pair(tmp_path, n=40, lost=0)
+    _spoil(golden, change)
+    assert check("compare", "--golden", str(golden), str(tmp_path / "cand")) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"{golden}{expected}" in err, err
+
+
+@pytest.mark.parametrize("what", [w for w in MALFORMED if w != "the old format"])
+def test_a_malformed_candidate_is_exit_2_naming_the_file_and_field(tmp_path, capsys, what):
+    change, expected = MALFORMED[what]
+    golden = small_pair(tmp_path, n=40, lost=0)
+    results = tmp_path / "cand" / "results.json"
+    _spoil(results, change)
+    assert check("compare", "--golden", str(golden), str(tmp_path / "cand")) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"{results}{expected}" in err, err
+
+
+def test_a_failed_run_is_neither_a_golden_file_nor_a_candidate(tmp_path, capsys):
+    golden = small_pair(tmp_path, n=40, lost=0)
+    results = tmp_path / "cand" / "results.json"
+    doc = json.loads(results.read_text())
+    doc["failures"] = [{"task": "t", "evaluator": "zero_shot", "type": "RuntimeError", "error": "out of memory"}]
+    results.write_text(json.dumps(doc))
+    assert check("compare", "--golden", str(golden), str(tmp_path / "cand")) == 2
+    assert f"The run at {results} did not finish: t/zero_shot: out of memory" in capsys.readouterr().err
+    assert check("record", str(tmp_path / "cand"), "--out", str(tmp_path / "again.json")) == 2
+    assert "did not finish" in capsys.readouterr().err and not (tmp_path / "again.json").exists()
 
 
 # ---------------------------------------------------------------- 2. which data were scored
@@ -152,9 +252,10 @@ def test_the_run_and_golden_file_record_the_data_and_other_images_under_the_same
     folder_golden, tmp_path, capsys
 ):
     images, overrides, doc, golden = folder_golden
-    (key, content), *more = doc["data"].items()
-    assert not more and key == "test" and content.startswith("folder:")  # the folder's content key
-    assert json.loads(golden.read_text())["data"] == {f"{doc['task']['name']}/test": content}
+    (task, datasets), *more = doc["data"].items()
+    assert not more and task == doc["selection"]["name"] and list(datasets) == ["test"]
+    assert datasets["test"]["key"].startswith("folder:") and datasets["test"]["limit"] is None  # the content key
+    assert json.loads(golden.read_text())["data"] == doc["data"]
     first, second = sorted(p for p in images.iterdir() if p.is_dir())[:2]
     for image in first.iterdir():  # one class's images overwritten with another's, same file names
         shutil.copy(second / image.name, image)
@@ -169,7 +270,7 @@ def test_a_runtime_limit_is_part_of_the_scored_data_and_old_files_without_keys_w
 ):
     images, overrides, doc, golden = folder_golden
     limited = run_in_process([*overrides, "runtime.limit=8"], tmp_path / "limited")
-    assert limited["data"]["test"] == doc["data"]["test"] + "|limit=8"
+    assert limited["data"]["folder"]["test"] == doc["data"]["folder"]["test"] | {"limit": 8}
     assert check("compare", "--golden", str(golden), str(tmp_path / "limited")) == 2
     assert (
         "different set of samples (folder/test: every sample in the golden file, the first 8" in capsys.readouterr().err
@@ -188,9 +289,10 @@ def test_a_runtime_limit_is_part_of_the_scored_data_and_old_files_without_keys_w
 def test_the_store_report_marks_a_failed_run_and_shows_its_notes(tmp_path):
     store = tmp_path / "store"
     store.mkdir()
-    run = {"model": {"name": "m", "fingerprint": "f" * 64}, "task": {"name": "t", "version": "1"},
+    run = {"kind": "clipeval-results", "schema_version": 3, "model": {"name": "m", "fingerprint": "f" * 64},
+           "selection": {"name": "t", "version": "1", "kind": "task", "tasks": {"t": "1"}},
            "created": "2026-01-01T00:00:00+00:00", "clipeval_version": "test",
-           "records": [{"dataset": "d", "metric": "top1", "value": 0.5, "n": 10, "ci": [0.2, 0.8]}],
+           "records": [{"task": "t", "dataset": "d", "metric": "top1", "value": 0.5, "n": 10, "ci": [0.2, 0.8]}],
            "failures": [{"task": "t", "evaluator": "linear_probe", "type": "RuntimeError", "error": "out of memory"}],
            "notes": [{"task": "t", "evaluator": "zero_shot", "message": "3 classes have no test images"}]}  # fmt: skip
     (store / "run.json").write_text(json.dumps(run))

@@ -1,3 +1,3 @@
-from clipeval.check.gate import main
+from clipeval.check.cli import main
 
 main()

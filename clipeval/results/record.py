@@ -101,13 +101,15 @@ class Record:
     empty). ``params``: what distinguishes this record from others of the same task, dataset and
     metric (JSON scalars). ``samples``: the key of its per-sample data in the results document,
     and ``outcome`` the named per-sample outcome there (None: derived from the ranked predictions
-    by the metric's definition).
+    by the metric's definition). ``tolerance``: the drop a regression gate allows, for a
+    published number without per-sample data (a golden file's); ``n`` may then be None when the
+    source does not state its sample count (so there is no interval or paired test to be had).
     """
 
     dataset: str
     metric: str
     value: float
-    n: int
+    n: int | None
     ci: tuple[float, float]
     ci_method: str = "clopper-pearson"
     std: float | None = None
@@ -115,6 +117,7 @@ class Record:
     params: Mapping[str, ParamValue] = field(default_factory=dict)
     samples: str | None = None
     outcome: str | None = None
+    tolerance: float | None = None
 
     @property
     def key(self) -> tuple[str, str, str, tuple[tuple[str, ParamValue], ...]]:
@@ -138,9 +141,10 @@ class Record:
         out: dict[str, Any] = {"task": self.task, "dataset": self.dataset, "metric": self.metric}
         if self.params:
             out["params"] = dict(sorted(self.params.items()))
-        out |= {"value": float(self.value), "n": int(self.n), "ci": [float(self.ci[0]), float(self.ci[1])]}
+        n = None if self.n is None else int(self.n)
+        out |= {"value": float(self.value), "n": n, "ci": [float(self.ci[0]), float(self.ci[1])]}
         out["ci_method"] = self.ci_method
-        for name in ("std", "samples", "outcome"):
+        for name in ("std", "samples", "outcome", "tolerance"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
@@ -163,8 +167,19 @@ class Record:
         ci = data.get("ci")
         if not (isinstance(ci, list | tuple) and len(ci) == 2):
             raise ClipevalError(f"{what}: 'ci' must be a pair [low, high] (got {ci!r}).")
+        for name in ("samples", "outcome"):
+            if data.get(name) is not None and not isinstance(data[name], str):
+                raise ClipevalError(f"{what}: '{name}' must be a string key (got {data[name]!r}).")
+        tolerance = data.get("tolerance")
+        if tolerance is not None and finite(tolerance, f"{what}: tolerance") < 0:
+            raise ClipevalError(f"{what}: tolerance is {tolerance}: a tolerance is an allowed drop, at least 0.")
         n = data.get("n")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        if n is None and tolerance is None:
+            raise ClipevalError(
+                f"{what}: 'n' must be a whole number of samples (got None); only a published number with its own "
+                "'tolerance' may leave it unknown (null)."
+            )
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
             raise ClipevalError(f"{what}: 'n' must be a whole number of samples (got {n!r}).")
         return cls(
             dataset=data["dataset"],
@@ -178,6 +193,7 @@ class Record:
             params=dict(params),
             samples=data.get("samples"),
             outcome=data.get("outcome"),
+            tolerance=None if tolerance is None else float(tolerance),
         )
 
 

@@ -1,0 +1,74 @@
+"""The paired tests of the regression gate, and what they can decide on m discordant samples.
+
+- :func:`mcnemar_exact`: top-1, top-5 and any per-sample right/wrong outcome (an attack's);
+- :func:`paired_permutation_test`: class-weighted metrics (mean per-class recall), swapping each
+  sample's pair of outcomes so that every sample stays in its class;
+- :func:`smallest_p` and :func:`discordant_needed`: the smallest p either test can give with m
+  discordant samples, and the m a decision at a significance level needs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+from scipy.stats import binomtest
+
+PERMUTATION_SEED = 0
+EXACT_UP_TO = 16  # discordant samples; beyond this the permutation test draws random swaps
+
+
+def mcnemar_exact(ref_correct: np.ndarray, cand_correct: np.ndarray) -> tuple[int, int, float]:
+    """(b, c, p) of two [n] bool arrays: b = right before and wrong now, c = the reverse; p of the exact
+    two-sided test (the binomial test of min(b, c) in b + c draws at 1/2; 1 with no discordant sample)."""
+    b = int(np.sum(ref_correct & ~cand_correct))
+    c = int(np.sum(~ref_correct & cand_correct))
+    p = 1.0 if b + c == 0 else float(binomtest(min(b, c), b + c, 0.5).pvalue)
+    return b, c, p
+
+
+def paired_permutation_test(
+    ref: np.ndarray, cand: np.ndarray, weights: np.ndarray, resamples: int = 20000, seed: int = PERMUTATION_SEED
+) -> tuple[float, int, str]:
+    """Two-sided paired permutation (sign-flip) test of T = sum(weights * (cand - ref)).
+
+    ``ref``, ``cand``: [n] per-sample outcomes (0/1 or real); ``weights``: [n]. Under the null
+    hypothesis the two outcomes of a sample are exchangeable, so T* = sum(w * s * (cand - ref))
+    with independent signs s = ±1. Returns (p, discordant samples, "exact" or "random").
+    Exact over all 2**m sign patterns when m <= EXACT_UP_TO; otherwise ``resamples`` draws
+    with ``seed`` and p = (1 + hits) / (1 + resamples): samples with equal |w * d| are pooled,
+    so a draw is one binomial per pool.
+    """
+    contrib = np.asarray(weights, float) * (np.asarray(cand, float) - np.asarray(ref, float))
+    contrib = contrib[contrib != 0]
+    observed = abs(float(contrib.sum()))
+    slack = 1e-9 * max(observed, float(np.abs(contrib).sum()), 1e-300)  # float sums of equal values differ in ulps
+    m = len(contrib)
+    if m == 0:
+        return 1.0, 0, "exact"
+    if m <= EXACT_UP_TO:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=m)))
+        stats = np.abs(signs @ contrib)
+        return float(np.mean(stats >= observed - slack)), m, "exact"
+    values, counts = np.unique(np.abs(contrib), return_counts=True)
+    rng = np.random.default_rng(seed)
+    hits, done = 0, 0
+    while done < resamples:
+        size = min(resamples - done, max(1, 2_000_000 // len(values)))
+        heads = rng.binomial(counts[None, :], 0.5, size=(size, len(values)))
+        stats = np.abs((2 * heads - counts[None, :]) @ values)
+        hits += int(np.sum(stats >= observed - slack))
+        done += size
+    return (1 + hits) / (1 + resamples), m, "random"
+
+
+def smallest_p(discordant: int) -> float:
+    """The smallest two-sided p McNemar's exact test, or the exact paired permutation test, can give with
+    ``discordant`` samples: every one in the same direction, 2 * 0.5**m (1 with none)."""
+    return min(1.0, 2.0 * 0.5**discordant)
+
+
+def discordant_needed(alpha: float) -> int:
+    """The fewest discordant samples whose most extreme split has p < ``alpha``."""
+    return max(1, math.floor(math.log2(2.0 / alpha)) + 1)

@@ -1,0 +1,34 @@
+"""The gate's printed table: one line per golden record, then a summary of what failed."""
+
+from __future__ import annotations
+
+from clipeval.check.compare import Row
+
+
+def format_rows(rows: list[Row]) -> str:
+    """The table of ``rows`` (label, metric, reference, candidate, change, verdict, evidence) and a summary line,
+    then the regressed and inconclusive records by name."""
+    width = max([12, *(len(r.label) for r in rows)])
+    lines = [
+        f"{'record':<{width}} {'metric':<22} {'reference':>9} {'candidate':>9} {'change':>8}  {'verdict':<12} evidence"
+    ]
+    for r in rows:
+        mark = {"regressed": "REGRESSED", "inconclusive": "INCONCLUSIVE"}.get(r.verdict, r.verdict)
+        lines.append(
+            f"{r.label:<{width}} {r.metric:<22} {r.reference:9.4f} {r.candidate:9.4f} "
+            f"{r.candidate - r.reference:+8.4f}  {mark:<12} {r.evidence}"
+        )
+    bad = [r for r in rows if r.verdict == "regressed"]
+    unsure = [r for r in rows if r.verdict == "inconclusive"]
+    lines.append(
+        f"{len(rows)} checked: {len(bad)} regressed, {len(unsure)} inconclusive, "
+        f"{sum(r.verdict == 'improved' for r in rows)} improved."
+    )
+    if bad:
+        lines.append("Regressed: " + ", ".join(f"{r.label} {r.metric}" for r in bad))
+    if unsure:
+        lines.append(
+            "Inconclusive (a drop on too few samples to decide; evaluate more data): "
+            + ", ".join(f"{r.label} {r.metric}" for r in unsure)
+        )
+    return "\n".join(lines)
