@@ -27,7 +27,7 @@ def record_rows(records: Sequence[Record]) -> list[list[str]]:
     """Rows of :data:`HEAD` for pages: values in percent, percentage points or counts by the metric's unit."""
     return [
         [r.label, r.metric, _page_value(r, r.value), f"[{_page_value(r, r.ci[0])}, {_page_value(r, r.ci[1])}]",
-         str(r.n)]
+         "?" if r.n is None else str(r.n)]
         for r in records
     ]  # fmt: skip
 
@@ -39,5 +39,6 @@ def format_records(title: str, records: Sequence[Record]) -> str:
     for r in records:
         lo, hi = r.ci
         spread = f"  sd {r.std:.4f}" if r.std is not None else ""
-        lines.append(f"{r.label:<{width}} {r.metric:<22} {r.value:>7.4f}  [{lo:.4f}, {hi:.4f}] {r.n:>7}{spread}")
+        n = "?" if r.n is None else r.n  # a published number whose sample count is not stated
+        lines.append(f"{r.label:<{width}} {r.metric:<22} {r.value:>7.4f}  [{lo:.4f}, {hi:.4f}] {n:>7}{spread}")
     return "\n".join(lines)
