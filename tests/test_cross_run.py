@@ -258,6 +258,21 @@ def test_runs_with_different_settings_or_baselines_are_refused_with_the_groups_n
     assert f"'{BASELINE_LABEL}': " in err and "'another table': CLIP [refit]" in err
     report_main(["figure", "--store", str(folder), "--task", "digits*", "--out", str(tmp_path / "digits")])
     assert (tmp_path / "digits" / "cross_run.png").is_file() and not (tmp_path / "digits" / "steps.png").exists()
+    # re-fitted against one table, the same runs share one supervised line
+    points, average = baseline_points(seed=2)
+    table = pd.DataFrame({"val": 100 * average["id"]}, index=average.index)
+    shifts = []
+    for name, frame in points.items():
+        table[f"{name}_x"], table[name] = 100 * frame["id"], 100 * frame["shift"]
+        shifts += ["--shift", f"{name}={name}_x:{name}"]
+    table.reset_index().to_csv(tmp_path / "table.csv", index=False)
+    report_main(["figure", "--store", str(folder), "--task", "natural_shifts", "--table", str(tmp_path / "table.csv"),
+                 *shifts, "--label", "one table", "--out", str(tmp_path / "refit")])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "against one table:" in printed and "CLIP [refit]" in printed and "ViT-B-32 @ step 1000" in printed
+    with pytest.raises(SystemExit) as info:
+        report_main(["figure", "--store", str(folder), "--shift", "a=b:c"])
+    assert info.value.code == 2 and "need --table" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- selection

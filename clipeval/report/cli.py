@@ -56,6 +56,35 @@ def _selector(args: argparse.Namespace) -> Selector:
     return Selector(model=args.model, task=args.task, tag=args.tag, glob=args.glob)
 
 
+def _baseline_options(p: argparse.ArgumentParser, required: bool) -> None:
+    what = "re-fit against" if required else "re-fit every selected run against (default: their stored baselines)"
+    group = p.add_argument_group(f"baselines to {what}")
+    group.add_argument("--table", required=required, type=Path, help="baselines' accuracies: wide or long CSV")
+    group.add_argument("--model-types", type=Path, help="model,model_type CSV: keep STANDARD models only")
+    group.add_argument("--protocol", type=Path, help="YAML as conf/baselines/testbed.yaml (the default protocol)")
+    group.add_argument(
+        "--shift",
+        action="append",
+        default=[],
+        metavar="NAME=X:Y[:MIN_X]",
+        help="fit the run's shift NAME on table columns X (baselines' in-distribution) and Y (shift),\n"
+        "models with X >= MIN_X (a fraction); repeat per shift; replaces the protocol's shifts",
+    )
+    group.add_argument("--in-distribution", help="the table's column the average over shifts uses (default val)")
+    group.add_argument("--label", help="how the report names these baselines")
+
+
+def _baselines(args: argparse.Namespace):
+    """The table baselines the options describe (None: no --table)."""
+    from clipeval.report.refit import table_baselines
+
+    if args.table is None:
+        if args.shift or args.protocol or args.model_types or args.in_distribution or args.label:
+            raise ClipevalError("--shift, --protocol, --model-types, --in-distribution and --label need --table.")
+        return None
+    return table_baselines(args.table, args.model_types, args.protocol, args.shift, args.label, args.in_distribution)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clipeval report", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
@@ -75,25 +104,16 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="YAML mapping the table's columns to the suite's shifts (default conf/published/openclip.yaml)",
     )
-    figure.add_argument("--out", type=Path, default=Path("reports/out"))
+    _baseline_options(figure, required=False)
+    figure.add_argument(
+        "--out", type=Path, default=Path("reports/out"), help="folder for cross_run.<format>, steps.<format>"
+    )
     figure.add_argument("--format", default="png", choices=["png", "pdf", "svg"])
 
     refit = sub.add_parser("refit", help="a stored run's effective robustness against another baseline table")
     refit.add_argument("run", type=Path, help="a run directory, its results.json, or a store entry (or its name)")
     _store_option(refit)
-    refit.add_argument("--table", required=True, type=Path, help="baselines' accuracies: wide or long CSV")
-    refit.add_argument("--model-types", type=Path, help="model,model_type CSV: keep STANDARD models only")
-    refit.add_argument("--protocol", type=Path, help="YAML as conf/baselines/testbed.yaml (the default protocol)")
-    refit.add_argument(
-        "--shift",
-        action="append",
-        default=[],
-        metavar="NAME=X:Y[:MIN_X]",
-        help="fit the run's shift NAME on table columns X (baselines' in-distribution) and Y (shift),\n"
-        "models with X >= MIN_X (a fraction); repeat per shift; replaces the protocol's shifts",
-    )
-    refit.add_argument("--in-distribution", help="the table's column the average over shifts uses (default val)")
-    refit.add_argument("--label", help="how the report names these baselines")
+    _baseline_options(refit, required=True)
     refit.add_argument("--out", type=Path, default=Path("reports/out"))
 
     for name in ("testbed", "figure13"):
@@ -137,7 +157,7 @@ def _figure(args: argparse.Namespace) -> None:
     if args.published_map is not None and args.published is None:
         raise ClipevalError("--published-map maps a published table: give the table too (--published FILE).")
     reference = load_reference(args.published, args.published_map) if args.published is not None else None
-    cross = collect_runs(select_runs(args.store, _selector(args)))
+    cross = collect_runs(select_runs(args.store, _selector(args)), _baselines(args))
     print(cross_run_table(cross))
     print("figure:", save(cross_run_figure(cross, reference), args.out / f"cross_run.{args.format}"))
     stepped = [r for r in cross.runs if r.step is not None]
@@ -149,24 +169,22 @@ def _figure(args: argparse.Namespace) -> None:
 
 def _refit(args: argparse.Namespace) -> None:
     from clipeval.report.figures import average_panel, paired_bars, scatter_grid
-    from clipeval.report.refit import refit, table_baselines
+    from clipeval.report.refit import refit
     from clipeval.results.store import ResultsDocument
 
     path = args.run
     if not path.exists() and (args.store / path).is_file():
         path = args.store / path
     doc = ResultsDocument.load(path)
-    baselines = table_baselines(args.table, args.model_types, args.protocol, args.shift, args.label,
-                                args.in_distribution)  # fmt: skip
-    report = refit(doc, baselines)
+    report = refit(doc, _baselines(args))
     model = doc.model["name"]
     title = f"{doc.selection['name']} (v{doc.selection.get('version')}) re-fitted"
     print(format_report(report, model, title))
-    out = args.out
-    print("figure:", scatter_grid(report, model, out / f"effective_robustness_refit_{model}.png"))
-    print("figure:", paired_bars(report, model, out / f"effective_robustness_bars_refit_{model}.png"))
+    out, name = args.out, "".join(c if c.isalnum() or c in "._-" else "-" for c in model)  # a model may be org/name
+    print("figure:", scatter_grid(report, model, out / f"effective_robustness_refit_{name}.png"))
+    print("figure:", paired_bars(report, model, out / f"effective_robustness_bars_refit_{name}.png"))
     if report.average is not None:
-        print("figure:", average_panel(report, model, out / f"average_over_shifts_refit_{model}.png"))
+        print("figure:", average_panel(report, model, out / f"average_over_shifts_refit_{name}.png"))
 
 
 def _testbed(args: argparse.Namespace) -> None:

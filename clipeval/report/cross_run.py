@@ -36,8 +36,9 @@ from omegaconf import OmegaConf
 
 from clipeval.config.paths import conf_dir
 from clipeval.errors import ClipevalError
-from clipeval.report.figures import LIMIT, logit_axes, plt
-from clipeval.report.logit_fit import LogitFit, band, fit_baselines, inverse_logit, logit
+from clipeval.report.figures import logit_axes, logit_limits, plt
+from clipeval.report.logit_fit import LogitFit, band, fit_baselines
+from clipeval.report.refit import refit_spec
 from clipeval.report.robustness import RobustnessReport, RobustnessSpec, build_report
 from clipeval.report.run_summary import robustness_spec, run_label
 from clipeval.report.tables import text_table
@@ -183,12 +184,13 @@ class CrossRun:
         return self.runs[0].report
 
 
-def collect_runs(docs: Sequence[ResultsDocument]) -> CrossRun:
+def collect_runs(docs: Sequence[ResultsDocument], baselines: Any = None) -> CrossRun:
     """The runs' reports, checked to share settings and baselines.
 
-    Runs without robustness settings (a single task, or a failed suite) are left out with a warning.
-    Raises ClipevalError when none is left, or when the runs have different shifts or baselines
-    (one figure has one supervised line), naming the groups.
+    ``baselines``: a provider (a table: :func:`clipeval.report.refit.table_baselines`) every run is re-fitted
+    against; None: each run's stored baseline points. Runs without robustness settings (a single task, or a
+    failed suite) are left out with a warning. Raises ClipevalError when none is left, or when the runs have
+    different shifts or baselines (one figure has one supervised line), naming the groups.
     """
     runs, skipped, specs = [], [], []
     for doc in docs:
@@ -199,6 +201,8 @@ def collect_runs(docs: Sequence[ResultsDocument]) -> CrossRun:
             why = "failed" if doc.failures or doc.raw.get("effective_robustness_error") else "not a suite"
             skipped.append(f"{_where(doc)} ({why})")
             continue
+        if baselines is not None:
+            spec = refit_spec(spec, baselines)
         runs.append(Run(run_label(doc), doc, build_report(spec, doc.records)))
         specs.append(spec)
     for line in skipped:
@@ -256,7 +260,7 @@ def _same_baselines(runs: list[Run], specs: list[RobustnessSpec]) -> None:
         raise ClipevalError(
             "The selected runs were fitted against different baselines, and one figure has one supervised line: "
             f"{_groups(runs, keys, lambda k: repr(k[0]))}. Select runs with the same baselines (--task, --tag, "
-            "--glob), or re-fit them against one table first (clipeval report refit)."
+            "--glob), or re-fit them all against one table (--table TABLE with --shift or --protocol)."
         )
 
 
@@ -277,9 +281,7 @@ def _style(i: int) -> dict[str, Any]:
 
 
 def _limits(*arrays: Any) -> tuple[float, float]:
-    values = np.concatenate([np.asarray(a, float).ravel() for a in arrays])
-    z = logit(np.clip(values[np.isfinite(values)], *LIMIT))
-    return float(max(LIMIT[0], inverse_logit(z.min() - 0.5))), float(min(LIMIT[1], inverse_logit(z.max() + 0.5)))
+    return logit_limits(np.concatenate([np.asarray(a, float).ravel() for a in arrays]), margin=0.5)
 
 
 def _panel_limits(own: list[Any], ref: pd.DataFrame | None) -> tuple[float, float]:

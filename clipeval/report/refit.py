@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from clipeval.config.paths import conf_dir
 from clipeval.errors import ClipevalError
 from clipeval.report.baselines import TableBaselines
-from clipeval.report.robustness import RobustnessReport, build_report
+from clipeval.report.robustness import RobustnessReport, RobustnessSpec, build_report
 from clipeval.report.run_summary import robustness_spec
 from clipeval.results.store import ResultsDocument
 
@@ -109,6 +109,11 @@ def refit(doc: ResultsDocument, baselines: Any) -> RobustnessReport:
     if spec is None:
         why = "it failed" if doc.failures or doc.raw.get("effective_robustness_error") else "it is not a suite's run"
         raise ClipevalError(f"{doc.where} has no effective-robustness settings to re-fit ({why}).")
+    return build_report(refit_spec(spec, baselines), doc.records)
+
+
+def refit_spec(spec: RobustnessSpec, baselines: Any) -> RobustnessSpec:
+    """``spec``'s settings against ``baselines``' points; ClipevalError when they lack one of its shifts."""
     needed = sorted(spec.shifts)
     have = sorted(getattr(baselines, "shifts", {}) or {})
     if have and set(needed) - set(have):
@@ -116,4 +121,4 @@ def refit(doc: ResultsDocument, baselines: Any) -> RobustnessReport:
             f"The run's shifts are {needed}; the baselines define {have}. Map each of the run's shifts to two "
             "columns of the table with --shift NAME=X:Y[:MIN_X] (or a --protocol YAML)."
         )
-    return build_report(spec.with_baselines(baselines), doc.records)
+    return spec.with_baselines(baselines)
