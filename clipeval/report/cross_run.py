@@ -302,7 +302,7 @@ def _out_of_view(ax, ref: pd.DataFrame, limits: tuple[float, float], label: str)
     if outside:
         ax.text(0.98, 0.02, f"{outside} of the {len(ref)} points of {label} outside the axes", transform=ax.transAxes,
                 ha="right", va="bottom", fontsize=6.5, color=REFERENCE_COLOR, gid="out-of-view",
-        bbox={"facecolor": "white", "alpha": 0.85, "lw": 0, "pad": 1.0})  # fmt: skip
+                bbox={"facecolor": "white", "alpha": 0.85, "lw": 0, "pad": 1.0})  # fmt: skip
 
 
 def _line(ax, points: pd.DataFrame, fit: LogitFit, fits: np.ndarray | None, grid: np.ndarray, color: str,
