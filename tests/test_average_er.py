@@ -16,7 +16,9 @@ from clipeval.report.baselines import TableBaselines
 from clipeval.report.cli import main as report_main
 from clipeval.report.figures import average_panel_figure, scatter_grid_figure
 from clipeval.report.pages import run_section
-from clipeval.report.robustness import format_report
+from clipeval.report.robustness import RobustnessSpec, ShiftSpec, build_report, format_report
+from clipeval.results.record import Record
+from clipeval.results.store import KIND, SCHEMA_VERSION, ResultsDocument
 
 MODEL = "vit_b_32_clip_zeroshot"
 # the shift columns of conf/baselines/testbed.yaml, restated; the x of the average is ImageNet val
@@ -86,11 +88,13 @@ def test_table_figures_json_records_and_store_report_show_the_same_number(report
     records = {r.dataset: r for r in report.records()}
     assert records["average_over_shifts"].value == er
     assert records["mean_of_per_shift_er"].value == report.mean_of_shift_effective_robustness[0]
-    run = {"model": {"name": MODEL, "fingerprint": "x" * 12}, "task": {"name": "t", "version": 1},
-           "created": "now", "clipeval_version": "test", "records": [r.to_json() for r in report.records()],
-           "effective_robustness": doc}  # fmt: skip
-    rows = {row[0]: row for row in run_section(run).tables[1][1]}
-    assert rows["average over shifts"][4] == shown and rows["mean of per-shift ER"][4] == mean_shown
+    baselines = reporting.testbed_baselines(str(TESTBED / "robustness_top1s.csv"), str(TESTBED / "model_types.csv"))
+    sizes = json.loads((TESTBED / "eval_setting_sizes.json").read_text())
+    spec, model_records = reporting.testbed_inputs(baselines, MODEL, sizes)
+    stored = document(MODEL, [*model_records, *(r.with_task("t") for r in report.records())], spec)
+    head, rows = run_section(stored).tables[1]  # the store report recomputes it from the stored records
+    rows, er_column = {row[0]: row for row in rows}, head.index("ER (pp)")
+    assert rows["average over shifts"][er_column] == shown and rows["mean of per-shift ER"][er_column] == mean_shown
 
 
 @needs_testbed
@@ -128,10 +132,47 @@ def test_the_baselines_average_covers_exactly_the_reports_shifts(tmp_path):
         base.average_points({"in_distribution": [], "s9": []})
 
 
-def test_a_stored_run_of_the_old_format_shows_its_number_as_the_mean_of_per_shift_values():
-    run = {"model": {"name": "m", "fingerprint": "x" * 12}, "task": {"name": "t", "version": 1}, "created": "now",
-           "clipeval_version": "old", "records": [],
-           "effective_robustness": {"baselines": "b", "shifts": [], "average_effective_robustness": 0.24,
-                                    "average_effective_robustness_ci": [0.22, 0.26]}}  # fmt: skip
-    rows = run_section(run).tables[1][1]
-    assert rows == [["mean of per-shift ER", "", "", "", "+24.0", "[+22.0, +26.0]"]]
+def test_without_an_average_the_page_shows_only_the_mean_of_per_shift_values_under_that_name(tmp_path, caplog):
+    """Baselines that give no average over shifts: the one summary number is the mean of the per-shift values,
+    labelled so, never as the average. A document of an older clipeval (no kind) is skipped with a warning."""
+    base = pd.DataFrame(
+        {"id": [0.6, 0.7, 0.8], "shift": [0.3, 0.4, 0.5]}, index=pd.Index(["a", "b", "c"], name="model")
+    )
+    spec = RobustnessSpec([("t", "id")], {"s": ShiftSpec([("t", "s")])}, "b", {"s": base}, None)
+    records = [
+        Record("id", "top1", 0.75, 400, (0.7, 0.8), task="t"),
+        Record("s", "top1", 0.69, 400, (0.64, 0.74), task="t"),
+    ]
+    rows = run_section(document("m", records, spec)).tables[1][1]
+    report = build_report(spec, records)
+    (er, (lo, hi)) = report.mean_of_shift_effective_robustness
+    assert rows[-1] == [
+        "mean of per-shift ER",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        f"{100 * er:+.1f}",
+        f"[{100 * lo:+.1f}, {100 * hi:+.1f}]",
+    ]
+    assert er == pytest.approx(report.shifts[0].effective_robustness) and er > 0.2
+    assert not any(row[0] == "average over shifts" for row in rows)
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "old.json").write_text(json.dumps({"model": {"name": "m"}, "task": {"name": "t"}, "records": [],
+                                                "effective_robustness": {"average_effective_robustness": 0.24}}))  # fmt: skip
+    (store / "new.json").write_text(json.dumps(document("m", records, spec).raw))
+    with caplog.at_level("WARNING"):
+        report_main(["store", "--store", str(store), "--out", str(tmp_path / "out")])
+    assert "Skipped old.json" in caplog.text and "not a clipeval results document" in caplog.text
+    assert "| mean of per-shift ER |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def document(model: str, records, spec) -> ResultsDocument:
+    """A stored suite run: its records and robustness settings (schema 3), as a run writes it."""
+    return ResultsDocument.parse({
+        "kind": KIND, "schema_version": SCHEMA_VERSION, "model": {"name": model, "fingerprint": "x" * 64},
+        "selection": {"name": "t", "version": 1, "kind": "suite", "tasks": {"t": 1}}, "created": "now",
+        "clipeval_version": "test", "records": [r.to_json() for r in records], "robustness": spec.to_json()})  # fmt: skip

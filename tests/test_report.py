@@ -164,18 +164,27 @@ def test_model_types_from_the_testbeds_python_file(tmp_path):
     assert read_model_types(tmp_path / "model_types.py").to_dict() == {"resnet50": "STANDARD", "clip": "MORE_DATA"}
 
 
-def test_store_report_collects_runs_into_markdown_and_html(tmp_path):
+def test_store_report_collects_runs_into_markdown_and_html(tmp_path, caplog):
+    import shutil
+
     from conftest import run_in_process
 
     run_in_process([], tmp_path / "run")  # the embedded suite, with its figures
-    report_main(["store", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out")])
+    figures = sorted(p.name for p in (tmp_path / "run").glob("*.png"))
+    shutil.rmtree(tmp_path / "run")  # the report reads only the store: figures are drawn again from the document
+    (tmp_path / "store" / "broken.json").write_text("{not json")
+    with caplog.at_level("WARNING"):
+        report_main(["store", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out")])
+    assert "Skipped broken.json" in caplog.text  # a bad entry is skipped with a warning, the rest reported
     md = (tmp_path / "out" / "report.md").read_text()
     page = (tmp_path / "out" / "report.html").read_text()
     assert "## digits_shifts (v1) · tiny_digits" in md
     assert "| digits/test | top1 |" in md and "| average over shifts |" in md and "| mean of per-shift ER |" in md
-    assert "| digits_probe/few-shot:test | k_matching_zero_shot | 1.00 |" in md  # a count, not 100%
-    assert "](../run/effective_robustness.png)" in md  # links relative to the report
-    figures = sorted(p.name for p in (tmp_path / "run").glob("*.png"))
+    assert "| digits_probe/test probe=few-shot train=train | k_matching_zero_shot | 1.00 |" in md  # a count, not %
+    entry = next((tmp_path / "store").glob("*digits_shifts*.json")).stem
+    assert f"](figures/{entry}/effective_robustness.png)" in md  # links relative to the report
+    drawn = sorted(p.name for p in (tmp_path / "out" / "figures" / entry).glob("*.png"))
     assert "few_shot.png" in figures and "effective_robustness.png" in figures
+    assert drawn == figures  # the same figures the run drew, derived from the stored document
     assert md.count("![") == len(figures)
     assert page.count("data:image/png;base64,") == len(figures) and "<td>digits/test</td>" in page

@@ -113,6 +113,12 @@ class TableBaselines:
         unknown = [n for n in names if n not in self.shifts]
         if unknown:
             raise ClipevalError(f"The baselines have no shift(s) {unknown} (they have {sorted(self.shifts)}).")
+        absent = [c for c in (self.in_distribution, *(self.shifts[n]["y"] for n in names)) if c not in self.table]
+        if absent:
+            raise ClipevalError(
+                f"Baseline table has no column(s) {absent} (for the average over shifts; its in-distribution "
+                f"column is '{self.in_distribution}')."
+            )
         rows = self.table.loc[self.models()]
         shift = rows[[self.shifts[n]["y"] for n in names]].mean(axis=1, skipna=False)
         return pd.DataFrame({"id": rows[self.in_distribution], "shift": shift}).dropna()

@@ -22,10 +22,11 @@ TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.
 MODEL_COLOR = "tab:red"
 
 
-def _limits(values: np.ndarray) -> tuple[float, float]:
-    """The data's range on the logit scale, widened by a margin."""
+def logit_limits(values: np.ndarray, margin: float = 0.6) -> tuple[float, float]:
+    """The values' range on the logit scale, widened by ``margin`` logit units, within :data:`LIMIT`."""
     z = logit(np.clip(np.asarray(values, float), *LIMIT))
-    return float(max(LIMIT[0], inverse_logit(z.min() - 0.6))), float(min(LIMIT[1], inverse_logit(z.max() + 0.6)))
+    z = z[np.isfinite(z)]
+    return float(max(LIMIT[0], inverse_logit(z.min() - margin))), float(min(LIMIT[1], inverse_logit(z.max() + margin)))
 
 
 @FuncFormatter
@@ -54,7 +55,7 @@ def logit_axes(ax, limits: tuple[float, float]) -> None:
 def shift_panel(ax, result: ShiftResult, model: str) -> None:
     base = result.baselines
     ident, shift = result.in_distribution, result.shift
-    limits = _limits(np.concatenate([base["id"], base["shift"], [*ident.ci, *shift.ci]]))
+    limits = logit_limits(np.concatenate([base["id"], base["shift"], [*ident.ci, *shift.ci]]))
     grid = np.linspace(*limits, 200)
     lo, hi = band(result.fits, grid)
     ax.fill_between(grid, lo, hi, color="0.5", alpha=0.2, lw=0, label="fit, 95% bootstrap band", zorder=1)
@@ -151,7 +152,7 @@ def average_panel_figure(report: RobustnessReport, model: str):
         raise ValueError("these baselines give no average over shifts")
     fig, ax = plt.subplots(figsize=(5.6, 4.8))
     (x_lo, x_hi), (y_lo, y_hi) = avg.in_distribution.ci, avg.mean_top1_ci
-    limits = _limits(np.concatenate([avg.baselines["id"], avg.baselines["shift"], [x_lo, x_hi, y_lo, y_hi]]))
+    limits = logit_limits(np.concatenate([avg.baselines["id"], avg.baselines["shift"], [x_lo, x_hi, y_lo, y_hi]]))
     grid = np.linspace(*limits, 200)
     lo, hi = band(avg.fits, grid)
     ax.fill_between(grid, lo, hi, color="0.5", alpha=0.2, lw=0, label="fit, 95% bootstrap band", zorder=1)

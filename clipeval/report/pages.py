@@ -1,7 +1,12 @@
-"""A report of every run in the results store, as Markdown and as one self-contained HTML file.
+"""A report of stored runs, as Markdown and as one self-contained HTML file, from results documents alone.
 
-Both are written from the same blocks (headings, tables, figures), so they always agree;
-the HTML embeds the run's figures as data URIs, so it can be mailed or attached to a CI job.
+Each run's section is computed from its document (clipeval.results.store.ResultsDocument): the
+records table and the effective-robustness table (:mod:`clipeval.report.tables`), recomputed
+from the records and the stored baseline points, and the run's figures, drawn again from the
+document into the report's folder (``figures/<store entry>/``). Nothing is read from a run
+directory, so a store copied to another machine reports the same. Both files are written from
+the same blocks, so they always agree; the HTML embeds the figures as data URIs, so it can be
+mailed or attached to a CI job.
 """
 
 from __future__ import annotations
@@ -9,104 +14,65 @@ from __future__ import annotations
 import base64
 import html
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from clipeval.atomic import atomic_write
-from clipeval.results.store import load_store
+from clipeval.report.run_summary import draw_run_figures, robustness_report, run_label
+from clipeval.report.tables import HEAD, ROBUSTNESS_HEAD, record_rows, robustness_rows
+from clipeval.results.store import ResultsDocument, Selector
+
+Table = tuple[list[str], list[list[str]]]
 
 
 @dataclass
 class Section:
     title: str
     lines: list[str] = field(default_factory=list)
-    tables: list[tuple[list[str], list[list[str]]]] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
 
 
-NOT_FRACTIONS = {"k_matching_zero_shot"}  # metrics whose value is a count, not a proportion
-
-
-def _pct(value: float) -> str:
-    return f"{100 * value:.2f}"
-
-
-def _value(metric: str, value: float) -> str:
-    return f"{value:.2f}" if metric in NOT_FRACTIONS else _pct(value)
-
-
-def run_section(run: dict[str, Any]) -> Section:
-    model, task = run["model"], run["task"]
-    failed = " · INCOMPLETE (failed)" if run.get("failures") else ""
-    section = Section(f"{task['name']} (v{task['version']}) · {model['name']}{failed}")
+def run_section(doc: ResultsDocument, figures: Path | None = None) -> Section:
+    """The section of one stored run; its figures are drawn into the folder ``figures`` (None: no figures)."""
+    failed = " · INCOMPLETE (failed)" if doc.failures else ""
+    selection = doc.selection
+    section = Section(f"{selection['name']} (v{selection.get('version')}) · {run_label(doc)}{failed}")
+    raw = doc.raw
     section.lines.append(
-        f"model fingerprint `{model['fingerprint'][:12]}` · created {run['created']} · clipeval {run['clipeval_version']}"
-        + (f" · git {run['git_sha'][:10]}" if run.get("git_sha") else "")
+        f"model fingerprint `{str(doc.model.get('fingerprint', ''))[:12]}` · created {doc.created} · "
+        f"clipeval {raw.get('clipeval_version')}"
+        + (f" · git {str(raw['git_sha'])[:10]}" if raw.get("git_sha") else "")
+        + (f" · store entry {doc.path.name}" if doc.path else "")
     )
-    section.lines += _incomplete_lines(run)
-    rows = [
-        [
-            r["dataset"],
-            r["metric"],
-            _value(r["metric"], r["value"]),
-            f"[{_value(r['metric'], r['ci'][0])}, {_value(r['metric'], r['ci'][1])}]",
-            str(r["n"]),
-        ]
-        for r in run["records"]
-        if r["metric"] != "effective_robustness"
-    ]
-    section.tables.append((["dataset", "metric", "value (% unless a count)", "95% interval", "n"], rows))
-    er = run.get("effective_robustness")
-    if er:
-        section.lines.append(f"Effective robustness against {er['baselines']} (percentage points):")
-        er_rows = [
-            [s["shift"], _pct(s["top1"]), _pct(s["in_distribution"]["top1"]), _pct(s["baseline_prediction"]),
-             f"{100 * s['effective_robustness']:+.1f}",
-             f"[{100 * s['effective_robustness_ci'][0]:+.1f}, {100 * s['effective_robustness_ci'][1]:+.1f}]"]
-            for s in er["shifts"]
-        ]  # fmt: skip
-        er_rows += _average_rows(er)
-        section.tables.append(
-            (["shift", "top-1 (%)", "ID top-1 (%)", "baseline fit (%)", "ER (pp)", "95% interval"], er_rows)
+    section.lines += _incomplete_lines(doc)
+    rows = record_rows([r for r in doc.records if r.metric != "effective_robustness"])
+    section.tables.append((HEAD, rows))
+    report = robustness_report(doc)
+    if report is not None:
+        section.lines.append(
+            f"Effective robustness against {report.baselines_label}, recomputed from the stored records and "
+            "baseline points (accuracies in %, effective robustness in percentage points):"
         )
-    run_dir = Path(run.get("run_dir", ""))
-    if run.get("run_dir") and run_dir.is_dir():
-        section.figures = sorted(run_dir.glob("*.png"))
+        section.tables.append((ROBUSTNESS_HEAD, robustness_rows(report)))
+    if figures is not None:
+        section.figures = draw_run_figures(doc, figures, report=report)
     return section
 
 
-def _incomplete_lines(run: dict[str, Any]) -> list[str]:
+def _incomplete_lines(doc: ResultsDocument) -> list[str]:
     """A failed run's failures (its records are incomplete: the tasks after the failure were not run), the
     robustness table that was not computed, and the notes (what an evaluator left out, and why)."""
     lines = [
         f"Incomplete: evaluator {f.get('evaluator')} of task {f.get('task')} failed "
         f"({f.get('type', 'error')}): {f.get('error')}. The records below are those finished before it."
-        for f in run.get("failures") or []
+        for f in doc.failures
     ]
-    if run.get("effective_robustness_error"):
-        lines.append(f"Effective robustness: {run['effective_robustness_error']}")
-    lines += [f"Note: {n.get('task')}/{n.get('evaluator')}: {n.get('message')}" for n in run.get("notes") or []]
+    if doc.raw.get("effective_robustness_error"):
+        lines.append(f"Effective robustness: {doc.raw['effective_robustness_error']}")
+    lines += [f"Note: {n.get('task')}/{n.get('evaluator')}: {n.get('message')}" for n in doc.raw.get("notes") or []]
     return lines
-
-
-def _average_rows(er: dict[str, Any]) -> list[list[str]]:
-    """The headline "average over shifts" (CLIP paper Figure 13) and the mean of the per-shift values.
-
-    Runs stored before the headline existed hold only ``average_effective_robustness``: that was the
-    mean of the per-shift values, and is shown under that name.
-    """
-    ci = lambda lo, hi: f"[{100 * lo:+.1f}, {100 * hi:+.1f}]"  # noqa: E731
-    rows = []
-    avg = er.get("average_over_shifts")
-    if avg is not None and "effective_robustness" in avg:
-        rows.append(["average over shifts", _pct(avg["top1"]), _pct(avg["in_distribution"]["top1"]),
-                     _pct(avg["baseline_prediction"]), f"{100 * avg['effective_robustness']:+.1f}",
-                     ci(*avg["effective_robustness_ci"])])  # fmt: skip
-    mean = er.get("mean_of_per_shift_effective_robustness", er.get("average_effective_robustness"))
-    lo, hi = er.get("mean_of_per_shift_effective_robustness_ci", er.get("average_effective_robustness_ci"))
-    rows.append(["mean of per-shift ER", "", "", "", f"{100 * mean:+.1f}", ci(lo, hi)])
-    return rows
 
 
 def to_markdown(title: str, sections: list[Section], here: Path | None = None) -> str:
@@ -118,7 +84,7 @@ def to_markdown(title: str, sections: list[Section], here: Path | None = None) -
             out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             out += ["| " + " | ".join(row) + " |" for row in rows]
             out.append("")
-        out += [f"![{f.stem}]({os.path.relpath(f, here) if here else f})" for f in s.figures] + [""]
+        out += [f"![{f.stem}]({Path(os.path.relpath(f, here)).as_posix() if here else f})" for f in s.figures] + [""]
     return "\n".join(out)
 
 
@@ -144,11 +110,26 @@ def to_html(title: str, sections: list[Section]) -> str:
     return "\n".join(out)
 
 
-def write_store_report(store: Path, out: Path) -> tuple[Path, Path]:
-    runs = load_store(store)
-    sections = [run_section(run) for run in reversed(runs)]  # newest first
-    title = f"clipeval results: {len(runs)} run(s) in {store}"
+def write_pages(title: str, runs: Sequence[ResultsDocument], out: Path) -> tuple[Path, Path]:
+    """``report.md`` and ``report.html`` of ``runs`` (newest first) in ``out``, figures under ``out/figures``."""
     out = Path(out).resolve()
+    sections = [run_section(doc, out / "figures" / _entry(doc, i)) for i, doc in enumerate(reversed(runs))]
     md = atomic_write(out / "report.md", lambda f: f.write(to_markdown(title, sections, out).encode()))
-    page = atomic_write(Path(out) / "report.html", lambda f: f.write(to_html(title, sections).encode()))
+    page = atomic_write(out / "report.html", lambda f: f.write(to_html(title, sections).encode()))
     return md, page
+
+
+def _entry(doc: ResultsDocument, index: int) -> str:
+    """A folder name unique to the run: its store entry's name, else its position."""
+    return doc.path.stem if doc.path is not None else f"run{index:03d}"
+
+
+def write_store_report(store: Path, out: Path, selector: Selector | None = None) -> tuple[Path, Path]:
+    """The report of the store's runs (those ``selector`` selects); unreadable entries are skipped with a warning.
+
+    Raises ClipevalError when there is no store, or when no run is selected."""
+    from clipeval.report.selection import select_runs
+
+    runs = select_runs(store, selector or Selector())
+    what = "" if selector is None or selector == Selector() else f" selected by {selector.describe()}"
+    return write_pages(f"clipeval results: {len(runs)} run(s) in {store}{what}", runs, out)

@@ -330,10 +330,10 @@ def zero_shot_top1(records: list[Record]) -> dict[DatasetRef, Record]:
 
 
 def _setting(name: str, refs: list[DatasetRef], top1: dict[DatasetRef, Record]) -> Setting:
-    absent = [f"{t}/{d}" for t, d in refs if (t, d) not in top1]
+    absent = [f"{t}/{d}" if t else d for t, d in refs if (t, d) not in top1]
     if absent:
         raise ClipevalError(f"Setting '{name}' needs top-1 on {absent}, which the run did not produce (data absent?).")
-    return Setting(name, [f"{t}/{d}" for t, d in refs], sum(round(top1[r].value * top1[r].n) for r in refs),
+    return Setting(name, [f"{t}/{d}" if t else d for t, d in refs], sum(round(top1[r].value * top1[r].n) for r in refs),
                    sum(top1[r].n for r in refs))  # fmt: skip
 
 
@@ -363,39 +363,7 @@ def build_report(spec: RobustnessSpec, records: list[Record]) -> RobustnessRepor
 
 
 def format_report(report: RobustnessReport, model: str, title: str) -> str:
-    pct = lambda v: f"{100 * v:+.1f}"  # noqa: E731
-    head = f"{title} · {model} · baselines: {report.baselines_label}"
-    lines = [
-        head,
-        f"{'setting':<20} {'top-1':>6}  {'95% interval':<16} {'n':>6}  {'ID top-1':>8}  {'baseline fit':>20}  {'eff. robustness (pp)':>22}",
-    ]
-    rows = [(report.in_distribution, None)] + [(s.shift, s) for s in report.shifts]
-    for setting, result in rows:
-        lo, hi = setting.ci
-        line = f"{setting.name:<20} {setting.top1:6.3f}  [{lo:.3f}, {hi:.3f}] {setting.n:>6}"
-        if result is not None:
-            p_lo, p_hi = result.prediction_interval
-            e_lo, e_hi = result.effective_robustness_ci
-            line += f"  {result.in_distribution.top1:8.3f}  {result.prediction:6.3f} [{p_lo:.3f}, {p_hi:.3f}]"
-            line += f"  {pct(result.effective_robustness):>6} [{pct(e_lo)}, {pct(e_hi)}]"
-        lines.append(line)
-    pp = lambda lo, hi: f"[{pct(lo)}, {pct(hi)}]"  # noqa: E731
-    avg = report.average
-    if avg is not None:
-        (lo, hi), (p_lo, p_hi) = avg.mean_top1_ci, avg.prediction_interval
-        lines.append(
-            f"{'average over shifts':<20} {avg.mean_top1:6.3f}  [{lo:.3f}, {hi:.3f}] {'':>6}  {avg.id_top1:8.3f}"
-            f"  {avg.prediction:6.3f} [{p_lo:.3f}, {p_hi:.3f}]  {pct(avg.effective_robustness):>6} {pp(*avg.effective_robustness_ci)}"
-        )
-    mean, (m_lo, m_hi) = report.mean_of_shift_effective_robustness
-    lines.append(
-        f"{'mean of per-shift ER':<20} {'':>6}  {'':<16} {'':>6}  {'':>8}  {'':>20}  {pct(mean):>6} {pp(m_lo, m_hi)}"
-    )
-    if avg is not None:
-        lines.append(
-            f"Headline: average over shifts (CLIP paper Figure 13), the mean top-1 over the {len(avg.shifts)} shifts "
-            f"minus the fit of the {avg.fit.n_models} baselines' mean against their in-distribution top-1 "
-            f"({', '.join(avg.in_distribution.datasets)}); "
-            "mean of per-shift ER: the plain mean of the rows above."
-        )
-    return "\n".join(lines)
+    """The plain-text robustness table: :func:`clipeval.report.tables.format_report` (kept here for importers)."""
+    from clipeval.report.tables import format_report as text
+
+    return text(report, model, title)

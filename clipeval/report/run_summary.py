@@ -13,9 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from clipeval.config.construct import build
-from clipeval.report.robustness import RobustnessReport, RobustnessSpec, build_report, format_report
-from clipeval.report.tables import format_records
+from clipeval.report.robustness import RobustnessReport, RobustnessSpec, build_report
+from clipeval.report.tables import format_records, format_report
 from clipeval.results.store import ResultsDocument
+
+
+def run_label(doc: ResultsDocument) -> str:
+    """How figures and headings name a run: the model, then ``@ step N`` and ``[tags]`` when it has them."""
+    step = f" @ step {_number(doc.step)}" if doc.step is not None else ""
+    tags = f" [{', '.join(doc.tags)}]" if doc.tags else ""
+    return f"{doc.model['name']}{step}{tags}"
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def robustness_spec(doc: ResultsDocument) -> RobustnessSpec | None:
@@ -53,15 +64,34 @@ def format_notes(document: dict[str, Any]) -> str:
     return "\n\n" + "\n".join(lines) if lines else ""
 
 
-def draw_run_figures(doc: ResultsDocument, out: Path, figures: Sequence[dict[str, Any]] = ()) -> list[Path]:
-    """Draw the document's figures into ``out``: each of ``figures`` ({_target_: drawing function of (report,
-    model name, path), file}) when the run has a robustness report, and the record figures
-    (:func:`clipeval.report.figures.record_figures`). Returns the files written."""
+#: the figures of a robustness report when no list is given (a report of stored runs draws these)
+ROBUSTNESS_FIGURES = (
+    {"_target_": "clipeval.report.figures.scatter_grid", "file": "effective_robustness.png"},
+    {"_target_": "clipeval.report.figures.paired_bars", "file": "effective_robustness_bars.png"},
+    {"_target_": "clipeval.report.figures.average_panel", "file": "average_over_shifts.png"},
+)
+
+
+def draw_run_figures(
+    doc: ResultsDocument,
+    out: Path,
+    figures: Sequence[dict[str, Any]] | None = None,
+    report: RobustnessReport | None = None,
+) -> list[Path]:
+    """Draw the document's figures into ``out``; returns the files written.
+
+    ``figures`` ({_target_: drawing function of (report, model name, path), file}; None:
+    :data:`ROBUSTNESS_FIGURES`, the average panel only when the baselines give an average) are
+    drawn when the run has a robustness report (``report``, else computed from the document),
+    then the record figures (:func:`clipeval.report.figures.record_figures`).
+    """
     from clipeval.report.figures import record_figures
 
     written = []
-    report = robustness_report(doc)
+    report = report if report is not None else robustness_report(doc)
     if report is not None:
+        if figures is None:
+            figures = [f for f in ROBUSTNESS_FIGURES if report.average is not None or "average" not in f["_target_"]]
         for spec in figures:
             draw = build(
                 {k: v for k, v in spec.items() if k != "file"} | {"_partial_": True}, f"figure {spec.get('file')}"

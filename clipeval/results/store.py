@@ -222,6 +222,11 @@ class Selector:
     def select(self, runs: Iterable[ResultsDocument]) -> list[ResultsDocument]:
         return [r for r in runs if self.matches(r)]
 
+    def describe(self) -> str:
+        """The criteria as command-line options (``--model 'ViT*' --tag series``), or 'all runs' when none."""
+        given = [f"--{name} {value!r}" for name, value in vars(self).items() if value is not None]
+        return " ".join(given) or "all runs"
+
 
 def git_sha() -> str | None:
     """The commit of the clipeval source tree, when it runs from a git checkout."""
