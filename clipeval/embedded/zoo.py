@@ -22,10 +22,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from clipeval.cache import TensorCache, cache_key
 from clipeval.config.paths import cache_dir as resolve_cache_dir
 from clipeval.embedded import digits
 from clipeval.embedded.source import DigitsSource
-from clipeval.features.cache import TensorCache, cache_key
 
 log = logging.getLogger(__name__)
 
