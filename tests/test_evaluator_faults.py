@@ -25,34 +25,15 @@ from array_context import ArrayContext
 from conftest import QUIET, compose_config, make_image_folder, run_in_process
 from omegaconf import OmegaConf
 from test_probe import blobs
-from torchvision import transforms
-from user_model import MeanColourEncoder
 
 from clipeval.errors import ClipevalError
 from clipeval.evaluators.adversarial import Adversarial
 from clipeval.evaluators.attacks import apgd, dlr_targeted, pgd
 from clipeval.evaluators.linear_probe import FewShot, LinearProbe
-from clipeval.models.base import fingerprint
 from clipeval.results.store import load_store
 from clipeval.run.runner import run
 
 TESTS = Path(__file__).parent
-
-
-class ColourModel(MeanColourEncoder):
-    """A differentiable dual encoder for attacks: an image is its mean colour after the Normalize
-    that ends its preprocess, a text the colour words it names (conftest's images: one colour per class)."""
-
-    def __init__(self, name: str = "colour"):
-        super().__init__(name)
-        self.preprocess = transforms.Compose(
-            [transforms.Resize((8, 8)), transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)]
-        )
-        self.fingerprint = fingerprint(self, self.preprocess, self.COLOURS)
-
-    @property
-    def logit_scale(self) -> float:
-        return 10.0  # gentle enough that cross-entropy keeps a gradient at the clean images
 
 
 class Boom:
@@ -62,7 +43,7 @@ class Boom:
         raise RuntimeError("boom: a bug in an evaluator")
 
 
-COLOUR_MODEL = ["model=custom", f"model._target_={__name__}.ColourModel"]
+COLOUR_MODEL = ["model=custom", "model._target_=user_model.ColourModel"]
 
 
 def folder_run(tmp_path: Path, classes, per_class, evaluators: dict[str, str], model=COLOUR_MODEL) -> list[str]:
