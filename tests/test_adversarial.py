@@ -100,12 +100,16 @@ def test_the_task_reports_per_eps_and_attack(tmp_path):
          "task.evaluators.adversarial.limit=40", "task.evaluators.adversarial.targets=2"],
         tmp_path / "adv",
     )  # fmt: skip
-    rec = {(r["dataset"], r["metric"]): r for r in doc["records"]}
-    clean = rec[("test", "clean_top1")]["value"]
-    assert rec[("test@linf=0/255", "robust_top1:worst")]["value"] == clean
-    worst8 = rec[("test@linf=8/255", "robust_top1:worst")]["value"]
-    assert worst8 <= min(rec[("test@linf=8/255", f"robust_top1:{a}")]["value"] for a in ("pgd", "apgd-ce", "apgd-t"))
-    assert rec[("test", "clean_top1")]["n"] == 40
+    rec = {(r["dataset"], r["metric"], r.get("params", {}).get("attack"), r.get("params", {}).get("eps")): r
+           for r in doc["records"]}  # fmt: skip
+    clean = rec[("test", "clean_top1", None, None)]["value"]
+    assert rec[("test", "robust_top1", "worst", 0.0)]["value"] == clean
+    worst8 = rec[("test", "robust_top1", "worst", 8.0)]["value"]
+    assert worst8 <= min(rec[("test", "robust_top1", a, 8.0)]["value"] for a in ("pgd", "apgd-ce", "apgd-t"))
+    assert rec[("test", "clean_top1", None, None)]["n"] == 40
+    robust = [r for r in doc["records"] if r["metric"] == "robust_top1"]
+    assert len(robust) == 2 * 4  # two eps, three attacks and the worst case
+    assert all(r["params"]["norm"] == "linf" and r["params"]["eps_scale"] == 255.0 for r in robust)
     assert (tmp_path / "adv" / "robust_accuracy.png").is_file()
 
 

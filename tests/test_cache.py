@@ -9,9 +9,9 @@ import torch
 from conftest import open_clip_overrides, run_in_process, save_tiny_open_clip
 from torchvision import transforms
 
+from clipeval.cache import TensorCache
 from clipeval.config.runtime import Runtime
 from clipeval.data.folder import ImageFolderSource
-from clipeval.features.cache import TensorCache
 from clipeval.features.encode import feature_key
 from clipeval.models.base import fingerprint
 from clipeval.models.open_clip import OpenClipEncoder

@@ -28,12 +28,12 @@ from conftest import (
     synthetic_image,
 )
 
-import clipeval.features.cache
+import clipeval.cache
+from clipeval.cache import FileDigests, TensorCache
 from clipeval.config.runtime import Runtime
 from clipeval.data.folder import ImageFolderSource
 from clipeval.data.hf import HFDatasetSource
 from clipeval.data.wds import WebDatasetSource
-from clipeval.features.cache import FileDigests, TensorCache
 from clipeval.features.classifier import zeroshot_classifier
 from clipeval.features.encode import feature_key, image_features
 
@@ -43,8 +43,8 @@ from clipeval.features.encode import feature_key, image_features
 @pytest.fixture
 def later(monkeypatch):
     """Let files just written count as settled (older than the racy window) for the memo."""
-    now = time.time_ns() + 10 * clipeval.features.cache.RACY_NS
-    monkeypatch.setattr(clipeval.features.cache.time, "time_ns", lambda: now)
+    now = time.time_ns() + 10 * clipeval.cache.RACY_NS
+    monkeypatch.setattr(clipeval.cache.time, "time_ns", lambda: now)
 
 
 def replace_keeping_size_and_mtime(path: Path, data: bytes) -> None:
@@ -169,21 +169,21 @@ def test_a_relabelled_shard_is_scored_with_its_new_labels(tiny_open_clip, tmp_pa
 
 def test_copying_a_folder_hashes_it_once_and_keeps_its_key(image_folder, tmp_path, later):
     key = ImageFolderSource(image_folder).key
-    memo = clipeval.features.cache.file_digests()
+    memo = clipeval.cache.file_digests()
     copy = shutil.copytree(image_folder, tmp_path / "copy")
     assert ImageFolderSource(copy).key == key
-    with clipeval.features.cache.use_file_digests(memo):
+    with clipeval.cache.use_file_digests(memo):
         assert ImageFolderSource(copy).key == key
         assert memo.hashed == 0  # the copy's digests were memoised by its first key
 
 
 def test_a_warm_key_reads_no_file_and_a_cp_p_replacement_is_read_again(image_folder, later):
-    cold = FileDigests(clipeval.features.cache.file_digests().root)
-    with clipeval.features.cache.use_file_digests(cold):
+    cold = FileDigests(clipeval.cache.file_digests().root)
+    with clipeval.cache.use_file_digests(cold):
         key = ImageFolderSource(image_folder).key
     assert cold.hashed == 12
     warm = FileDigests(cold.root)
-    with clipeval.features.cache.use_file_digests(warm):
+    with clipeval.cache.use_file_digests(warm):
         assert ImageFolderSource(image_folder).key == key
         assert warm.hashed == 0
         path = image_folder / "blue_triangle" / "img00.png"
@@ -196,8 +196,8 @@ def test_a_warm_key_reads_no_file_and_a_cp_p_replacement_is_read_again(image_fol
 
 def test_files_changed_moments_ago_are_not_memoised(image_folder):
     """A rewrite within the same timestamp tick keeps size, mtime, ctime and inode: such files are hashed
-    again on every key until they are older than clipeval.features.cache.RACY_NS."""
-    memo = clipeval.features.cache.file_digests()
+    again on every key until they are older than clipeval.cache.RACY_NS."""
+    memo = clipeval.cache.file_digests()
     files = sorted(image_folder.rglob("*.png"))
     memo.digests(files)
     memo.digests(files)
@@ -206,7 +206,7 @@ def test_files_changed_moments_ago_are_not_memoised(image_folder):
 
 def test_a_damaged_memo_is_a_warning_and_the_files_are_hashed_again(image_folder, later, caplog):
     files = sorted(image_folder.rglob("*.png"))
-    memo = clipeval.features.cache.file_digests()
+    memo = clipeval.cache.file_digests()
     digests = memo.digests(files)
     (stored,) = memo.root.rglob("*.json")
     text = stored.read_bytes()
@@ -231,7 +231,7 @@ def test_concurrent_runs_keep_each_others_memo_records(tmp_path, later):
 
 def test_with_the_cache_off_files_are_identified_without_being_read(image_folder, tmp_path):
     off = TensorCache(tmp_path / "off", enabled=False)
-    with clipeval.features.cache.use_file_digests(off.digests):
+    with clipeval.cache.use_file_digests(off.digests):
         key = ImageFolderSource(image_folder).key
     assert off.digests.hashed == 0 and not (tmp_path / "off").exists()
     assert key != ImageFolderSource(image_folder).key  # identities, never stored: not content digests

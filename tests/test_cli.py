@@ -43,7 +43,7 @@ def test_folder_run_writes_results_and_prints_the_table(tiny_open_clip, image_fo
     assert "top1" in proc.stdout and "mean_per_class_recall" in proc.stdout
     results = json.loads((out / "results.json").read_text())
     assert {r["n"] for r in results["records"]} == {12}
-    assert (out / "predictions" / "test.parquet").is_file()
+    assert (out / "predictions" / "folder" / "test.parquet").is_file()
     log = proc.stderr + "".join(p.read_text() for p in out.glob("*.log"))
     assert "Loaded model clipeval-test-tiny" in log and "cache miss, encoding" in log
 
@@ -97,7 +97,7 @@ def test_multirun_sweep_stores_every_run(tiny_open_clip, image_folder, tmp_path)
     assert proc.returncode == 0, proc.stderr
     runs = load_store(tmp_path / "store")
     assert len(runs) == 2
-    assert runs[0]["model"]["fingerprint"] != runs[1]["model"]["fingerprint"]
+    assert runs[0].model["fingerprint"] != runs[1].model["fingerprint"]
     assert sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/results.json")) == [
         "0_folder",
         "1_folder",

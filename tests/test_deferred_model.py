@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import open_clip_overrides, run_in_process
 
+from clipeval.cache import TensorCache
 from clipeval.errors import ClipevalError
-from clipeval.features.cache import TensorCache
 from clipeval.models.base import skip_weight_init
 from clipeval.models.deferred import DeferredModel, _target_file, card_key, load_deferred
 from clipeval.models.open_clip import OpenClipEncoder

@@ -112,15 +112,18 @@ def test_baseline_zoo_has_at_least_15_members_of_several_families():
 
 def test_default_run_is_the_digits_suite_with_effective_robustness(tmp_path):
     doc = run_in_process([], tmp_path / "run")
-    assert doc["model"]["name"] == "tiny_digits" and doc["task"]["name"] == "digits_shifts"
-    top1 = {r["dataset"]: r for r in doc["records"] if r["metric"] == "top1"}
-    assert top1["digits/test"]["value"] >= 0.85 and top1["digits/test"]["n"] == 360
-    assert len([d for d in top1 if d.startswith("digits_corruptions/")]) == 20
+    assert doc["model"]["name"] == "tiny_digits" and doc["selection"]["name"] == "digits_shifts"
+    assert doc["selection"]["kind"] == "suite" and "digits_corruptions" in doc["selection"]["tasks"]
+    top1 = {(r["task"], r["dataset"]): r for r in doc["records"] if r["metric"] == "top1" and not r.get("params")}
+    assert top1[("digits", "test")]["value"] >= 0.85 and top1[("digits", "test")]["n"] == 360
+    assert len([d for t, d in top1 if t == "digits_corruptions"]) == 20
     report = doc["effective_robustness"]
     rows = {row["shift"]: row for row in report["shifts"]}
     assert set(rows) == {"renditions", "sketch", "rotated", "corruptions"}
     corr = rows["corruptions"]
-    pooled = sum(top1[d]["value"] * top1[d]["n"] for d in corr["datasets"]) / corr["n"]
+    refs = [(ref["task"], ref["dataset"]) for ref in doc["robustness"]["shifts"]["corruptions"]["datasets"]]
+    assert len(refs) == len(corr["datasets"]) == 20
+    pooled = sum(top1[ref]["value"] * top1[ref]["n"] for ref in refs) / corr["n"]
     assert corr["top1"] == pytest.approx(pooled) and corr["n"] == 7200
     for row in rows.values():
         assert row["effective_robustness"] == pytest.approx(row["top1"] - row["baseline_prediction"])
@@ -134,6 +137,7 @@ def test_default_run_is_the_digits_suite_with_effective_robustness(tmp_path):
     er = {r["dataset"]: r for r in doc["records"] if r["metric"] == "effective_robustness"}
     shifts = {"renditions", "sketch", "rotated", "corruptions"}
     assert er.keys() == shifts | {"average_over_shifts", "mean_of_per_shift_er"}
+    assert {r["task"] for r in er.values()} == {"digits_shifts"}  # the suite's records
     for figure in ("effective_robustness.png", "effective_robustness_bars.png", "average_over_shifts.png"):
         assert (tmp_path / "run" / figure).stat().st_size > 20_000, figure
     average = report["average_over_shifts"]
@@ -160,4 +164,4 @@ def test_a_failing_robustness_report_still_writes_the_results(tmp_path):
         )
     doc = json.loads((tmp_path / "run" / "results.json").read_text())
     assert "digits_nowhere" in doc["effective_robustness_error"]
-    assert any(r["dataset"] == "digits/test" for r in doc["records"])
+    assert any((r["task"], r["dataset"]) == ("digits", "test") for r in doc["records"])

@@ -21,37 +21,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from array_context import ArrayContext
 from conftest import QUIET, compose_config, make_image_folder, run_in_process
 from omegaconf import OmegaConf
-from test_probe import FakeContext, blobs
-from torchvision import transforms
-from user_model import MeanColourEncoder
+from test_probe import blobs
 
 from clipeval.errors import ClipevalError
 from clipeval.evaluators.adversarial import Adversarial
 from clipeval.evaluators.attacks import apgd, dlr_targeted, pgd
 from clipeval.evaluators.linear_probe import FewShot, LinearProbe
-from clipeval.models.base import fingerprint
 from clipeval.results.store import load_store
 from clipeval.run.runner import run
 
 TESTS = Path(__file__).parent
-
-
-class ColourModel(MeanColourEncoder):
-    """A differentiable dual encoder for attacks: an image is its mean colour after the Normalize
-    that ends its preprocess, a text the colour words it names (conftest's images: one colour per class)."""
-
-    def __init__(self, name: str = "colour"):
-        super().__init__(name)
-        self.preprocess = transforms.Compose(
-            [transforms.Resize((8, 8)), transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)]
-        )
-        self.fingerprint = fingerprint(self, self.preprocess, self.COLOURS)
-
-    @property
-    def logit_scale(self) -> float:
-        return 10.0  # gentle enough that cross-entropy keeps a gradient at the clean images
 
 
 class Boom:
@@ -61,7 +43,7 @@ class Boom:
         raise RuntimeError("boom: a bug in an evaluator")
 
 
-COLOUR_MODEL = ["model=custom", f"model._target_={__name__}.ColourModel"]
+COLOUR_MODEL = ["model=custom", "model._target_=user_model.ColourModel"]
 
 
 def folder_run(tmp_path: Path, classes, per_class, evaluators: dict[str, str], model=COLOUR_MODEL) -> list[str]:
@@ -144,18 +126,20 @@ def test_robust_top1_counts_only_samples_that_are_right_clean():
 def test_apgd_t_is_not_run_on_two_classes_and_the_worst_case_combines_what_ran(tmp_path):
     """The issue's case: with two classes APGD-T's loss is constant, so it used to report clean top-1
     as robust top-1 (1.0 here, where APGD-CE gives 0.0)."""
-    adversarial = "{_target_:clipeval.evaluators.adversarial.Adversarial,dataset:test,eps:[0,255],steps:5,figure:null}"
+    adversarial = "{_target_:clipeval.evaluators.adversarial.Adversarial,dataset:test,eps:[0,255],steps:5}"
     overrides = folder_run(tmp_path, ["red_square", "green_circle"], 3, {"adversarial": adversarial})
     doc = run_in_process(overrides, tmp_path / "run")
-    rec = {(r["dataset"], r["metric"]): r["value"] for r in doc["records"]}
-    assert not [key for key in rec if "apgd-t" in key[1]]
-    assert rec[("test", "clean_top1")] == 1.0
-    assert rec[("test@linf=255/255", "robust_top1:apgd-ce")] == 0.0 == rec[("test@linf=255/255", "robust_top1:worst")]
-    assert rec[("test@linf=0/255", "robust_top1:worst")] == 1.0
+    attacked = [r for r in doc["records"] if r["metric"] in ("clean_top1", "robust_top1")]
+    rec = {(r["dataset"], r["metric"], r.get("params", {}).get("attack"), r.get("params", {}).get("eps")): r["value"]
+           for r in attacked}  # fmt: skip
+    assert not [key for key in rec if key[2] == "apgd-t"]
+    assert rec[("test", "clean_top1", None, None)] == 1.0
+    assert rec[("test", "robust_top1", "apgd-ce", 255.0)] == 0.0 == rec[("test", "robust_top1", "worst", 255.0)]
+    assert rec[("test", "robust_top1", "worst", 0.0)] == 1.0
     (note,) = doc["notes"]
     assert note["evaluator"] == "adversarial" and note["not_run"] == ["apgd-t"]
     assert note["worst_over"] == ["pgd", "apgd-ce"] and "needs at least 4 classes" in note["message"]
-    frame = pd.read_parquet(tmp_path / "run" / "predictions" / "adversarial_test.parquet")
+    frame = pd.read_parquet(tmp_path / "run" / "predictions" / "folder" / "test.adversarial.parquet")
     assert (
         "apgd-t@255" not in frame
         and (frame["worst@255"] == frame["clean"] & frame["pgd@255"] & frame["apgd-ce@255"]).all()
@@ -165,29 +149,29 @@ def test_apgd_t_is_not_run_on_two_classes_and_the_worst_case_combines_what_ran(t
 # ---------------------------------------------------------------- probes
 
 
-def test_few_shot_skips_the_ks_a_class_is_too_small_for_and_names_it(tmp_path):
+def test_few_shot_skips_the_ks_a_class_is_too_small_for_and_names_it():
     x, y = blobs(20, 3, 8, 0.5, seed=0)
     keep = np.flatnonzero(y != 1)[:40].tolist() + np.flatnonzero(y == 1)[:3].tolist()  # class 1 has 3 examples
-    ctx = FakeContext({"train": (x[keep], y[keep]), "test": blobs(10, 3, 8, 0.5, seed=0)}, tmp_path,
-                      classnames=["cat", "dog", "fox"])  # fmt: skip
-    records = FewShot("train", "test", ks=[1, 2, 4, 8], seeds=2, figure=None).evaluate(ctx)
-    assert [r.dataset for r in records if r.metric == "top1"] == ["1-shot:test", "2-shot:test"]
+    ctx = ArrayContext({"train": (x[keep], y[keep]), "test": blobs(10, 3, 8, 0.5, seed=0)},
+                       classnames=["cat", "dog", "fox"])  # fmt: skip
+    records = FewShot("train", "test", ks=[1, 2, 4, 8], seeds=2).evaluate(ctx)
+    assert [r.params["k"] for r in records if r.metric == "top1"] == [0, 1, 2]  # k = 0: the zero-shot reference
     (note,) = ctx.notes
     assert note["skipped_ks"] == [4, 8] and note["too_small"] == [["dog", 3]] and "'dog' (3)" in note["message"]
 
 
-def test_few_shot_with_no_k_left_is_a_user_error_naming_the_class(tmp_path):
+def test_few_shot_with_no_k_left_is_a_user_error_naming_the_class():
     x, y = blobs(5, 3, 8, 0.5, seed=0)
-    ctx = FakeContext({"train": (x, y), "test": (x, y)}, tmp_path, classnames=["cat", "dog", "fox"])
+    ctx = ArrayContext({"train": (x, y), "test": (x, y)}, classnames=["cat", "dog", "fox"])
     with pytest.raises(ClipevalError, match=r"cannot run any of ks=\[8, 16\].*'cat' \(5\)"):
-        FewShot("train", "test", ks=[8, 16], figure=None).evaluate(ctx)
+        FewShot("train", "test", ks=[8, 16]).evaluate(ctx)
 
 
-def test_a_class_without_training_examples_is_named_in_a_note(tmp_path):
+def test_a_class_without_training_examples_is_named_in_a_note():
     x, y = blobs(10, 3, 8, 0.5, seed=0)
     names = ["cat", "dog", "fox", "owl"]  # no owl in the data
-    ctx = FakeContext({"train": (x, y), "test": (x, y)}, tmp_path, classnames=names)
-    FewShot("train", "test", ks=[1], seeds=1, figure=None).evaluate(ctx)
+    ctx = ArrayContext({"train": (x, y), "test": (x, y)}, classnames=names)
+    FewShot("train", "test", ks=[1], seeds=1).evaluate(ctx)
     LinearProbe("train", ["test"]).evaluate(ctx)
     assert [n["classes_without_examples"] for n in ctx.notes] == [["owl"], ["owl"]]
     assert "chooses among the 3 others and never predicts them: 'owl' (0)" in ctx.notes[0]["message"]
@@ -199,16 +183,16 @@ def test_few_shot_ks_must_increase_from_one(ks):
         FewShot("train", "test", ks=ks)
 
 
-def test_a_probe_needs_two_classes(tmp_path):
+def test_a_probe_needs_two_classes():
     x, y = blobs(10, 1, 8, 0.5, seed=0)
     with pytest.raises(ClipevalError, match="at least 2 classes"):
-        LinearProbe("train", ["train"]).evaluate(FakeContext({"train": (x, y)}, tmp_path))
+        LinearProbe("train", ["train"]).evaluate(ArrayContext({"train": (x, y)}))
 
 
 # ---------------------------------------------------------------- a failing evaluator
 
 
-FEW_SHOT = "{_target_:clipeval.evaluators.linear_probe.FewShot,train:test,test:test,ks:%s,seeds:1,figure:null}"
+FEW_SHOT = "{_target_:clipeval.evaluators.linear_probe.FewShot,train:test,test:test,ks:%s,seeds:1}"
 
 
 def test_few_shot_skip_is_a_note_in_results_json(tmp_path):
@@ -216,10 +200,8 @@ def test_few_shot_skip_is_a_note_in_results_json(tmp_path):
         tmp_path, ["red_square", "green_circle", "blue_triangle"], 3, {"few_shot": FEW_SHOT % "[1,2,4]"}
     )
     doc = run_in_process(overrides, tmp_path / "run")
-    assert [r["dataset"] for r in doc["records"] if r["metric"] == "top1" and "shot" in r["dataset"]] == [
-        "1-shot:test",
-        "2-shot:test",
-    ]
+    shots = [r for r in doc["records"] if r["metric"] == "top1" and r.get("params", {}).get("probe") == "few-shot"]
+    assert [(r["dataset"], r["params"]["k"]) for r in shots] == [("test", 0), ("test", 1), ("test", 2)]
     (note,) = doc["notes"]
     assert note["evaluator"] == "few_shot" and note["skipped_ks"] == [4] and "'red square' (3)" in note["message"]
     assert json.loads((tmp_path / "run" / "results.json").read_text())["notes"] == doc["notes"]
@@ -228,7 +210,7 @@ def test_few_shot_skip_is_a_note_in_results_json(tmp_path):
 def finished(run_dir: Path, store: Path) -> tuple[dict, dict]:
     """(results.json, the store's only entry)."""
     (stored,) = load_store(store)
-    return json.loads((run_dir / "results.json").read_text()), stored
+    return json.loads((run_dir / "results.json").read_text()), stored.raw
 
 
 def test_a_user_error_in_an_evaluator_keeps_the_finished_records_and_exits_2(tmp_path):
@@ -267,7 +249,7 @@ def test_a_later_task_of_a_suite_failing_keeps_the_earlier_tasks_records(tmp_pat
         run(cfg, tmp_path / "run")
     doc, _ = finished(tmp_path / "run", tmp_path / "store")
     # the first task, and the zero-shot evaluator that ran before the bug in the second
-    assert {r["dataset"] for r in doc["records"]} == {"folder/test", "second/test"}
+    assert {(r["task"], r["dataset"]) for r in doc["records"]} == {("folder", "test"), ("second", "test")}
     assert doc["failures"][0]["task"] == "second" and "not computed" not in json.dumps(doc)
 
 

@@ -11,11 +11,11 @@ from PIL import Image
 from test_models import load_tiny
 
 from clipeval.bench.fixtures import jpeg_folder
+from clipeval.cache import TensorCache
 from clipeval.config.runtime import Runtime
 from clipeval.data.folder import ImageFolderSource
 from clipeval.data.tensor_decode import tensor_transform
 from clipeval.errors import ClipevalError
-from clipeval.features.cache import TensorCache
 from clipeval.features.encode import feature_key, image_encoder, image_features
 
 

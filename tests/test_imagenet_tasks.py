@@ -153,7 +153,7 @@ def test_masked_1000_way_logits_equal_a_200_class_classifier(tiny_open_clip, dat
         [*open_clip_overrides(tiny_open_clip), "task=imagenet_r", f"data_root={data_root}", ONE_TEMPLATE],
         tmp_path / "r",
     )
-    preds = pd.read_parquet(tmp_path / "r" / "predictions" / "imagenet-r.parquet")
+    preds = pd.read_parquet(tmp_path / "r" / "predictions" / "imagenet_r" / "imagenet-r.parquet")
     model = tiny(tiny_open_clip)
     indices = [int(i) for i in (TASKS / "imagenet_r" / "class_indices.txt").read_text().split()]
     weights = classifier(model, [NAMES[i] for i in indices])  # built from the 200 names alone
@@ -161,7 +161,7 @@ def test_masked_1000_way_logits_equal_a_200_class_classifier(tiny_open_clip, dat
     expected = (feats @ weights.T).topk(5, dim=1).indices
     assert [list(t) for t in preds.topk] == expected.tolist()
     # and the paired setting scores ImageNet val images of R's classes only, over R's classes
-    val = pd.read_parquet(tmp_path / "r" / "predictions" / "val-on-imagenet-r-classes.parquet")
+    val = pd.read_parquet(tmp_path / "r" / "predictions" / "imagenet_r" / "val-on-imagenet-r-classes.parquet")
     in_r = sorted({w for w in (p.name for p in (data_root / "imagenet" / "val").iterdir()) if w in R_WNIDS})
     assert len(in_r) >= 2
     assert sorted({sid.split("/")[0] for sid in val.sample_id}) == in_r
@@ -172,7 +172,7 @@ def test_objectnet_prediction_is_the_max_over_its_imagenet_classes(tiny_open_cli
     doc = run_in_process(
         [*open_clip_overrides(tiny_open_clip), "task=objectnet", f"data_root={data_root}", ONE_TEMPLATE], tmp_path / "o"
     )
-    preds = pd.read_parquet(tmp_path / "o" / "predictions" / "objectnet.parquet")
+    preds = pd.read_parquet(tmp_path / "o" / "predictions" / "objectnet" / "objectnet.parquet")
     model = tiny(tiny_open_clip)
     logits = encode_images(model, [data_root / "objectnet-1.0" / "images" / sid for sid in preds.sample_id], crop=2)
     logits = logits @ classifier(model, NAMES).T
@@ -251,11 +251,12 @@ def test_suite_encodes_imagenet_val_once(tiny_open_clip, data_root, tmp_path, ca
     )
     val_encodings = [m for m in caplog.messages if "cache miss" in m and "imagenet/val" in m]
     assert len(val_encodings) == 1
-    datasets = {r["dataset"] for r in doc["records"] if r["metric"] == "top1"}
+    datasets = {(r["task"], r["dataset"]) for r in doc["records"] if r["metric"] == "top1"}
     assert datasets == {
-        "imagenet/val", "imagenet_v2/imagenet-v2", "imagenet_r/imagenet-r", "imagenet_r/val-on-imagenet-r-classes",
-        "imagenet_a/imagenet-a", "imagenet_a/val-on-imagenet-a-classes", "imagenet_sketch/imagenet-sketch",
-        "objectnet/objectnet", "objectnet/val-on-objectnet-classes",
+        ("imagenet", "val"), ("imagenet_v2", "imagenet-v2"), ("imagenet_r", "imagenet-r"),
+        ("imagenet_r", "val-on-imagenet-r-classes"), ("imagenet_a", "imagenet-a"),
+        ("imagenet_a", "val-on-imagenet-a-classes"), ("imagenet_sketch", "imagenet-sketch"),
+        ("objectnet", "objectnet"), ("objectnet", "val-on-objectnet-classes"),
     }  # fmt: skip
     if "effective_robustness" in doc:
         shifts = {s["shift"]: s for s in doc["effective_robustness"]["shifts"]}
@@ -279,9 +280,9 @@ def test_every_imagenet_task_runs_through_the_cli(tiny_open_clip, data_root, tmp
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = {r["task"]["name"]: r for r in load_store(tmp_path / "store")}
+    runs = {r.selection["name"]: r for r in load_store(tmp_path / "store")}
     assert set(runs) == set(tasks.split(","))
-    assert {r["n"] for r in runs["imagenet_r"]["records"] if r["dataset"] == "imagenet-r"} == {6}
+    assert {r.n for r in runs["imagenet_r"].records if r.dataset == "imagenet-r"} == {6}
 
 
 def test_golden_file_matches_the_published_tables():
@@ -316,6 +317,8 @@ def test_imagenet_fewshot_encodes_only_the_sampled_pool(tiny_open_clip, data_roo
     )  # fmt: skip
     classes = len(list((data_root / "imagenet" / "train").iterdir()))
     assert f"Encoded {3 * classes} images" in caplog.text  # 3 of the 5 training images of each class
-    shots = {r["dataset"]: r for r in doc["records"] if r["metric"] == "top1"}
-    assert set(shots) == {"1-shot:val", "2-shot:val"} and shots["1-shot:val"]["n"] == 2 * classes
+    shots = {r["params"]["k"]: r for r in doc["records"] if r["metric"] == "top1"}
+    assert set(shots) == {0, 1, 2} and {r["dataset"] for r in shots.values()} == {"val"}  # k = 0: zero-shot
+    assert all(r["params"]["probe"] == "few-shot" and r["params"]["train"] == "train" for r in shots.values())
+    assert shots[1]["n"] == 2 * classes
     assert (tmp_path / "fs" / "few_shot.png").is_file()

@@ -456,7 +456,7 @@ def test_skipped_webdataset_samples_are_listed_in_the_run(tiny_open_clip, tmp_pa
     overrides = open_clip_overrides(tiny_open_clip, task="wds", **{"task.root": str(root)})
     doc = run_in_process(overrides, tmp_path / "run")
     assert {r["n"] for r in doc["records"]} == {6}
-    skipped = dict(map(tuple, doc["skipped"]["test"]))
+    skipped = dict(map(tuple, doc["skipped"]["wds"]["test"]))
     assert set(skipped) == {"1/word", "1/empty"} and "not an integer" in skipped["1/word"]
 
 

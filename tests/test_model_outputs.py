@@ -20,10 +20,10 @@ import torch
 from conftest import run_in_process
 from user_model import MeanColourEncoder
 
+from clipeval.cache import TensorCache
 from clipeval.config.runtime import Runtime
 from clipeval.data.folder import ImageFolderSource
 from clipeval.errors import ClipevalError
-from clipeval.features.cache import TensorCache
 from clipeval.features.encode import image_features
 from clipeval.models.base import check_outputs, embedding_fault, normalize
 

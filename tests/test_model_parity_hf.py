@@ -463,7 +463,7 @@ def test_a_zero_shot_run_predicts_as_the_library_recipe(saved, image_folder, tmp
 
     folder = saved("chinese_clip")
     run_in_process(["model=hf", f"model.name_or_path={folder}", "task=folder", f"task.root={image_folder}"], tmp_path)
-    table = pq.read_table(tmp_path / "predictions" / "test.parquet").to_pylist()
+    table = pq.read_table(tmp_path / "predictions" / "folder" / "test.parquet").to_pylist()
 
     reference = Reference(folder, FAMILIES["chinese_clip"])
     names = sorted(p.name for p in image_folder.iterdir())

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
+from array_context import ArrayContext
 from sklearn.linear_model import LogisticRegression
 
 from clipeval.evaluators.linear_probe import FewShot, LinearProbe
 from clipeval.evaluators.probe_training import kshot, matching_k, stratified_split, train_probe
-from clipeval.features.encode import FeatureSet
+from clipeval.report.figures import record_figures
 from clipeval.results.metrics import clopper_pearson
-from clipeval.run.runner import RunContext
 
 
 def blobs(n_per_class: int, classes: int, dim: int, spread: float, seed: int):
@@ -23,47 +20,20 @@ def blobs(n_per_class: int, classes: int, dim: int, spread: float, seed: int):
     return centres[y] + rng.normal(scale=spread, size=(len(y), dim)), y
 
 
-class FakeContext:
-    """Just what the probe evaluators use: features per dataset, class names, a classifier, a run dir, notes."""
-
-    check_labels = RunContext.check_labels
-
-    def __init__(self, data: dict[str, tuple[np.ndarray, np.ndarray]], run_dir: Path, classnames=None):
-        self.data, self.run_dir, self.saved, self.notes = data, run_dir, {}, []
-        self.model = type("M", (), {"name": "fake"})()
-        names = classnames or [f"class {c}" for c in range(max(int(y.max()) for _, y in data.values()) + 1)]
-        self.task = type("T", (), {"classnames": lambda s, d: names, "templates": lambda s, d: ["{c}"]})()
-
-    def note(self, message, **details):
-        self.notes.append({"message": message, **details})
-
-    def features(self, name):
-        x, y = self.data[name]
-        return FeatureSet(torch.tensor(x, dtype=torch.float32), torch.tensor(y), [f"{name}/{i}" for i in range(len(y))])
-
-    def classifier(self, classnames, templates):
-        x, y = self.data["train"]
-        return torch.tensor(np.stack([x[y == c].mean(0) for c in np.unique(y)]), dtype=torch.float32)
-
-    def save_predictions(self, name, ids, labels, topk):
-        self.saved[name] = topk
-
-
-def test_separable_features_are_learned_and_noise_stays_at_chance(tmp_path):
+def test_separable_features_are_learned_and_noise_stays_at_chance():
     x, y = blobs(60, 5, 16, 0.3, seed=0)
     xt, yt = blobs(40, 5, 16, 0.3, seed=0)  # same centres (same seed), fresh noise below
     xt = xt + np.random.default_rng(9).normal(scale=0.3, size=xt.shape)
-    ctx = FakeContext({"train": (x, y), "test": (xt, yt)}, tmp_path)
+    ctx = ArrayContext({"train": (x, y), "test": (xt, yt)})
     top1 = {r.dataset: r for r in LinearProbe("train", ["test"]).evaluate(ctx) if r.metric == "top1"}
-    assert top1["probe:test"].value >= 0.99
+    assert top1["test"].params == {"probe": "linear", "train": "train"}
+    assert top1["test"].value >= 0.99
     rng = np.random.default_rng(1)
     noise = {
         "train": (rng.normal(size=(300, 16)), rng.integers(0, 5, 300)),
         "test": (rng.normal(size=(1000, 16)), rng.integers(0, 5, 1000)),
     }
-    record = next(
-        r for r in LinearProbe("train", ["test"]).evaluate(FakeContext(noise, tmp_path)) if r.metric == "top1"
-    )
+    record = next(r for r in LinearProbe("train", ["test"]).evaluate(ArrayContext(noise)) if r.metric == "top1")
     lo, hi = clopper_pearson(200, 1000, confidence=0.999)
     assert lo <= record.value <= hi  # chance is 1/5
 
@@ -100,14 +70,18 @@ def test_probe_equals_scikit_learn_at_the_same_c():
 def test_few_shot_records_mean_std_and_the_matching_k(tmp_path):
     x, y = blobs(40, 4, 8, 1.5, seed=4)
     xt, yt = blobs(50, 4, 8, 1.5, seed=4)
-    ctx = FakeContext({"train": (x, y), "test": (xt, yt)}, tmp_path)
-    records = FewShot("train", "test", ks=[1, 2, 4], seeds=3, figure="few.png").evaluate(ctx)
-    shots = [r for r in records if r.metric == "top1"]
-    assert [r.dataset for r in shots] == ["1-shot:test", "2-shot:test", "4-shot:test"]
+    ctx = ArrayContext({"train": (x, y), "test": (xt, yt)}, prototypes_from="train")
+    records = FewShot("train", "test", ks=[1, 2, 4], seeds=3).evaluate(ctx)
+    top1 = [r for r in records if r.metric == "top1"]
+    assert [(r.dataset, r.params["k"]) for r in top1] == [("test", 0), ("test", 1), ("test", 2), ("test", 4)]
+    assert all(r.params["probe"] == "few-shot" and r.params["train"] == "train" for r in top1)
+    shots = top1[1:]  # k = 0 is the zero-shot classifier on the same test set
     assert all(r.std is not None and r.n == 200 for r in shots)
     # the seeds score the same 200 samples: the interval is for the mean on n = 200, not 600
     assert all(r.ci == clopper_pearson(round(r.value * 200), 200) for r in shots)
-    assert (tmp_path / "few.png").stat().st_size > 10_000
+    # the figure is drawn from the records alone, once the run has them (clipeval.report.figures)
+    (figure,) = record_figures([r.with_task("probe") for r in records], "model", tmp_path)
+    assert figure == tmp_path / "few_shot.png" and figure.stat().st_size > 10_000
 
 
 def test_matching_k_interpolates_on_log2():

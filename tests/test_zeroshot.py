@@ -11,7 +11,7 @@ from conftest import make_wds, open_clip_overrides, run_in_process, synthetic_im
 from PIL import Image
 
 from clipeval.models.open_clip import OpenClipEncoder
-from clipeval.results.store import load_store
+from clipeval.results.store import ResultsDocument, load_store
 
 TEMPLATES = ["a photo of a {c}.", "a blurry photo of a {c}."]
 
@@ -38,12 +38,19 @@ def test_predictions_equal_a_direct_reference(tiny_open_clip, image_folder, tmp_
     doc = run_in_process([*overrides, f"task.templates=[{','.join(repr(t) for t in TEMPLATES)}]"], tmp_path / "run")
     model = OpenClipEncoder(**{k: tiny_open_clip[k] for k in ("arch", "pretrained", "model_config")})
     expected = reference_predictions(model, image_folder, ["blue triangle", "green circle", "red square"], TEMPLATES)
-    preds = pd.read_parquet(tmp_path / "run" / "predictions" / "test.parquet")
+    preds = pd.read_parquet(tmp_path / "run" / "predictions" / "folder" / "test.parquet")
     assert len(preds) == 12
     for row in preds.itertuples():
         assert list(row.topk) == expected[row.sample_id], row.sample_id
     top1 = sum(int(row.topk[0] == row.label) for row in preds.itertuples()) / 12
     assert {r["metric"]: r["value"] for r in doc["records"]}["top1"] == pytest.approx(top1)
+    # the results document holds the same predictions, in sorted sample-id order
+    parsed = ResultsDocument.parse(doc)
+    (record,) = [r for r in parsed.records if r.metric == "top1"]
+    samples = parsed.samples(record.samples)
+    by_id = preds.set_index("sample_id").sort_index()
+    assert samples.n == 12 and samples.topk.tolist() == [list(t) for t in by_id.topk]
+    assert samples.labels.tolist() == by_id.label.tolist() and samples.value("top1") == pytest.approx(top1)
 
 
 def test_results_json_schema_and_store(tiny_open_clip, image_folder, tmp_path, monkeypatch):
@@ -54,25 +61,28 @@ def test_results_json_schema_and_store(tiny_open_clip, image_folder, tmp_path, m
     assert set(on_disk) >= {
         "clipeval_version",
         "model",
-        "task",
+        "selection",
         "records",
+        "samples",
         "config",
         "created",
         "git_sha",
     }
     assert on_disk["model"]["name"] == "clipeval-test-tiny" and len(on_disk["model"]["fingerprint"]) == 32
-    assert on_disk["task"] == {"name": "folder", "version": "1"}
+    assert on_disk["kind"] == "clipeval-results" and on_disk["schema_version"] == 3
+    assert on_disk["selection"] == {"name": "folder", "version": "1", "kind": "task", "tasks": {"folder": "1"}}
     assert [r["metric"] for r in on_disk["records"]] == [
         "top1",
         "mean_per_class_recall",
     ]  # 3 classes: no top5
     for record in on_disk["records"]:
-        assert record["dataset"] == "test" and record["n"] == 12
+        assert record["task"] == "folder" and record["dataset"] == "test" and record["n"] == 12
+        assert "params" not in record  # zero-shot records have no params
         assert 0 <= record["ci"][0] <= record["value"] <= record["ci"][1] <= 1
     assert on_disk["config"]["task"]["root"] == str(image_folder)
     run_in_process(overrides, tmp_path / "run2")
     stored = load_store(tmp_path / "store")
-    assert len(stored) == 2 and stored[0]["records"] == stored[1]["records"]
+    assert len(stored) == 2 and stored[0].raw["records"] == stored[1].raw["records"]
 
 
 def test_class_subset_scores_over_the_subset_only(tiny_open_clip, tmp_path):
@@ -96,7 +106,7 @@ def test_class_subset_scores_over_the_subset_only(tiny_open_clip, tmp_path):
     run_in_process(overrides, tmp_path / "run")
     model = OpenClipEncoder(**{k: tiny_open_clip[k] for k in ("arch", "pretrained", "model_config")})
     expected = reference_predictions(model, tmp_path / "img", ["boat", "dog", "tree"], ["a photo of a {c}."])
-    preds = pd.read_parquet(tmp_path / "run" / "predictions" / "test.parquet")
+    preds = pd.read_parquet(tmp_path / "run" / "predictions" / "folder" / "test.parquet")
     assert {r.sample_id: list(r.topk) for r in preds.itertuples()} == expected
 
 
@@ -131,7 +141,7 @@ def test_templates_and_classnames_from_files(tiny_open_clip, image_folder, tmp_p
         ["triangle", "circle", "square"],
         ["a photo of a {c}.", "an image of a {c}."],
     )
-    preds = pd.read_parquet(tmp_path / "run" / "predictions" / "test.parquet")
+    preds = pd.read_parquet(tmp_path / "run" / "predictions" / "folder" / "test.parquet")
     assert {r.sample_id: list(r.topk) for r in preds.itertuples()} == expected
 
 
@@ -140,7 +150,7 @@ def test_broken_images_are_reported_and_the_run_completes(tiny_open_clip, image_
     overrides = open_clip_overrides(tiny_open_clip, **{"task": "folder", "task.root": str(image_folder)})
     doc = run_in_process(overrides, tmp_path / "run")
     assert all(r["n"] == 12 for r in doc["records"])
-    assert doc["skipped"]["test"][0][0] == "red_square/broken.png"
+    assert doc["skipped"]["folder"]["test"][0][0] == "red_square/broken.png"
     assert "1 of 13 images" in caplog.text and "red_square/broken.png" in caplog.text
 
 
@@ -152,7 +162,7 @@ def test_hf_model_on_wds_data(tiny_hf_clip, tmp_path):
     )
     assert doc["model"]["name"] == tiny_hf_clip.name
     assert {r["n"] for r in doc["records"]} == {12}
-    preds = pd.read_parquet(tmp_path / "run" / "predictions" / "test.parquet")
+    preds = pd.read_parquet(tmp_path / "run" / "predictions" / "wds" / "test.parquet")
     assert sorted(preds.sample_id) == list(preds.sample_id)
 
 

@@ -1,4 +1,4 @@
-"""A dual encoder written by a user, loaded through ``model=custom model._target_=...``."""
+"""Dual encoders written by a user, loaded through ``model=custom model._target_=...``."""
 
 from __future__ import annotations
 
@@ -32,3 +32,19 @@ class MeanColourEncoder(torch.nn.Module):
 
     def encode_text(self, tokens):
         return normalize(tokens + 1e-3)
+
+
+class ColourModel(MeanColourEncoder):
+    """A differentiable dual encoder for attacks: an image is its mean colour after the Normalize
+    that ends its preprocess, a text the colour words it names (conftest's images: one colour per class)."""
+
+    def __init__(self, name: str = "colour"):
+        super().__init__(name)
+        self.preprocess = transforms.Compose(
+            [transforms.Resize((8, 8)), transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)]
+        )
+        self.fingerprint = fingerprint(self, self.preprocess, self.COLOURS)
+
+    @property
+    def logit_scale(self) -> float:
+        return 10.0  # gentle enough that cross-entropy keeps a gradient at the clean images

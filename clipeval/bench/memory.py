@@ -13,7 +13,7 @@ from clipeval.bench.fixtures import jpeg_folder
 _CHILD = """
 import json, sys
 from pathlib import Path
-from clipeval.features.cache import TensorCache
+from clipeval.cache import TensorCache
 from clipeval.features.encode import image_features
 from clipeval.models.open_clip import OpenClipEncoder
 from clipeval.config.paths import asset

@@ -32,8 +32,8 @@ import torch
 
 from clipeval.bench.fixtures import CLASSNAMES
 from clipeval.bench.throughput import imagenet_prompts
+from clipeval.cache import TensorCache
 from clipeval.config.runtime import Runtime
-from clipeval.features.cache import TensorCache
 from clipeval.features.classifier import zeroshot_classifier
 from clipeval.models.open_clip import OpenClipEncoder
 

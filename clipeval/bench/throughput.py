@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
+from clipeval.cache import TensorCache
 from clipeval.config.paths import builtin_tasks_dir
 from clipeval.config.runtime import Runtime
 from clipeval.data.base import Source
-from clipeval.features.cache import TensorCache
 from clipeval.features.classifier import prompts
 from clipeval.features.encode import image_features
 from clipeval.models.base import normalize

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from clipeval.cache import file_digests
 from clipeval.config.lists import read_strings
 from clipeval.data.base import DataNotFound, MapSource, content_key, is_utf8
 from clipeval.errors import ClipevalError
-from clipeval.features.cache import file_digests
 
 log = logging.getLogger(__name__)
 

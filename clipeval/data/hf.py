@@ -10,9 +10,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from clipeval.cache import file_digests
 from clipeval.data.base import DataNotFound, MapSource, content_key
 from clipeval.errors import ClipevalError
-from clipeval.features.cache import file_digests
 
 
 class HFDatasetSource(MapSource):

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from PIL import Image
 
+from clipeval.cache import file_digests
 from clipeval.data.base import DataNotFound, Item, Source, content_key, decode, is_utf8
 from clipeval.errors import ClipevalError
-from clipeval.features.cache import file_digests
 
 log = logging.getLogger(__name__)
 

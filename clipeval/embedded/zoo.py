@@ -22,10 +22,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from clipeval.cache import TensorCache, cache_key
 from clipeval.config.paths import cache_dir as resolve_cache_dir
 from clipeval.embedded import digits
 from clipeval.embedded.source import DigitsSource
-from clipeval.features.cache import TensorCache, cache_key
+from clipeval.errors import ClipevalError
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +135,11 @@ class DigitsZoo:
 
     label = "19 supervised classifiers trained on the digits (clipeval.embedded.zoo)"
 
-    def points(self, settings: dict[str, list]) -> dict[str, pd.DataFrame]:
-        """{shift: DataFrame(index=model, columns=[id, shift])}; ``settings`` holds ``in_distribution``."""
+    def points(self, settings: dict[str, list] | None = None) -> dict[str, pd.DataFrame]:
+        """{shift: DataFrame(index=model, columns=[id, shift])}; ``settings`` holds ``in_distribution``.
+
+        Raises ClipevalError without settings: the zoo scores its models on the suite's own datasets.
+        """
         table = self.accuracies(settings)
         return {
             name: pd.DataFrame({"id": table["in_distribution"], "shift": table[name]})
@@ -143,13 +147,18 @@ class DigitsZoo:
             if name != "in_distribution"
         }
 
-    def average_points(self, settings: dict[str, list]) -> pd.DataFrame:
+    def average_points(self, settings: dict[str, list] | None = None) -> pd.DataFrame:
         """DataFrame(index=model, columns=[id, shift]) with shift = the mean accuracy over all shifts."""
         table = self.accuracies(settings)
         shifts = [name for name in settings if name != "in_distribution"]
         return pd.DataFrame({"id": table["in_distribution"], "shift": table[shifts].mean(axis=1)})
 
-    def accuracies(self, settings: dict[str, list]) -> pd.DataFrame:
+    def accuracies(self, settings: dict[str, list] | None) -> pd.DataFrame:
+        if settings is None:
+            raise ClipevalError(
+                "The digits zoo scores its classifiers on the suite's own datasets, so it needs the suite's "
+                "settings (in_distribution and each shift, with their sources); it has no fixed table to give."
+            )
         train = DigitsSource(split="train")
         key = cache_key(
             kind="digits_zoo",

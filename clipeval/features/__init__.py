@@ -1,1 +1,1 @@
-"""Image features and text classifiers of a model, and their on-disk cache."""
+"""Image features and text classifiers of a model (cached on disk through clipeval.cache)."""

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from clipeval.cache import TensorCache
 from clipeval.config.runtime import Runtime
 from clipeval.contracts import DualEncoder
 from clipeval.data.base import Source
 from clipeval.errors import ClipevalError
-from clipeval.features.cache import TensorCache
 from clipeval.features.classifier import zeroshot_classifier
 from clipeval.features.encode import FeatureSet, feature_key, image_features
 

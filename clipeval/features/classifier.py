@@ -14,10 +14,10 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from clipeval.cache import TensorCache, cache_key
 from clipeval.config.runtime import Runtime
 from clipeval.contracts import DualEncoder
 from clipeval.errors import ClipevalError
-from clipeval.features.cache import TensorCache, cache_key
 from clipeval.models.base import UNIT_NORM_TOLERANCE, check_embeddings, embedding_fault, normalize
 
 log = logging.getLogger(__name__)

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from clipeval.cache import TensorCache, cache_key
 from clipeval.config.runtime import Runtime
 from clipeval.contracts import DualEncoder
 from clipeval.data.base import Item, MapSource, Source
 from clipeval.errors import ClipevalError
-from clipeval.features.cache import TensorCache, cache_key
 from clipeval.models.base import LOOSEST_NORM_TOLERANCE, check_embeddings, embedding_fault
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 A rerun whose features and text classifiers are all cached needs nothing from the model
 but its name and fingerprint (every cache key is made of them). The first build of a model
 config writes both to a small *model card* in the cache, keyed by the resolved config, the
-sha256 of every file it names (memoised by stat signature, see :class:`clipeval.features.cache.FileDigests`),
+sha256 of every file it names (memoised by stat signature, see :class:`clipeval.cache.FileDigests`),
 and the library versions. Later runs
 read the card and stand in a :class:`DeferredModel`, which builds the real model the first
 time anything else is asked of it: a warm rerun skips importing open_clip (about 3 s here)
@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
+from clipeval.cache import FileDigests, TensorCache, cache_key, file_digests
 from clipeval.contracts import DualEncoder
 from clipeval.errors import ClipevalError
-from clipeval.features.cache import FileDigests, TensorCache, cache_key, file_digests
 from clipeval.models.base import check_outputs
 from clipeval.models.open_clip import HUB_PREFIX
 

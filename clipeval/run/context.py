@@ -42,6 +42,7 @@ class RunContext:
         self.notes: list[dict[str, Any]] = []
         self.kept = Kept()
         self._evaluator: str | None = None
+        self._read: dict[str, FeatureSet] = {}  # the features last handed out, by dataset
 
     # ---------------------------------------------------------------- reading
 
@@ -53,6 +54,7 @@ class RunContext:
         fs = self.bank.features(self._task.source(dataset))
         if fs.skipped:
             self.skipped[dataset] = fs.skipped
+        self._read[dataset] = fs
         return fs
 
     def classnames(self, dataset: str) -> list[str]:
@@ -65,8 +67,13 @@ class RunContext:
         return self.bank.classifier(self.classnames(dataset), self.templates(dataset))
 
     def zero_shot_logits(self, dataset: str) -> torch.Tensor:
-        """[N, C] cosine similarities of the dataset's image features with its class prototypes."""
-        return self.features(dataset).features @ self.classifier(dataset).T
+        """[N, C] cosine similarities of the dataset's image features with its class prototypes.
+
+        Evaluators ask for a dataset's features (labels, ids) and its logits together: the logits take the
+        features already read, so that the pair counts as one read (clipeval.bench counts reads).
+        """
+        fs = self._read[dataset] if dataset in self._read else self.features(dataset)
+        return fs.features @ self.classifier(dataset).T
 
     def class_groups(self, dataset: str) -> list[list[int]] | None:
         return getattr(self._task.source(dataset), "class_groups", None)

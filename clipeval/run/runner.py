@@ -18,13 +18,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from clipeval.atomic import atomic_write
+from clipeval.cache import TensorCache, use_file_digests
 from clipeval.config.construct import build
 from clipeval.config.paths import cache_dir
 from clipeval.config.runtime import Runtime
 from clipeval.contracts import DualEncoder
 from clipeval.errors import ClipevalError
 from clipeval.features.bank import FeatureBank
-from clipeval.features.cache import TensorCache, use_file_digests
 from clipeval.models.base import check_dual_encoder
 from clipeval.models.deferred import load_deferred
 from clipeval.results.record import Record
