@@ -24,6 +24,8 @@ def test_without_a_task_the_default_suite_is_composed():
 
 def test_a_task_sweep_composes_no_suite_either():
     assert selection_overrides(["task=digits,digits_sketch"])[0] == "~suite"
+    assert selection_overrides(["-m", "task=a,b", "x=1"]) == ["-m", "~suite", "task=a,b", "x=1"]
+    assert selection_overrides(["--cfg", "job", "task=a"]) == ["--cfg", "job", "~suite", "task=a"]
 
 
 def test_a_task_and_a_suite_together_are_refused():

@@ -279,13 +279,13 @@ def test_the_command_line_writes_finished_records_then_exits_2(tmp_path):
 
 def test_the_gate_refuses_a_run_that_did_not_finish(tmp_path):
     """A failed run's records are incomplete: neither a golden file nor a candidate can come from it."""
-    from clipeval.check.gate import compare, record_golden
+    from clipeval.check.documents import load_run
+    from clipeval.check.record import record_golden
 
     overrides = folder_run(tmp_path, ["red_square", "green_circle"], 3, {"boom": f"{{_target_:{__name__}.Boom}}"})
     with pytest.raises(RuntimeError, match="boom"):
         run_in_process(overrides, tmp_path / "run")
     with pytest.raises(ClipevalError, match="did not finish: folder/boom: boom: a bug in an evaluator"):
         record_golden(tmp_path / "run", tmp_path / "golden.json")
-    golden = {"kind": "clipeval-golden", "records": [{"key": "folder/test", "metric": "top1", "value": 0.5}]}
     with pytest.raises(ClipevalError, match="did not finish"):
-        compare(golden, [tmp_path / "run"])
+        load_run(tmp_path / "run")  # how clipeval check reads a candidate (and a golden file)

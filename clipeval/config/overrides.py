@@ -66,5 +66,17 @@ def selection_overrides(argv: list[str]) -> list[str]:
             "suite. Drop one of them (a suite's tasks are listed in conf/suite/<name>.yaml)."
         )
     if task and "suite" not in chosen and not any(a.lstrip("~+").startswith("suite") for a in argv):
-        return ["~suite", *argv]  # first: Hydra takes its overrides as one positional run after the flags
+        first = _first_override(argv)  # Hydra takes its overrides as one positional run: join it
+        return [*argv[:first], "~suite", *argv[first:]]
     return argv
+
+
+def _first_override(argv: list[str]) -> int:
+    """The index of the first override in ``argv`` (not a flag, nor a flag's value)."""
+    skip_next = False
+    for i, arg in enumerate(argv):
+        if skip_next or arg.startswith("-"):
+            skip_next = arg in _FLAGS_WITH_VALUE and not skip_next
+            continue
+        return i
+    return len(argv)
