@@ -16,8 +16,9 @@ from clipeval.report.baselines import TableBaselines
 from clipeval.report.cli import main as report_main
 from clipeval.report.figures import average_panel_figure, scatter_grid_figure
 from clipeval.report.pages import run_section
-from clipeval.report.robustness import RobustnessSpec, ShiftSpec, build_report, format_report
+from clipeval.report.robustness import build_report, format_report
 from clipeval.results.record import Record
+from clipeval.results.robustness import RobustnessSpec, ShiftSpec
 from clipeval.results.store import KIND, SCHEMA_VERSION, ResultsDocument
 
 MODEL = "vit_b_32_clip_zeroshot"

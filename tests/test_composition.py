@@ -33,9 +33,16 @@ def test_a_task_and_a_suite_together_are_refused():
         selection_overrides(["task=digits", "suite=natural_shifts"])
 
 
-def test_explicit_suite_null_or_deletion_is_left_alone():
-    assert selection_overrides(["task=digits", "suite=null"]) == ["task=digits", "suite=null"]
+def test_explicit_suite_null_or_deletion_is_a_deletion():
+    assert selection_overrides(["task=digits", "suite=null"]) == ["task=digits", "~suite"]
     assert selection_overrides(["task=digits", "~suite"]) == ["task=digits", "~suite"]
+    assert compose_config(selection_overrides(["task=digits", "suite=null"])).get("suite") is None
+
+
+def test_suite_keys_next_to_a_task_are_refused():
+    for key in ("suite.name=foo", "+suite.robustness.x=1", "suite.robustness.baselines.path=/x.csv"):
+        with pytest.raises(ClipevalError, match="runs that task alone, but .*sets a suite's keys"):
+            selection_overrides(["task=digits", key])
 
 
 @pytest.mark.slow

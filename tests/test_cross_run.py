@@ -4,6 +4,7 @@ no model runs. Expected coordinates and fits are computed independently (csv mod
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 
@@ -15,10 +16,10 @@ from conftest import PUBLISHED
 
 from clipeval.report.cli import main as report_main
 from clipeval.report.cross_run import collect_runs, cross_run_figure, load_reference, step_figure
-from clipeval.report.robustness import RobustnessSpec, ShiftSpec
 from clipeval.report.selection import select_runs
 from clipeval.results.metrics import clopper_pearson
 from clipeval.results.record import Record
+from clipeval.results.robustness import RobustnessSpec, ShiftSpec
 from clipeval.results.store import KIND, SCHEMA_VERSION, Selector, add_to_store
 
 OPENCLIP = PUBLISHED / "openclip_results.csv"
@@ -362,7 +363,7 @@ def test_the_step_figure_plots_each_metric_against_the_step_in_step_order(store)
     steps = [1000, 2000, 3000]
 
     def series(title):
-        (bars,) = [c for c in panels[title].containers if c.get_label() == "ViT-B-32"]
+        (bars,) = [c for c in panels[title].containers if c.get_label() == "ViT-B-32 [series]"]
         return list(bars.lines[0].get_xdata()), list(bars.lines[0].get_ydata())
 
     assert series("in-distribution top-1 (imagenet/val)") == (
@@ -379,12 +380,30 @@ def test_the_step_figure_plots_each_metric_against_the_step_in_step_order(store)
     matplotlib.pyplot.close(fig)
 
 
-def test_a_step_that_is_not_a_number_is_exit_2(tmp_path, capsys):
+def test_a_series_is_one_model_and_its_tags_and_a_repeated_step_keeps_the_newest(store, tmp_path, caplog):
+    """Two training runs of one model (told apart by tags) are two lines; a rerun at a step does not zig-zag."""
+    from clipeval.report.cross_run import _series
+
+    folder, _ = store
+    runs = collect_runs(select_runs(folder, Selector())).runs
+    other = [dataclasses.replace(r, doc=dataclasses.replace(r.doc, raw=r.doc.raw | {"tags": ["B"]})) for r in runs
+             if r.step is not None]  # fmt: skip
+    rerun = [dataclasses.replace(r, doc=dataclasses.replace(r.doc, raw=r.doc.raw | {"created": "2099-01-01"}))
+             for r in runs if r.step == 2000]  # fmt: skip
+    series = _series([*runs, *other, *rerun])
+    assert sorted(series) == ["ViT-B-32 [B]", "ViT-B-32 [series]"]
+    assert [r.step for r in series["ViT-B-32 [series]"]] == [1000, 2000, 3000]
+    assert series["ViT-B-32 [series]"][1].doc.created == "2099-01-01"
+    assert "Two runs of ViT-B-32 [series] at step 2000" in caplog.text
+
+
+def test_a_step_that_is_not_a_number_is_exit_2(tmp_path, capsys, caplog):
+    """The entry is not a valid document: skipped with a warning naming the field, and with nothing left, exit 2."""
     folder = tmp_path / "store"
     add_to_store(folder, document("m", records_of(accuracies(0.6, 0.5)), natural_spec(), step="late"))
     with pytest.raises(SystemExit) as info:
         report_main(["figure", "--store", str(folder)])
-    assert info.value.code == 2 and "'step' must be a number" in capsys.readouterr().err
+    assert info.value.code == 2 and "'step' must be a number" in caplog.text + capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- re-fit against another table

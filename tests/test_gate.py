@@ -19,7 +19,7 @@ from test_imagenet_tasks import data_root  # noqa: F401  (tiny copies of the Ima
 from clipeval.check.cli import main
 from clipeval.check.documents import load_golden
 from clipeval.check.stats import paired_permutation_test
-from clipeval.results.metrics import classification_records
+from clipeval.results.metrics import classification_records, clopper_pearson
 from clipeval.results.samples import Samples
 from clipeval.results.store import KIND, SCHEMA_VERSION, results_document, write_json
 
@@ -225,7 +225,8 @@ def test_nan_or_inf_in_a_candidates_records_is_exit_2(tmp_path, capsys, field, b
     doc["records"][2][field] = bad  # mean per-class recall, a metric the golden file does not check
     (run / "results.json").write_text(json.dumps(doc))
     assert check("compare", "--golden", str(published_golden(tmp_path, value=0.8)), str(run)) == 2
-    assert f"{run / 'results.json'}: records[2] (t/d mean_per_class_recall): {field} is" in capsys.readouterr().err
+    said = {"value": "value is nan", "ci": "'ci' must be a pair [low, high] of finite numbers (got (0.1, inf))"}[field]
+    assert f"{run / 'results.json'}: records[2] (t/d mean_per_class_recall): {said}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("option", ["--tolerance", "--alpha", "--min-effect"])
@@ -379,6 +380,7 @@ def test_an_attacks_clean_and_robust_accuracies_are_paired_by_mcnemar(tmp_path, 
     doc["samples"][clean["samples"]] = outcomes.to_json()
     was = round(clean["value"] * 40)
     clean["value"] = 0.0
+    clean["ci"] = list(clopper_pearson(0, 40))
     (tmp_path / "cand" / "results.json").write_text(json.dumps(doc))
     capsys.readouterr()
     assert check("compare", "--golden", str(tmp_path / "golden.json"), str(tmp_path / "cand")) == 1

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pytest
 
+from clipeval.errors import ClipevalError
 from clipeval.report.logit_fit import effective_robustness, fit_baselines, inverse_logit, logit
 
 
@@ -43,5 +44,5 @@ def test_accuracies_of_zero_or_one_are_left_out_with_a_warning(caplog):
     fit = fit_baselines(x, y, names=["a", "b", "c", "perfect"])
     assert fit.n_models == 3
     assert "perfect" in caplog.text
-    with pytest.raises(ValueError, match="at least two"):
+    with pytest.raises(ClipevalError, match="at least two"):
         fit_baselines(np.array([0.5, 1.0]), np.array([0.2, 0.3]))

@@ -36,6 +36,7 @@ validated when read), and the scored data are the same (:mod:`clipeval.check.dat
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 from collections.abc import Sequence
@@ -51,7 +52,7 @@ from clipeval.check.stats import (
     smallest_p,
 )
 from clipeval.errors import ClipevalError
-from clipeval.results.record import Record, finite, metric_info
+from clipeval.results.record import Record, finite
 from clipeval.results.store import ResultsDocument
 
 log = logging.getLogger(__name__)
@@ -135,21 +136,30 @@ def compare(golden: ResultsDocument, candidates: Sequence[ResultsDocument], opti
     rows = []
     for key, ref in refs.items():
         got = cands.get(key)
+        if got is None and ref.info.derived and ref.record.tolerance is None:
+            rows.append(Row(ref.record, math.nan, "not in the candidate (a derived record; its inputs are gated)",
+                            "derived"))  # fmt: skip
+            continue
         if got is None:
             raise _missing(ref.record, cands.values())
+        if not got.info.same_as(ref.info):
+            raise ClipevalError(
+                f"{describe(ref.record)}: the golden file defines metric '{ref.record.metric}' as {ref.info.to_json()}, "
+                f"the candidate {got.origin} as {got.info.to_json()}: the comparison would have no meaning."
+            )
         if ref.paired and got.paired:
             rows.append(_paired(ref, got, options))
             continue
         if ref.paired or (ref.samples is not None and got.paired):  # one side has per-sample data
             unpaired["candidate" if ref.paired else "golden file"].append(describe(ref.record))
-        rows.append(_by_tolerance(ref.record, got.record, tolerance, from_run))
+        rows.append(_by_tolerance(ref, got.record, tolerance, from_run))
     for side, which in unpaired.items():
         if which:
             log.warning(
                 "The %s has no per-sample data for %s, so these use the fixed tolerance instead of a paired test: %s.",
                 side,
                 ", ".join(which),
-                "record the golden file again (clipeval check record RUN --out FILE)"
+                "record the golden file again from a run of this clipeval if it should hold them"
                 if side == "golden file"
                 else "the candidate's results document holds no per-sample data for them; run it with this clipeval",
             )
@@ -157,7 +167,8 @@ def compare(golden: ResultsDocument, candidates: Sequence[ResultsDocument], opti
 
 
 def _missing(ref: Record, have: Sequence[Entry]) -> ClipevalError:
-    labels = sorted({e.record.label for e in have})
+    same_metric = {e.record.label for e in have if e.record.metric == ref.metric}
+    labels = difflib.get_close_matches(ref.label, same_metric, n=12, cutoff=0) or sorted({e.record.label for e in have})
     hint = (
         " The old 'average' effective robustness was the mean of the per-shift values; it is now "
         "'mean_of_per_shift_er', and the headline is 'average_over_shifts' (the CLIP paper's method): "
@@ -166,18 +177,19 @@ def _missing(ref: Record, have: Sequence[Entry]) -> ClipevalError:
         else ""
     )
     return ClipevalError(
-        f"The candidate run(s) have no {ref.metric} on '{ref.label}' (they have: {', '.join(labels[:12])}).{hint}"
+        f"The candidate run(s) have no {ref.metric} on '{ref.label}' (nearest first, they have: "
+        f"{', '.join(labels[:12])}).{hint}"
     )
 
 
-def _by_tolerance(ref: Record, got: Record, tolerance: float, from_run: bool) -> Row:
+def _by_tolerance(entry: Entry, got: Record, tolerance: float, from_run: bool) -> Row:
     """The fixed-tolerance rule; ``tolerance``: the golden file's (or the option's), for records without their own."""
+    ref, info = entry.record, entry.info
     if ref.n is not None and got.n is not None and ref.n != got.n:
         raise ClipevalError(
             f"'{ref.label}' {ref.metric}: the golden value is on n = {ref.n} samples, the candidate's on n = {got.n}: "
             "compare like with like (same data, no runtime.limit)."
         )
-    info = metric_info(ref.metric)
     if info.derived and ref.tolerance is None and from_run:
         return Row(ref, got.value, DERIVED_EVIDENCE, "derived")
     change = (got.value - ref.value) * (1.0 if info.higher_is_better else -1.0)
@@ -194,7 +206,8 @@ def _paired(ref: Entry, got: Entry, opts: Options) -> Row:
     if c.ids_sha256 != r.ids_sha256 or c.n != r.n:
         raise ClipevalError(
             f"'{label}' was evaluated on a different set of samples than the golden file "
-            f"({c.n} vs {r.n} samples, or other ids): compare like with like (same data, same runtime.limit)."
+            f"({c.n} vs {r.n} samples, or other ids): compare like with like (the same data and runtime.limit, and "
+            "for an evaluator that draws its own sample, such as an attack's limit and seed, the same settings)."
         )
     if r.labels is not None and c.labels is not None and (r.labels != c.labels).any():
         changed = int((r.labels != c.labels).sum())
@@ -217,10 +230,10 @@ def _paired_test(ref: Entry, got: Entry, opts: Options) -> tuple[float, int, flo
     """(p, discordant samples m, the smallest p the test could give with m, evidence) of the metric's paired test.
 
     Random swaps cannot give less than 1 / (1 + resamples), whatever m."""
-    metric = ref.record.metric
-    before = ref.samples.per_sample(metric, ref.record.outcome)
-    after = got.samples.per_sample(metric, got.record.outcome)
-    if metric_info(metric).class_weighted:
+    metric, weighted = ref.record.metric, ref.info.class_weighted
+    before = ref.samples.per_sample(metric, ref.record.outcome, weighted)
+    after = got.samples.per_sample(metric, got.record.outcome, weighted)
+    if weighted:
         p, m, how = paired_permutation_test(before, after, ref.samples.weights(), opts.resamples)
         draws = "all swaps" if how == "exact" else f"{opts.resamples} random swaps, seed {PERMUTATION_SEED}"
         p_min = smallest_p(m) if how == "exact" else max(smallest_p(m), 1 / (1 + opts.resamples))

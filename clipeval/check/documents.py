@@ -14,19 +14,15 @@ records without their own).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from clipeval.errors import ClipevalError
-from clipeval.results.record import Record, finite
+from clipeval.results.record import Metric, Record, finite
 from clipeval.results.samples import Samples
 from clipeval.results.store import ResultsDocument
-
-#: the largest difference between a recorded value and the value recomputed from its per-sample data
-VALUE_TOLERANCE = 1e-9
 
 RecordKey = tuple[str, str, str, tuple[tuple[str, Any], ...]]
 
@@ -38,11 +34,14 @@ class Entry:
     record: Record
     samples: Samples | None
     origin: str  # the document it came from, for messages
+    info: Metric  # the metric as the document defines it
 
     @property
     def paired(self) -> bool:
         """Whether its per-sample data define its metric (so a paired test can use them)."""
-        return self.samples is not None and self.samples.has(self.record.metric, self.record.outcome)
+        return self.samples is not None and self.samples.has(
+            self.record.metric, self.record.outcome, self.info.class_weighted
+        )
 
 
 def describe(record: Record) -> str:
@@ -109,18 +108,9 @@ def document_tolerance(doc: ResultsDocument) -> float | None:
 
 
 def entries(doc: ResultsDocument) -> dict[RecordKey, Entry]:
-    """{Record.key: Entry} of a document. ClipevalError when two records have the same key, or per-sample data
-    give another value than their record's (they do not belong together)."""
-    out: dict[RecordKey, Entry] = {}
-    for i, record in enumerate(doc.records):
-        what = f"{doc.where}: records[{i}] ({describe(record)})"
-        if record.key in out:
-            raise ClipevalError(f"{what} appears twice in the document: each record may appear once.")
-        entry = Entry(record, doc.samples(record.samples), doc.where)
-        if entry.paired:
-            _check_value(entry, what)
-        out[record.key] = entry
-    return out
+    """{Record.key: Entry} of a document (which ResultsDocument.parse has checked: no key twice, per-sample data
+    that give their records' values)."""
+    return {r.key: Entry(r, doc.samples(r.samples), doc.where, doc.metric(r.metric)) for r in doc.records}
 
 
 def candidate_entries(docs: Iterable[ResultsDocument]) -> dict[RecordKey, Entry]:
@@ -135,16 +125,6 @@ def candidate_entries(docs: Iterable[ResultsDocument]) -> dict[RecordKey, Entry]
                 )
             out[key] = entry
     return out
-
-
-def _check_value(entry: Entry, what: str) -> None:
-    record = entry.record
-    recomputed = entry.samples.value(record.metric, record.outcome)
-    if not math.isfinite(recomputed) or abs(recomputed - record.value) > VALUE_TOLERANCE:
-        raise ClipevalError(
-            f"{what}: the per-sample data give {recomputed:.6f}, the record says {record.value:.6f}. "
-            "The per-sample data and the results do not belong together: rerun the evaluation."
-        )
 
 
 def _kind(path: Path) -> Any:

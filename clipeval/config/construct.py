@@ -34,4 +34,18 @@ def build(node: Any, what: str) -> Any:
         cause = exc.__cause__
         if isinstance(cause, ClipevalError):
             raise cause from None
+        if isinstance(cause, ImportError) or "Error locating target" in str(exc):
+            root = _root_cause(exc)
+            raise ClipevalError(
+                f"Could not build {what}: cannot import {target} ({type(root).__name__}: {root}). Check the module "
+                "path, that its folder is on PYTHONPATH, and that the module's own imports work (clipeval 0.2 moved "
+                "modules: clipeval.sources -> clipeval.data, clipeval.metrics -> clipeval.results.metrics, "
+                "clipeval.results -> clipeval.results.record / store; see the README's layout)."
+            ) from exc
         raise ClipevalError(f"Could not build {what}: {exc}") from exc
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc

@@ -57,6 +57,7 @@ def selection_overrides(argv: list[str]) -> list[str]:
 
     Raises ClipevalError when both a task and a suite are chosen: a run evaluates one or the other.
     """
+    argv = ["~suite" if a == "suite=null" else a for a in argv]  # Hydra takes no null for a group's default
     chosen = group_choices(argv)
     task = [v for v in chosen.get("task", []) if v is not None]
     suite = [v for v in chosen.get("suite", []) if v is not None]
@@ -65,7 +66,13 @@ def selection_overrides(argv: list[str]) -> list[str]:
             f"Both task={','.join(task)} and suite={','.join(suite)} are chosen: a run evaluates one task or one "
             "suite. Drop one of them (a suite's tasks are listed in conf/suite/<name>.yaml)."
         )
-    if task and "suite" not in chosen and not any(a.lstrip("~+").startswith("suite") for a in argv):
+    suite_keys = [a for a in argv if a.lstrip("~+").startswith("suite.")]
+    if task and suite_keys:
+        raise ClipevalError(
+            f"task={','.join(task)} is chosen, which runs that task alone, but {' '.join(suite_keys)} sets a suite's "
+            "keys: a run evaluates one task or one suite. Drop the suite keys, or choose the suite instead of the task."
+        )
+    if task and "~suite" not in argv:
         first = _first_override(argv)  # Hydra takes its overrides as one positional run: join it
         return [*argv[:first], "~suite", *argv[first:]]
     return argv

@@ -95,7 +95,7 @@ class Adversarial:
         finally:
             for p in params:
                 p.requires_grad_(True)
-        return self._records(ctx, outcomes, ids, y, attacks)
+        return self._records(ctx, outcomes, ids, y, attacks, targets)
 
     def plan(self, num_classes: int, note: Callable[..., None]) -> tuple[list[str], int]:
         """(the attacks that are defined for ``num_classes`` classes, APGD-T's number of target classes).
@@ -197,9 +197,11 @@ class Adversarial:
         return robust
 
     def _records(self, ctx: EvaluationContext, outcomes: dict[str, torch.Tensor], ids: list[str], y: torch.Tensor,
-                 attacks: list[str]) -> list[Record]:  # fmt: skip
+                 attacks: list[str], targets: int) -> list[Record]:  # fmt: skip
         """clean_top1, and robust_top1 per eps and attack (``worst``: every attack) with params attack, norm, eps,
-        eps_scale; their per-sample outcomes are kept under the names of :meth:`_attack`."""
+        eps_scale and the attack's strength (steps; APGD-T's number of target classes, for it and for the worst
+        case it enters), so a weaker attack is another record, never an "improvement"; their per-sample
+        outcomes are kept under the names of :meth:`_attack`."""
         n = len(ids)
         samples = ctx.keep_outcomes(self.dataset, ids, y, outcomes, name=f"{self.dataset}.adversarial")
 
@@ -210,8 +212,10 @@ class Adversarial:
 
         records = [record("clean_top1", "clean")]
         for eps in self.eps if attacks else []:
-            setting = {"norm": self.norm, "eps": eps, "eps_scale": self.eps_scale}
-            records += [record("robust_top1", f"{a}@{eps:g}", attack=a, **setting) for a in [*attacks, "worst"]]
+            setting = {"norm": self.norm, "eps": eps, "eps_scale": self.eps_scale, "steps": self.steps}
+            for a in [*attacks, "worst"]:
+                strength = {"targets": targets} if a == "apgd-t" or (a == "worst" and "apgd-t" in attacks) else {}
+                records.append(record("robust_top1", f"{a}@{eps:g}", attack=a, **setting, **strength))
         return records
 
 

@@ -39,9 +39,10 @@ from clipeval.errors import ClipevalError
 from clipeval.report.figures import logit_axes, logit_limits, plt
 from clipeval.report.logit_fit import LogitFit, band, fit_baselines
 from clipeval.report.refit import refit_spec
-from clipeval.report.robustness import RobustnessReport, RobustnessSpec, build_report
+from clipeval.report.robustness import RobustnessReport, build_report
 from clipeval.report.run_summary import robustness_spec, run_label
 from clipeval.report.tables import text_table
+from clipeval.results.robustness import RobustnessSpec
 from clipeval.results.store import ResultsDocument
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,15 @@ class CrossRun:
         return self.runs[0].report
 
 
+def _limits_note(docs: Sequence[ResultsDocument]) -> None:
+    """Warn when the runs scored different numbers of samples (runtime.limit): their points are not alike."""
+    limits = {d.where: {ds.get("limit") for task in (d.data or {}).values() for ds in task.values()} for d in docs}
+    if len({frozenset(v) for v in limits.values()}) > 1:
+        shown = "; ".join(f"{Path(w).name}: {sorted(v, key=str)}" for w, v in limits.items())
+        log.warning("The selected runs scored different numbers of samples (runtime.limit, null = all): %s. Their "
+                    "points are on different samples of the data; compare like with like.", shown)  # fmt: skip
+
+
 def collect_runs(docs: Sequence[ResultsDocument], baselines: Any = None) -> CrossRun:
     """The runs' reports, checked to share settings and baselines.
 
@@ -193,6 +203,7 @@ def collect_runs(docs: Sequence[ResultsDocument], baselines: Any = None) -> Cros
     different shifts or baselines (one figure has one supervised line), naming the groups.
     """
     runs, skipped, specs = [], [], []
+    _limits_note(docs)
     for doc in docs:
         if doc.step is not None and (isinstance(doc.step, bool) or not isinstance(doc.step, int | float)):
             raise ClipevalError(f"{doc.where}: 'step' must be a number (the training step), not {doc.step!r}.")
@@ -335,12 +346,18 @@ def _runs(ax, cross: CrossRun, xy) -> None:
 
 
 def _series(runs: Sequence[Run]) -> dict[str, list[Run]]:
-    """Runs with a step, by model name, in step order: the checkpoint series."""
-    out: dict[str, list[Run]] = {}
-    for run in runs:
-        if run.step is not None:
-            out.setdefault(run.doc.model["name"], []).append(run)
-    return {name: sorted(series, key=lambda r: r.step) for name, series in out.items()}
+    """Runs with a step, by model name and tags (one training run's checkpoints), in step order: the checkpoint
+    series. Two runs of a series at the same step: the newest is kept, with a warning."""
+    out: dict[str, dict[float, Run]] = {}
+    for run in sorted(runs, key=lambda r: r.doc.created):
+        if run.step is None:
+            continue
+        tags = run.doc.tags
+        name = run.doc.model["name"] + (f" [{', '.join(tags)}]" if tags else "")
+        if run.step in out.setdefault(name, {}):
+            log.warning("Two runs of %s at step %g: the newer (%s) is drawn in the series.", name, run.step, run.label)
+        out[name][run.step] = run
+    return {name: [steps[s] for s in sorted(steps)] for name, steps in out.items()}
 
 
 def _shift_panel(ax, cross: CrossRun, name: str, reference: Reference | None) -> None:

@@ -202,6 +202,7 @@ def few_shot_curve(ks, means, stds, zero_shot: float, match: float | None, model
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("labelled examples per class (k)")
     ax.set_ylabel("top-1 (%)")
+    ax.set_ylim(top=min(100.0, ax.get_ylim()[1]))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

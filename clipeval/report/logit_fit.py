@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clipeval.errors import ClipevalError
+
 log = logging.getLogger(__name__)
 
 
@@ -49,7 +51,11 @@ def fit_baselines(id_acc: np.ndarray, shift_acc: np.ndarray, names: list[str] | 
             ", ".join(dropped),
         )
     if finite.sum() < 2:
-        raise ValueError("a baseline fit needs at least two models with accuracies strictly between 0 and 1")
+        raise ClipevalError(
+            f"A baseline fit needs at least two models with accuracies strictly between 0 and 1; "
+            f"{int(finite.sum())} of the {len(finite)} given have them. Check the baseline table's columns and "
+            "minimum in-distribution accuracy (min_x) for this shift."
+        )
     slope, intercept = np.polyfit(logit(id_acc[finite]), logit(shift_acc[finite]), deg=1)
     return LogitFit(float(slope), float(intercept), int(finite.sum()))
 

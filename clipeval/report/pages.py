@@ -32,6 +32,8 @@ class Section:
     lines: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
+    #: a line printed just before a table, by the table's index
+    captions: dict[int, str] = field(default_factory=dict)
 
 
 def run_section(doc: ResultsDocument, figures: Path | None = None) -> Section:
@@ -51,7 +53,7 @@ def run_section(doc: ResultsDocument, figures: Path | None = None) -> Section:
     section.tables.append((HEAD, rows))
     report = robustness_report(doc)
     if report is not None:
-        section.lines.append(
+        section.captions[len(section.tables)] = (
             f"Effective robustness against {report.baselines_label}, recomputed from the stored records and "
             "baseline points (accuracies in %, effective robustness in percentage points):"
         )
@@ -80,7 +82,8 @@ def to_markdown(title: str, sections: list[Section], here: Path | None = None) -
     out = [f"# {title}", ""]
     for s in sections:
         out += [f"## {s.title}", "", *[f"{line}\n" for line in s.lines]]
-        for head, rows in s.tables:
+        for i, (head, rows) in enumerate(s.tables):
+            out += [f"{s.captions[i]}\n"] if i in s.captions else []
             out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             out += ["| " + " | ".join(row) + " |" for row in rows]
             out.append("")
@@ -97,7 +100,8 @@ def to_html(title: str, sections: list[Section]) -> str:
     for s in sections:
         out.append(f"<h2>{esc(s.title)}</h2>")
         out += [f"<p>{esc(line)}</p>" for line in s.lines]
-        for head, rows in s.tables:
+        for i, (head, rows) in enumerate(s.tables):
+            out += [f"<p>{esc(s.captions[i])}</p>"] if i in s.captions else []
             out.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>")
             out += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows]
             out.append("</table>")

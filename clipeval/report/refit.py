@@ -27,8 +27,9 @@ from omegaconf import OmegaConf
 from clipeval.config.paths import conf_dir
 from clipeval.errors import ClipevalError
 from clipeval.report.baselines import TableBaselines
-from clipeval.report.robustness import RobustnessReport, RobustnessSpec, build_report
+from clipeval.report.robustness import RobustnessReport, build_report
 from clipeval.report.run_summary import robustness_spec
+from clipeval.results.robustness import RobustnessSpec
 from clipeval.results.store import ResultsDocument
 
 DEFAULT_PROTOCOL = conf_dir() / "baselines" / "testbed.yaml"

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from clipeval.config.construct import build
-from clipeval.report.robustness import RobustnessReport, RobustnessSpec, build_report
+from clipeval.report.robustness import RobustnessReport, build_report
 from clipeval.report.tables import format_records, format_report
+from clipeval.results.robustness import RobustnessSpec
 from clipeval.results.store import ResultsDocument
 
 

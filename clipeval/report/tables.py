@@ -45,7 +45,7 @@ def record_rows(records: Sequence[Record]) -> list[list[str]]:
 
 def format_records(title: str, records: Sequence[Record]) -> str:
     """A plain-text table of ``records`` under ``title`` (values as fractions or counts, 4 decimals)."""
-    width = max([20, *(len(r.label) for r in records)])
+    width = max([len(HEAD[0]), *(len(r.label) for r in records)])
     lines = [title, f"{HEAD[0]:<{width}} {'metric':<22} {'value':>7}  {'95% interval':<17} {'n':>7}"]
     for r in records:
         lo, hi = r.ci

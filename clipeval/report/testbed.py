@@ -19,9 +19,10 @@ from clipeval.config.paths import conf_dir
 from clipeval.errors import ClipevalError, did_you_mean
 from clipeval.report.baselines import TableBaselines
 from clipeval.report.logit_fit import fit_baselines
-from clipeval.report.robustness import RobustnessReport, RobustnessSpec, ShiftSpec, build_report
+from clipeval.report.robustness import RobustnessReport, build_report
 from clipeval.results.metrics import clopper_pearson
 from clipeval.results.record import Record
+from clipeval.results.robustness import RobustnessSpec, ShiftSpec
 
 # Columns of the paper's table (published/clip_paper_fig13_table16.csv) -> testbed columns
 PAPER_TO_TESTBED = {

@@ -17,7 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from clipeval.errors import ClipevalError
+import numpy as np
+
+from clipeval.errors import ClipevalError, did_you_mean
 
 #: parameter values are JSON scalars, so that a key survives a round trip through a results file
 ParamValue = str | int | float | bool
@@ -47,15 +49,49 @@ class Metric:
     def in_summary(self, record: Record) -> bool:
         return self.summary and all(record.params.get(k) == v for k, v in self.summary_params.items())
 
+    def to_json(self) -> dict[str, Any]:
+        """What a results document keeps of the metric (so a reader need not import the plugin defining it)."""
+        return {"description": self.description, "higher_is_better": self.higher_is_better, "unit": self.unit,
+                "derived": self.derived, "class_weighted": self.class_weighted}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, name: str, data: Any, where: str = "metric") -> Metric:
+        if not isinstance(data, Mapping):
+            raise ClipevalError(f"{where} '{name}' is {type(data).__name__}, not an object.")
+        flags = {k: data.get(k, getattr(cls, k)) for k in ("higher_is_better", "derived", "class_weighted")}
+        bad = [k for k, v in flags.items() if not isinstance(v, bool)]
+        if bad or data.get("unit", "fraction") not in UNITS:
+            raise ClipevalError(
+                f"{where} '{name}': {', '.join(bad) or 'unit'} must be "
+                + ("true or false." if bad else f"one of {', '.join(UNITS)} (got {data.get('unit')!r}).")
+            )
+        return cls(name, str(data.get("description", "")), unit=data.get("unit", "fraction"), **flags)
+
+    def same_as(self, other: Metric) -> bool:
+        """Whether two definitions mean the same (description and summary settings aside)."""
+        return self.to_json() | {"description": ""} == other.to_json() | {"description": ""}
+
+
+UNITS = ("fraction", "difference", "count")
 
 #: the metrics clipeval's evaluators write; a plugin adds its own with :func:`register_metric`
 METRICS: dict[str, Metric] = {}
 
 
 def register_metric(metric: Metric) -> Metric:
-    """Add (or replace) a metric in :data:`METRICS`; returns it."""
-    METRICS[metric.name] = metric
-    return metric
+    """Add a metric to :data:`METRICS`; returns it. Registering the same definition again (a module imported
+    twice) is fine; ClipevalError when the name is taken by another definition (a plugin may not redefine
+    ``top1``) or the unit is not one of :data:`UNITS`."""
+    if metric.unit not in UNITS:
+        raise ClipevalError(f"Metric '{metric.name}': unit must be one of {', '.join(UNITS)} (got {metric.unit!r}).")
+    known = METRICS.get(metric.name)
+    if known is not None and not known.same_as(metric):
+        raise ClipevalError(
+            f"Metric '{metric.name}' is already registered as {known.to_json()}; a different definition "
+            f"({metric.to_json()}) would change how every record of it is read. Give your metric its own name."
+        )
+    METRICS.setdefault(metric.name, metric)
+    return METRICS[metric.name]
 
 
 for _m in (
@@ -71,9 +107,11 @@ for _m in (
     ),
     Metric(
         "k_matching_zero_shot",
-        "labelled examples per class a few-shot linear probe needs to match zero-shot top-1 (interpolated)",
+        "labelled examples per class a few-shot linear probe needs to match zero-shot top-1 (interpolated from "
+        "the few-shot top-1 records, which are gated themselves)",
         higher_is_better=False,
         unit="count",
+        derived=True,
         summary=True,
     ),
     Metric(
@@ -87,8 +125,14 @@ for _m in (
 
 
 def metric_info(name: str) -> Metric:
-    """The registered metric; an unregistered one (a plugin's) is taken as a fraction, higher is better."""
-    return METRICS.get(name) or Metric(name, "a metric no clipeval module registered")
+    """The registered metric; ClipevalError for a name nobody registered (say what to do)."""
+    if name not in METRICS:
+        raise ClipevalError(
+            f"Metric '{name}' is not registered, so clipeval cannot tell whether higher is better or what its unit "
+            "is. Register it where the evaluator that writes it is defined: clipeval.results.record.register_metric("
+            f"Metric('{name}', 'what it measures', higher_is_better=..., unit=...)). {did_you_mean(name, METRICS)}"
+        )
+    return METRICS[name]
 
 
 @dataclass(frozen=True)
@@ -149,6 +193,61 @@ class Record:
                 out[name] = getattr(self, name)
         return out
 
+    def __post_init__(self) -> None:
+        """Normalise numpy scalars to Python ones and refuse what no results document may hold.
+
+        Raises ClipevalError ``record (task/dataset metric): <field and what is allowed>``.
+        """
+        for name in ("dataset", "metric"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ClipevalError(f"record: '{name}' must be a non-empty string (got {getattr(self, name)!r}).")
+        what = (
+            f"record ({self.task}/{self.dataset} {self.metric})"
+            if self.task
+            else f"record ({self.dataset} {self.metric})"
+        )
+        problem = self._problem()
+        if problem:
+            raise ClipevalError(f"{what}: {problem}")
+
+    def _problem(self) -> str | None:
+        """The first field that is not allowed (normalising the others in place), or None."""
+        put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
+        if not isinstance(self.task, str):
+            return f"'task' must be a string (got {self.task!r})."
+        if not isinstance(self.value, int | float | np.integer | np.floating) or isinstance(self.value, bool):
+            return f"value is {self.value!r}, not a number."
+        if not math.isfinite(self.value):
+            return f"value is {self.value!r}, not a finite number."
+        put("value", float(self.value))
+        if self.n is None:
+            if self.tolerance is None:
+                return "'n' must be a whole number of samples (got None); only a published number with its own 'tolerance' may leave it unknown (null)."
+        elif isinstance(self.n, bool) or not isinstance(self.n, int | np.integer) or self.n < 1:
+            return f"'n' must be a positive whole number of samples (got {self.n!r})."
+        else:
+            put("n", int(self.n))
+        ci = self.ci
+        if not (isinstance(ci, list | tuple) and len(ci) == 2) or not all(_is_finite(v) for v in ci):
+            return f"'ci' must be a pair [low, high] of finite numbers (got {ci!r})."
+        if ci[0] > ci[1]:
+            return f"'ci' must be [low, high] with low <= high (got {list(ci)})."
+        put("ci", (float(ci[0]), float(ci[1])))
+        params = _params(self.params)
+        if isinstance(params, str):
+            return params
+        put("params", params)
+        for name in ("std", "tolerance"):
+            value = getattr(self, name)
+            if value is not None and not (_is_finite(value) and value >= 0):
+                return f"{name} is {value!r}: it must be a finite number >= 0 (or absent)."
+            if value is not None:
+                put(name, float(value))
+        for name in ("samples", "outcome", "ci_method"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                return f"'{name}' must be a string (got {getattr(self, name)!r})."
+        return None
+
     @classmethod
     def from_json(cls, data: Any, where: str = "record") -> Record:
         """A record from its JSON; ClipevalError naming ``where`` and the field when it is malformed."""
@@ -157,44 +256,46 @@ class Record:
         for name in ("dataset", "metric"):
             if not isinstance(data.get(name), str) or not data[name]:
                 raise ClipevalError(f"{where}: '{name}' must be a non-empty string (got {data.get(name)!r}).")
-        what = f"{where} ({data.get('task', '')}/{data['dataset']} {data['metric']})"
-        params = data.get("params") or {}
-        if not isinstance(params, Mapping) or not all(
-            isinstance(v, ParamValue) and not isinstance(v, float) or isinstance(v, float) and math.isfinite(v)
-            for v in params.values()
-        ):
-            raise ClipevalError(f"{what}: 'params' must map names to strings, numbers or booleans (got {params!r}).")
         ci = data.get("ci")
-        if not (isinstance(ci, list | tuple) and len(ci) == 2):
-            raise ClipevalError(f"{what}: 'ci' must be a pair [low, high] (got {ci!r}).")
-        for name in ("samples", "outcome"):
-            if data.get(name) is not None and not isinstance(data[name], str):
-                raise ClipevalError(f"{what}: '{name}' must be a string key (got {data[name]!r}).")
-        tolerance = data.get("tolerance")
-        if tolerance is not None and finite(tolerance, f"{what}: tolerance") < 0:
-            raise ClipevalError(f"{what}: tolerance is {tolerance}: a tolerance is an allowed drop, at least 0.")
-        n = data.get("n")
-        if n is None and tolerance is None:
-            raise ClipevalError(
-                f"{what}: 'n' must be a whole number of samples (got None); only a published number with its own "
-                "'tolerance' may leave it unknown (null)."
+        try:
+            return cls(
+                dataset=data["dataset"],
+                metric=data["metric"],
+                value=data.get("value"),
+                n=data.get("n"),
+                ci=tuple(ci) if isinstance(ci, list) else ci,
+                ci_method=data.get("ci_method", "clopper-pearson"),
+                std=data.get("std"),
+                task=data.get("task") or "",
+                params=data.get("params") or {},
+                samples=data.get("samples"),
+                outcome=data.get("outcome"),
+                tolerance=data.get("tolerance"),
             )
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
-            raise ClipevalError(f"{what}: 'n' must be a whole number of samples (got {n!r}).")
-        return cls(
-            dataset=data["dataset"],
-            metric=data["metric"],
-            value=finite(data.get("value"), f"{what}: value"),
-            n=n,
-            ci=(finite(ci[0], f"{what}: ci"), finite(ci[1], f"{what}: ci")),
-            ci_method=str(data.get("ci_method", "clopper-pearson")),
-            std=None if data.get("std") is None else finite(data["std"], f"{what}: std"),
-            task=str(data.get("task") or ""),
-            params=dict(params),
-            samples=data.get("samples"),
-            outcome=data.get("outcome"),
-            tolerance=None if tolerance is None else float(tolerance),
-        )
+        except ClipevalError as exc:
+            raise ClipevalError(f"{where} {str(exc).removeprefix('record ')}") from None
+
+
+def _is_finite(value: Any) -> bool:
+    return (
+        isinstance(value, int | float | np.integer | np.floating)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def _params(params: Any) -> dict[str, ParamValue] | str:
+    """``params`` with numpy scalars as Python ones; a message when a key or value is not allowed."""
+    if not isinstance(params, Mapping):
+        return f"'params' must map names to strings, numbers or booleans (got {params!r})."
+    out: dict[str, ParamValue] = {}
+    for key, value in params.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if not isinstance(key, str) or not (isinstance(value, str | bool | int) or _is_finite(value)):
+            return f"'params' must map names to strings, numbers or booleans (got {dict(params)!r})."
+        out[key] = value
+    return out
 
 
 def finite(value: Any, what: str) -> float:

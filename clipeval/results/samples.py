@@ -109,20 +109,21 @@ class Samples:
         _, inverse, counts = np.unique(self.labels, return_inverse=True, return_counts=True)
         return 1.0 / (len(counts) * counts[inverse])
 
-    def has(self, metric: str, outcome: str | None = None) -> bool:
-        """Whether the samples define ``metric`` (with ``outcome``)."""
-        if metric_info(metric).class_weighted:
+    def has(self, metric: str, outcome: str | None = None, class_weighted: bool | None = None) -> bool:
+        """Whether the samples define ``metric`` (with ``outcome``). ``class_weighted``: the metric's definition
+        (None: look it up in the registry; a results document passes its own)."""
+        if _weighted(metric, class_weighted):
             return self.labels is not None and self.outcome("top1", outcome) is not None
         return self.outcome(metric, outcome) is not None
 
-    def per_sample(self, metric: str, outcome: str | None = None) -> np.ndarray:
+    def per_sample(self, metric: str, outcome: str | None = None, class_weighted: bool | None = None) -> np.ndarray:
         """[n] the metric's per-sample outcomes (top-1 for a class-weighted metric)."""
-        return self.outcome("top1" if metric_info(metric).class_weighted and outcome is None else metric, outcome)
+        return self.outcome("top1" if _weighted(metric, class_weighted) and outcome is None else metric, outcome)
 
-    def value(self, metric: str, outcome: str | None = None) -> float:
+    def value(self, metric: str, outcome: str | None = None, class_weighted: bool | None = None) -> float:
         """The metric recomputed from the samples (clipeval.results.metrics defines it)."""
-        correct = self.per_sample(metric, outcome)
-        if metric_info(metric).class_weighted:
+        correct = self.per_sample(metric, outcome, class_weighted)
+        if _weighted(metric, class_weighted):
             return float(np.sum(self.weights() * correct))
         return float(np.mean(correct))
 
@@ -156,3 +157,7 @@ class Samples:
             if array is not None and len(array) != n:
                 raise ClipevalError(f"{where}: '{name}' has {len(array)} entries, not n = {n}.")
         return cls(data["ids_sha256"], n, labels, topk, correct)
+
+
+def _weighted(metric: str, class_weighted: bool | None) -> bool:
+    return metric_info(metric).class_weighted if class_weighted is None else class_weighted

@@ -7,7 +7,10 @@ the document alone, on any machine, without the run directory:
 - ``model`` (name, fingerprint), ``selection`` (the task or suite: name, version, kind, and its
   tasks with their versions), ``created``, ``clipeval_version``, ``git_sha``, ``run_id``,
   ``tags`` and ``step`` (a checkpoint's training step, for series figures);
-- ``records``: :class:`~clipeval.results.record.Record` JSON;
+- ``records``: :class:`~clipeval.results.record.Record` JSON, obeying clipeval.results.validate
+  (checked when the document is written and whenever it is read);
+- ``metrics``: the definition of every metric the records use (direction, unit, derived,
+  class-weighted), so a reader needs no plugin to know how to read them;
 - ``samples``: per-sample outcomes by key (:class:`~clipeval.results.samples.Samples`);
 - ``data``: ``{task: {dataset: {key, limit}}}``, the content key of every scored dataset and
   the number of samples ``runtime.limit`` kept (null: all);
@@ -40,8 +43,10 @@ from typing import Any
 import clipeval
 from clipeval.atomic import atomic_write
 from clipeval.errors import ClipevalError
-from clipeval.results.record import Record
+from clipeval.results.record import Metric, Record, metric_info
+from clipeval.results.robustness import RobustnessSpec, check_settings
 from clipeval.results.samples import Samples
+from clipeval.results.validate import check_records
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,7 @@ class ResultsDocument:
     records: list[Record]
     path: Path | None = None
     _samples: dict[str, Samples] = field(default_factory=dict)
+    _metrics: dict[str, Metric] = field(default_factory=dict)
 
     @property
     def model(self) -> dict[str, Any]:
@@ -125,7 +131,24 @@ class ResultsDocument:
         dangling = sorted({r.samples for r in records if r.samples is not None and r.samples not in samples})
         if dangling:
             raise ClipevalError(f"{where}: records point at per-sample data {dangling[:3]} that it does not hold.")
-        return cls(raw, records, path)
+        doc = cls(raw, records, path)
+        doc._metrics = _metric_definitions(raw.get("metrics"), where)
+        check_records(records, doc.samples, doc.metric, lambda i, r: f"{where}: records[{i}] ({r.label} {r.metric})")
+        _check_run_info(raw, where)
+        if raw.get("robustness") and not raw.get("failures") and not raw.get("effective_robustness_error"):
+            spec = RobustnessSpec.from_json(raw["robustness"], f"{where}: robustness")
+            check_settings(spec, records, where)
+        return doc
+
+    def metric(self, name: str) -> Metric:
+        """The document's own definition of a metric (it keeps the definitions of the metrics it uses, so a reader
+        needs no plugin); else the registry's (published golden files written by hand)."""
+        if name in self._metrics:
+            return self._metrics[name]
+        try:
+            return metric_info(name)
+        except ClipevalError as exc:
+            raise ClipevalError(f"{self.where}: {exc} (or define it in the document's 'metrics').") from None
 
     @classmethod
     def load(cls, path: Path) -> ResultsDocument:
@@ -168,10 +191,29 @@ def results_document(
         "tags": [str(t) for t in config.get("tags") or []],
         "step": config.get("step"),
         "records": [r.to_json() for r in records],
+        "metrics": {name: metric_info(name).to_json() for name in sorted({r.metric for r in records})},
         "samples": {key: s.to_json() for key, s in samples.items()},
         "config": config,
         **(extra or {}),
     }
+
+
+def _check_run_info(raw: dict[str, Any], where: str) -> None:
+    """``tags``: a list of strings; ``step``: a number or null (ClipevalError naming the file otherwise)."""
+    tags = raw.get("tags") or []
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise ClipevalError(f"{where}: 'tags' must be a list of strings (got {tags!r}).")
+    step = raw.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int | float) or step != step):
+        raise ClipevalError(f"{where}: 'step' must be a number (the training step) or null (got {step!r}).")
+
+
+def _metric_definitions(data: Any, where: str) -> dict[str, Metric]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ClipevalError(f"{where}: 'metrics' must be an object of metric definitions by name.")
+    return {str(k): Metric.from_json(str(k), v, f"{where}: metrics") for k, v in data.items()}
 
 
 def write_json(path: Path, obj: Any) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ from clipeval.config.lists import read_strings
 from clipeval.errors import ClipevalError
 from clipeval.features.bank import FeatureBank
 from clipeval.features.encode import FeatureSet
-from clipeval.results.record import Record
+from clipeval.results.record import Record, metric_info
 from clipeval.results.samples import Samples
+from clipeval.results.validate import check_records
 from clipeval.run.task import Task
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,11 @@ class RunContext:
         return self._keep(name, samples, {"sample_id": list(ids), "label": labels.numpy(), **arrays})
 
     def _keep(self, name: str, samples: Samples, frame: dict[str, Any]) -> str:
+        if not re.fullmatch(r"[\w\-][\w.\-]*", name):
+            raise ClipevalError(
+                f"Per-sample data need a plain file name (letters, digits, '.', '-', '_'; not starting with '.'), "
+                f"not {name!r}: it names predictions/{self.task}/<name>.parquet in the run directory."
+            )
         key = f"{self.task}/{name}"
         if key in self.kept.samples:
             raise ClipevalError(f"Task '{self.task}' keeps per-sample data under '{name}' twice; name them apart.")
@@ -130,21 +137,37 @@ class RunContext:
     def evaluate(self) -> tuple[list[Record], Failure | None]:
         """The records of each evaluator in turn (``task`` filled in), up to the first that raises.
 
-        That one's exception is returned as a :class:`Failure` (not raised), so that the records of
-        the evaluators that finished can still be written; the runner ends the run with it.
+        Each evaluator's records are checked as they come back (a list of Records obeying
+        clipeval.results.validate, no identity already taken), so an invalid one fails its evaluator,
+        not the results document. The failing evaluator's exception is returned as a :class:`Failure`
+        (not raised), with the per-sample data it kept dropped, so that the records of the evaluators
+        that finished can still be written; the runner ends the run with it.
         """
         records: list[Record] = []
         for name, evaluator in self._task.evaluators.items():
             log.info("Task %s: running evaluator %s", self.task, name)
             self._evaluator = name
+            kept_before = set(self.kept.samples)
             try:
-                records += [r.with_task(self.task) for r in evaluator.evaluate(self)]
+                records += self._accept(records, evaluator.evaluate(self))
             except Exception as exc:  # kept, and raised again by the runner once the results are written
                 log.error("Task %s: evaluator %s failed: %s", self.task, name, exc)
+                for key in set(self.kept.samples) - kept_before:
+                    del self.kept.samples[key], self.kept.frames[key]
                 return records, Failure(self.task, name, exc)
             finally:
                 self._evaluator = None
         return records, None
+
+    def _accept(self, done: list[Record], returned: Any) -> list[Record]:
+        """``returned`` as records of this task; ClipevalError saying what the evaluator must return instead."""
+        if not isinstance(returned, list | tuple) or not all(isinstance(r, Record) for r in returned):
+            got = type(returned).__name__ if not isinstance(returned, list | tuple) else "a list holding " + ", ".join(
+                sorted({type(r).__name__ for r in returned if not isinstance(r, Record)}))  # fmt: skip
+            raise ClipevalError(f"evaluate() must return a list of clipeval.results.record.Record (got {got}).")
+        new = [r.with_task(self.task) for r in returned]
+        check_records([*done, *new], self.kept.samples.get, metric_info, lambda i, r: f"record {r.label} {r.metric}")
+        return new
 
 
 @dataclasses.dataclass

@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from clipeval.config.construct import build
 from clipeval.errors import ClipevalError
-from clipeval.report.robustness import IN_DISTRIBUTION, DatasetRef, RobustnessSpec, ShiftSpec
+from clipeval.report.robustness import IN_DISTRIBUTION
+from clipeval.results.robustness import DatasetRef, RobustnessSpec, ShiftSpec
 from clipeval.run.task import Task
 
 

@@ -126,8 +126,7 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
         task.name: {name: {"key": source.key, "limit": runtime.limit} for name, source in task.sources.items()}
         for task in tasks.values()
     }
-    if evaluation.notes:
-        extra["notes"] = evaluation.notes
+    extra["notes"] = evaluation.notes
     failure = evaluation.failure
     if failure is not None:
         extra["failures"] = [failure.to_json()]
