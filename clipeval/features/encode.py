@@ -37,7 +37,8 @@ from clipeval.models.base import LOOSEST_NORM_TOLERANCE, check_embeddings, embed
 log = logging.getLogger(__name__)
 
 SHOW_SKIPPED = 5
-#: cache kind of the chunks of an entry that is being encoded
+#: cache kind of the chunks of an entry that is being encoded. Chunks are a kind of their own, under keys of
+#: their own (:func:`chunk_key`): whole entries keep their format and keys, so FORMAT_VERSION stays 2.
 CHUNK_KIND = "feature_chunks"
 
 
