@@ -188,7 +188,7 @@ def test_when_neither_can_be_written_the_document_goes_to_the_temporary_folder(f
     assert len(json.loads(fallback.read_text())["records"]) == 2
 
 
-def test_a_log_file_that_cannot_be_written_is_one_warning(folder_run, tmp_path, capsys):
+def test_a_log_file_that_cannot_be_written_is_one_warning(folder_run, tmp_path, capsys, monkeypatch):
     class Full:
         def write(self, text):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -199,11 +199,9 @@ def test_a_log_file_that_cannot_be_written_is_one_warning(folder_run, tmp_path, 
     handler = logging.FileHandler(tmp_path / "run.log")
     handler.stream.close()
     handler.stream = Full()
-    logging.getLogger().addHandler(handler)
-    try:
-        folder_run(tmp_path / "run")
-    finally:
-        logging.getLogger().removeHandler(handler)
+    # the root logger's handlers as a Hydra run has them: (console and) the file; not those other tests left
+    monkeypatch.setattr(logging.getLogger(), "handlers", [handler])
+    folder_run(tmp_path / "run")
     err = capsys.readouterr().err
     assert err.count(f"clipeval: warning: cannot write the log file {tmp_path / 'run.log'}") == 1, err
     assert "Logging error" not in err and "Traceback" not in err

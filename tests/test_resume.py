@@ -172,7 +172,7 @@ class Counting(FaultyColour):
     def encode_image(self, images):
         type(self).started.set()
         type(self).encoded += len(images)
-        time.sleep(0.05)
+        time.sleep(0.1)  # 11 batches: the second run asks while the first still encodes
         return super().encode_image(images)
 
 
