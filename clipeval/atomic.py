@@ -31,3 +31,19 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_error(folder: Path) -> OSError | None:
+    """Why no file can be written in ``folder`` (a read-only or full file system, permissions, a file in the
+    way), or None when one can. A folder that does not exist yet is judged by its nearest existing ancestor,
+    and nothing is created: the probe is an unnamed temporary file of one block, synced and dropped."""
+    folder = Path(folder).absolute()
+    probe = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    try:
+        with tempfile.TemporaryFile(dir=probe) as f:
+            f.write(bytes(4096))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        return OSError(exc.errno, exc.strerror) if exc.strerror else exc  # not the probe's name
+    return None

@@ -6,6 +6,13 @@ that is renamed into place (:mod:`clipeval.atomic`), so a killed run leaves no e
 Every entry also carries a sha256 of its own content (tensors' dtypes, shapes and bytes, and
 every other value), checked on load: a damaged entry is a warning and a miss, never a hit.
 
+The cache is an optimisation: a cache folder that cannot be written (read-only, full) is one
+warning naming the folder and the error, and the run goes on without writing to it. While one
+run computes an entry, it holds the entry's file lock (:meth:`TensorCache.lock`, ``filelock``):
+a second run that needs the same entry waits for it and then reads it instead of computing it
+again. The operating system releases the lock of a run that dies, so a crashed run never
+blocks the next one.
+
 Data and checkpoints enter keys through :class:`FileDigests`: the sha256 of each file's bytes,
 memoised by the file's stat signature (size, mtime_ns, ctime_ns, inode, device), as build tools
 do: every run stats every file, and only a file whose signature is new is read and hashed.
@@ -19,10 +26,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -70,18 +77,48 @@ class TensorCache:
     def __init__(self, root: Path, enabled: bool = True):
         self.root = Path(root).expanduser()
         self.enabled = enabled
+        #: False once a write has failed (read-only or full folder): the run goes on without writing
+        self.writable = enabled
         #: file digests, memoised in this cache (enabled) or not kept beyond the process (disabled)
-        self.digests = FileDigests(self.root / "file_digests" if enabled else None)
+        self.digests = FileDigests(self.root / "file_digests" if enabled else None, on_write_error=self.write_failed)
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key[:2] / f"{key}.pt"
+
+    def stamp(self, kind: str, key: str) -> tuple[int, int] | None:
+        """(inode, mtime_ns) of the entry's file, None when there is none: changes whenever the entry is written."""
+        try:
+            st = self.path(kind, key).stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def lock_path(self, kind: str, key: str) -> Path:
+        return self.root / "locks" / kind / f"{key}.lock"
+
+    def write_failed(self, exc: OSError) -> None:
+        """Stop writing to this cache, with one warning naming the folder and the error (the run goes on)."""
+        if not self.writable:
+            return
+        self.writable = False
+        log.warning(
+            "Cannot write to the cache folder %s (%s). The run goes on without saving to the cache: its results "
+            "are the same, but the next run computes again what this one computes. Free space or fix its "
+            "permissions, or set cache_dir= to a writable folder (runtime.cache=false turns the cache off).",
+            self.root,
+            exc,
+        )
 
     def load(self, kind: str, key: str) -> dict[str, Any] | None:
         """The entry saved under ``key``, or None when absent, unreadable, misnamed or damaged (logged)."""
         if not self.enabled:
             return None
         path = self.path(kind, key)
-        if not path.is_file():
+        try:
+            if not path.is_file():
+                return None
+        except OSError as exc:  # a folder on the way that cannot be read
+            log.warning("Ignoring unreadable cache entry %s (%s); recomputing it", path, exc)
             return None
         try:
             entry = torch.load(path, map_location="cpu", weights_only=True)
@@ -104,11 +141,97 @@ class TensorCache:
         return entry
 
     def save(self, kind: str, key: str, entry: dict[str, Any]) -> Path | None:
-        if not self.enabled:
+        """Write ``entry`` atomically; None when the cache is off or cannot be written (warned once)."""
+        if not self.enabled or not self.writable:
             return None
         entry = {**entry, "key": key}
         entry["checksum"] = entry_checksum(entry)
-        return atomic_write(self.path(kind, key), lambda f: torch.save(entry, f))
+        try:
+            return atomic_write(self.path(kind, key), lambda f: _torch_save(entry, f))
+        except OSError as exc:
+            self.write_failed(exc)
+            return None
+
+    def remove(self, kind: str, key: str) -> None:
+        """Delete an entry (an entry that is not there, or a folder that cannot be written, is no error)."""
+        if self.enabled and self.writable:
+            with contextlib.suppress(OSError):
+                self.path(kind, key).unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def lock(self, kind: str, key: str, what: str) -> Iterator[bool]:
+        """Hold the lock of entry ``key`` while the caller computes it; yields whether it had to wait.
+
+        A run that finds the lock held waits (logging every :data:`LOCK_LOG_SECONDS`) until the holder
+        finishes or dies, and should then look in the cache again (also when :meth:`stamp` changed since
+        it last looked): the holder has usually saved the entry. Without a usable lock (cache off or not
+        writable) the caller goes on alone.
+        """
+        from filelock import FileLock, Timeout
+
+        held = None
+        waited = False
+        if self.enabled and self.writable:
+            path = self.lock_path(kind, key)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                held = FileLock(str(path))
+                try:
+                    held.acquire(timeout=0)
+                except Timeout:
+                    waited = True
+                    log.info("Another run is computing %s (it holds %s); waiting for it to finish", what, path)
+                    start = time.monotonic()
+                    while True:
+                        try:
+                            held.acquire(timeout=LOCK_LOG_SECONDS)
+                            break
+                        except Timeout:
+                            log.info("Still waiting (%.0f s) for the run that holds %s", time.monotonic() - start, path)
+            except OSError as exc:
+                self.write_failed(exc)
+                held = None
+            except NotImplementedError as exc:  # filelock on a file system without flock
+                log.warning("No file locks in %s (%s): concurrent runs may both compute %s", path.parent, exc, what)
+                held = None
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt(f"waiting for another run that is computing {what}") from None
+        try:
+            yield waited
+        finally:
+            if held is not None:
+                held.release()
+
+
+#: how often a run waiting for another run's entry says that it still waits
+LOCK_LOG_SECONDS = 60.0
+
+
+class _WriteErrors:
+    """A file for ``torch.save`` that keeps the OSError of a failed write: torch turns it into a RuntimeError."""
+
+    def __init__(self, file: BinaryIO):
+        self.file, self.error = file, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _torch_save(entry: dict[str, Any], file: BinaryIO) -> None:
+    tracked = _WriteErrors(file)
+    try:
+        torch.save(entry, tracked)
+    except RuntimeError:
+        if tracked.error is not None:
+            raise tracked.error from None
+        raise
 
 
 # --- file digests -------------------------------------------------------------------------------
@@ -164,9 +287,12 @@ class FileDigests:
     its path and signature (``stat:...``) instead of being read: such keys are never stored.
     """
 
-    def __init__(self, root: Path | None):
+    def __init__(self, root: Path | None, on_write_error: Callable[[OSError], None] | None = None):
         self.root = Path(root).expanduser() if root is not None else None
         self.hashed = 0  # files read and hashed by this object (for tests and benchmarks)
+        #: called when the memo cannot be written (read-only or full folder); by default one warning
+        self.on_write_error = on_write_error or self._warn_once
+        self.writable = True  # False once a memo could not be written: not tried again
 
     def digests(self, files: Sequence[str | os.PathLike]) -> list[str]:
         """One digest per file, in order. A file that cannot be read gets ``unreadable:<error>`` (never
@@ -197,7 +323,7 @@ class FileDigests:
             settled = {  # s[2]: ctime_ns
                 p: [*s, d] for p, (s, d) in fresh.items() if now - s[2] > RACY_NS and not d.startswith("unreadable:")
             }
-            if settled:
+            if settled and self.writable:
                 self._write_memo(memo_path, settled)
         return [found[p] for p in paths]
 
@@ -259,8 +385,8 @@ class FileDigests:
     def _write_memo(self, path: Path, records: dict[str, list]) -> None:
         from filelock import FileLock, Timeout
 
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             with FileLock(str(path) + ".lock", timeout=30):
                 merged = {**self._read_memo(path), **records}  # what concurrent runs memoised stays
                 payload = json.dumps({"version": MEMO_VERSION, "records": merged}, sort_keys=True).encode()
@@ -268,6 +394,12 @@ class FileDigests:
                 atomic_write(path, lambda f: f.write(blob))
         except Timeout:
             log.warning("File-digest memo %s is locked by another run; not memoising this time", path)
+        except OSError as exc:  # read-only or full: the digests are right, only not remembered
+            self.writable = False
+            self.on_write_error(exc)
+
+    def _warn_once(self, exc: OSError) -> None:
+        log.warning("Cannot write the file-digest memo in %s (%s); files are hashed again next time", self.root, exc)
 
 
 _active: list[FileDigests] = []

@@ -58,7 +58,40 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+    """The command line; Ctrl-C ends it with one line saying what was interrupted, and exit code 130."""
+    try:
+        _main(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt as exc:
+        what = f" while {exc}" if str(exc) else ""  # encode.py and the cache say what they were doing
+        print(f"clipeval: interrupted{what}; nothing half-written remains.", file=sys.stderr)
+        raise SystemExit(INTERRUPTED_EXIT_CODE) from None
+
+
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as shells report a command ended by Ctrl-C
+#: Hydra's flags that print something and run nothing
+_INFO_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc", "--version"}
+
+
+def _check_output_dir(argv: list[str]) -> None:
+    """Exit 2 when the folder Hydra will create for the run (``hydra.run.dir``, or ``hydra.sweep.dir`` with
+    ``-m``) cannot be written, rather than with Hydra's traceback before the run starts."""
+    from clipeval.atomic import write_error
+
+    if _INFO_FLAGS.intersection(argv):
+        return
+    sweep = "-m" in argv or "--multirun" in argv
+    key = "hydra.sweep.dir=" if sweep else "hydra.run.dir="
+    given = next((a.removeprefix(key) for a in reversed(argv) if a.startswith(key)), None)
+    folder = Path((given or ("outputs/multirun" if sweep else "outputs/runs")).split("$", 1)[0] or ".")
+    error = write_error(folder)
+    if error is not None:
+        fail(
+            f"Cannot write the run directory {given or folder} ({error}); nothing was run. "
+            f"Pass {key}DIR with a writable folder, or free space or fix the permissions."
+        )
+
+
+def _main(argv: list[str]) -> None:
     if argv[:1] == ["report"]:
         from clipeval.report.cli import main as report_main
 
@@ -72,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         argv = selection_overrides(argv)
     except ClipevalError as exc:
         fail(str(exc))
+    _check_output_dir(argv)
     sys.argv = [sys.argv[0], *argv]
     try:
         _app()

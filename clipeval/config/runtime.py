@@ -31,6 +31,7 @@ class Runtime:
     channels_last: bool = False
     compile: bool | str = False
     decode: str = "pil"
+    chunk_size: int = 4096
 
     @classmethod
     def create(
@@ -46,11 +47,14 @@ class Runtime:
         channels_last: bool = False,
         compile: bool | str = False,
         decode: str = "pil",
+        chunk_size: int = 4096,
     ) -> Runtime:
         if precision not in PRECISIONS:
             raise ClipevalError(f"runtime.precision must be one of {sorted(PRECISIONS)}, not '{precision}'.")
         if batch_size < 1:
             raise ClipevalError(f"runtime.batch_size must be at least 1, not {batch_size}.")
+        if chunk_size < 1:
+            raise ClipevalError(f"runtime.chunk_size must be at least 1 image, not {chunk_size}.")
         if limit is not None and limit < 1:
             raise ClipevalError(f"runtime.limit must be a positive number of samples or null, not {limit}.")
         return cls(
@@ -65,6 +69,7 @@ class Runtime:
             channels_last=bool(channels_last),
             compile=compile if isinstance(compile, str) else bool(compile),
             decode=_check_decode(decode),
+            chunk_size=int(chunk_size),
         )
 
     def autocast(self) -> contextlib.AbstractContextManager:

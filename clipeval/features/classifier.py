@@ -58,14 +58,29 @@ def zeroshot_classifier(
         templates=templates,
         precision=runtime.precision,
     )
+    what = f"the text classifier of {len(classnames)} classes x {len(templates)} templates"
+    stamp = cache.stamp("classifiers", key)
     weights = _cached(cache, key, len(classnames))
-    if weights is not None:
-        log.info(
-            "Text classifier (%d classes x %d templates): cache hit",
-            len(classnames),
-            len(templates),
-        )
-        return weights
+    if weights is None:
+        with cache.lock("classifiers", key, what) as waited:
+            if waited or cache.stamp("classifiers", key) != stamp:  # what another run cached meanwhile
+                weights = _cached(cache, key, len(classnames))
+            if weights is None:
+                try:
+                    weights = _build(model, classnames, templates, runtime)
+                except KeyboardInterrupt as exc:
+                    raise KeyboardInterrupt(*exc.args or [f"building {what}"]) from None
+                cache.save("classifiers", key, {"weights": weights})
+                return weights
+    log.info(
+        "Text classifier (%d classes x %d templates): cache hit",
+        len(classnames),
+        len(templates),
+    )
+    return weights
+
+
+def _build(model: DualEncoder, classnames: Sequence[str], templates: list[str], runtime: Runtime) -> torch.Tensor:
     start = time.perf_counter()
     texts = prompts(classnames, templates)
     chunks = []
@@ -88,7 +103,6 @@ def zeroshot_classifier(
         len(templates),
         time.perf_counter() - start,
     )
-    cache.save("classifiers", key, {"weights": weights})
     return weights
 
 

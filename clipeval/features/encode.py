@@ -3,6 +3,16 @@
 Everything downstream (zero-shot, linear probes, few-shot, template ablations) reads the
 same features, so a dataset is encoded once per (model, data, selection, transform,
 precision). Images stream through a DataLoader; only the features stay in memory.
+
+A dataset with random access (image folders, ImageNet layouts, Hugging Face datasets) is
+encoded in chunks of ``runtime.chunk_size`` images, rounded up to whole batches. Each chunk
+is cached (atomically, checksummed) as soon as it is done, under the feature key, its image
+range and the batch size; a run that was killed leaves its finished chunks, and a rerun
+encodes only the chunks that are missing. Chunks start at multiples of the batch size, so
+every image is encoded in the same batch as in an uninterrupted run, and the features are
+bit-identical. Once the whole entry is cached, its chunks are deleted. Webdataset shards
+(no random access) are encoded in one go. While a run encodes a source it holds the entry's
+lock (:meth:`TensorCache.lock`): a second run that needs the same features waits and reuses them.
 """
 
 from __future__ import annotations
@@ -27,6 +37,9 @@ from clipeval.models.base import LOOSEST_NORM_TOLERANCE, check_embeddings, embed
 log = logging.getLogger(__name__)
 
 SHOW_SKIPPED = 5
+#: cache kind of the chunks of an entry that is being encoded. Chunks are a kind of their own, under keys of
+#: their own (:func:`chunk_key`): whole entries keep their format and keys, so FORMAT_VERSION stays 2.
+CHUNK_KIND = "feature_chunks"
 
 
 @dataclass
@@ -52,31 +65,48 @@ def feature_key(model: DualEncoder, source: Source, runtime: Runtime) -> str:
     )
 
 
+def chunk_images(runtime: Runtime) -> int:
+    """Images per chunk: ``runtime.chunk_size`` rounded up to whole batches."""
+    return math.ceil(runtime.chunk_size / runtime.batch_size) * runtime.batch_size
+
+
+def chunk_key(key: str, start: int, stop: int, batch_size: int) -> str:
+    """The cache key of images ``start:stop`` of the entry ``key``, encoded in batches of ``batch_size``."""
+    return cache_key(kind="image_feature_chunk", features=key, start=start, stop=stop, batch_size=batch_size)
+
+
 def image_features(model: DualEncoder, source: Source, runtime: Runtime, cache: TensorCache) -> FeatureSet:
     key = feature_key(model, source, runtime)
     what = source.describe() + (f", first {runtime.limit} used" if runtime.limit else "")
+    stamp = cache.stamp("features", key)
     fs = _cached(cache, key)
-    if fs is not None:
+    if fs is None:
+        with cache.lock("features", key, f"the image features of {what}") as waited:
+            if waited or cache.stamp("features", key) != stamp:  # what another run cached meanwhile
+                fs = _cached(cache, key)
+            if fs is None:
+                log.info("Image features of %s: cache miss, encoding", what)
+                fs, chunks = _encode(model, source, runtime, cache, key, what)
+                saved = cache.save(
+                    "features",
+                    key,
+                    {
+                        "features": fs.features,
+                        "labels": fs.labels,
+                        "ids": fs.ids,
+                        "skipped": [list(s) for s in fs.skipped],
+                    },
+                )
+                if saved:
+                    log.info("Cached image features at %s", saved)
+                    for chunk in chunks:  # the whole entry holds them now
+                        cache.remove(CHUNK_KIND, chunk)
+    if fs.from_cache:
         log.info(
             "Image features of %s: cache hit (%d samples), not re-encoding",
             source.describe(),
             len(fs),
         )
-    else:
-        log.info("Image features of %s: cache miss, encoding", what)
-        fs = _encode(model, source, runtime)
-        saved = cache.save(
-            "features",
-            key,
-            {
-                "features": fs.features,
-                "labels": fs.labels,
-                "ids": fs.ids,
-                "skipped": [list(s) for s in fs.skipped],
-            },
-        )
-        if saved:
-            log.info("Cached image features at %s", saved)
     _report_skipped(fs, source)
     return fs
 
@@ -114,12 +144,133 @@ def feature_set_fault(fs: FeatureSet) -> str | None:
     return None
 
 
-def _encode(model: DualEncoder, source: Source, runtime: Runtime) -> FeatureSet:
-    loader, decode = _batches(model, source, runtime)
-    dataset = loader.dataset
-    total = math.ceil(len(dataset) / runtime.batch_size) if hasattr(dataset, "__len__") else None
+class _Part:
+    """What the batches of one chunk (or of a whole stream) gave: features, labels, ids, skipped images."""
+
+    def __init__(self) -> None:
+        self.feats: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+        self.ids: list[str] = []
+        self.skipped: list[tuple[str, str]] = []
+
+    def entry(self) -> dict:
+        """As a cache entry; a chunk whose every image failed has [0, 0] features and no labels."""
+        return {
+            "features": torch.cat(self.feats) if self.feats else torch.empty(0, 0),
+            "labels": torch.cat(self.labels) if self.labels else torch.empty(0, dtype=torch.int64),
+            "ids": self.ids,
+            "skipped": [list(s) for s in self.skipped],
+        }
+
+
+def _cached_chunk(cache: TensorCache, key: str, size: int) -> dict | None:
+    """A cached chunk of ``size`` images (each one encoded or skipped) whose features pass the checks; else None."""
+    entry = cache.load(CHUNK_KIND, key)
+    if entry is None:
+        return None
+    try:
+        ids, skipped = list(entry["ids"]), [tuple(s) for s in entry["skipped"]]
+        fault = None if len(ids) + len(skipped) == size else f"{len(ids) + len(skipped)} images, not {size}"
+        if fault is None and ids:
+            fault = feature_set_fault(FeatureSet(entry["features"], entry["labels"], ids, skipped))
+    except (KeyError, TypeError) as exc:
+        fault = f"missing or malformed field {exc}"
+    if fault is not None:
+        log.warning("Ignoring cached chunk %s: %s; encoding it again", cache.path(CHUNK_KIND, key), fault)
+        return None
+    return entry
+
+
+def _encode(
+    model: DualEncoder, source: Source, runtime: Runtime, cache: TensorCache, key: str, what: str
+) -> tuple[FeatureSet, list[str]]:
+    """The features of ``source``, and the keys of the chunks cached on the way (to delete once the entry is)."""
+    dataset, options, decode = _dataset(model, source, runtime)
+    collate = options.pop("collate_fn")
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        loader = torch.utils.data.DataLoader(dataset, batch_size=runtime.batch_size, collate_fn=collate, **options)
+        part = _Part()
+        with _interrupted(f"encoding the image features of {what}; none of them is cached"):
+            _encode_batches(model, runtime, loader, decode, [(part, None)], None, None)
+        fs = _feature_set([part.entry()], source)
+        if options["num_workers"] > 0:
+            # Workers interleave shards in an order that depends on timing; sort for reproducible outputs.
+            order = sorted(range(len(fs.ids)), key=fs.ids.__getitem__)
+            fs = FeatureSet(fs.features[order], fs.labels[order], [fs.ids[i] for i in order], fs.skipped)
+        return fs, []
+
+    n, bs = len(dataset), runtime.batch_size
+    step = chunk_images(runtime)
+    ranges = [(start, min(start + step, n)) for start in range(0, n, step)]
+    keys = [chunk_key(key, start, stop, bs) for start, stop in ranges] if len(ranges) > 1 and cache.writable else []
+    parts: dict[int, dict] = {}
+    for i, chunk in enumerate(keys):
+        entry = _cached_chunk(cache, chunk, ranges[i][1] - ranges[i][0])
+        if entry is not None:
+            parts[i] = entry
+    resumed = sum(ranges[i][1] - ranges[i][0] for i in parts)
+    if parts:
+        log.info(
+            "Image features of %s: resumed from %d images (%d of %d chunks) cached by a run that did not finish; "
+            "encoding the other %d",
+            what,
+            resumed,
+            len(parts),
+            len(ranges),
+            n - resumed,
+        )
+    todo = [i for i in range(len(ranges)) if i not in parts]
+    batches = [list(range(b, min(b + bs, ranges[i][1]))) for i in todo for b in range(*ranges[i], bs)]
+    if batches:
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate, **options)
+        fresh = [(_Part(), math.ceil((ranges[i][1] - ranges[i][0]) / bs)) for i in todo]
+
+        cached = [resumed]
+
+        def done(index: int) -> None:  # chunk todo[index] is encoded: cache it now
+            i = todo[index]
+            parts[i] = fresh[index][0].entry()
+            if keys and cache.save(CHUNK_KIND, keys[i], parts[i]) is not None:
+                cached[0] += ranges[i][1] - ranges[i][0]
+
+        def where() -> str:
+            if not cached[0]:
+                return "none of them is cached"
+            return f"{cached[0]} of {n} images are cached and a rerun resumes from there"
+
+        with _interrupted(lambda: f"encoding the image features of {what}; {where()}"):
+            _encode_batches(model, runtime, loader, decode, fresh, done, len(batches))
+    return _feature_set([parts[i] for i in range(len(ranges))], source), keys
+
+
+@dataclass
+class _interrupted:
+    """Turn Ctrl-C into a KeyboardInterrupt that says what was interrupted (the command line prints it)."""
+
+    what: str | Callable[[], str]
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if kind is KeyboardInterrupt and not exc.args:
+            raise KeyboardInterrupt(self.what() if callable(self.what) else self.what) from None
+        return False
+
+
+def _encode_batches(
+    model: DualEncoder,
+    runtime: Runtime,
+    loader: torch.utils.data.DataLoader,
+    decode: Callable | None,
+    parts: list[tuple[_Part, int | None]],
+    done: Callable[[int], None] | None,
+    total: int | None,
+) -> None:
+    """Encode the ``total`` batches of ``loader`` into ``parts`` in order: each takes its count of batches
+    (None: all the rest), then ``done(index)`` is called."""
     encode = image_encoder(model, runtime)
-    feats, labels, ids, skipped = [], [], [], []
+    index, taken = 0, 0
     start, count = time.perf_counter(), 0
     with torch.inference_mode(), runtime.autocast():
         for images, batch_labels, batch_ids, batch_skipped in tqdm(
@@ -129,37 +280,48 @@ def _encode(model: DualEncoder, source: Source, runtime: Runtime) -> FeatureSet:
             unit="batch",
             disable=None if runtime.progress else True,
         ):
+            part, batches = parts[index]
             if decode is not None and images is not None:
                 images, kept, failed = decode(images, batch_ids)
                 batch_labels, batch_ids = batch_labels[kept], [batch_ids[i] for i in kept]
                 batch_skipped = batch_skipped + failed
-            skipped += batch_skipped
-            if images is None:
-                continue
-            images = images.to(runtime.device, non_blocking=True, memory_format=_memory_format(runtime))
-            feats.append(check_embeddings(encode(images), len(batch_ids), model.name, "image").float().cpu())
-            labels.append(batch_labels)
-            ids += batch_ids
-            count += len(batch_ids)
-    if not ids:
-        raise ClipevalError(f"No readable images in {source.describe()} ({len(skipped)} failed to decode).")
+            part.skipped += batch_skipped
+            if images is not None:
+                images = images.to(runtime.device, non_blocking=True, memory_format=_memory_format(runtime))
+                part.feats.append(check_embeddings(encode(images), len(batch_ids), model.name, "image").float().cpu())
+                part.labels.append(batch_labels)
+                part.ids += batch_ids
+                count += len(batch_ids)
+            taken += 1
+            if batches is not None and taken == batches:
+                if done is not None:
+                    done(index)
+                index, taken = index + 1, 0
     elapsed = time.perf_counter() - start
     log.info("Encoded %d images in %.1f s (%.1f images/s)", count, elapsed, count / max(elapsed, 1e-9))
-    features, label_tensor = torch.cat(feats), torch.cat(labels)
-    if loader.num_workers > 0 and not hasattr(dataset, "__len__"):
-        # Workers interleave shards in an order that depends on timing; sort for reproducible outputs.
-        order = sorted(range(len(ids)), key=ids.__getitem__)
-        features, label_tensor, ids = features[order], label_tensor[order], [ids[i] for i in order]
-    return FeatureSet(features, label_tensor, ids, skipped)
 
 
-def _batches(model: DualEncoder, source: Source, runtime: Runtime):
-    """The DataLoader, and the decoder the main process applies to its batches (None: workers decode)."""
+def _feature_set(entries: list[dict], source: Source) -> FeatureSet:
+    """One FeatureSet of the chunks' entries, in order."""
+    kept = [e for e in entries if e["ids"]]
+    skipped = [tuple(s) for e in entries for s in e["skipped"]]
+    if not kept:
+        raise ClipevalError(f"No readable images in {source.describe()} ({len(skipped)} failed to decode).")
+    return FeatureSet(
+        torch.cat([e["features"] for e in kept]),
+        torch.cat([e["labels"] for e in kept]),
+        [i for e in kept for i in e["ids"]],
+        skipped,
+    )
+
+
+def _dataset(model: DualEncoder, source: Source, runtime: Runtime):
+    """The dataset, the DataLoader options (batching aside), and the decoder the main process applies to its
+    batches (None: workers decode)."""
     workers = min(runtime.workers, source.loader_options(runtime.limit).get("max_workers", runtime.workers))
-    options = dict(batch_size=runtime.batch_size, num_workers=workers, pin_memory=runtime.device.type == "cuda")
+    options = dict(num_workers=workers, pin_memory=runtime.device.type == "cuda")
     if runtime.decode == "pil":
-        dataset = source.dataset(model.preprocess, runtime.limit)
-        return torch.utils.data.DataLoader(dataset, collate_fn=_collate, **options), None
+        return source.dataset(model.preprocess, runtime.limit), dict(options, collate_fn=_collate), None
     from clipeval.data import tensor_decode
 
     if not isinstance(source, MapSource) or source.read_bytes(0) is None:
@@ -169,10 +331,11 @@ def _batches(model: DualEncoder, source: Source, runtime: Runtime):
         )
     transform = tensor_decode.tensor_transform(model.preprocess)
     size = len(source) if runtime.limit is None else min(runtime.limit, len(source))
-    loader = torch.utils.data.DataLoader(
-        tensor_decode.BytesDataset(source, size), collate_fn=functools.partial(_collate, stack=False), **options
+    return (
+        tensor_decode.BytesDataset(source, size),
+        dict(options, collate_fn=functools.partial(_collate, stack=False)),
+        lambda data, ids: tensor_decode.decode_batch(data, ids, transform, runtime.device),
     )
-    return loader, lambda data, ids: tensor_decode.decode_batch(data, ids, transform, runtime.device)
 
 
 def _memory_format(runtime: Runtime) -> torch.memory_format:

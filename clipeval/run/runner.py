@@ -11,13 +11,16 @@ and cache, and then its robustness report.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from clipeval.atomic import atomic_write
+from clipeval.atomic import atomic_write, write_error
 from clipeval.cache import TensorCache, use_file_digests
 from clipeval.config.construct import build
 from clipeval.config.paths import cache_dir
@@ -102,7 +105,23 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     exception with its traceback (a bug). The same holds when the robustness report fails.
     Evaluators' notes (what they left out, and why) go to ``notes`` and after the summary.
     Data sources key their files with the digest memo of this run's cache.
+
+    A run directory or store that cannot be written (read-only, full, a file in the way) is a
+    ClipevalError before anything is encoded; when one fails while the results are written, the
+    others are still written and the ClipevalError says which folder failed and where the results
+    are. A cache folder that cannot be written is a warning (see :class:`TensorCache`).
     """
+    _guard_log_files()
+    for folder, what, how in (
+        (run_dir, "run directory", "hydra.run.dir=DIR"),
+        (Path(cfg.store), "results store", "store=DIR (or CLIPEVAL_STORE)"),
+    ):
+        error = write_error(folder)
+        if error is not None:
+            raise ClipevalError(
+                f"Cannot write to the {what} {folder} ({error}); nothing was run. "
+                f"Free space or fix its permissions, or pass {how} to write elsewhere."
+            )
     cache = TensorCache(cache_dir(cfg.get("cache_dir")), enabled=bool(cfg.runtime.get("cache", True)))
     with use_file_digests(cache.digests):
         return _run(cfg, run_dir, cache)
@@ -120,7 +139,6 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
         baselines = load_baselines(selection.robustness)
     model = load_model(cfg.model, runtime, cache)
     evaluation = _evaluate(tasks, FeatureBank(model, runtime, cache))
-    _write_predictions(evaluation, run_dir)
     extra: dict[str, Any] = {"run_dir": str(run_dir.resolve()), "skipped": evaluation.skipped}
     extra["data"] = {  # which data were scored: task -> dataset -> content key and limit
         task.name: {name: {"key": source.key, "limit": runtime.limit} for name, source in task.sources.items()}
@@ -149,9 +167,13 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
         config=config,
         extra=extra,
     )
-    write_json(run_dir / "results.json", document)
-    stored = add_to_store(Path(cfg.store), document)
-    log.info("Wrote %s and %s", run_dir / "results.json", stored)
+    results, stored, problem = _write_results(evaluation, document, run_dir, Path(cfg.store))
+    if problem is not None:
+        if failure is not None:
+            log.error(problem)
+            failure.raise_again(results or stored or run_dir / "results.json")
+        raise ClipevalError(problem)
+    log.info("Wrote %s and %s", results, stored)
     if failure is not None:
         failure.raise_again(run_dir / "results.json")
     if report_error is not None:
@@ -159,10 +181,77 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
     from clipeval.report.run_summary import draw_run_figures, summary
 
     parsed = ResultsDocument.parse(document, run_dir / "results.json")
-    for path in draw_run_figures(parsed, run_dir, figures=_figure_specs(selection)):
-        log.info("Wrote figure %s", path)
+    try:
+        for path in draw_run_figures(parsed, run_dir, figures=_figure_specs(selection)):
+            log.info("Wrote figure %s", path)
+    except OSError as exc:
+        print(summary(parsed))
+        raise ClipevalError(
+            f"Could not write the figures to the run directory {run_dir} ({exc}). "
+            f"The results are in {results} and {stored}."
+        ) from exc
     print(summary(parsed))
     return document
+
+
+def _write_results(
+    evaluation: Evaluation, document: dict[str, Any], run_dir: Path, store: Path
+) -> tuple[Path | None, Path | None, str | None]:
+    """(results.json, the store entry, what failed): each folder is written even when the other fails.
+
+    When neither results.json nor the store entry could be written, the document goes to a new file in
+    the system's temporary folder, which the message names."""
+    results = stored = None
+    failed = {}
+    try:
+        _write_predictions(evaluation, run_dir)
+    except OSError as exc:
+        failed["predictions"] = exc
+    try:
+        results = write_json(run_dir / "results.json", document)
+    except OSError as exc:
+        failed["run"] = exc
+    try:
+        stored = add_to_store(store, document)
+    except OSError as exc:
+        failed["store"] = exc
+    if not failed:
+        return results, stored, None
+    what = []
+    if "run" in failed:
+        what.append(f"to the run directory {run_dir} ({failed['run']})")
+    elif "predictions" in failed:
+        what.append(f"the per-sample predictions to {run_dir / 'predictions'} ({failed['predictions']})")
+    if "store" in failed:
+        what.append(f"to the results store {store} ({failed['store']})")
+    message = f"Could not write {' nor '.join(what)}."
+    if results is None and stored is None:
+        try:
+            name = f"clipeval-results-{document['run_id']}.json"
+            results = write_json(Path(tempfile.gettempdir()) / name, document)
+        except OSError as exc:
+            return None, None, f"{message} The results could not be written anywhere ({exc})."
+    message += f" The results document is in {' and '.join(str(p) for p in (results, stored) if p is not None)}"
+    if stored is None:
+        message += "; copy it into the store to use it with `clipeval report` and `clipeval check`"
+    return results, stored, message + "."
+
+
+def _guard_log_files() -> None:
+    """A log file that cannot be written (its disk filled up) is one warning, then the console alone,
+    rather than a traceback on every log line."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handleError = functools.partial(_log_file_failed, handler)  # type: ignore[method-assign]
+
+
+def _log_file_failed(handler: logging.FileHandler, record: logging.LogRecord) -> None:
+    logging.getLogger().removeHandler(handler)
+    print(
+        f"clipeval: warning: cannot write the log file {handler.baseFilename} ({sys.exc_info()[1]}); "
+        "logging to the console only",
+        file=sys.stderr,
+    )
 
 
 def _evaluate(tasks: dict[str, Task], bank: FeatureBank) -> Evaluation:

@@ -1,0 +1,35 @@
+"""A user model for fault tests, loaded with ``model=custom model._target_=fault_models.FaultyColour``.
+
+It encodes like :class:`user_model.MeanColourEncoder` (same fingerprint in every process), and reads
+what to do wrong from the environment, so a test can set it for a subprocess:
+
+- ``FAULT_SLEEP``: seconds to sleep per batch (a slow encoder a test can interrupt);
+- ``FAULT_ENCODE_LOG``: a file to which every batch appends its image count (counts encodes across processes);
+- ``FAULT_KILL_AFTER_CHUNKS`` and ``FAULT_CHUNK_DIR``: SIGKILL itself before the next batch once that many
+  chunk files are in that folder (a run killed in the middle of a dataset).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from user_model import MeanColourEncoder
+
+
+def chunk_files(folder: str | Path) -> list[Path]:
+    return sorted(Path(folder).rglob("*.pt")) if Path(folder).is_dir() else []
+
+
+class FaultyColour(MeanColourEncoder):
+    def encode_image(self, images):
+        kill_after = os.environ.get("FAULT_KILL_AFTER_CHUNKS")
+        if kill_after and len(chunk_files(os.environ["FAULT_CHUNK_DIR"])) >= int(kill_after):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if log := os.environ.get("FAULT_ENCODE_LOG"):
+            with open(log, "a") as f:
+                f.write(f"{len(images)}\n")
+        time.sleep(float(os.environ.get("FAULT_SLEEP", "0")))
+        return super().encode_image(images)

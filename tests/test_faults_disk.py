@@ -1,0 +1,207 @@
+"""Folders that cannot be written: the cache is a warning; the run directory and the store are exit 2 saying
+which folder failed and where the results that could be written are."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import run_in_process
+
+import clipeval.cache
+import clipeval.run.runner as runner
+from clipeval.atomic import atomic_write
+from clipeval.errors import ClipevalError
+
+TESTS = Path(__file__).resolve().parent
+MODEL = ["model=custom", "model._target_=user_model.MeanColourEncoder"]
+
+
+@pytest.fixture
+def folder_run(image_folder, caplog):
+    caplog.set_level(logging.INFO, logger="clipeval")
+
+    def run(run_dir: Path, *extra: str) -> dict:
+        return run_in_process([*MODEL, "task=folder", f"task.root={image_folder}", *extra], run_dir)
+
+    return run
+
+
+def failing_write(code: int, after: int | None = None):
+    """``atomic_write`` that fails with OSError(code) at once, or (``after``) once that many bytes are written."""
+
+    def write(path, fill):
+        if after is None:
+            raise OSError(code, os.strerror(code), str(path))
+
+        class Filling:
+            def __init__(self, f):
+                self.f, self.n = f, 0
+
+            def write(self, data):
+                self.n += len(data)
+                if self.n > after:
+                    raise OSError(code, os.strerror(code))
+                return self.f.write(data)
+
+            def flush(self):
+                self.f.flush()
+
+        return atomic_write(path, lambda f: fill(Filling(f)))
+
+    return write
+
+
+# --- the cache ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code, after",
+    [(errno.EROFS, None), (errno.ENOSPC, None), (errno.ENOSPC, 200)],
+    ids=["read-only", "full", "fills-during-a-write"],
+)
+def test_a_cache_that_cannot_be_written_is_one_warning_and_the_run_finishes(
+    folder_run, tmp_path, caplog, monkeypatch, code, after
+):
+    expected = folder_run(tmp_path / "reference", "runtime.cache=false")
+    caplog.clear()
+    monkeypatch.setattr(clipeval.cache, "atomic_write", failing_write(code, after))
+    document = folder_run(tmp_path / "run")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert f"Cannot write to the cache folder {tmp_path / 'cache'} ([Errno {code}] {os.strerror(code)}" in warnings[0]
+    assert "The run goes on without saving to the cache" in warnings[0]
+    assert document["records"] == expected["records"]
+    assert (tmp_path / "run" / "results.json").is_file()
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.suffix != ".lock"]
+
+
+def test_a_read_only_cache_folder_is_one_warning(folder_run, tmp_path, caplog):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache").chmod(0o555)
+    try:
+        (tmp_path / "cache" / "probe").touch()
+    except PermissionError:
+        pass
+    else:  # root (with CAP_DAC_OVERRIDE) writes anyway
+        (tmp_path / "cache").chmod(0o755)
+        pytest.skip("chmod does not stop this user writing; the monkeypatched tests cover it")
+    try:
+        document = folder_run(tmp_path / "run")
+    finally:
+        (tmp_path / "cache").chmod(0o755)
+    assert caplog.text.count("Cannot write to the cache folder") == 1
+    assert len(document["records"]) == 2
+
+
+# --- the store and the run directory, before anything runs ---------------------------------------
+
+
+def test_a_store_that_cannot_be_written_stops_the_run_before_encoding(folder_run, tmp_path, caplog):
+    (tmp_path / "not_a_folder").write_text("")  # a file in the way: fails for root too
+    with pytest.raises(ClipevalError, match=r"Cannot write to the results store .*not_a_folder/store \(\[Errno 20\]"):
+        folder_run(tmp_path / "run", f"store={tmp_path / 'not_a_folder' / 'store'}")
+    assert "Encoded" not in caplog.text
+
+
+def test_a_run_directory_that_cannot_be_written_stops_the_run_before_encoding(folder_run, tmp_path, caplog):
+    (tmp_path / "not_a_folder").write_text("")
+    with pytest.raises(ClipevalError, match=r"Cannot write to the run directory .*not_a_folder/run \(\[Errno 20\]"):
+        folder_run(tmp_path / "not_a_folder" / "run")
+    assert "Encoded" not in caplog.text
+
+
+@pytest.mark.slow
+def test_the_command_line_names_a_run_directory_hydra_cannot_create(tmp_path, image_folder):
+    (tmp_path / "not_a_folder").write_text("")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "clipeval", *MODEL, "task=folder", f"task.root={image_folder}"]
+        + [f"hydra.run.dir={tmp_path / 'not_a_folder' / 'run'}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"clipeval: error: Cannot write the run directory {tmp_path / 'not_a_folder'}/run")
+    assert "Traceback" not in proc.stderr
+
+
+# --- ... and while the results are written --------------------------------------------------------
+
+
+def fail_under(folder: Path, real, code: int = errno.ENOSPC):
+    def write(path, *args):
+        if Path(path).is_relative_to(folder):
+            raise OSError(code, os.strerror(code), str(path))
+        return real(path, *args)
+
+    return write
+
+
+def test_a_store_that_fills_up_keeps_results_json_and_says_where_it_is(folder_run, tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    monkeypatch.setattr(runner, "add_to_store", lambda folder, doc: fail_under(store, None)(folder / "x.json"))
+    with pytest.raises(ClipevalError) as raised:
+        folder_run(tmp_path / "run")
+    message = str(raised.value)
+    assert message.startswith(f"Could not write to the results store {store} ([Errno 28] No space left on device")
+    assert f"The results document is in {tmp_path / 'run' / 'results.json'}; copy it into the store" in message
+    assert len(json.loads((tmp_path / "run" / "results.json").read_text())["records"]) == 2
+    assert (tmp_path / "run" / "predictions" / "folder" / "test.parquet").is_file()
+
+
+def test_a_run_directory_that_fills_up_says_where_the_store_entry_is(folder_run, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(runner, "write_json", fail_under(run_dir, runner.write_json))
+    monkeypatch.setattr(runner, "atomic_write", fail_under(run_dir, runner.atomic_write))
+    with pytest.raises(ClipevalError) as raised:
+        folder_run(run_dir)
+    message = str(raised.value)
+    assert message.startswith(f"Could not write to the run directory {run_dir} ([Errno 28] No space left on device")
+    (stored,) = (tmp_path / "store").glob("*.json")
+    assert message.endswith(f"The results document is in {stored}.")
+    assert len(json.loads(stored.read_text())["records"]) == 2
+
+
+def test_when_neither_can_be_written_the_document_goes_to_the_temporary_folder(folder_run, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(runner, "write_json", fail_under(tmp_path / "run", runner.write_json))
+    monkeypatch.setattr(runner, "atomic_write", fail_under(tmp_path / "run", runner.atomic_write))
+    monkeypatch.setattr(runner, "add_to_store", lambda folder, doc: fail_under(folder, None)(folder / "x.json"))
+    with pytest.raises(ClipevalError) as raised:
+        folder_run(tmp_path / "run")
+    (fallback,) = (tmp_path / "tmp").glob("clipeval-results-*.json")
+    assert f"nor to the results store {tmp_path / 'store'}" in str(raised.value)
+    assert f"The results document is in {fallback}; copy it into the store" in str(raised.value)
+    assert len(json.loads(fallback.read_text())["records"]) == 2
+
+
+def test_a_log_file_that_cannot_be_written_is_one_warning(folder_run, tmp_path, capsys, monkeypatch):
+    class Full:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def flush(self):
+            pass
+
+    handler = logging.FileHandler(tmp_path / "run.log")
+    handler.stream.close()
+    handler.stream = Full()
+    # the root logger's handlers as a Hydra run has them: (console and) the file; not those other tests left
+    monkeypatch.setattr(logging.getLogger(), "handlers", [handler])
+    folder_run(tmp_path / "run")
+    err = capsys.readouterr().err
+    assert err.count(f"clipeval: warning: cannot write the log file {tmp_path / 'run.log'}") == 1, err
+    assert "Logging error" not in err and "Traceback" not in err

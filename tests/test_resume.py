@@ -1,0 +1,253 @@
+"""Encoding in cached chunks (a killed run resumes inside a dataset), one encode for concurrent runs, Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CLASSES, make_image_folder, run_in_process
+from fault_models import FaultyColour, chunk_files
+
+from clipeval.cache import TensorCache
+from clipeval.config.runtime import Runtime
+from clipeval.data.folder import ImageFolderSource
+from clipeval.features.encode import CHUNK_KIND, chunk_images, feature_key, image_features
+
+TESTS = Path(__file__).resolve().parent
+MODEL = ["model=custom", "model._target_=fault_models.FaultyColour"]
+CHUNKED = ["runtime.batch_size=4", "runtime.chunk_size=8"]  # 42 images: 6 chunks of 2 batches, the last of 2 images
+
+
+@pytest.fixture
+def images(tmp_path) -> Path:
+    return make_image_folder(tmp_path / "images", per_class=14)  # 42 images
+
+
+def runtime(**options) -> Runtime:
+    return Runtime.create(**{"device": "cpu", "workers": 0, "progress": False, **options})
+
+
+def spawn(args: list[str], tmp_path: Path, name: str, **env: str) -> tuple[subprocess.Popen, Path]:
+    """``python -m clipeval ARGS`` with this checkout and tests/ importable; stderr goes to a file read as it grows."""
+    stderr = tmp_path / f"{name}.stderr"
+    environ = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "CLIPEVAL_CACHE": str(tmp_path / "cache"),
+        "CLIPEVAL_STORE": str(tmp_path / "store"),
+        "OMP_NUM_THREADS": "1",
+        **env,
+    }
+    with open(stderr, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clipeval", *args, "runtime.workers=0", "runtime.progress=false"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=environ,
+            cwd=tmp_path,
+        )
+    return proc, stderr
+
+
+def wait_until(condition, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def full_entry(cache: Path) -> dict:
+    (path,) = (cache / "features").rglob("*.pt")
+    return torch.load(path, weights_only=True)
+
+
+# --- resume inside a dataset ----------------------------------------------------------------------
+
+
+def test_chunks_are_whole_batches():
+    assert chunk_images(runtime(batch_size=4, chunk_size=8)) == 8
+    assert chunk_images(runtime(batch_size=4, chunk_size=10)) == 12
+    assert chunk_images(runtime(batch_size=64, chunk_size=1)) == 64
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_from_its_chunks_and_matches_an_uninterrupted_run(images, tmp_path, caplog, monkeypatch):
+    task = ["task=folder", f"task.root={images}"]
+    chunks = tmp_path / "cache" / CHUNK_KIND
+    proc, stderr = spawn(
+        [*MODEL, *task, *CHUNKED, f"hydra.run.dir={tmp_path / 'killed'}"],
+        tmp_path,
+        "killed",
+        FAULT_KILL_AFTER_CHUNKS="2",
+        FAULT_CHUNK_DIR=str(chunks),
+    )
+    assert proc.wait(timeout=300) == -signal.SIGKILL, stderr.read_text()
+    assert len(chunk_files(chunks)) == 2 and not (tmp_path / "cache" / "features").exists()
+
+    caplog.set_level(logging.INFO, logger="clipeval")
+    resumed = run_in_process([*MODEL, *task, *CHUNKED], tmp_path / "rerun")
+    assert "resumed from 16 images (2 of 6 chunks)" in caplog.text
+    assert "Encoded 26 images" in caplog.text
+    assert chunk_files(chunks) == []  # the whole entry holds them now
+    monkeypatch.setenv("CLIPEVAL_CACHE", str(tmp_path / "cache2"))
+    whole = run_in_process([*MODEL, *task, *CHUNKED], tmp_path / "whole")
+    a, b = full_entry(tmp_path / "cache"), full_entry(tmp_path / "cache2")
+    assert torch.equal(a["features"], b["features"]) and torch.equal(a["labels"], b["labels"])
+    assert a["ids"] == b["ids"] and len(a["ids"]) == 42
+    assert resumed["records"] == whole["records"]
+
+
+class Crashing(FaultyColour):
+    """Raises in the middle of the dataset (a run that died) once ``crash_after`` chunk files exist."""
+
+    def __init__(self, chunk_dir: Path, crash_after: int | None = None):
+        super().__init__()
+        self.chunk_dir, self.crash_after, self.images = chunk_dir, crash_after, 0
+
+    def encode_image(self, images):
+        if self.crash_after is not None and len(chunk_files(self.chunk_dir)) >= self.crash_after:
+            raise RuntimeError("died")
+        self.images += len(images)
+        return super().encode_image(images)
+
+
+def crash_after_three_chunks(images: Path, tmp_path: Path) -> Crashing:
+    chunks = tmp_path / "c" / CHUNK_KIND
+    model = Crashing(chunks, crash_after=3)
+    with pytest.raises(RuntimeError, match="died"):
+        image_features(
+            model, ImageFolderSource(images), runtime(batch_size=4, chunk_size=8), TensorCache(chunks.parent)
+        )
+    assert len(chunk_files(chunks)) == 3
+    model.crash_after, model.images = None, 0
+    return model
+
+
+def uncached(images: Path) -> torch.Tensor:
+    off = TensorCache(Path("unused"), enabled=False)
+    return image_features(FaultyColour(), ImageFolderSource(images), runtime(batch_size=4), off).features
+
+
+def test_a_damaged_chunk_is_encoded_again(images, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="clipeval")
+    model = crash_after_three_chunks(images, tmp_path)
+    damaged = chunk_files(tmp_path / "c" / CHUNK_KIND)[0]
+    damaged.write_bytes(damaged.read_bytes()[:-50])
+    fs = image_features(
+        model, ImageFolderSource(images), runtime(batch_size=4, chunk_size=8), TensorCache(tmp_path / "c")
+    )
+    assert "Ignoring unreadable cache entry" in caplog.text
+    assert "resumed from 16 images (2 of 6 chunks)" in caplog.text and model.images == 42 - 16
+    assert torch.equal(fs.features, uncached(images))
+
+
+def test_chunks_of_images_that_changed_are_not_used(images, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="clipeval")
+    model = crash_after_three_chunks(images, tmp_path)
+    (images / CLASSES[0] / "img00.png").write_bytes((images / CLASSES[1] / "img00.png").read_bytes())
+    fs = image_features(
+        model, ImageFolderSource(images), runtime(batch_size=4, chunk_size=8), TensorCache(tmp_path / "c")
+    )
+    assert "resumed" not in caplog.text and model.images == 42
+    assert torch.equal(fs.features, uncached(images))
+
+
+# --- two runs, one encode -------------------------------------------------------------------------
+
+
+class Counting(FaultyColour):
+    """Counts the images it encodes (shared by every instance) and signals when it starts encoding."""
+
+    encoded = 0
+    started = threading.Event()
+
+    def encode_image(self, images):
+        type(self).started.set()
+        type(self).encoded += len(images)
+        time.sleep(0.1)  # 11 batches: the second run asks while the first still encodes
+        return super().encode_image(images)
+
+
+def test_two_runs_needing_the_same_cold_entry_encode_it_once(images, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="clipeval")
+    Counting.encoded, Counting.started = 0, threading.Event()
+    results: dict[str, object] = {}
+
+    def run(name: str) -> None:  # each run has its own cache object, as two processes would
+        cache = TensorCache(tmp_path / "shared")
+        results[name] = image_features(Counting(), ImageFolderSource(images), runtime(batch_size=4), cache)
+
+    first = threading.Thread(target=run, args=("first",))
+    first.start()
+    assert Counting.started.wait(60)
+    second = threading.Thread(target=run, args=("second",))
+    second.start()
+    first.join(120)
+    second.join(120)
+    assert Counting.encoded == 42
+    assert not results["first"].from_cache and results["second"].from_cache
+    assert torch.equal(results["first"].features, results["second"].features)
+    assert "Another run is computing the image features of image folder" in caplog.text
+
+
+def test_a_run_that_dies_holding_the_lock_does_not_block_the_next(images, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="clipeval")
+    cache, source, options = TensorCache(tmp_path / "shared"), ImageFolderSource(images), runtime(batch_size=4)
+    lock = cache.lock_path("features", feature_key(FaultyColour(), source, options))
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import filelock,time; held = filelock.FileLock({str(lock)!r}); held.acquire(); print(1); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout.readline().strip() == b"1"  # it holds the lock
+        done: list = []
+        waiter = threading.Thread(target=lambda: done.append(image_features(FaultyColour(), source, options, cache)))
+        waiter.start()
+        wait_until(lambda: "Another run is computing" in caplog.text, timeout=60)
+        assert waiter.is_alive()
+        holder.kill()  # SIGKILL: no chance to release anything; the OS drops its lock
+        waiter.join(60)
+        assert not waiter.is_alive() and len(done[0]) == 42 and not done[0].from_cache
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# --- Ctrl-C ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_encoding_is_one_line_and_exit_130(images, tmp_path):
+    chunks = tmp_path / "cache" / CHUNK_KIND
+    proc, stderr = spawn(
+        [*MODEL, "task=folder", f"task.root={images}", *CHUNKED, f"hydra.run.dir={tmp_path / 'run'}"],
+        tmp_path,
+        "interrupted",
+        FAULT_SLEEP="0.3",
+    )
+    try:
+        wait_until(lambda: len(chunk_files(chunks)) >= 1 or proc.poll() is not None)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130
+    finally:
+        proc.kill()
+    text = stderr.read_text()
+    assert "Traceback" not in text
+    lines = [line for line in text.splitlines() if not line.startswith("[")]  # log lines start with the time
+    assert len(lines) == 1, text
+    assert lines[0].startswith("clipeval: interrupted while encoding the image features of image folder")
+    assert "images are cached and a rerun resumes from there; nothing half-written remains." in lines[0]
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.name.endswith(".tmp")]
