@@ -19,9 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from clipeval.atomic import atomic_write
 from clipeval.cache import TensorCache, use_file_digests
-from clipeval.config.construct import build
+from clipeval.config.construct import build, check_options
 from clipeval.config.paths import cache_dir
 from clipeval.config.runtime import Runtime
+from clipeval.config.schema import validate_config
 from clipeval.contracts import DualEncoder
 from clipeval.errors import ClipevalError
 from clipeval.features.bank import FeatureBank
@@ -103,9 +104,20 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     Evaluators' notes (what they left out, and why) go to ``notes`` and after the summary.
     Data sources key their files with the digest memo of this run's cache.
     """
-    cache = TensorCache(cache_dir(cfg.get("cache_dir")), enabled=bool(cfg.runtime.get("cache", True)))
+    settings = validate_config(cfg)
+    _record_normalised_runtime(cfg, settings.runtime.model_dump())
+    check_options(OmegaConf.to_container(cfg.model, resolve=True), "model")  # its construction is deferred
+    cache = TensorCache(cache_dir(settings.cache_dir), enabled=settings.runtime.cache)
     with use_file_digests(cache.digests):
         return _run(cfg, run_dir, cache)
+
+
+def _record_normalised_runtime(cfg: DictConfig, runtime: dict[str, Any]) -> None:
+    """Put the checked runtime values back (``cache: "no"`` becomes false) so results.json, and whatever
+    interpolates ``${runtime.*}``, holds what runs."""
+    for key, value in runtime.items():
+        if key in cfg.runtime and OmegaConf.select(cfg.runtime, key) != value:
+            cfg.runtime[key] = value
 
 
 def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
