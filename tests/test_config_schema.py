@@ -239,6 +239,12 @@ def test_a_task_loaded_on_its_own_is_checked_too():
             "Available: digits,",
         ),
         ("suite.robustness.in_distribution=digit/test", "Did you mean 'digits'?"),
+        (
+            "suite.robustness.in_distribution=digits/tset",
+            "suite.robustness.in_distribution='digits/tset' names dataset 'tset', which task 'digits' does not have. "
+            "Available: test. Did you mean 'test'?",
+        ),
+        ("+suite.robustness.shifts.extra=digits_nowhere", "names task 'digits_nowhere', which the suite does not run"),
         ("suite.robustness.shifts.sketch={datsets: digits_sketch}", "suite.robustness.shifts.sketch has no key 'dats"),
         ("suite.robustness.shifts.sketch={datsets: digits_sketch}", "Did you mean 'datasets'?"),
         ("+suite.robustnes={}", "suite has no key 'robustnes'"),

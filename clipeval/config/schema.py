@@ -158,17 +158,25 @@ class SuiteConfig(_Closed):
     def _settings_name_its_tasks(self) -> SuiteConfig:
         if self.robustness is None:
             return self
-        selectors = {"suite.robustness.in_distribution": self.robustness.in_distribution}
+        # the settings whose images the baselines are scored on name a task's datasets; a shift's own
+        # in-distribution setting may also name an evaluator's records (val-on-objectnet-classes)
+        sources = {"suite.robustness.in_distribution": self.robustness.in_distribution}
+        records = {}
         for name, shift in self.robustness.shifts.items():
-            selectors[f"suite.robustness.shifts.{name}.datasets"] = shift.datasets
+            sources[f"suite.robustness.shifts.{name}.datasets"] = shift.datasets
             if shift.in_distribution is not None:
-                selectors[f"suite.robustness.shifts.{name}.in_distribution"] = shift.in_distribution
-        for key, selector in selectors.items():
-            task = selector.partition("/")[0]
+                records[f"suite.robustness.shifts.{name}.in_distribution"] = shift.in_distribution
+        for key, selector in (sources | records).items():
+            task, _, dataset = selector.partition("/")
             if task not in self.tasks:
                 raise ClipevalError(
                     f"{key}={selector!r} names task '{task}', which the suite does not run. "
                     f"{did_you_mean(task, self.tasks)}"
+                )
+            if dataset and key in sources and dataset not in self.tasks[task].datasets:
+                raise ClipevalError(
+                    f"{key}={selector!r} names dataset '{dataset}', which task '{task}' does not have. "
+                    f"{did_you_mean(dataset, self.tasks[task].datasets)}"
                 )
         return self
 
