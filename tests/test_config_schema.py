@@ -88,9 +88,10 @@ def test_an_unknown_runtime_key_is_refused_with_the_nearest(checked):
 
 
 def test_yes_and_no_are_flags_and_the_run_records_what_it_ran_with(checked):
-    cfg, cache = checked(["task=digits", "runtime.cache=no", "runtime.progress=off", "runtime.batch_size='32'"])
+    cfg, cache = checked(["task=digits", "runtime.cache=no", "runtime.progress=0", "runtime.batch_size='32'"])
     assert cache.enabled is False  # "no" was true before: any non-empty string is
-    assert (cfg.runtime.cache, cfg.runtime.progress, cfg.runtime.batch_size) == (False, False, 32)  # results.json
+    recorded = (cfg.runtime.cache, cfg.runtime.progress, cfg.runtime.batch_size)  # what results.json keeps
+    assert recorded == (False, False, 32) and isinstance(recorded[1], bool)
     runtime = Runtime.create(device="cpu", cache="no", channels_last="yes", compile="false", workers="2")
     assert (runtime.cache, runtime.channels_last, runtime.compile, runtime.workers) == (False, True, False, 2)
 

@@ -116,7 +116,8 @@ def _record_normalised_runtime(cfg: DictConfig, runtime: dict[str, Any]) -> None
     """Put the checked runtime values back (``cache: "no"`` becomes false) so results.json, and whatever
     interpolates ``${runtime.*}``, holds what runs."""
     for key, value in runtime.items():
-        if key in cfg.runtime and OmegaConf.select(cfg.runtime, key) != value:
+        given = OmegaConf.select(cfg.runtime, key)
+        if key in cfg.runtime and (type(given), given) != (type(value), value):  # 1 == True, yet not a flag
             cfg.runtime[key] = value
 
 
