@@ -1,24 +1,32 @@
 """``python -m clipeval``: the Hydra app, with errors a user can act on.
 
-Group choices (task=, model=, runtime=) are checked before Hydra composes anything, so a
-typo gets the list of options and a suggestion with exit code 2 rather than Hydra's
-generic failure. Errors raised as :class:`ClipevalError` inside a run end the same way.
+A first argument that is a bare word is a command (``report``, ``check``); a mistyped one is
+refused with the nearest. Group choices (task=, model=, runtime=) are checked before Hydra
+composes anything, so a typo gets the list of options and a suggestion with exit code 2
+rather than Hydra's generic failure. Hydra's own errors (a malformed override, an unknown
+key, a task file that does not load) and errors raised as :class:`ClipevalError` inside a
+run end the same way; the composed config is checked against its schema
+(:mod:`clipeval.config.schema`) before anything runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
-from clipeval.config.overrides import check_group_choices, selection_overrides
+from clipeval.config.overrides import check_command, check_group_choices, selection_overrides
 from clipeval.config.paths import conf_dir
-from clipeval.errors import USAGE_EXIT_CODE, ClipevalError
+from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, did_you_mean
 
 
 def fail(message: str) -> None:
@@ -55,6 +63,10 @@ def _app(cfg: DictConfig) -> None:
         fail(str(exc))
     except MissingMandatoryValue as exc:
         fail(f"{exc.full_key} is required: pass {exc.full_key}=<value> on the command line.")
+
+
+#: the subcommands, besides a run (``clipeval [key=value ...]``)
+COMMANDS = ("report", "check")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -101,6 +113,7 @@ def _main(argv: list[str]) -> None:
 
         return check_main(argv[1:])
     try:
+        check_command(argv, COMMANDS)
         check_group_choices(argv)
         argv = selection_overrides(argv)
     except ClipevalError as exc:
@@ -108,8 +121,62 @@ def _main(argv: list[str]) -> None:
     _check_output_dir(argv)
     sys.argv = [sys.argv[0], *argv]
     try:
-        _app()
+        with _hydra_errors():
+            _app()
     finally:
         # Everything is written by now. Interpreter shutdown would run one last garbage
         # collection over torch's millions of objects (about 1 s here); frozen objects are skipped.
         gc.freeze()
+
+
+@contextlib.contextmanager
+def _hydra_errors() -> Iterator[None]:
+    """Hydra's errors while composing (a malformed override, an unknown key, a missing config, a task file
+    that does not load) as exit 2 with Hydra's explanation and, for an unknown key, the nearest one.
+
+    Hydra prints these itself and exits 1 unless ``HYDRA_FULL_ERROR`` is set, when it raises them:
+    set here, so they reach this handler. Anything else raised keeps its traceback.
+    """
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    except OverrideParseException as exc:
+        fail(_malformed_override(exc))
+    except ConfigCompositionException as exc:
+        fail(_composition_error(exc))
+    except MissingConfigException as exc:
+        fail(str(exc).split("\nConfig search path:")[0])
+    except ClipevalError as exc:  # raised while composing: a task.yaml that does not load
+        fail(str(exc))
+    finally:
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
+
+
+def _malformed_override(exc: OverrideParseException) -> str:
+    lines = exc.message.splitlines()
+    if lines and lines[0].startswith("Error parsing override"):
+        lines = lines[1:]
+    hint = " (an override is key=value)" if any("missing EQUAL" in line for line in lines) else ""
+    first = lines[0] if lines else "cannot be parsed"
+    return "\n".join([f"Malformed override '{exc.override}': {first}{hint}", *lines[1:]])
+
+
+def _composition_error(exc: ConfigCompositionException) -> str:
+    """Hydra's message; for a key that is not in the config, which key it is and the nearest valid one."""
+    cause = exc.__cause__
+    message = str(exc)
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and "not in struct" in str(cause):
+        parent = cause.parent_node
+        keys = [str(k) for k in parent if k != "hydra"] if isinstance(parent, DictConfig) else []
+        full_key = str(cause.full_key)
+        where = full_key.rpartition(".")[0] or "the top level"
+        lines = message.splitlines()
+        unknown = f"{where} has no key '{cause.key}'. {did_you_mean(str(cause.key), keys)}"
+        return "\n".join([f"{lines[0].rstrip('.')}: {unknown}", *lines[1:]])
+    if cause is not None:
+        message += "\n" + str(cause).split("\n    full_key:")[0]
+    return message

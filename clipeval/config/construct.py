@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 
-from clipeval.errors import ClipevalError
+from clipeval.config.schema import HYDRA_KEYS
+from clipeval.errors import ClipevalError, did_you_mean
 
 #: modules of clipeval 0.1 that moved when the package was split into layers: old prefix -> new prefix,
 #: so that a user's task.yaml naming an old ``_target_`` gets the new name instead of "not found"
@@ -28,6 +31,7 @@ def build(node: Any, what: str) -> Any:
             raise ClipevalError(
                 f"The config of {what} names _target_ {target}, which has moved: use {new}{target.removeprefix(old)}."
             )
+    check_options(node, what)
     try:
         return instantiate(node, _convert_="all")
     except InstantiationException as exc:
@@ -49,3 +53,27 @@ def _root_cause(exc: BaseException) -> BaseException:
     while exc.__cause__ is not None:
         exc = exc.__cause__
     return exc
+
+
+def check_options(node: Mapping[str, Any], what: str) -> None:
+    """Refuse a key of ``node`` that its ``_target_``'s constructor does not take, with the nearest one.
+
+    The constructor's signature is the schema of a node that builds an object (a model adapter,
+    a data source, an evaluator, baselines): an unknown key would otherwise be a TypeError from
+    deep inside Hydra. A target that cannot be imported, or takes ``**kwargs``, is left to
+    ``instantiate`` to judge.
+    """
+    try:
+        target = get_object(str(node["_target_"]))
+        parameters = inspect.signature(target).parameters.values()
+    except Exception:  # not importable, or no signature: instantiate says why
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    takes = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in node:
+        if key not in takes and key not in HYDRA_KEYS:
+            raise ClipevalError(
+                f"{what}: {node['_target_']} has no option '{key}' (given {key}={node[key]!r}). "
+                + did_you_mean(str(key), takes)
+            )

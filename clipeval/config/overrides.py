@@ -7,6 +7,8 @@ suite, so the composed config (kept in results.json) holds exactly what runs.
 
 from __future__ import annotations
 
+import difflib
+
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from clipeval.config import registry
@@ -17,6 +19,23 @@ _FLAGS_WITH_VALUE = {
     "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--info", "-i", "--cfg", "-c",
     "--package", "-p", "--experimental-rerun",
 }  # fmt: skip
+
+
+def check_command(argv: list[str], commands: tuple[str, ...]) -> None:
+    """Refuse a first argument that is a bare word but none of ``commands`` (``clipeval reprt store``).
+
+    Overrides have ``=`` (``key=value``) or start with ``~``/``+``, and flags with ``-``; a bare
+    word in first place is a command. A dotted key without ``=`` is left to Hydra (a malformed override).
+    """
+    first = argv[0] if argv else ""
+    if not first.replace("_", "a").replace("-", "a").isalnum() or not first[0].isalpha() or first in commands:
+        return
+    usage = f"Commands: {', '.join(commands)} (clipeval <command> --help); a run takes key=value overrides (clipeval --help)."
+    if first in registry.groups():
+        raise ClipevalError(f"'{first}' is not a command: to choose a {first}, write {first}=<name>. {usage}")
+    close = difflib.get_close_matches(first, commands, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else "."
+    raise ClipevalError(f"unknown command '{first}'{hint} {usage}")
 
 
 def group_choices(argv: list[str]) -> dict[str, list[str | None]]:

@@ -7,11 +7,13 @@ import logging
 import os
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from clipeval.errors import ClipevalError
+from clipeval.config.schema import validate_runtime
+from clipeval.errors import ClipevalError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -34,42 +36,27 @@ class Runtime:
     chunk_size: int = 4096
 
     @classmethod
-    def create(
-        cls,
-        device: str = "auto",
-        precision: str = "fp32",
-        batch_size: int = 64,
-        workers: int | str = "auto",
-        limit: int | None = None,
-        seed: int = 0,
-        cache: bool = True,
-        progress: bool = True,
-        channels_last: bool = False,
-        compile: bool | str = False,
-        decode: str = "pil",
-        chunk_size: int = 4096,
-    ) -> Runtime:
-        if precision not in PRECISIONS:
-            raise ClipevalError(f"runtime.precision must be one of {sorted(PRECISIONS)}, not '{precision}'.")
-        if batch_size < 1:
-            raise ClipevalError(f"runtime.batch_size must be at least 1, not {batch_size}.")
-        if chunk_size < 1:
-            raise ClipevalError(f"runtime.chunk_size must be at least 1 image, not {chunk_size}.")
-        if limit is not None and limit < 1:
-            raise ClipevalError(f"runtime.limit must be a positive number of samples or null, not {limit}.")
+    def create(cls, **settings: Any) -> Runtime:
+        """A runtime from ``runtime`` settings (the keys of conf/runtime/default.yaml; defaults as there).
+
+        Every setting is checked against :class:`~clipeval.config.schema.RuntimeSettings` first:
+        a wrong type, value or key is a ClipevalError naming it (exit 2), never a traceback or a
+        silently different run (``cache: "no"`` is false; ``batch_size: 2.5`` is refused).
+        """
+        s = validate_runtime(settings)
         return cls(
-            device=_resolve_device(device),
-            precision=precision,
-            batch_size=int(batch_size),
-            workers=_resolve_workers(workers),
-            limit=limit,
-            seed=int(seed),
-            cache=bool(cache),
-            progress=bool(progress),
-            channels_last=bool(channels_last),
-            compile=compile if isinstance(compile, str) else bool(compile),
-            decode=_check_decode(decode),
-            chunk_size=int(chunk_size),
+            device=_resolve_device(s.device),
+            precision=s.precision,
+            batch_size=s.batch_size,
+            workers=_resolve_workers(s.workers),
+            limit=s.limit,
+            seed=s.seed,
+            cache=s.cache,
+            progress=s.progress,
+            channels_last=s.channels_last,
+            compile=_check_compile(s.compile),
+            decode=s.decode,
+            chunk_size=s.chunk_size,
         )
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -99,15 +86,19 @@ def _resolve_device(device: str) -> torch.device:
 def _resolve_workers(workers: int | str) -> int:
     if workers == "auto":
         return min(8, max(0, (os.cpu_count() or 1) - 1))
-    if int(workers) < 0:
-        raise ClipevalError(f"runtime.workers must be 0 or more, or 'auto', not {workers}.")
     return int(workers)
 
 
-DECODERS = ("pil", "torchvision")
+def _check_compile(compile: bool | str) -> bool | str:
+    """``compile`` as given; a backend name must be one torch.compile knows (imports torch._dynamo, so only then)."""
+    if isinstance(compile, bool) or compile == "inductor":
+        return compile
+    from torch._dynamo import list_backends
 
-
-def _check_decode(decode: str) -> str:
-    if decode not in DECODERS:
-        raise ClipevalError(f"runtime.decode must be one of {list(DECODERS)}, not '{decode}'.")
-    return decode
+    backends = list_backends(exclude_tags=())
+    if compile not in backends:
+        raise ClipevalError(
+            f"runtime.compile must be true, false or a torch.compile backend name, not '{compile}'. "
+            + did_you_mean(compile, [b for b in backends if "TESTING" not in b])
+        )
+    return compile

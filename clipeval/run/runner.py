@@ -22,9 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from clipeval.atomic import atomic_write, write_error
 from clipeval.cache import TensorCache, use_file_digests
-from clipeval.config.construct import build
+from clipeval.config.construct import build, check_options
 from clipeval.config.paths import cache_dir
 from clipeval.config.runtime import Runtime
+from clipeval.config.schema import validate_config
 from clipeval.contracts import DualEncoder
 from clipeval.errors import ClipevalError
 from clipeval.features.bank import FeatureBank
@@ -111,6 +112,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     others are still written and the ClipevalError says which folder failed and where the results
     are. A cache folder that cannot be written is a warning (see :class:`TensorCache`).
     """
+    settings = validate_config(cfg)
+    _record_normalised_runtime(cfg, settings.runtime.model_dump())
+    check_options(OmegaConf.to_container(cfg.model, resolve=True), "model")  # its construction is deferred
     _guard_log_files()
     for folder, what, how in (
         (run_dir, "run directory", "hydra.run.dir=DIR"),
@@ -122,9 +126,18 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 f"Cannot write to the {what} {folder} ({error}); nothing was run. "
                 f"Free space or fix its permissions, or pass {how} to write elsewhere."
             )
-    cache = TensorCache(cache_dir(cfg.get("cache_dir")), enabled=bool(cfg.runtime.get("cache", True)))
+    cache = TensorCache(cache_dir(settings.cache_dir), enabled=settings.runtime.cache)
     with use_file_digests(cache.digests):
         return _run(cfg, run_dir, cache)
+
+
+def _record_normalised_runtime(cfg: DictConfig, runtime: dict[str, Any]) -> None:
+    """Put the checked runtime values back (``cache: "no"`` becomes false) so results.json, and whatever
+    interpolates ``${runtime.*}``, holds what runs."""
+    for key, value in runtime.items():
+        given = OmegaConf.select(cfg.runtime, key)
+        if key in cfg.runtime and (type(given), given) != (type(value), value):  # 1 == True, yet not a flag
+            cfg.runtime[key] = value
 
 
 def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clipeval.config.construct import build
 from clipeval.config.lists import read_strings
+from clipeval.config.schema import validate_task
 from clipeval.data.base import DataNotFound, Source
 from clipeval.errors import ClipevalError
 from clipeval.features.classifier import check_templates
@@ -196,9 +197,7 @@ def load_task(cfg: DictConfig) -> Task:
     A dataset marked ``optional: true`` (the ImageNet val images a shift task pairs with)
     may be absent: the task then runs without the evaluations that need it.
     """
-    for key in ("name", "datasets", "evaluators"):
-        if key not in cfg:
-            raise ClipevalError(f"Task config is missing '{key}'. A task.yaml needs name, datasets and evaluators.")
+    checked = validate_task(cfg, cfg._get_full_key(None) or "task")  # types and keys, naming the task file
     sources, missing = {}, {}
     for name, node in cfg.datasets.items():
         spec = OmegaConf.to_container(node, resolve=True)  # resolved in place: interpolations reach the task
@@ -216,15 +215,15 @@ def load_task(cfg: DictConfig) -> Task:
     if not evaluators:
         raise ClipevalError(f"Task '{cfg.name}' has no evaluators.")
     task = Task(
-        name=str(cfg.name),
-        version=str(cfg.get("version", "1")),
+        name=checked.name,
+        version=str(checked.version),
         dir=Path(cfg.dir) if cfg.get("dir") else None,
         sources=sources,
         evaluators=evaluators,
         missing=missing,
         classnames_option=cfg.get("classnames"),
         templates_option=cfg.get("templates"),
-        allow_duplicate_classnames=bool(cfg.get("allow_duplicate_classnames", False)),
+        allow_duplicate_classnames=checked.allow_duplicate_classnames,
     )
     task.check()
     return task

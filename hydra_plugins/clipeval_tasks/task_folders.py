@@ -6,6 +6,9 @@ of YAML files, so this source presents each tasks root as a virtual ``task/<name
 tree. ``clipeval-tasks://`` (empty path) means the user's ``CLIPEVAL_TASKS`` folders and
 then the built-in ones; ``clipeval-tasks:///some/dir`` means that folder alone.
 
+A task.yaml that is not YAML, is empty, or is not a mapping with name, datasets and evaluators
+is refused here with a ClipevalError naming the file (exit 2 on the command line).
+
 The loaded config gains ``dir``, the task folder's absolute path, so a task can name its
 own files as ``${task.dir}/classnames.txt``.
 """
@@ -50,8 +53,12 @@ class TaskFolderSource(ConfigSource):
         folder = self._task_folder(config_path)
         if folder is None:
             raise ConfigLoadError(f"Task not found: {config_path}")
-        text = (folder / TASK_FILE).read_text(encoding="utf-8")
-        cfg = OmegaConf.create(text) if text.strip() else OmegaConf.create({})
+        from clipeval.config.schema import check_task_file
+
+        path = folder / TASK_FILE
+        text = path.read_text(encoding="utf-8")
+        check_task_file(text, path)  # YAML, a mapping, name/datasets/evaluators: else ClipevalError naming the file
+        cfg = OmegaConf.create(text)
         if "dir" not in cfg:
             cfg.dir = str(folder.resolve())
         return ConfigResult(

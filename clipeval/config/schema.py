@@ -1,0 +1,415 @@
+"""What each key of the composed configuration may hold, checked before anything runs.
+
+One pydantic model per config group: the top level (``data_root``, ``store``, ``cache_dir``,
+``tags``, ``step``), ``runtime``, ``model``, a task (``task`` or each of ``suite.tasks``) and a
+suite. Hydra composes the YAML files as before; :func:`validate_config` then checks the
+composed, resolved config against these models and turns every violation into one
+:class:`~clipeval.errors.ClipevalError` (exit 2) that names the key, the value, what is
+allowed and, for an unknown key, the nearest valid one.
+
+pydantic rather than Hydra structured configs: OmegaConf 2.3 cannot type ``workers``
+(a number or ``auto``) or ``compile`` (a flag or a backend name), has no ranges or literal
+choices (an Enum would change the values stored in results.json), and tasks carry their
+own variables (``root``, ``path``...) that a closed dataclass would refuse. The YAML stays the
+single source of defaults; the models here say only what is allowed.
+
+Nodes that build an object (``_target_``) keep their own keys open: the class's constructor
+is their schema (see :func:`clipeval.config.construct.check_options`).
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+
+from clipeval.errors import ClipevalError, did_you_mean
+
+#: keys Hydra's ``instantiate`` reads itself in a node that has ``_target_``
+HYDRA_KEYS = ("_target_", "_convert_", "_recursive_", "_partial_", "_args_")
+TASK_FILE = "task.yaml"
+
+
+def _not_a_flag(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic would take true as 1
+        raise ValueError("a flag is not a number")
+    return value
+
+
+#: an integer, also from a string of digits (``${oc.env:...}``) or a float without a fraction; never a flag
+Whole = Annotated[int, BeforeValidator(_not_a_flag)]
+
+
+class _Closed(BaseModel):
+    """A mapping whose keys are all known: an unknown one is an error with a did-you-mean."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True, populate_by_name=True)
+
+
+class _Open(BaseModel):
+    """A mapping with some known keys and any others (a task's own variables, a class's options)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, coerce_numbers_to_str=True, populate_by_name=True)
+
+
+Precision = Literal["fp32", "bf16", "fp16"]
+Decoder = Literal["pil", "torchvision"]
+
+
+class RuntimeSettings(_Closed):
+    """``runtime``: where and how fast to run (conf/runtime/default.yaml documents each key)."""
+
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:<index>, mps or another torch device name")
+    precision: Precision = Field("fp32", description="one of 'fp32', 'bf16', 'fp16'")
+    batch_size: Whole = Field(64, ge=1, description="a whole number of at least 1")
+    workers: Literal["auto"] | Annotated[Whole, Field(ge=0)] = Field(
+        "auto", description="'auto' or a whole number of at least 0"
+    )
+    limit: Annotated[Whole, Field(ge=1)] | None = Field(
+        None, description="a whole number of at least 1 (the first N samples of each dataset), or null"
+    )
+    seed: Whole = Field(0, ge=0, le=2**32 - 1, description="a whole number from 0 to 2**32-1")
+    cache: bool = Field(True, description="true or false")
+    progress: bool = Field(True, description="true or false")
+    channels_last: bool = Field(False, description="true or false")
+    compile: bool | str = Field(
+        False, union_mode="left_to_right", description="true (inductor), false, or a torch.compile backend name"
+    )
+    decode: Decoder = Field("pil", description="one of 'pil', 'torchvision'")
+    chunk_size: Whole = Field(4096, ge=1, description="a whole number of at least 1 (images per resumable cache chunk)")
+
+
+class _Target(_Open):
+    """A node that builds an object: ``_target_`` names the class, the other keys are its options."""
+
+    target: str = Field(alias="_target_", description="the import path of the class to build (_target_)")
+
+
+class ModelConfig(_Target):
+    """``model``: the adapter (``_target_``) and its options, which its constructor checks."""
+
+    name: str | None = Field(None, description="the model's display name (a string), or null")
+
+
+class DatasetConfig(_Target):
+    optional: bool = Field(False, description="true or false (true: the task runs without it when absent)")
+
+
+_strings_or_file = "a list of strings, a file with one per line, or null"
+
+
+class TaskConfig(_Open):
+    """A task (``task``, or each of a suite's ``tasks``): one ``task.yaml`` and the overrides on it."""
+
+    name: str = Field(description="the task's name (a string); a task.yaml needs name, datasets and evaluators")
+    version: Whole | str = Field(1, description="a version number or string")
+    dir: str | None = Field(None, description="the task's folder (set by clipeval)")
+    datasets: dict[str, DatasetConfig] = Field(
+        description="a mapping of dataset name to its source (a node with _target_)"
+    )
+    evaluators: dict[str, _Target | None] = Field(
+        description="a mapping of evaluator name to its config (a node with _target_; null drops one)"
+    )
+    classnames: list[str] | str | None = Field(None, description=_strings_or_file)
+    templates: list[str] | str | None = Field(None, description=_strings_or_file + " (each with {c})")
+    class_subset: list[Any] | str | None = Field(  # its entries are the evaluators' to judge (they say which)
+        None, description="a list of class indices, a file with one per line, or null"
+    )
+    allow_duplicate_classnames: bool = Field(False, description="true or false")
+
+
+class ShiftConfig(_Closed):
+    """One shift of a suite's robustness report: its datasets, and optionally its own in-distribution setting."""
+
+    datasets: str = Field(description="'task/dataset' or 'task' (all of its datasets)")
+    in_distribution: str | None = Field(None, description="'task/dataset' or 'task', or null")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"datasets": value} if isinstance(value, str) else value
+
+
+class RobustnessConfig(_Closed):
+    """A suite's effective-robustness report."""
+
+    in_distribution: str = Field(description="'task/dataset' or 'task' (all of its datasets)")
+    shifts: dict[str, ShiftConfig] = Field(
+        description="a mapping of shift name to 'task/dataset', 'task', or {datasets: ..., in_distribution: ...}"
+    )
+    baselines: _Target = Field(description="the baselines' config (a node with _target_)")
+    figures: list[_Target] = Field([], description="a list of figure configs ({_target_: ..., file: ...})")
+
+
+class SuiteConfig(_Closed):
+    """``suite``: several tasks run with one model, and their robustness report."""
+
+    name: str = Field(description="the suite's name (a string)")
+    version: Whole | str = Field(1, description="a version number or string")
+    tasks: dict[str, TaskConfig] = Field(min_length=1, description="a mapping of task name to task (at least one)")
+    robustness: RobustnessConfig | None = Field(None, description="the robustness report's settings, or null")
+
+    @model_validator(mode="after")
+    def _settings_name_its_tasks(self) -> SuiteConfig:
+        if self.robustness is None:
+            return self
+        # the settings whose images the baselines are scored on name a task's datasets; a shift's own
+        # in-distribution setting may also name an evaluator's records (val-on-objectnet-classes)
+        sources = {"suite.robustness.in_distribution": self.robustness.in_distribution}
+        records = {}
+        for name, shift in self.robustness.shifts.items():
+            sources[f"suite.robustness.shifts.{name}.datasets"] = shift.datasets
+            if shift.in_distribution is not None:
+                records[f"suite.robustness.shifts.{name}.in_distribution"] = shift.in_distribution
+        for key, selector in (sources | records).items():
+            task, _, dataset = selector.partition("/")
+            if task not in self.tasks:
+                raise ClipevalError(
+                    f"{key}={selector!r} names task '{task}', which the suite does not run. "
+                    f"{did_you_mean(task, self.tasks)}"
+                )
+            if dataset and key in sources and dataset not in self.tasks[task].datasets:
+                raise ClipevalError(
+                    f"{key}={selector!r} names dataset '{dataset}', which task '{task}' does not have. "
+                    f"{did_you_mean(dataset, self.tasks[task].datasets)}"
+                )
+        return self
+
+
+class RunConfig(_Closed):
+    """The composed config of a run (conf/config.yaml documents the top-level keys)."""
+
+    model: ModelConfig = Field(description="a model config (model=<name>, a node with _target_)")
+    task: TaskConfig | None = Field(None, description="a task (task=<name>), or null")
+    suite: Any = Field(None, description="a suite (suite=<name>), or null")  # checked when it is what runs
+    runtime: RuntimeSettings = Field(description="runtime settings (runtime=<name>)")
+    data_root: str = Field(description="a folder (a string)")
+    store: str = Field(description="a folder (a string)")
+    cache_dir: str | None = Field(None, description="a folder (a string), or null")
+    tags: list[str] = Field([], description="a list of strings, e.g. tags=[baseline,ablation]")
+    step: Annotated[Whole, Field(ge=0)] | None = Field(None, description="a whole number of at least 0, or null")
+
+
+def validate_config(cfg: DictConfig) -> RunConfig:
+    """The composed config of a run, checked against the schema; ClipevalError (exit 2) when it does not fit.
+
+    Values are resolved first (a ``???`` left in raises omegaconf's MissingMandatoryValue, which the
+    command line turns into "X is required"). The suite is checked only when no task is chosen,
+    since a chosen task runs alone.
+    """
+    data = resolved(cfg)
+    run = _validate(RunConfig, data, ())
+    if run.task is None and data.get("suite") is not None:
+        _validate(SuiteConfig, data["suite"], ("suite",))
+    return run
+
+
+def validate_task(cfg: DictConfig | Mapping[str, Any], key: str = "task") -> TaskConfig:
+    """One task's composed config (``key`` names it in messages), checked against :class:`TaskConfig`."""
+    data = resolved(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
+    return _validate(TaskConfig, data, tuple(key.split(".")))
+
+
+def validate_runtime(settings: Mapping[str, Any]) -> RuntimeSettings:
+    """``runtime`` settings (as given to :meth:`clipeval.config.runtime.Runtime.create`), checked."""
+    return _validate(RuntimeSettings, dict(settings), ("runtime",))
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    """``cfg`` as plain data with every interpolation resolved; an interpolation that fails is a ClipevalError."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationResolutionError as exc:
+        raise ClipevalError(f"{exc.full_key}: cannot resolve its value: {exc.msg}") from None
+
+
+def check_task_file(text: str, path: Any) -> None:
+    """Refuse a task.yaml that is not YAML, is empty, or is not a mapping (before Hydra composes it)."""
+    import yaml
+    from omegaconf._utils import get_yaml_loader  # OmegaConf's own YAML dialect (duplicate keys refused)
+
+    try:
+        data = yaml.load(text, Loader=get_yaml_loader())  # noqa: S506 (a safe loader)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ClipevalError(f"{path} is not valid YAML{at}: {problem}.") from None
+    if data is None:
+        raise ClipevalError(
+            f"{path} is empty: a {TASK_FILE} is a mapping with name, datasets and evaluators "
+            "(tasks/folder/task.yaml is an example)."
+        )
+    if not isinstance(data, dict):
+        raise ClipevalError(
+            f"{path} holds a {_kind(data)}, not a mapping: a {TASK_FILE} is a mapping with name, datasets and "
+            "evaluators (tasks/folder/task.yaml is an example)."
+        )
+    absent = [k for k in ("name", "datasets", "evaluators") if k not in data]
+    if absent and "defaults" not in data:  # a defaults list may bring them in
+        raise ClipevalError(
+            f"{path} has no {', '.join(absent)}: a {TASK_FILE} needs name, datasets and evaluators "
+            "(tasks/folder/task.yaml is an example)."
+        )
+
+
+# --- turning pydantic's errors into one message ------------------------------------------------------------
+
+
+def _validate(schema: type[BaseModel], data: Any, prefix: tuple[str, ...]) -> Any:
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise ClipevalError(_explain(exc, schema, data, prefix)) from None
+
+
+def _explain(exc: ValidationError, schema: type[BaseModel], data: Any, prefix: tuple[str, ...]) -> str:
+    # A union reports once per member: keep, per key, the error that reaches deepest into the value.
+    chosen: dict[tuple, tuple[tuple, Any]] = {}
+    for error in exc.errors():
+        path, root = _data_path(data, error["loc"])
+        if root not in chosen or len(path) > len(chosen[root][0]):
+            chosen[root] = (path, error)
+    lines = [_line(error, schema, path, prefix) + _file_hint(data, path, prefix) for path, error in chosen.values()]
+    if len(lines) == 1:
+        return lines[0]
+    return f"{len(lines)} problems in the configuration:\n" + "\n".join(f"  - {line}" for line in lines)
+
+
+def _line(error: Any, schema: type[BaseModel], path: tuple, prefix: tuple[str, ...]) -> str:
+    key = ".".join(map(str, (*prefix, *path)))
+    if error["type"] == "extra_forbidden":
+        parent = ".".join(map(str, (*prefix, *path[:-1]))) or "the top level"
+        known = _known_keys(schema, path[:-1])
+        return f"{parent} has no key '{path[-1]}' ({key}={_show(error['input'])}). {did_you_mean(str(path[-1]), known)}"
+    field_path, info = _field(schema, path)
+    allowed = info.description if info is not None and info.description else error["msg"].lower()
+    if error["type"] == "missing":
+        return f"{key} is required: {allowed}."
+    if field_path == path:
+        return f"{key} must be {allowed}, not {_show(error['input'])}."
+    field_key = ".".join(map(str, (*prefix, *field_path)))
+    return f"{field_key} must be {allowed}: {key} is {_show(error['input'])}."
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _kind(value: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "flag"}.get(type(value), "value")
+
+
+def _data_path(data: Any, loc: tuple) -> tuple[tuple, tuple]:
+    """The keys of ``data`` that pydantic's ``loc`` goes through (it also names union members, by type), and
+    the part of them before the first union member (where the errors of one union meet)."""
+    path: list[Any] = []
+    root: tuple | None = None
+    node = data
+    for part in loc:
+        is_key = isinstance(node, Mapping) and part in node
+        if is_key or (isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
+            node = node[part]
+            path.append(part)
+        elif isinstance(part, str) and _is_union_member(part):
+            root = tuple(path) if root is None else root
+        else:
+            if isinstance(node, Mapping):
+                path.append(part)  # a missing key: the path ends there
+            break
+    return tuple(path), tuple(path) if root is None else root
+
+
+def _is_union_member(part: str) -> bool:
+    """pydantic names union members in ``loc`` by type (``int``, ``literal['auto']``, ``constrained-int``...)."""
+    return any(c in part for c in "[]-") or part in {"int", "str", "bool", "float", "list", "dict", "none"}
+
+
+def _field(schema: type[BaseModel], path: tuple) -> tuple[tuple, FieldInfo | None]:
+    """The deepest schema field along ``path`` (and its path): it describes what is allowed there."""
+    found: tuple[tuple, FieldInfo | None] = ((), None)
+    tp: Any = schema
+    for i, part in enumerate(path):
+        model = _model_in(tp)
+        if model is not None:
+            info = _field_named(model, str(part))
+            if info is None:
+                break
+            found = (path[: i + 1], info)
+            tp = info.annotation
+        else:
+            tp = _item_type(tp)
+            if tp is None:
+                break
+    return found
+
+
+def _known_keys(schema: type[BaseModel], path: tuple) -> list[str]:
+    tp: Any = schema
+    for part in path:
+        model = _model_in(tp)
+        if model is not None:
+            info = _field_named(model, str(part))
+            tp = None if info is None else info.annotation
+        else:
+            tp = _item_type(tp)
+        if tp is None:
+            return []
+    model = _model_in(tp)
+    return [] if model is None else [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _field_named(model: type[BaseModel], key: str) -> FieldInfo | None:
+    for name, info in model.model_fields.items():
+        if key in (name, info.alias):
+            return info
+    return None
+
+
+def _members(tp: Any) -> list[Any]:
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return [m for arg in typing.get_args(tp) for m in _members(arg)]
+    return [tp]
+
+
+def _model_in(tp: Any) -> type[BaseModel] | None:
+    for member in _members(tp):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            return member
+    return None
+
+
+def _item_type(tp: Any) -> Any:
+    """The value type of a dict or list type (among a union's members), else None."""
+    for member in _members(tp):
+        origin = typing.get_origin(member)
+        if origin is dict:
+            return typing.get_args(member)[1]
+        if origin is list:
+            return typing.get_args(member)[0]
+    return None
+
+
+def _file_hint(data: Any, path: tuple, prefix: tuple[str, ...]) -> str:
+    """`` (task file: <dir>/task.yaml)`` when ``path`` is inside a task: its file is where to fix it."""
+    full = (*prefix, *path)
+    if full[:1] == ("task",) and len(full) > 1:
+        depth = 1
+    elif full[:2] == ("suite", "tasks") and len(full) > 3:
+        depth = 3
+    else:
+        return ""
+    node: Any = data
+    for part in full[len(prefix) : depth]:  # from where ``data`` sits down to the task's node
+        node = node.get(part) if isinstance(node, Mapping) else None
+    folder = node.get("dir") if isinstance(node, Mapping) else None
+    return f" (task file: {folder}/{TASK_FILE})" if folder else ""

@@ -1,0 +1,340 @@
+"""The configuration is typed and checked before anything runs (issue 15, part 1).
+
+Every violation is a ClipevalError (exit 2 on the command line) naming the key, the value, what
+is allowed and, for an unknown key, the nearest valid one: runtime values, top-level keys, model
+options, task files and their composed config, suites, Hydra's own override errors, and mistyped
+commands. In-process where the behaviour is the config's; a few subprocesses for exit codes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import compose_config
+
+from clipeval.cli import main
+from clipeval.config import registry
+from clipeval.config.overrides import selection_overrides
+from clipeval.config.runtime import Runtime
+from clipeval.errors import ClipevalError
+from clipeval.run import runner
+from clipeval.run.task import load_task
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def checked(monkeypatch, tmp_path):
+    """``overrides`` -> what :func:`clipeval.run.runner.run` hands on after its checks, without running:
+    (the config, the feature cache). Raises as ``run`` does."""
+    monkeypatch.setattr(runner, "_run", lambda cfg, run_dir, cache: (cfg, cache))
+
+    def check(overrides: list[str]):
+        return runner.run(compose_config(selection_overrides(overrides)), tmp_path / "run")
+
+    return check
+
+
+def exit_2(argv: list[str], capsys) -> str:
+    """``clipeval argv`` in process: it must exit 2 without a traceback; returns stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert "Traceback" not in err
+    return err
+
+
+# --- runtime ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("runtime.batch_size=abc", "runtime.batch_size must be a whole number of at least 1, not 'abc'"),
+        ("runtime.batch_size=2.5", "runtime.batch_size must be a whole number of at least 1, not 2.5"),
+        ("runtime.batch_size=true", "runtime.batch_size must be a whole number of at least 1, not True"),
+        ("runtime.batch_size=0", "runtime.batch_size must be a whole number of at least 1, not 0"),
+        ("runtime.limit=abc", "runtime.limit must be a whole number of at least 1 (the first N samples"),
+        ("runtime.limit=0", "runtime.limit must be a whole number of at least 1"),
+        ("runtime.workers=abc", "runtime.workers must be 'auto' or a whole number of at least 0, not 'abc'"),
+        ("runtime.workers=-1", "runtime.workers must be 'auto' or a whole number of at least 0, not -1"),
+        ("runtime.seed=abc", "runtime.seed must be a whole number from 0 to 2**32-1, not 'abc'"),
+        ("runtime.seed=-1", "runtime.seed must be a whole number from 0 to 2**32-1, not -1"),
+        ("runtime.cache=maybe", "runtime.cache must be true or false, not 'maybe'"),
+        ("runtime.precision=fp64", "runtime.precision must be one of 'fp32', 'bf16', 'fp16', not 'fp64'"),
+        ("runtime.decode=jpeg", "runtime.decode must be one of 'pil', 'torchvision', not 'jpeg'"),
+    ],
+)
+def test_a_runtime_value_of_the_wrong_type_or_range_is_refused_naming_key_value_and_what_is_allowed(
+    checked, override, message
+):
+    with pytest.raises(ClipevalError) as info:
+        checked(["task=digits", override])
+    assert message in str(info.value)
+
+
+def test_an_unknown_runtime_key_is_refused_with_the_nearest(checked):
+    with pytest.raises(ClipevalError, match=r"runtime has no key 'bacth_size' \(runtime.bacth_size=3\)\. .*"):
+        checked(["task=digits", "+runtime.bacth_size=3"])
+    with pytest.raises(ClipevalError, match="Did you mean 'batch_size'"):
+        checked(["task=digits", "+runtime.bacth_size=3"])
+    with pytest.raises(ClipevalError, match="runtime has no key 'foo'"):
+        Runtime.create(device="cpu", foo=1)
+
+
+def test_yes_and_no_are_flags_and_the_run_records_what_it_ran_with(checked):
+    cfg, cache = checked(["task=digits", "runtime.cache=no", "runtime.progress=0", "runtime.batch_size='32'"])
+    assert cache.enabled is False  # "no" was true before: any non-empty string is
+    recorded = (cfg.runtime.cache, cfg.runtime.progress, cfg.runtime.batch_size)  # what results.json keeps
+    assert recorded == (False, False, 32) and isinstance(recorded[1], bool)
+    runtime = Runtime.create(device="cpu", cache="no", channels_last="yes", compile="false", workers="2")
+    assert (runtime.cache, runtime.channels_last, runtime.compile, runtime.workers) == (False, True, False, 2)
+
+
+def test_a_compile_backend_torch_does_not_know_is_refused_with_the_nearest():
+    with pytest.raises(ClipevalError, match=r"runtime.compile must be true, false or a torch.compile backend.*'eagr'"):
+        Runtime.create(device="cpu", compile="eagr")
+    with pytest.raises(ClipevalError, match="Did you mean 'eager'"):
+        Runtime.create(device="cpu", compile="eagr")
+
+
+# --- the top level ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("tags=abc", "tags must be a list of strings, e.g. tags=[baseline,ablation], not 'abc'"),
+        ("step=abc", "step must be a whole number of at least 0, or null, not 'abc'"),
+        ("step=-3", "step must be a whole number of at least 0, or null, not -3"),
+        ("data_root=[a,b]", "data_root must be a folder (a string), not ['a', 'b']"),
+        ("+datarot=x", "the top level has no key 'datarot' (datarot='x'). Available: cache_dir, data_root,"),
+        ("+datarot=x", "Did you mean 'data_root'?"),
+    ],
+)
+def test_top_level_keys_are_typed_and_closed(checked, override, message):
+    with pytest.raises(ClipevalError) as info:
+        checked(["task=digits", override])
+    assert message in str(info.value)
+
+
+def test_several_problems_are_listed_together(checked):
+    with pytest.raises(ClipevalError) as info:
+        checked(["task=digits", "runtime.seed=-1", "runtime.precision=fp64", "step=x"])
+    lines = str(info.value).splitlines()
+    assert lines[0] == "3 problems in the configuration:"
+    assert {line.split(" must ")[0] for line in lines[1:]} == {"  - runtime.seed", "  - runtime.precision", "  - step"}
+
+
+def test_every_shipped_config_fits_the_schema(checked):
+    required = {"folder": ["task.root=x"], "wds": ["task.root=x"], "hf": ["task.path=x"]}
+    for suite in registry.options("suite"):
+        checked([f"suite={suite}", "model=vit_b32"])
+    for task in registry.options("task"):
+        checked([f"task={task}", "model=rn50", "runtime=smoke", "tags=[a,2024]", "step=3", *required.get(task, [])])
+
+
+# --- model options ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["+model.pretraind=x"],
+            "model: clipeval.models.open_clip.OpenClipEncoder has no option 'pretraind' (given pretraind='x'). "
+            "Available: arch, cache_dir, checkpoint, model_config, name, pretrained. Did you mean 'pretrained'?",
+        ),
+        (
+            ["model=hf", "model.name_or_path=x", "+model.revison=main"],
+            "HFClipEncoder has no option 'revison' (given revison='main'). Available: name, name_or_path, revision. "
+            "Did you mean 'revision'?",
+        ),
+        (["model.name=[a]"], "model.name must be the model's display name (a string), or null, not ['a']"),
+        (["~model._target_"], "model._target_ is required: the import path of the class to build"),
+    ],
+)
+def test_an_unknown_model_option_gets_the_nearest_before_anything_runs(checked, overrides, message):
+    with pytest.raises(ClipevalError) as info:
+        checked(["task=digits", *overrides])
+    assert message in str(info.value)
+
+
+def test_an_unknown_option_of_any_built_node_gets_the_nearest():
+    cfg = compose_config(["task=digits", "+task.evaluators.zeroshot.clas_subset=[0,1]"])
+    with pytest.raises(ClipevalError) as info:
+        load_task(cfg.task)
+    assert "evaluator 'zeroshot': clipeval.evaluators.zeroshot.ZeroShot has no option 'clas_subset'" in str(info.value)
+    assert "Did you mean 'class_subset'?" in str(info.value)
+
+
+# --- task files ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: bad\ndatasets: {a: 1\n", "is not valid YAML (line 3, column 1): expected ',' or '}'"),
+        ("name: bad\nname: again\ndatasets: {}\nevaluators: {}\n", "is not valid YAML (line 2, column 1): found "),
+        ("", "is empty: a task.yaml is a mapping with name, datasets and evaluators"),
+        ("# only a comment\n", "is empty: a task.yaml is a mapping"),
+        ("- name: bad\n- datasets: {}\n", "holds a list, not a mapping: a task.yaml is a mapping with name, dat"),
+        ("just words\n", "holds a string, not a mapping"),
+        ("version: 1\ndatasets: {}\nevaluators: {}\n", "has no name: a task.yaml needs name, datasets and evaluators"),
+    ],
+)
+def test_a_task_file_that_is_not_a_task_is_refused_naming_the_file(tmp_path, monkeypatch, text, message):
+    (tmp_path / "tasks" / "bad").mkdir(parents=True)
+    (tmp_path / "tasks" / "bad" / "task.yaml").write_text(text)
+    monkeypatch.setenv("CLIPEVAL_TASKS", str(tmp_path / "tasks"))
+    with pytest.raises(ClipevalError) as info:
+        compose_config(selection_overrides(["task=bad"]))
+    assert str(info.value).startswith(f"{tmp_path / 'tasks' / 'bad' / 'task.yaml'} ")
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["task.datasets.val=5"],
+            "task.datasets must be a mapping of dataset name to its source (a node with _target_): task.datasets.val "
+            "is 5. (task file: {dir}/task.yaml)",
+        ),
+        (["+task.datasets.extra={root: x}"], "task.datasets.extra._target_ is required: the import path of the class"),
+        (["~task.evaluators"], "task.evaluators is required: a mapping of evaluator name to its config"),
+        (
+            ["task.allow_duplicate_classnames=maybe"],
+            "task.allow_duplicate_classnames must be true or false, not 'maybe'",
+        ),
+        (["task.classnames={a: 1}"], "task.classnames must be a list of strings, a file with one per line, or null"),
+    ],
+)
+def test_a_composed_task_is_checked_naming_the_key_and_the_task_file(checked, overrides, message):
+    with pytest.raises(ClipevalError) as info:
+        checked(["task=imagenet", *overrides])
+    assert message.format(dir=ROOT / "tasks" / "imagenet") in str(info.value)
+
+
+def test_a_task_loaded_on_its_own_is_checked_too():
+    cfg = compose_config(["task=digits", "++task.allow_duplicate_classnames=no"])
+    assert load_task(cfg.task).allow_duplicate_classnames is False  # a string "no" was true
+    with pytest.raises(ClipevalError, match="task.allow_duplicate_classnames must be true or false, not 'sure'"):
+        load_task(compose_config(["task=digits", "++task.allow_duplicate_classnames=sure"]).task)
+
+
+# --- suites -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "suite.robustness.in_distribution=digit/test",
+            "suite.robustness.in_distribution='digit/test' names task 'digit', which the suite does not run. "
+            "Available: digits,",
+        ),
+        ("suite.robustness.in_distribution=digit/test", "Did you mean 'digits'?"),
+        (
+            "suite.robustness.in_distribution=digits/tset",
+            "suite.robustness.in_distribution='digits/tset' names dataset 'tset', which task 'digits' does not have. "
+            "Available: test. Did you mean 'test'?",
+        ),
+        ("+suite.robustness.shifts.extra=digits_nowhere", "names task 'digits_nowhere', which the suite does not run"),
+        ("suite.robustness.shifts.sketch={datsets: digits_sketch}", "suite.robustness.shifts.sketch has no key 'dats"),
+        ("suite.robustness.shifts.sketch={datsets: digits_sketch}", "Did you mean 'datasets'?"),
+        ("+suite.robustnes={}", "suite has no key 'robustnes'"),
+        ("suite.tasks.digits.datasets.test=5", "suite.tasks.digits.datasets must be a mapping of dataset name to"),
+        ("suite.tasks.digits.datasets.test=5", ": suite.tasks.digits.datasets.test is 5. (task file: "),
+        ("suite.robustness.figures=abc", "suite.robustness.figures must be a list of figure configs"),
+    ],
+)
+def test_a_suite_is_checked_before_any_task_runs(checked, override, message):
+    with pytest.raises(ClipevalError) as info:
+        checked([override])
+    assert message in str(info.value)
+
+
+# --- the command line: Hydra's errors, commands, help -------------------------------------------------------
+
+
+def test_an_unknown_key_in_an_override_exits_2_with_the_nearest(capsys, tmp_path):
+    err = exit_2(["task=digits", "runtime.bacth_size=3", f"hydra.run.dir={tmp_path}"], capsys)
+    assert err.startswith(
+        "clipeval: error: Could not override 'runtime.bacth_size': runtime has no key 'bacth_size'. Available: "
+    )
+    assert "Did you mean 'batch_size'?" in err
+    err = exit_2(["task=digits", "task.datasets.tst.root=x", f"hydra.run.dir={tmp_path}"], capsys)
+    assert "task.datasets has no key 'tst'. Available: test. Did you mean 'test'?" in err
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("runtime.batch_size=[1,", "Malformed override 'runtime.batch_size=[1,': no viable alternative at input"),
+        ("runtime.batch_size==3", "Malformed override 'runtime.batch_size==3': extraneous input '='"),
+        ("runtime.batch_size", "Malformed override 'runtime.batch_size': missing EQUAL at '<EOF>' (an override is"),
+    ],
+)
+def test_a_malformed_override_exits_2_with_hydras_explanation(capsys, tmp_path, override, message):
+    err = exit_2(["task=digits", override, f"hydra.run.dir={tmp_path}"], capsys)
+    assert message in err
+    assert "override_grammar" in err  # Hydra's pointer to the grammar
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["reprt", "store"], "unknown command 'reprt'; did you mean 'report'? Commands: report, check"),
+        (["chek"], "unknown command 'chek'; did you mean 'check'?"),
+        (["help"], "unknown command 'help'. Commands: report, check (clipeval <command> --help); a run takes"),
+        (["task"], "'task' is not a command: to choose a task, write task=<name>."),
+    ],
+)
+def test_a_mistyped_command_exits_2_with_the_nearest(capsys, argv, message):
+    assert message in exit_2(argv, capsys)
+
+
+def test_overrides_flags_and_deletions_are_not_taken_for_commands(capsys):
+    for argv in (["task=digits"], ["~suite", "task=digits"], ["tags=[a]"]):
+        main(["--cfg", "job", *argv])  # prints the composed config and returns
+        assert "name: digits" in capsys.readouterr().out
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "== Commands ==" in out
+    assert "report   reports computed from stored results" in out and "check    record a finished run" in out
+
+
+def test_on_the_real_command_line_each_kind_exits_2(tmp_path):
+    """Subprocesses: the exit code is the process's. A value, a task file, a command, an unknown key."""
+    (tmp_path / "tasks" / "listed").mkdir(parents=True)
+    (tmp_path / "tasks" / "listed" / "task.yaml").write_text("- a\n- b\n")
+    env = {**os.environ, "CLIPEVAL_TASKS": str(tmp_path / "tasks"), "CLIPEVAL_STORE": str(tmp_path / "store")}
+    cases = {
+        ("task=digits", "runtime.batch_size=abc"): "runtime.batch_size must be a whole number of at least 1, not 'abc'",
+        ("task=listed",): "task.yaml holds a list, not a mapping",
+        ("reprt", "store"): "unknown command 'reprt'; did you mean 'report'?",
+        ("runtime.bacth_size=3",): "Did you mean 'batch_size'?",
+    }
+    for args, message in cases.items():
+        proc = subprocess.run(
+            [sys.executable, "-m", "clipeval", *args, f"hydra.run.dir={tmp_path / 'run'}"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+        )
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.startswith("clipeval: error: ") and message in proc.stderr, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
