@@ -50,18 +50,19 @@ SANDBOXED = {
 UNSET = ("CLIPEVAL_TASKS", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_DATASETS_CACHE", "TRANSFORMERS_CACHE",
          "HF_ASSETS_CACHE", "HF_XET_CACHE")  # fmt: skip
 
-#: audit events that write or remove a path -> the index of that path in the event's arguments
+#: audit events that write or remove a path -> the index of that path in the event's arguments, and of the
+#: folder descriptor it is relative to (dir_fd; None: it has none)
 WRITE_EVENTS = {
-    "os.mkdir": 0,
-    "os.rename": 1,  # os.replace too
-    "os.remove": 0,
-    "os.rmdir": 0,
-    "os.symlink": 1,
-    "os.link": 1,
-    "os.truncate": 0,
-    "shutil.copyfile": 1,
-    "shutil.copytree": 1,
-    "shutil.rmtree": 0,
+    "os.mkdir": (0, 2),
+    "os.rename": (1, 3),  # os.replace too
+    "os.remove": (0, 1),
+    "os.rmdir": (0, 1),
+    "os.symlink": (1, 2),
+    "os.link": (1, 3),
+    "os.truncate": (0, None),
+    "shutil.copyfile": (1, None),
+    "shutil.copytree": (1, None),
+    "shutil.rmtree": (0, 1),
 }
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
@@ -148,27 +149,31 @@ class Guard:
                     return
             elif not (flags or 0) & WRITE_FLAGS:
                 return
+            dir_fd = None
         elif event in WRITE_EVENTS:
-            path = args[WRITE_EVENTS[event]]
+            at, fd_at = WRITE_EVENTS[event]
+            path = args[at]
+            dir_fd = args[fd_at] if fd_at is not None and fd_at < len(args) else None
             if path is None or isinstance(path, int):
                 return
         else:
             return
-        self.check(path, event)
+        self.check(path, event, dir_fd)
 
-    def check(self, path, event: str) -> None:
+    def check(self, path, event: str, dir_fd: int | None = None) -> None:
         try:
-            text = os.path.abspath(os.fsdecode(path))
+            text = os.fsdecode(path)
         except (TypeError, ValueError):
             return
+        if isinstance(dir_fd, int) and dir_fd >= 0 and not os.path.isabs(text):  # relative to an open folder
+            try:
+                text = os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), text)  # (neither is audited)
+            except OSError:
+                return
+        text = os.path.abspath(text)
         if text.startswith(self.allowed) or f"{os.sep}__pycache__{os.sep}" in text:
             return
-        self.active = False  # realpath may itself be audited
-        try:
-            real = os.path.realpath(text)
-        finally:
-            self.active = True
-        if real.startswith(self.allowed):
+        if os.path.realpath(text).startswith(self.allowed):
             return
         self.writes.setdefault(self.current, []).append(f"{event} {text}")
 
