@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import tarfile
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 # Nothing may be downloaded in tests; these must be set before huggingface_hub is imported.
@@ -17,9 +20,12 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from isolation import Guard
 from PIL import Image
 
 from clipeval.config.paths import conf_dir
+
+GUARD: Guard | None = None  # set by pytest_configure
 
 TINY_ARCH = "clipeval-test-tiny"
 TINY_CONFIG = {
@@ -30,11 +36,61 @@ TINY_CONFIG = {
 CLASSES = ["red_square", "green_circle", "blue_triangle"]
 
 
+# ---------------------------------------------------------------- tests never touch the user's files (isolation.py)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's tmp_path plugin has set up the session's base temporary directory
+def pytest_configure(config):
+    """Point every default place clipeval and its libraries write to into the session's sandbox, before any test
+    module is imported (huggingface_hub and datasets read their cache folders at import)."""
+    global GUARD
+    factory = getattr(config, "_tmp_path_factory", None)  # the tmp_path_factory fixture's object
+    basetemp = factory.getbasetemp() if factory is not None else Path(tempfile.mkdtemp(prefix="clipeval-tests-"))
+    GUARD = Guard.start(basetemp)
+
+
+def pytest_unconfigure(config):
+    if GUARD is not None:
+        GUARD.stop()
+
+
+def pytest_runtest_logstart(nodeid, location):
+    if GUARD is not None:
+        GUARD.current = nodeid
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sandbox(request) -> Iterator[Path]:
+    """The session's sandbox (isolation.py), the working directory of every test; fails the session when it
+    created or changed files in the repository, or new files in the user's clipeval cache or store."""
+    guard = GUARD
+    cwd = guard.sandbox / "cwd"
+    cwd.mkdir(exist_ok=True)
+    before = os.getcwd()
+    os.chdir(cwd)
+    yield guard.sandbox
+    os.chdir(before)
+    left = guard.leftovers() + [f"{test}: {w}" for test, writes in sorted(guard.writes.items()) for w in writes]
+    if left:
+        pytest.fail(
+            "The tests wrote outside pytest's temporary directories (tests/isolation.py):\n  " + "\n  ".join(left),
+            pytrace=False,
+        )
+
+
 @pytest.fixture(autouse=True)
-def isolated_dirs(tmp_path, monkeypatch):
-    """Each test gets its own cache and results store."""
+def isolated_dirs(tmp_path, monkeypatch, request):
+    """Each test gets its own cache and results store, and the root logger as it found it (a Hydra run in the
+    process adds handlers bound to that test's captured stderr); it fails when it wrote outside pytest's
+    temporary directories (in this process: the audit hook of isolation.py), naming what it wrote."""
     monkeypatch.setenv("CLIPEVAL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CLIPEVAL_STORE", str(tmp_path / "store"))
+    handlers, level = logging.root.handlers[:], logging.root.level
+    yield
+    logging.root.handlers[:], logging.root.level = handlers, level
+    writes = GUARD.take(request.node.nodeid)
+    if writes:
+        pytest.fail("This test wrote outside pytest's temporary directories:\n  " + "\n  ".join(writes), pytrace=False)
 
 
 def save_tiny_open_clip(folder: Path, seed: int) -> Path:

@@ -82,9 +82,9 @@ def test_nothing_to_evaluate_is_a_usage_error(tmp_path, capsys):
     assert "choose a task (task=<name>) or a suite (suite=<name>)" in capsys.readouterr().err
 
 
-def test_missing_required_values_exit_2(capsys):
+def test_missing_required_values_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["task=folder", "model=open_clip", "hydra.run.dir=/tmp/clipeval-test-unused"])
+        main(["task=folder", "model=open_clip", f"hydra.run.dir={tmp_path}"])
     assert exit_info.value.code == 2
     assert "model.arch=<value> task.root=<value>" in capsys.readouterr().err
 

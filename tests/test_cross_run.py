@@ -465,7 +465,7 @@ def test_refit_without_a_mapping_for_the_runs_shifts_is_exit_2(tmp_path, capsys)
     with pytest.raises(SystemExit) as info:
         report_main(["refit", str(tmp_path / "run"), "--table", str(tmp_path / "t.csv"),
                      "--shift", "renditions=val:nope", "--shift", "sketch=val:val"])  # fmt: skip
-    assert info.value.code == 2 and "no column 'nope'" in capsys.readouterr().err
+    assert info.value.code == 2 and "has no column(s) ['nope']" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- the store report from documents alone

@@ -148,13 +148,14 @@ def test_long_and_wide_tables_in_percent_or_fractions(tmp_path):
     ))  # fmt: skip
     wide, long = read_table(tmp_path / "wide.csv"), read_table(tmp_path / "long.csv")
     assert wide.loc["b", "shift"] == pytest.approx(0.4) and long.loc["b", "shift"] == pytest.approx(0.4)
-    (tmp_path / "types.csv").write_text("model,model_type\na,STANDARD\nb,STANDARD\nc,MORE_DATA\n")
+    (tmp_path / "wide.csv").write_text("model,val,shift\na,60,30\nb,70,40\nc,80,50\nd,90,60\n")
+    (tmp_path / "types.csv").write_text("model,model_type\na,STANDARD\nb,STANDARD\nc,MORE_DATA\nd,STANDARD\n")
     base = TableBaselines(
         {"s": {"x": "val", "y": "shift", "min_x": 0.65}},
         path=str(tmp_path / "wide.csv"),
         model_types=str(tmp_path / "types.csv"),
     )
-    assert list(base.points()["s"].index) == ["b"]  # a is below min_x, c is not STANDARD
+    assert list(base.points()["s"].index) == ["b", "d"]  # a is below min_x, c is not STANDARD
 
 
 def test_model_types_from_the_testbeds_python_file(tmp_path):

@@ -65,7 +65,8 @@ def load_golden(path: Path) -> ResultsDocument:
     """A golden file, validated by :func:`check_golden`; ClipevalError (exit 2) naming the file and field."""
     path = Path(path)
     if not path.is_file():
-        raise ClipevalError(f"Golden file {path} does not exist. Make one with: clipeval check record RUN --out FILE")
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise ClipevalError(f"Golden file {path} {what}. Make one with: clipeval check record RUN --out FILE")
     try:
         doc = load_run(path)
     except ClipevalError:

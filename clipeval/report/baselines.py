@@ -23,6 +23,7 @@ import pandas as pd
 from clipeval.atomic import atomic_write
 from clipeval.config.paths import cache_dir
 from clipeval.errors import ClipevalError
+from clipeval.report.inputs import accuracies, baseline_protocol, labels, numbers, read_csv, read_text, require_columns
 
 log = logging.getLogger(__name__)
 
@@ -31,31 +32,69 @@ TESTBED_RAW = f"https://raw.githubusercontent.com/modestyachts/imagenet-testbed/
 TESTBED_TABLE_SHA256 = "6b32665be2eef1594d6d296fcb07d33fed0dd4ecacacff463841d7cb08e835f7"
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """A wide table of fractions indexed by model, from a wide or long CSV in percent or fractions."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ClipevalError(f"Baseline table {path} does not exist.")
-    frame = pd.read_csv(path)
-    if "model" not in frame.columns:
-        raise ClipevalError(f"Baseline table {path} needs a 'model' column (columns: {list(frame.columns)[:8]}).")
+def read_table(path: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A wide table of fractions indexed by model, from a wide or long CSV in percent or fractions.
+
+    Wide: a ``model`` column and one column per setting; long: ``model``, ``setting``, ``accuracy``.
+    ``columns``: the settings that are read (None: every column but ``model``); each must exist and hold
+    numbers (an empty cell: no value). Percent when any of them exceeds 1. ClipevalError naming the file,
+    the column and the row for anything else: an empty, binary or ragged file, a model twice, text where
+    an accuracy belongs, an accuracy outside 0-100%.
+    """
+    path, frame = read_csv(path, "Baseline table")
+    require_columns(frame, ["model"], str(path), "one row per model")
     if {"setting", "accuracy"} <= set(frame.columns):
-        frame = frame.pivot_table(index="model", columns="setting", values="accuracy", aggfunc="first")
+        rows = labels(frame, ["model", "setting"], str(path))
+        long = numbers(frame, ["accuracy"], str(path), rows)
+        frame["accuracy"] = long["accuracy"].to_numpy()
+        twice = frame.duplicated(["model", "setting"], keep=False)
+        if twice.any():
+            first = frame[twice].iloc[0]
+            raise ClipevalError(f"{path}: model '{first['model']}' has setting '{first['setting']}' more than once.")
+        wide = frame.pivot(index="model", columns="setting", values="accuracy")
+        wide.columns.name = None
+        if columns is not None:
+            require_columns(wide, columns, f"Baseline table {path} (settings of its 'setting' column)")
+        values = wide[list(columns) if columns is not None else list(wide.columns)]
     else:
-        frame = frame.set_index("model")
-    frame = frame.apply(pd.to_numeric, errors="coerce")
-    return frame / 100.0 if frame.max().max() > 1.0 else frame
+        rows = labels(frame, ["model"], str(path))
+        twice = rows.duplicated()
+        if twice.any():
+            raise ClipevalError(f"{path}: model '{rows[twice][0]}' has more than one row.")
+        wanted = list(columns) if columns is not None else [c for c in frame.columns if c != "model"]
+        require_columns(frame, wanted, f"Baseline table {path}")
+        values = numbers(frame, wanted, str(path), rows)
+    return accuracies(values, str(path))
 
 
 def read_model_types(path: str | Path) -> pd.Series:
-    """model -> type, from a ``model,model_type`` CSV or imagenet-testbed's ``plotting/model_types.py``."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ClipevalError(f"Model type list {path} does not exist.")
-    if path.suffix == ".py":
-        pairs = re.findall(r"^'([^']+)':\s*ModelTypes\.(\w+)", path.read_text(), flags=re.MULTILINE)
-        return pd.Series(dict(pairs), name="model_type")
-    return pd.read_csv(path).set_index("model")["model_type"]
+    """model -> type, from a ``model,model_type`` CSV or imagenet-testbed's ``plotting/model_types.py``.
+
+    ClipevalError naming the file (and the row) when it holds no entries, lacks a column, has an
+    empty cell, or gives one model two types.
+    """
+    if Path(path).suffix == ".py":
+        path, text = read_text(path, "Model type list")
+        pairs = re.findall(r"^\s*'([^']+)':\s*ModelTypes\.(\w+)", text, flags=re.MULTILINE)
+        if not pairs:
+            raise ClipevalError(
+                f"Model type list {path} holds no entries of the form 'model_name': ModelTypes.TYPE "
+                "(imagenet-testbed's plotting/model_types.py), so no model has a type."
+            )
+        types = pd.DataFrame(pairs, columns=["model", "model_type"])
+    else:
+        path, frame = read_csv(path, "Model type list")
+        require_columns(frame, ["model", "model_type"], str(path), "a model,model_type CSV")
+        models = labels(frame, ["model"], str(path))
+        labels(frame, ["model_type"], str(path))
+        types = pd.DataFrame({"model": models, "model_type": frame["model_type"].to_numpy()})
+    types = types.drop_duplicates()
+    twice = types["model"].duplicated(keep=False)
+    if twice.any():
+        model = types.loc[twice, "model"].iloc[0]
+        found = sorted(types.loc[types["model"] == model, "model_type"])
+        raise ClipevalError(f"{path}: model '{model}' has more than one type ({', '.join(found)}).")
+    return pd.Series(types["model_type"].to_numpy(), index=pd.Index(types["model"], name="model"), name="model_type")
 
 
 class TableBaselines:
@@ -76,14 +115,28 @@ class TableBaselines:
         label: str = "baseline models",
         in_distribution: str = "val",
     ):
-        self.shifts = {name: dict(spec) for name, spec in shifts.items()}
+        spec = baseline_protocol(
+            {"shifts": shifts, "include_types": include_types, "exclude_names": exclude_names, "label": label,
+             "in_distribution": in_distribution},
+            "The baselines' configuration",
+        )  # fmt: skip
+        self.shifts = spec["shifts"]
+        self.in_distribution = spec.get("in_distribution", "val")
         table_path, types_path = _testbed_files(path, model_types, download)
-        self.table = read_table(table_path)
+        self.path = table_path
+        columns = [self.in_distribution, *(c for s in self.shifts.values() for c in (s["x"], s["y"]))]
+        self.table = read_table(table_path, list(dict.fromkeys(columns)))
         self.types = read_model_types(types_path) if types_path else None
-        self.include_types = list(include_types) if include_types and self.types is not None else None
-        self.exclude_names = list(exclude_names)
-        self.label = label
-        self.in_distribution = in_distribution
+        include = spec.get("include_types")
+        self.include_types = list(include) if include and self.types is not None else None
+        if self.include_types is not None and not self.types.isin(self.include_types).any():
+            raise ClipevalError(
+                f"No model in the model type list {types_path} has type {' or '.join(self.include_types)} "
+                f"(its types: {', '.join(sorted(self.types.unique()))}): no baseline model is left. "
+                "Types are case-sensitive; check include_types."
+            )
+        self.exclude_names = list(spec.get("exclude_names", []))
+        self.label = spec.get("label", "baseline models")
 
     def models(self) -> pd.Index:
         keep = self.table.index
@@ -91,16 +144,29 @@ class TableBaselines:
             keep = keep[keep.map(lambda m: self.types.get(m) in self.include_types)]
         return keep[[not any(frag in m for frag in self.exclude_names) for m in keep]]
 
+    def _enough(self, points: pd.DataFrame, what: str, columns: str, min_x: float = 0.0) -> pd.DataFrame:
+        """``points``, or ClipevalError when fewer than two models are left to fit a line through."""
+        if len(points) >= 2:
+            return points
+        kept = [f"x >= {min_x:g}"] if min_x else []
+        kept += [f"of type {' or '.join(self.include_types)}"] if self.include_types is not None else []
+        kept += [f"names without {self.exclude_names}"] if self.exclude_names else []
+        raise ClipevalError(
+            f"{what}: {len(points)} model(s) of the baseline table {self.path} have values in {columns}"
+            f"{' (' + ', '.join(kept) + ')' if kept else ''}; a logit-linear fit needs at least two."
+        )
+
     def points(self, settings: Mapping[str, Any] | None = None) -> dict[str, pd.DataFrame]:
-        """{shift: DataFrame(index=model, columns=[id, shift])} of the models that define each line."""
+        """{shift: DataFrame(index=model, columns=[id, shift])} of the models that define each line.
+
+        Raises ClipevalError when fewer than two models are left for a shift."""
         out = {}
         rows = self.table.loc[self.models()]
         for shift, spec in self.shifts.items():
-            for column in (spec["x"], spec["y"]):
-                if column not in self.table.columns:
-                    raise ClipevalError(f"Baseline table has no column '{column}' (for shift '{shift}').")
             pts = pd.DataFrame({"id": rows[spec["x"]], "shift": rows[spec["y"]]}).dropna()
-            out[shift] = pts[pts["id"] >= float(spec.get("min_x", 0.0))]
+            min_x = float(spec.get("min_x", 0.0))
+            out[shift] = self._enough(pts[pts["id"] >= min_x], f"Shift '{shift}'", f"'{spec['x']}' and "
+                                      f"'{spec['y']}'", min_x)  # fmt: skip
         return out
 
     def average_points(self, settings: Mapping[str, Any] | None = None) -> pd.DataFrame:
@@ -113,15 +179,10 @@ class TableBaselines:
         unknown = [n for n in names if n not in self.shifts]
         if unknown:
             raise ClipevalError(f"The baselines have no shift(s) {unknown} (they have {sorted(self.shifts)}).")
-        absent = [c for c in (self.in_distribution, *(self.shifts[n]["y"] for n in names)) if c not in self.table]
-        if absent:
-            raise ClipevalError(
-                f"Baseline table has no column(s) {absent} (for the average over shifts; its in-distribution "
-                f"column is '{self.in_distribution}')."
-            )
         rows = self.table.loc[self.models()]
         shift = rows[[self.shifts[n]["y"] for n in names]].mean(axis=1, skipna=False)
-        return pd.DataFrame({"id": rows[self.in_distribution], "shift": shift}).dropna()
+        points = pd.DataFrame({"id": rows[self.in_distribution], "shift": shift}).dropna()
+        return self._enough(points, "The average over shifts", f"'{self.in_distribution}' and every shift's column")
 
 
 def _testbed_files(path: str | None, model_types: str | None, download: bool) -> tuple[Path, Path | None]:

@@ -21,7 +21,6 @@ uses. ``figure13`` redraws the CLIP paper's Figure 13 (Radford et al. 2021).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -74,15 +73,17 @@ def _baseline_options(p: argparse.ArgumentParser, required: bool) -> None:
     group.add_argument("--label", help="how the report names these baselines")
 
 
-def _baselines(args: argparse.Namespace):
-    """The table baselines the options describe (None: no --table)."""
+def _baselines(args: argparse.Namespace, run_shifts=None):
+    """The table baselines the options describe (None: no --table); ``run_shifts``: the shifts they must define."""
     from clipeval.report.refit import table_baselines
 
     if args.table is None:
         if args.shift or args.protocol or args.model_types or args.in_distribution or args.label:
             raise ClipevalError("--shift, --protocol, --model-types, --in-distribution and --label need --table.")
         return None
-    return table_baselines(args.table, args.model_types, args.protocol, args.shift, args.label, args.in_distribution)
+    return table_baselines(
+        args.table, args.model_types, args.protocol, args.shift, args.label, args.in_distribution, run_shifts
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -170,13 +171,15 @@ def _figure(args: argparse.Namespace) -> None:
 def _refit(args: argparse.Namespace) -> None:
     from clipeval.report.figures import average_panel, paired_bars, scatter_grid
     from clipeval.report.refit import refit
+    from clipeval.report.run_summary import robustness_spec
     from clipeval.results.store import ResultsDocument
 
     path = args.run
     if not path.exists() and (args.store / path).is_file():
         path = args.store / path
     doc = ResultsDocument.load(path)
-    report = refit(doc, _baselines(args))
+    spec = robustness_spec(doc)
+    report = refit(doc, _baselines(args, spec.shifts if spec is not None else None))
     model = doc.model["name"]
     title = f"{doc.selection['name']} (v{doc.selection.get('version')}) re-fitted"
     print(format_report(report, model, title))
@@ -189,12 +192,10 @@ def _refit(args: argparse.Namespace) -> None:
 
 def _testbed(args: argparse.Namespace) -> None:
     from clipeval.report.figures import average_panel, scatter_grid
+    from clipeval.report.inputs import read_sizes
 
+    sizes = read_sizes(args.sizes)
     baselines = testbed_baselines(args.table, args.model_types)
-    try:
-        sizes = json.loads(Path(args.sizes).read_text())
-    except json.JSONDecodeError as exc:
-        raise ClipevalError(f"{args.sizes} is not valid JSON ({exc}).") from None
     report = testbed_report(baselines, args.model, sizes)
     print(format_report(report, args.model, "imagenet-testbed"))
     for s in report.shifts:

@@ -32,11 +32,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
 
 from clipeval.config.paths import conf_dir
 from clipeval.errors import ClipevalError
 from clipeval.report.figures import logit_axes, logit_limits, plt
+from clipeval.report.inputs import (
+    accuracies,
+    labels,
+    numbers,
+    published_mapping,
+    read_csv,
+    read_yaml_mapping,
+    require_columns,
+)
 from clipeval.report.logit_fit import LogitFit, band, fit_baselines
 from clipeval.report.refit import refit_spec
 from clipeval.report.robustness import RobustnessReport, build_report
@@ -91,63 +99,26 @@ class Reference:
 
 
 def load_reference(table: Path, mapping: Path | None = None) -> Reference:
-    """Published points from ``table`` (CSV, fractions or percent) as ``mapping`` (YAML; default
-    conf/published/openclip.yaml) maps its columns to shifts. ClipevalError naming the file and column
-    for anything missing or not an accuracy."""
+    """Published points from ``table`` (CSV, fractions or percent, each column by itself) as ``mapping`` (YAML;
+    default conf/published/openclip.yaml; :func:`clipeval.report.inputs.published_mapping`) maps its columns to
+    shifts. ClipevalError naming the file, key, column and row for anything missing or not an accuracy."""
     mapping = Path(mapping) if mapping is not None else DEFAULT_MAPPING
-    cfg = _read_mapping(mapping)
-    table = Path(table).expanduser()
-    if not table.is_file():
-        raise ClipevalError(f"Published results table {table} does not exist.")
-    frame = pd.read_csv(table)
-    names = cfg["model"]
-    shifts = {name: s if isinstance(s, dict) else {"y": s} for name, s in cfg["shifts"].items()}
-    x_cols = {name: s.get("x", cfg["in_distribution"]) for name, s in shifts.items()}
-    y_cols = {name: s["y"] for name, s in shifts.items()}
-    needed = [*names, cfg["in_distribution"], *x_cols.values(), *y_cols.values()]
-    absent = [c for c in dict.fromkeys(needed) if c not in frame.columns]
-    if absent:
-        raise ClipevalError(
-            f"{table} has no column(s) {absent} that {mapping} maps (its columns: {list(frame.columns)[:12]}...)."
-        )
-    index = frame[names].astype(str).agg("/".join, axis=1)
-    values = frame[list(dict.fromkeys([cfg["in_distribution"], *x_cols.values(), *y_cols.values()]))]
-    values = values.apply(pd.to_numeric, errors="coerce").set_axis(index, axis=0)
-    for column in values.columns:
-        if (values[column] > 1).any():  # percent
-            values[column] = values[column] / 100
-        bad = values[column][(values[column] < 0) | (values[column] > 1)]
-        if len(bad):
-            raise ClipevalError(f"{table}: column '{column}' has values outside 0-100% (model {bad.index[0]}).")
-    min_x = float(cfg.get("min_x", 0.0))
+    mapping, raw = read_yaml_mapping(mapping, "Published mapping")
+    cfg = published_mapping(raw, str(mapping))
+    table, frame = read_csv(table, "Published results table")
+    x_cols = {name: s["x"] for name, s in cfg["shifts"].items()}
+    y_cols = {name: s["y"] for name, s in cfg["shifts"].items()}
+    columns = list(dict.fromkeys([cfg["in_distribution"], *x_cols.values(), *y_cols.values()]))
+    require_columns(frame, [*cfg["model"], *columns], str(table), f"{mapping} maps them")
+    index = labels(frame, cfg["model"], str(table))
+    values = numbers(frame, columns, str(table), index)
+    values = pd.concat([accuracies(values[[c]], str(table)) for c in columns], axis=1)  # percent: per column
+    min_x = cfg["min_x"]
     points = {}
-    for name in shifts:
+    for name in cfg["shifts"]:
         pts = pd.DataFrame({"id": values[x_cols[name]], "shift": values[y_cols[name]]}).dropna()
         points[name] = pts[pts["id"] >= min_x]
-    paired = {name: "x" in s for name, s in shifts.items()}
-    return Reference(str(cfg["label"]), cfg["in_distribution"], points, x_cols, paired, y_cols, values, str(table))
-
-
-def _read_mapping(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ClipevalError(f"Published mapping {path} does not exist.")
-    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    if not isinstance(cfg, dict) or not {"label", "model", "in_distribution", "shifts"} <= set(cfg):
-        raise ClipevalError(f"{path} needs the keys label, model, in_distribution and shifts.")
-    if isinstance(cfg["model"], str):
-        cfg["model"] = [cfg["model"]]
-    bad = [n for n, s in cfg["shifts"].items() if not (isinstance(s, str) or isinstance(s, dict) and "y" in s)]
-    if bad:
-        raise ClipevalError(f"{path}: shift(s) {bad} must map to a column name or to {{x: <column>, y: <column>}}.")
-    columns = [*cfg["model"], cfg["in_distribution"]]
-    columns += [c for s in cfg["shifts"].values() for c in ([s] if isinstance(s, str) else s.values())]
-    not_text = [c for c in columns if not isinstance(c, str)]
-    if not_text:
-        raise ClipevalError(
-            f"{path}: column names must be strings, not {not_text} (YAML reads on/off/yes/no as booleans and "
-            "bare numbers as numbers: quote them, e.g. y: 'on')."
-        )
-    return cfg
+    return Reference(cfg["label"], cfg["in_distribution"], points, x_cols, cfg["paired"], y_cols, values, str(table))
 
 
 # ---------------------------------------------------------------- the selected runs

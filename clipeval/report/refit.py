@@ -18,15 +18,14 @@ models with X >= MIN_X (a fraction).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
-
-from omegaconf import OmegaConf
 
 from clipeval.config.paths import conf_dir
 from clipeval.errors import ClipevalError
 from clipeval.report.baselines import TableBaselines
+from clipeval.report.inputs import baseline_protocol, read_yaml_mapping
 from clipeval.report.robustness import RobustnessReport, build_report
 from clipeval.report.run_summary import robustness_spec
 from clipeval.results.robustness import RobustnessSpec
@@ -57,20 +56,11 @@ def parse_shift(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def read_protocol(path: Path | None) -> dict[str, Any]:
-    """The protocol YAML (default: conf/baselines/testbed.yaml) as a dict of :data:`PROTOCOL_KEYS`."""
-    path = Path(path) if path is not None else DEFAULT_PROTOCOL
-    if not path.is_file():
-        raise ClipevalError(f"Baselines protocol {path} does not exist.")
-    data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    if not isinstance(data, dict):
-        raise ClipevalError(f"{path} must be a mapping with the keys {sorted(PROTOCOL_KEYS)}.")
-    unknown = sorted(set(data) - PROTOCOL_KEYS - IGNORED_KEYS)
-    if unknown:
-        raise ClipevalError(f"{path}: unknown key(s) {unknown}; a protocol has {sorted(PROTOCOL_KEYS)}.")
-    shifts = data.get("shifts")
-    if not isinstance(shifts, dict) or not all(isinstance(s, dict) and {"x", "y"} <= set(s) for s in shifts.values()):
-        raise ClipevalError(f"{path}: 'shifts' must map each shift to {{x: <column>, y: <column>}}.")
-    return {k: v for k, v in data.items() if k in PROTOCOL_KEYS}
+    """The protocol YAML (default: conf/baselines/testbed.yaml), validated
+    (:func:`clipeval.report.inputs.baseline_protocol`), as a dict of :data:`PROTOCOL_KEYS`."""
+    path, data = read_yaml_mapping(path if path is not None else DEFAULT_PROTOCOL, "Baselines protocol")
+    spec = baseline_protocol(data, str(path), ignored=IGNORED_KEYS)
+    return {k: v for k, v in spec.items() if k in PROTOCOL_KEYS}
 
 
 def table_baselines(
@@ -80,16 +70,20 @@ def table_baselines(
     shifts: Sequence[str] = (),
     label: str | None = None,
     in_distribution: str | None = None,
+    run_shifts: Sequence[str] | None = None,
 ) -> TableBaselines:
     """Baselines from ``table``: under ``protocol`` (a YAML; default, when no ``shifts`` are given, the
     testbed's), its shifts replaced by ``shifts`` (``NAME=X:Y[:MIN_X]``). With ``shifts`` and no protocol, every
     model of the table is a baseline (only STANDARD ones when ``model_types`` is given). ``in_distribution``:
-    the column the average over shifts is drawn against (default: the protocol's, else ``val``)."""
+    the column the average over shifts is drawn against (default: the protocol's, else ``val``). ``run_shifts``:
+    the shifts of the run to re-fit, checked against the protocol's before the table is read."""
     spec = read_protocol(protocol) if protocol is not None or not shifts else {}
     if shifts:
         spec["shifts"] = dict(parse_shift(s) for s in shifts)
     if in_distribution:
         spec["in_distribution"] = in_distribution
+    if run_shifts is not None:
+        _check_shifts(run_shifts, spec["shifts"])
     kwargs = {k: spec[k] for k in ("include_types", "exclude_names", "in_distribution") if k in spec}
     kwargs.setdefault("exclude_names", [])
     return TableBaselines(
@@ -115,11 +109,14 @@ def refit(doc: ResultsDocument, baselines: Any) -> RobustnessReport:
 
 def refit_spec(spec: RobustnessSpec, baselines: Any) -> RobustnessSpec:
     """``spec``'s settings against ``baselines``' points; ClipevalError when they lack one of its shifts."""
-    needed = sorted(spec.shifts)
-    have = sorted(getattr(baselines, "shifts", {}) or {})
+    _check_shifts(spec.shifts, getattr(baselines, "shifts", {}) or {})
+    return spec.with_baselines(baselines)
+
+
+def _check_shifts(needed: Iterable[str], have: Iterable[str]) -> None:
+    needed, have = sorted(needed), sorted(have)
     if have and set(needed) - set(have):
         raise ClipevalError(
             f"The run's shifts are {needed}; the baselines define {have}. Map each of the run's shifts to two "
             "columns of the table with --shift NAME=X:Y[:MIN_X] (or a --protocol YAML)."
         )
-    return spec.with_baselines(baselines)

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from clipeval.config.paths import conf_dir
 from clipeval.errors import ClipevalError, did_you_mean
 from clipeval.report.baselines import TableBaselines
+from clipeval.report.inputs import accuracies, labels, numbers, read_csv, require_columns
 from clipeval.report.logit_fit import fit_baselines
 from clipeval.report.robustness import RobustnessReport, build_report
 from clipeval.results.metrics import clopper_pearson
@@ -32,6 +33,28 @@ PAPER_TO_TESTBED = {
     "ImageNet-R": "imagenet-r",
     "ImageNet-A": "imagenet-a",
 }
+#: the rows of the paper's table figure13 draws
+PAPER_CLIP, PAPER_RESNET = "Zero-Shot CLIP ViT-L/14@336px", "ImageNet ResNet101"
+
+
+def read_paper_table(path: str | Path) -> pd.DataFrame:
+    """The CLIP paper's numbers (published/clip_paper_fig13_table16.csv), in percent, indexed by model: the
+    columns ``ImageNet`` and :data:`PAPER_TO_TESTBED`'s, rows :data:`PAPER_CLIP` and :data:`PAPER_RESNET` at least.
+    ClipevalError naming the file, column and row of anything missing or not an accuracy in percent."""
+    path, frame = read_csv(path, "Published results table")
+    columns = ["ImageNet", *PAPER_TO_TESTBED]
+    require_columns(frame, ["model", *columns], str(path), "the CLIP paper's Figure 13 and Table 16")
+    rows = labels(frame, ["model"], str(path))
+    table = 100 * accuracies(numbers(frame, columns, str(path), rows), str(path), percent=True)
+    for model in (PAPER_CLIP, PAPER_RESNET):
+        if model not in table.index:
+            raise ClipevalError(f"{path} has no row '{model}' (column 'model'). {did_you_mean(model, table.index)}")
+        if (table.index == model).sum() > 1:
+            raise ClipevalError(f"{path}: model '{model}' has more than one row.")
+        empty = [c for c in columns if not np.isfinite(table.loc[model, c])]
+        if empty:
+            raise ClipevalError(f"{path}: row '{model}' has no value in column(s) {empty}.")
+    return table
 
 
 def testbed_baselines(table: str, model_types: str) -> TableBaselines:
@@ -69,7 +92,7 @@ def testbed_inputs(baselines: TableBaselines, model: str, sizes: dict[str, int])
 
 def _record(column: str, accuracy: float, sizes: dict[str, int]) -> Record:
     if column not in sizes:
-        raise ClipevalError(f"No test-set size for '{column}' in the sizes file.")
+        raise ClipevalError(f"No test-set size for '{column}' in the sizes file. {did_you_mean(column, sizes)}")
     if not np.isfinite(accuracy):
         raise ClipevalError(f"The model's row has no value in column '{column}'.")
     n = int(sizes[column])
@@ -90,13 +113,13 @@ def figure13(baselines: TableBaselines, published: str, path: Path) -> Path:
 
     from clipeval.report.figures import logit_axes, save
 
-    paper = pd.read_csv(published).set_index("model")
     shifts = list(PAPER_TO_TESTBED)
     columns = {spec["y"] for spec in baselines.shifts.values()}
     if columns != set(PAPER_TO_TESTBED.values()) or baselines.in_distribution != "val":
         raise ClipevalError(
             f"figure13 needs the baselines' shifts to be the paper's five ({sorted(PAPER_TO_TESTBED.values())})."
         )
+    paper = read_paper_table(published)
     pts = baselines.average_points().rename(columns={"shift": "avg"})  # the same line as every report's average
     fit = fit_baselines(pts["id"].to_numpy(), pts["avg"].to_numpy(), list(pts.index))
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.2), gridspec_kw={"width_ratios": [1, 1.15]})
@@ -104,7 +127,7 @@ def figure13(baselines: TableBaselines, published: str, path: Path) -> Path:
     left.scatter(pts["id"], pts["avg"], s=14, color="0.55", label=f"standard ImageNet models ({len(pts)})")
     left.plot(grid, fit.predict(grid), color="0.25", lw=1.2, label="logit-linear fit")
     left.plot(grid, grid, ls="--", color="0.7", lw=1, label="ideal robust model (y = x)")
-    clip = paper.loc["Zero-Shot CLIP ViT-L/14@336px"]
+    clip = paper.loc[PAPER_CLIP]
     clip_avg = np.mean([clip[s] for s in shifts]) / 100
     left.scatter([clip["ImageNet"] / 100], [clip_avg], marker="*", s=160, color="tab:purple", zorder=4,
                  label="zero-shot CLIP ViT-L/14@336px (paper)")  # fmt: skip
@@ -120,7 +143,7 @@ def figure13(baselines: TableBaselines, published: str, path: Path) -> Path:
     left.set_xlabel("ImageNet top-1")
     left.set_ylabel(f"average top-1 on {len(shifts)} natural shifts")
     left.legend(fontsize=7, loc="upper left")
-    resnet = paper.loc["ImageNet ResNet101"]
+    resnet = paper.loc[PAPER_RESNET]
     rows = ["ImageNet", *shifts]
     y = np.arange(len(rows))[::-1]
     right.barh(y + 0.2, [resnet[r] for r in rows], height=0.4, color="0.6", label="ImageNet ResNet-101")

@@ -82,8 +82,9 @@ class RobustnessSpec:
                 for name, s in data["shifts"].items()
             }  # fmt: skip
             base = data["baselines"]
-            points = {str(name): _points_frame(p) for name, p in base["points"].items()}
-            average = None if base.get("average_points") is None else _points_frame(base["average_points"])
+            points = {str(name): _points_frame(p, f"baselines.points.{name}") for name, p in base["points"].items()}
+            average = base.get("average_points")
+            average = None if average is None else _points_frame(average, "baselines.average_points")
             return cls(refs(data["in_distribution"]), shifts, str(base["label"]), points, average)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ClipevalError(f"{where} is malformed ({type(exc).__name__}: {exc}).") from None
@@ -94,11 +95,14 @@ def _points_json(frame: pd.DataFrame) -> dict[str, list]:
             "shift": frame["shift"].astype(float).tolist()}  # fmt: skip
 
 
-def _points_frame(data: dict[str, list]) -> pd.DataFrame:
+def _points_frame(data: dict[str, list], field: str = "points") -> pd.DataFrame:
     frame = pd.DataFrame({"id": data["id"], "shift": data["shift"]}, index=pd.Index(data["model"], name="model"))
     values = frame.to_numpy(dtype=float)
     if not np.isfinite(values).all() or (values < 0).any() or (values > 1).any():
-        raise ValueError("baseline accuracies must be fractions in [0, 1]")
+        raise ValueError(f"{field}: baseline accuracies must be fractions in [0, 1]")
+    inside = int(((values > 0) & (values < 1)).all(axis=1).sum())
+    if inside < 2:
+        raise ValueError(f"{field}: a fit needs two models strictly between 0 and 1 ({inside} of {len(frame)} are)")
     return frame
 
 

@@ -122,6 +122,16 @@ class ResultsDocument:
         for name in ("model", "selection"):
             if not isinstance(raw.get(name), dict) or not isinstance(raw[name].get("name"), str):
                 raise ClipevalError(f"{where}: '{name}' must be an object with a 'name'.")
+        tasks = raw["selection"].get("tasks")
+        if tasks is not None and not isinstance(tasks, dict):
+            raise ClipevalError(f"{where}: 'selection.tasks' must be an object {{task: version}}, not {tasks!r}.")
+        tags = raw.get("tags")
+        if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str | int | float) for t in tags)):
+            raise ClipevalError(f"{where}: 'tags' must be a list of strings, not {tags!r}.")
+        for name in ("failures", "notes"):
+            value = raw.get(name)
+            if value is not None and not (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
+                raise ClipevalError(f"{where}: '{name}' must be a list of objects, not {value!r}.")
         if not isinstance(raw.get("records"), list):
             raise ClipevalError(f"{where}: 'records' must be a list.")
         records = [Record.from_json(r, f"{where}: records[{i}]") for i, r in enumerate(raw["records"])]
