@@ -404,3 +404,16 @@ def test_a_golden_file_that_is_a_folder_says_so(tmp_path, capsys):
     run = write_run(tmp_path / "cand", labels, predictions(labels, ref))
     assert check("compare", "--golden", str(tmp_path), str(run)) == 2
     assert f"Golden file {tmp_path} is a folder, not a file." in error_of(capsys)
+
+
+def test_a_percent_value_among_fractions_is_refused_not_rescaled(tmp_path):
+    """One 84.0 in a table of fractions would have divided every accuracy by 100 (a silent wrong fit)."""
+    import pandas as pd
+
+    from clipeval.report.inputs import accuracies
+
+    table = pd.DataFrame({"val": [0.76, 0.81, 0.70], "shift": [0.60, 84.0, 0.50]}, index=["a", "b", "c"])
+    with pytest.raises(ClipevalError, match="mixes fractions and percent.*column 'shift', row 'b' is 84"):
+        accuracies(table, "t.csv")
+    percent = pd.DataFrame({"val": [76.0, 81.0, 70.0], "shift": [0.8, 62.0, 1.5]}, index=["a", "b", "c"])
+    assert accuracies(percent, "t.csv")["shift"].tolist() == pytest.approx([0.008, 0.62, 0.015])

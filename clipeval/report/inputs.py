@@ -128,6 +128,7 @@ def accuracies(values: pd.DataFrame, where: str, percent: bool | None = None) ->
     exceeds 1. ClipevalError naming the column and row of a value outside 0-100% (or 0-1)."""
     if percent is None:
         percent = bool((values > 1).any().any())
+        _check_one_scale(values, where) if percent else None
     top = 100.0 if percent else 1.0
     bad = (values < 0) | (values > top)
     if bad.any().any():
@@ -139,6 +140,21 @@ def accuracies(values: pd.DataFrame, where: str, percent: bool | None = None) ->
             f"{'; the table is read as percent because it has values above 1' if percent else ''})."
         )
     return values / 100.0 if percent else values
+
+
+def _check_one_scale(values: pd.DataFrame, where: str) -> None:
+    """ClipevalError when a table read as percent (it has values above 1) is mostly fractions: one percent value
+    among fractions would otherwise silently divide every accuracy by 100."""
+    stacked = values.stack()
+    stacked = stacked[stacked > 0]
+    small = stacked <= 1
+    if len(stacked) and small.mean() > 0.5:
+        (row, column), value = next(iter(stacked[~small].items()))
+        raise ClipevalError(
+            f"{where} mixes fractions and percent: {int(small.sum())} of its {len(stacked)} accuracies are at most 1, "
+            f"but column '{column}', row '{row}' is {value:g}. Write every accuracy one way (all in percent, 0-100, "
+            "or all as fractions, 0-1)."
+        )
 
 
 # ---------------------------------------------------------------- YAML and JSON
