@@ -312,7 +312,7 @@ BAD_ENTRIES = {  # what is wrong -> (the entry's text from a good one, what the 
     ),
     "a setting without its top-1": (
         lambda doc: doc["robustness"]["in_distribution"].__setitem__(0, {"task": "imagenet", "dataset": "nope"}),
-        ": 'robustness' names the setting(s) ['imagenet/nope'], of which the document holds no zero-shot top-1",
+        ": its robustness settings need zero-shot top-1 on ['imagenet/nope'], which it does not hold",
     ),
 }
 
@@ -413,7 +413,7 @@ def test_a_percent_value_among_fractions_is_refused_not_rescaled(tmp_path):
     from clipeval.report.inputs import accuracies
 
     table = pd.DataFrame({"val": [0.76, 0.81, 0.70], "shift": [0.60, 84.0, 0.50]}, index=["a", "b", "c"])
-    with pytest.raises(ClipevalError, match="mixes fractions and percent.*column 'shift', row 'b' is 84"):
+    with pytest.raises(ClipevalError, match="column 'shift', row 'b': 84 is above 1, .* mixes fractions and percent"):
         accuracies(table, "t.csv")
     percent = pd.DataFrame({"val": [76.0, 81.0, 70.0], "shift": [0.8, 62.0, 1.5]}, index=["a", "b", "c"])
     assert accuracies(percent, "t.csv")["shift"].tolist() == pytest.approx([0.008, 0.62, 0.015])

@@ -151,9 +151,9 @@ def _check_one_scale(values: pd.DataFrame, where: str) -> None:
     if len(stacked) and small.mean() > 0.5:
         (row, column), value = next(iter(stacked[~small].items()))
         raise ClipevalError(
-            f"{where} mixes fractions and percent: {int(small.sum())} of its {len(stacked)} accuracies are at most 1, "
-            f"but column '{column}', row '{row}' is {value:g}. Write every accuracy one way (all in percent, 0-100, "
-            "or all as fractions, 0-1)."
+            f"{where}: column '{column}', row '{row}': {value:g} is above 1, but {int(small.sum())} of the "
+            f"{len(stacked)} accuracies are at most 1: the table mixes fractions and percent. Write every accuracy "
+            "one way (all in percent, 0-100, or all as fractions, 0-1)."
         )
 
 

@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from clipeval.errors import ClipevalError
-from clipeval.report.robustness import zero_shot_top1
-from clipeval.report.run_summary import robustness_spec
 from clipeval.results.store import ResultsDocument, Selector, load_store
 
 log = logging.getLogger(__name__)
@@ -25,7 +23,7 @@ def select_runs(store: Path, selector: Selector) -> list[ResultsDocument]:
 
     Raises ClipevalError when the store does not exist or nothing is selected (naming what it holds).
     """
-    runs = [run for run in load_store(Path(store)) if readable(run)]
+    runs = load_store(Path(store))  # an entry whose fields or robustness settings are malformed is skipped there
     chosen = selector.select(runs)
     if not chosen:
         raise ClipevalError(f"No stored run in {store} matches {selector.describe()}. {store_contents(runs)}")
@@ -42,24 +40,3 @@ def store_contents(runs: Sequence[ResultsDocument]) -> str:
         f"tasks {values(lambda r: [r.selection['name'], *(r.selection.get('tasks') or {})])}; "
         f"tags {values(lambda r: r.tags)}."
     )
-
-
-def readable(run: ResultsDocument) -> bool:
-    """Whether the report can read the run's stored robustness settings; a warning naming the entry and the field
-    when it cannot (the entry is then left out of the report)."""
-    try:
-        spec = robustness_spec(run)
-        if spec is not None:
-            top1 = zero_shot_top1(run.records)
-            refs = [*spec.in_distribution]
-            refs += [r for s in spec.shifts.values() for r in [*s.datasets, *(s.in_distribution or [])]]
-            absent = sorted({f"{t}/{d}" for t, d in refs if (t, d) not in top1})
-            if absent:
-                raise ClipevalError(
-                    f"{run.where}: 'robustness' names the setting(s) {absent}, of which the document holds no "
-                    "zero-shot top-1 record."
-                )
-    except ClipevalError as exc:
-        log.warning("Skipped %s: %s", run.path.name if run.path else run.where, exc)
-        return False
-    return True
