@@ -171,14 +171,14 @@ def _figure(args: argparse.Namespace) -> None:
 def _refit(args: argparse.Namespace) -> None:
     from clipeval.report.figures import average_panel, paired_bars, scatter_grid
     from clipeval.report.refit import refit
-    from clipeval.report.run_summary import robustness_spec
+    from clipeval.report.run_summary import stored_spec
     from clipeval.results.store import ResultsDocument
 
     path = args.run
     if not path.exists() and (args.store / path).is_file():
         path = args.store / path
     doc = ResultsDocument.load(path)
-    spec = robustness_spec(doc)
+    spec = stored_spec(doc)
     report = refit(doc, _baselines(args, spec.shifts if spec is not None else None))
     model = doc.model["name"]
     title = f"{doc.selection['name']} (v{doc.selection.get('version')}) re-fitted"

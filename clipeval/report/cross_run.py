@@ -48,7 +48,7 @@ from clipeval.report.inputs import (
 from clipeval.report.logit_fit import LogitFit, band, fit_baselines
 from clipeval.report.refit import refit_spec
 from clipeval.report.robustness import RobustnessReport, build_report
-from clipeval.report.run_summary import robustness_spec, run_label
+from clipeval.report.run_summary import run_label, stored_spec
 from clipeval.report.tables import text_table
 from clipeval.results.robustness import RobustnessSpec
 from clipeval.results.store import ResultsDocument
@@ -178,7 +178,7 @@ def collect_runs(docs: Sequence[ResultsDocument], baselines: Any = None) -> Cros
     for doc in docs:
         if doc.step is not None and (isinstance(doc.step, bool) or not isinstance(doc.step, int | float)):
             raise ClipevalError(f"{doc.where}: 'step' must be a number (the training step), not {doc.step!r}.")
-        spec = robustness_spec(doc)
+        spec = stored_spec(doc)
         if spec is None:
             why = "failed" if doc.failures or doc.raw.get("effective_robustness_error") else "not a suite"
             skipped.append(f"{_where(doc)} ({why})")

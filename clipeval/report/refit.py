@@ -27,7 +27,7 @@ from clipeval.errors import ClipevalError
 from clipeval.report.baselines import TableBaselines
 from clipeval.report.inputs import baseline_protocol, read_yaml_mapping
 from clipeval.report.robustness import RobustnessReport, build_report
-from clipeval.report.run_summary import robustness_spec
+from clipeval.report.run_summary import stored_spec
 from clipeval.results.robustness import RobustnessSpec
 from clipeval.results.store import ResultsDocument
 
@@ -100,7 +100,7 @@ def refit(doc: ResultsDocument, baselines: Any) -> RobustnessReport:
 
     Raises ClipevalError when the document has no robustness settings or the baselines lack one of its shifts.
     """
-    spec = robustness_spec(doc)
+    spec = stored_spec(doc)
     if spec is None:
         why = "it failed" if doc.failures or doc.raw.get("effective_robustness_error") else "it is not a suite's run"
         raise ClipevalError(f"{doc.where} has no effective-robustness settings to re-fit ({why}).")

@@ -30,7 +30,7 @@ def _number(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def robustness_spec(doc: ResultsDocument) -> RobustnessSpec | None:
+def stored_spec(doc: ResultsDocument) -> RobustnessSpec | None:
     """The document's stored robustness settings and baseline points (None: not a suite, or it failed)."""
     spec = doc.raw.get("robustness")
     if not spec or doc.failures or doc.raw.get("effective_robustness_error"):
@@ -40,14 +40,14 @@ def robustness_spec(doc: ResultsDocument) -> RobustnessSpec | None:
 
 def robustness_report(doc: ResultsDocument) -> RobustnessReport | None:
     """The document's effective-robustness report, recomputed from its records and stored settings (None: none)."""
-    spec = robustness_spec(doc)
+    spec = stored_spec(doc)
     return None if spec is None else build_report(spec, doc.records)
 
 
 def summary(doc: ResultsDocument) -> str:
     """The printed summary of a finished run, then its notes."""
     title = f"{doc.selection['name']} (v{doc.selection['version']})"
-    spec = robustness_spec(doc)
+    spec = stored_spec(doc)
     if spec is None:
         return format_records(f"{title} · {doc.model['name']}", doc.records) + format_notes(doc.raw)
     table = format_report(build_report(spec, doc.records), doc.model["name"], title)
