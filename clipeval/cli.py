@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import os
 import sys
 from collections.abc import Iterator
@@ -122,11 +123,53 @@ def _main(argv: list[str]) -> None:
     sys.argv = [sys.argv[0], *argv]
     try:
         with _hydra_errors():
+            try:
+                check_sweep(argv)
+            except ClipevalError as exc:
+                fail(str(exc))
             _app()
     finally:
         # Everything is written by now. Interpreter shutdown would run one last garbage
         # collection over torch's millions of objects (about 1 s here); frozen objects are skipped.
         gc.freeze()
+
+
+#: a sweep with more jobs than this has its first ones checked before any runs (each is checked again as it starts)
+SWEEP_CHECKED_JOBS = 64
+
+
+def check_sweep(argv: list[str]) -> None:
+    """In a sweep (``-m``), compose and check every job's config before the first job runs, so a bad value in a
+    late job is refused before hours of earlier jobs (ClipevalError naming the job's overrides)."""
+    if "-m" not in argv and "--multirun" not in argv:
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from clipeval.config.schema import validate_config
+
+    fixed, swept = [], []
+    for arg in (a for a in argv if not a.startswith("-")):
+        try:
+            override = OverridesParser.create().parse_overrides([arg])[0]
+        except Exception:  # Hydra explains a malformed override when it parses it itself
+            return
+        if override.key_or_group.startswith("hydra"):
+            continue
+        if override.is_sweep_override():
+            prefix = arg.split("=", 1)[0]
+            swept.append([f"{prefix}={v}" for v in override.sweep_string_iterator()])
+        else:
+            fixed.append(arg)
+    jobs = list(itertools.islice(itertools.product(*swept), SWEEP_CHECKED_JOBS))
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        for i, job in enumerate(jobs):
+            try:
+                validate_config(compose(config_name="config", overrides=[*fixed, *job]))
+            except MissingMandatoryValue:
+                return  # a required value left out: the run says which when it starts
+            except ClipevalError as exc:
+                raise ClipevalError(f"Sweep job #{i} ({' '.join(job)}): {exc}\nNo job was run.") from None
 
 
 @contextlib.contextmanager

@@ -55,3 +55,16 @@ def test_the_cli_composes_only_the_task(tmp_path):
     both = subprocess.run([sys.executable, "-m", "clipeval", "task=digits", "suite=digits"], capture_output=True,
                           text=True, cwd=tmp_path, timeout=120)  # fmt: skip
     assert both.returncode == 2 and "a run evaluates one task or one suite" in both.stderr
+
+
+def test_a_sweep_checks_every_job_before_the_first_runs(tmp_path, capsys):
+    """A bad value in a late job of a sweep is refused before job #0 runs (no store entry is written)."""
+    from clipeval.cli import main
+
+    store = tmp_path / "store"
+    with pytest.raises(SystemExit) as info:
+        main(["-m", "task=digits", "runtime.batch_size=16,abc", f"store={store}", f"hydra.sweep.dir={tmp_path / 'sw'}"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert "Sweep job #1 (runtime.batch_size=abc): runtime.batch_size must be a whole number" in err
+    assert "No job was run." in err and not store.exists()
