@@ -68,3 +68,19 @@ def test_a_sweep_checks_every_job_before_the_first_runs(tmp_path, capsys):
     assert info.value.code == 2
     assert "Sweep job #1 (runtime.batch_size=abc): runtime.batch_size must be a whole number" in err
     assert "No job was run." in err and not store.exists()
+
+
+def test_a_user_task_shadowing_a_builtin_or_misnamed_is_said(tmp_path, monkeypatch, caplog):
+    """A user's digits/ replaces the built-in digits task: said, since both would be stored as 'digits'."""
+    from clipeval.config.paths import task_dirs
+    from clipeval.run.task import _say_where_it_comes_from
+
+    builtin = (task_dirs()[-1] / "digits" / "task.yaml").read_text()
+    (tmp_path / "digits").mkdir()
+    (tmp_path / "digits" / "task.yaml").write_text(builtin.replace("name: digits", "name: my_digits"))
+    monkeypatch.setenv("CLIPEVAL_TASKS", f"{tmp_path}:{tmp_path / 'nowhere'}")
+    cfg = compose_config(selection_overrides(["task=digits"]))
+    _say_where_it_comes_from(cfg.task)
+    assert "shadows the built-in task of that name" in caplog.text
+    assert "is named 'my_digits' (task.yaml 'name'): it is chosen as task=digits" in caplog.text
+    assert f"CLIPEVAL_TASKS names {tmp_path / 'nowhere'}, which is not a folder" in caplog.text

@@ -6,6 +6,7 @@ package as ``clipeval/_bundled/``. Both layouts are found here and nowhere else.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -36,7 +37,16 @@ def task_dirs() -> list[Path]:
     same name as a built-in one shadows it.
     """
     extra = [Path(p).expanduser() for p in os.environ.get("CLIPEVAL_TASKS", "").split(os.pathsep) if p]
+    for folder in extra:
+        if not folder.is_dir() and str(folder) not in _WARNED:
+            _WARNED.add(str(folder))
+            logging.getLogger(__name__).warning(
+                "CLIPEVAL_TASKS names %s, which is not a folder: its tasks are not found.", folder
+            )
     return [*extra, builtin_tasks_dir()]
+
+
+_WARNED: set[str] = set()
 
 
 def cache_dir(configured: str | os.PathLike | None = None) -> Path:

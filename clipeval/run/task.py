@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clipeval.config.construct import build
 from clipeval.config.lists import read_strings
+from clipeval.config.paths import builtin_tasks_dir
 from clipeval.config.schema import validate_task
 from clipeval.data.base import DataNotFound, Source
 from clipeval.errors import ClipevalError
@@ -188,6 +189,26 @@ class Task:
         return "task.classnames"
 
 
+def _say_where_it_comes_from(cfg: DictConfig) -> None:
+    """Warn when a user's task folder shadows a built-in task of the same name, or its ``name`` is not its
+    folder's: results of different tasks would otherwise be stored, compared and gated under one name."""
+    if not cfg.get("dir"):
+        return
+    folder = Path(str(cfg.dir)).resolve()
+    builtin = (builtin_tasks_dir() / folder.name).resolve()
+    if folder != builtin and (builtin / "task.yaml").is_file():
+        log.warning(
+            "Task '%s' is read from %s (CLIPEVAL_TASKS), which shadows the built-in task of that name in %s; "
+            "its results are stored under the same name. Rename the folder to keep them apart.",
+            folder.name, folder, builtin,
+        )  # fmt: skip
+    if str(cfg.name) != folder.name:
+        log.warning(
+            "The task in folder '%s' is named '%s' (task.yaml 'name'): it is chosen as task=%s but stored as '%s'.",
+            folder.name, cfg.name, folder.name, cfg.name,
+        )  # fmt: skip
+
+
 def load_task(cfg: DictConfig) -> Task:
     """Build a task's sources and evaluators, and check them (:meth:`Task.check`).
 
@@ -198,6 +219,7 @@ def load_task(cfg: DictConfig) -> Task:
     may be absent: the task then runs without the evaluations that need it.
     """
     checked = validate_task(cfg, cfg._get_full_key(None) or "task")  # types and keys, naming the task file
+    _say_where_it_comes_from(cfg)
     sources, missing = {}, {}
     for name, node in cfg.datasets.items():
         spec = OmegaConf.to_container(node, resolve=True)  # resolved in place: interpolations reach the task
