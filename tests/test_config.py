@@ -89,7 +89,7 @@ def test_missing_required_values_exit_2(tmp_path, capsys):
     assert "model.arch=<value> task.root=<value>" in capsys.readouterr().err
 
 
-def test_help_lists_groups_and_their_options(capsys):
+def test_help_lists_groups_their_options_and_the_commands(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0
@@ -97,6 +97,8 @@ def test_help_lists_groups_and_their_options(capsys):
     for group in ("model", "runtime", "suite", "task"):
         assert f"{group}: {', '.join(registry.options(group))}" in out
     assert {"imagenet_r", "objectnet", "tiny_digits", "natural_shifts"} <= set(out.replace(",", " ").split())
+    assert "== Commands ==" in out
+    assert "report   reports computed from stored results" in out and "check    record a finished run" in out
 
 
 def test_a_target_in_a_moved_module_names_its_new_place():

@@ -306,15 +306,6 @@ def test_overrides_flags_and_deletions_are_not_taken_for_commands(capsys):
         assert "name: digits" in capsys.readouterr().out
 
 
-def test_help_lists_the_commands(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--help"])
-    assert exit_info.value.code == 0
-    out = capsys.readouterr().out
-    assert "== Commands ==" in out
-    assert "report   reports computed from stored results" in out and "check    record a finished run" in out
-
-
 def test_on_the_real_command_line_each_kind_exits_2(tmp_path):
     """Subprocesses: the exit code is the process's. A value, a task file, a command, an unknown key."""
     (tmp_path / "tasks" / "listed").mkdir(parents=True)
