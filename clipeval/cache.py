@@ -35,6 +35,7 @@ import torch
 
 from clipeval.atomic import atomic_write
 from clipeval.errors import ClipevalError
+from clipeval.interrupt import during
 
 log = logging.getLogger(__name__)
 
@@ -182,20 +183,21 @@ class TensorCache:
                     waited = True
                     log.info("Another run is computing %s (it holds %s); waiting for it to finish", what, path)
                     start = time.monotonic()
-                    while True:
-                        try:
-                            held.acquire(timeout=LOCK_LOG_SECONDS)
-                            break
-                        except Timeout:
-                            log.info("Still waiting (%.0f s) for the run that holds %s", time.monotonic() - start, path)
+                    with during(f"waiting for another run that is computing {what}"):
+                        while True:
+                            try:
+                                held.acquire(timeout=LOCK_LOG_SECONDS)
+                                break
+                            except Timeout:
+                                log.info(
+                                    "Still waiting (%.0f s) for the run that holds %s", time.monotonic() - start, path
+                                )
             except OSError as exc:
                 self.write_failed(exc)
                 held = None
             except NotImplementedError as exc:  # filelock on a file system without flock
                 log.warning("No file locks in %s (%s): concurrent runs may both compute %s", path.parent, exc, what)
                 held = None
-            except KeyboardInterrupt:
-                raise KeyboardInterrupt(f"waiting for another run that is computing {what}") from None
         try:
             yield waited
         finally:

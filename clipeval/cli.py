@@ -28,6 +28,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandat
 from clipeval.config.overrides import check_command, check_group_choices, selection_overrides
 from clipeval.config.paths import conf_dir
 from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, did_you_mean
+from clipeval.interrupt import INTERRUPTED_EXIT_CODE, calm_sigint
 
 
 def fail(message: str) -> None:
@@ -73,14 +74,14 @@ COMMANDS = ("report", "check")
 def main(argv: list[str] | None = None) -> None:
     """The command line; Ctrl-C ends it with one line saying what was interrupted, and exit code 130."""
     try:
-        _main(sys.argv[1:] if argv is None else argv)
+        with calm_sigint():
+            _main(sys.argv[1:] if argv is None else argv)
     except KeyboardInterrupt as exc:
         what = f" while {exc}" if str(exc) else ""  # encode.py and the cache say what they were doing
         print(f"clipeval: interrupted{what}; nothing half-written remains.", file=sys.stderr)
         raise SystemExit(INTERRUPTED_EXIT_CODE) from None
 
 
-INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as shells report a command ended by Ctrl-C
 #: Hydra's flags that print something and run nothing
 _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc", "--version"}
 

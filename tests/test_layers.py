@@ -1,6 +1,6 @@
 """The import graph follows the layers: nothing imports a layer above it.
 
-    foundation (clipeval, errors, atomic, cache, contracts, config)
+    foundation (clipeval, errors, atomic, cache, contracts, interrupt, config)
       <- results (records, samples, metrics, the store)
       <- data, models (neither imports the other)
       <- features
@@ -27,7 +27,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FOUNDATION = "foundation"
-FOUNDATION_MODULES = {"clipeval", "clipeval.errors", "clipeval.atomic", "clipeval.cache", "clipeval.contracts"}
+FOUNDATION_MODULES = {
+    "clipeval",
+    "clipeval.errors",
+    "clipeval.atomic",
+    "clipeval.cache",
+    "clipeval.contracts",
+    "clipeval.interrupt",
+}
 FOUNDATION_PACKAGES = {"config"}
 
 BELOW_FEATURES = {"results", "data", "models"}

@@ -48,7 +48,7 @@ def spawn(args: list[str], tmp_path: Path, name: str, **env: str) -> tuple[subpr
     }
     with open(stderr, "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "clipeval", *args, "runtime.workers=0", "runtime.progress=false"],
+            [sys.executable, "-m", "clipeval", "runtime.workers=0", "runtime.progress=false", *args],
             stdout=subprocess.DEVNULL,
             stderr=err,
             env=environ,
@@ -251,3 +251,68 @@ def test_ctrl_c_while_encoding_is_one_line_and_exit_130(images, tmp_path):
     assert lines[0].startswith("clipeval: interrupted while encoding the image features of image folder")
     assert "images are cached and a rerun resumes from there; nothing half-written remains." in lines[0]
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["the loader starts its worker", "a chunk is cached"])
+def test_ctrl_c_pressed_four_times_is_still_one_line(images, tmp_path, when):
+    """Users press Ctrl-C again while the first press unwinds. A press landing in a DataLoader's clean-up
+    printed ``Exception ignored in ...`` lines; one landing in a fork hook was swallowed and the run went
+    on (exit 0); one landing while Python shut down killed it with SIGINT (exit -2)."""
+    chunks = tmp_path / "cache" / CHUNK_KIND
+    args = [*MODEL, "task=folder", f"task.root={images}", *CHUNKED, "runtime.workers=1"]
+    proc, stderr = spawn([*args, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, "twice", FAULT_SLEEP="0.3")
+    started = {
+        "the loader starts its worker": lambda: "cache miss, encoding" in stderr.read_text(),
+        "a chunk is cached": lambda: len(chunk_files(chunks)) >= 1,
+    }[when]
+    try:
+        wait_until(lambda: started() or proc.poll() is not None)
+        for _ in range(4):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.02)
+        assert proc.wait(timeout=120) == 130
+    finally:
+        proc.kill()
+    text = stderr.read_text()
+    assert "Exception ignored" not in text and "Traceback" not in text, text
+    lines = [line for line in text.splitlines() if not line.startswith("[")]
+    assert len(lines) == 1 and lines[0].startswith("clipeval: interrupted while encoding"), text
+
+
+def test_ctrl_c_after_the_results_are_written_says_where_they_are(tmp_path, monkeypatch, capsys):
+    import clipeval.report.run_summary as run_summary
+    from clipeval.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_summary, "draw_run_figures", interrupted)
+    monkeypatch.setenv("CLIPEVAL_STORE", str(tmp_path / "store"))
+    with pytest.raises(SystemExit) as exit:
+        main(["task=digits", "runtime.limit=40", "runtime.progress=false", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert exit.value.code == 130
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("clipeval: interrupted while drawing the run's figures; the results are already in ")
+    assert str(tmp_path / "run" / "results.json") in line and (tmp_path / "run" / "results.json").exists()
+    assert len(list((tmp_path / "store").glob("*.json"))) == 1
+
+
+def test_ctrl_c_while_evaluating_says_which_task_and_that_nothing_was_written(tmp_path, monkeypatch, capsys):
+    from clipeval.cli import main
+    from clipeval.run.context import RunContext
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunContext, "evaluate", interrupted)
+    monkeypatch.setenv("CLIPEVAL_STORE", str(tmp_path / "store"))
+    with pytest.raises(SystemExit) as exit:
+        main(["runtime.limit=40", "runtime.progress=false", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert exit.value.code == 130
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == (
+        "clipeval: interrupted while evaluating task 'digits' (1 of 7); no results were written; "
+        "nothing half-written remains."
+    )
+    assert not (tmp_path / "store").exists() or not list((tmp_path / "store").glob("*.json"))

@@ -18,6 +18,7 @@ from clipeval.cache import TensorCache, cache_key
 from clipeval.config.runtime import Runtime
 from clipeval.contracts import DualEncoder
 from clipeval.errors import ClipevalError
+from clipeval.interrupt import during
 from clipeval.models.base import UNIT_NORM_TOLERANCE, check_embeddings, embedding_fault, normalize
 
 log = logging.getLogger(__name__)
@@ -66,10 +67,8 @@ def zeroshot_classifier(
             if waited or cache.stamp("classifiers", key) != stamp:  # what another run cached meanwhile
                 weights = _cached(cache, key, len(classnames))
             if weights is None:
-                try:
+                with during(f"building {what}; it is not cached"):
                     weights = _build(model, classnames, templates, runtime)
-                except KeyboardInterrupt as exc:
-                    raise KeyboardInterrupt(*exc.args or [f"building {what}"]) from None
                 cache.save("classifiers", key, {"weights": weights})
                 return weights
     log.info(

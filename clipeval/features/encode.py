@@ -32,6 +32,7 @@ from clipeval.config.runtime import Runtime
 from clipeval.contracts import DualEncoder
 from clipeval.data.base import Item, MapSource, Source
 from clipeval.errors import ClipevalError
+from clipeval.interrupt import during
 from clipeval.models.base import LOOSEST_NORM_TOLERANCE, check_embeddings, embedding_fault
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,7 @@ def _encode(
     if isinstance(dataset, torch.utils.data.IterableDataset):
         loader = torch.utils.data.DataLoader(dataset, batch_size=runtime.batch_size, collate_fn=collate, **options)
         part = _Part()
-        with _interrupted(f"encoding the image features of {what}; none of them is cached"):
+        with during(f"encoding the image features of {what}; none of them is cached"):
             _encode_batches(model, runtime, loader, decode, [(part, None)], None, None)
         fs = _feature_set([part.entry()], source)
         if options["num_workers"] > 0:
@@ -238,24 +239,9 @@ def _encode(
                 return "none of them is cached"
             return f"{cached[0]} of {n} images are cached and a rerun resumes from there"
 
-        with _interrupted(lambda: f"encoding the image features of {what}; {where()}"):
+        with during(lambda: f"encoding the image features of {what}; {where()}"):
             _encode_batches(model, runtime, loader, decode, fresh, done, len(batches))
     return _feature_set([parts[i] for i in range(len(ranges))], source), keys
-
-
-@dataclass
-class _interrupted:
-    """Turn Ctrl-C into a KeyboardInterrupt that says what was interrupted (the command line prints it)."""
-
-    what: str | Callable[[], str]
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, exc, tb) -> bool:
-        if kind is KeyboardInterrupt and not exc.args:
-            raise KeyboardInterrupt(self.what() if callable(self.what) else self.what) from None
-        return False
 
 
 def _encode_batches(

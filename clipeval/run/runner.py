@@ -29,6 +29,7 @@ from clipeval.config.schema import validate_config
 from clipeval.contracts import DualEncoder
 from clipeval.errors import ClipevalError
 from clipeval.features.bank import FeatureBank
+from clipeval.interrupt import during
 from clipeval.models.base import check_dual_encoder
 from clipeval.models.deferred import load_deferred
 from clipeval.results.record import Record
@@ -150,7 +151,8 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
         from clipeval.run.robustness import load_baselines
 
         baselines = load_baselines(selection.robustness)
-    model = load_model(cfg.model, runtime, cache)
+    with during("loading the model; no results were written"):
+        model = load_model(cfg.model, runtime, cache)
     evaluation = _evaluate(tasks, FeatureBank(model, runtime, cache))
     extra: dict[str, Any] = {"run_dir": str(run_dir.resolve()), "skipped": evaluation.skipped}
     extra["data"] = {  # which data were scored: task -> dataset -> content key and limit
@@ -168,7 +170,8 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
         )
     elif baselines is not None:
         try:
-            evaluation.records += _add_robustness(extra, selection, tasks, baselines, evaluation.records)
+            with during("computing the effective-robustness report; no results were written"):
+                evaluation.records += _add_robustness(extra, selection, tasks, baselines, evaluation.records)
         except Exception as exc:  # raised again once the results are written
             report_error, extra["effective_robustness_error"] = exc, str(exc)
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -180,7 +183,8 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
         config=config,
         extra=extra,
     )
-    results, stored, problem = _write_results(evaluation, document, run_dir, Path(cfg.store))
+    with during("writing the results (each file is written whole or not at all)"):
+        results, stored, problem = _write_results(evaluation, document, run_dir, Path(cfg.store))
     if problem is not None:
         if failure is not None:
             log.error(problem)
@@ -195,8 +199,9 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
 
     parsed = ResultsDocument.parse(document, run_dir / "results.json")
     try:
-        for path in draw_run_figures(parsed, run_dir, figures=_figure_specs(selection)):
-            log.info("Wrote figure %s", path)
+        with during(f"drawing the run's figures; the results are already in {results} and {stored}"):
+            for path in draw_run_figures(parsed, run_dir, figures=_figure_specs(selection)):
+                log.info("Wrote figure %s", path)
     except OSError as exc:
         print(summary(parsed))
         raise ClipevalError(
@@ -273,9 +278,10 @@ def _evaluate(tasks: dict[str, Task], bank: FeatureBank) -> Evaluation:
     The first evaluator that fails ends the evaluation: the tasks after it are not run.
     """
     done = Evaluation()
-    for task in tasks.values():
+    for number, task in enumerate(tasks.values(), 1):
         ctx = RunContext(bank, task)
-        records, failure = ctx.evaluate()
+        with during(f"evaluating task '{task.name}' ({number} of {len(tasks)}); no results were written"):
+            records, failure = ctx.evaluate()
         done.records += records
         done.samples |= ctx.kept.samples
         done.frames |= ctx.kept.frames
