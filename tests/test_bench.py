@@ -40,3 +40,21 @@ def test_the_peer_section_is_skipped_with_a_hint_when_clip_benchmark_is_absent(c
     main(["--sections", "peer", "--images", "4", "--arch", "RN50"])
     out = capsys.readouterr().out
     assert "peer comparison skipped" in out and "pip install clip-benchmark==1.6.2" in out
+
+
+def test_the_gpu_benchmark_compares_each_path_with_cpu_fp32_features(tiny_open_clip, tmp_path):
+    """Run on the CPU here (the same passes as on a GPU): the default path matches its reference exactly,
+    nvJPEG-free tensor decoding under bf16 comes close, and every rate is measured."""
+    from clipeval.bench import gpu
+
+    args = gpu.parse(["--device", "cpu", "--batch", "4", "--workers", "0", "--repeats", "1", "--check", "8"])
+    source = ImageFolderSource(gpu.image_folder(tmp_path / "images", 12, distinct=5))
+    assert len(source) == 12
+    combinations = [("pil", "fp32", False), ("torchvision", "bf16", False)]
+    cpu_rate, rows = gpu.measure(
+        load_tiny(tiny_open_clip), load_tiny(tiny_open_clip), source, combinations, args, tmp_path
+    )
+    assert cpu_rate > 0 and [r["path"] for r in rows] == ["pil/fp32/eager", "torchvision/bf16/eager"]
+    assert rows[0]["max_abs_diff"] == 0.0
+    assert 0 < rows[1]["max_abs_diff"] < 0.1 and rows[1]["min_cosine"] > 0.99
+    assert all(r["bare_forward"] > 0 and r["end_to_end"] > 0 for r in rows)

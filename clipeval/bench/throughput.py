@@ -27,9 +27,14 @@ def rate(fn: Callable[[], object], items: int, repeats: int = 1) -> float:
     return items * repeats / (time.perf_counter() - start)
 
 
-def image_side(model: OpenClipEncoder, source: Source, batch: int, workers: int, scratch: Path) -> dict[str, float]:
+def input_size(model: OpenClipEncoder) -> int:
+    """The side of the square images the model's preprocessing makes (its first step's size)."""
     size = model.preprocess.transforms[0].size
-    size = size if isinstance(size, int) else size[0]
+    return size if isinstance(size, int) else size[0]
+
+
+def image_side(model: OpenClipEncoder, source: Source, batch: int, workers: int, scratch: Path) -> dict[str, float]:
+    size = input_size(model)
     x = torch.randn(batch, 3, size, size)
     with torch.inference_mode():
         ceiling = rate(lambda: model.encode_image(x), batch, repeats=3)
