@@ -3,6 +3,7 @@ which folder failed and where the results that could be written are."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_in_process
+from conftest import QUIET, run_in_process
 
 import clipeval.cache
 import clipeval.run.runner as runner
@@ -133,6 +134,101 @@ def test_the_command_line_names_a_run_directory_hydra_cannot_create(tmp_path, im
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith(f"clipeval: error: Cannot write the run directory {tmp_path / 'not_a_folder'}/run")
     assert "Traceback" not in proc.stderr
+
+
+# --- a disk with room for clipeval's probe but not for Hydra's own files ----------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``small_disk(name, size)``: a real file system of ``size`` (tmpfs, 8 KB by default) mounted at tmp_path/name,
+    unmounted after the test. A few kilobytes fit (the run directory's probe does), then writes fail with ENOSPC."""
+    mounted = []
+
+    def mount(name: str = "disk", size: str = "8k") -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        for handler in logging.getLogger().handlers:  # the log file a Hydra run in this process opened there
+            if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).is_relative_to(folder):
+                handler.close()
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode:
+            subprocess.run(["umount", "--lazy", str(folder)], check=False)
+
+
+def no_half_written_yaml(folder: Path) -> bool:
+    """Every YAML file Hydra left under ``folder`` is whole (a file cut off by a full disk is removed)."""
+    from omegaconf import OmegaConf
+
+    return all(isinstance(OmegaConf.to_container(OmegaConf.load(f)), dict | list) for f in folder.rglob("*.yaml"))
+
+
+def exit_2(argv: list[str], capsys) -> str:
+    from clipeval.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("where", ["hydra.run.dir", "the default outputs folder"])
+def test_a_run_directory_too_full_for_hydras_own_files_is_exit_2_naming_it(
+    small_disk, image_folder, tmp_path, monkeypatch, capsys, where
+):
+    if where == "hydra.run.dir":
+        run_dir = small_disk() / "run"
+        extra = [f"hydra.run.dir={run_dir}"]
+    else:
+        monkeypatch.chdir(tmp_path)
+        run_dir, extra = small_disk("outputs") / "runs", []
+    err = exit_2([*MODEL, "task=folder", f"task.root={image_folder}", *extra], capsys)
+    assert err.startswith(f"clipeval: error: Cannot write the run directory {run_dir}")
+    assert "No space left on device); nothing was run. Pass hydra.run.dir=DIR with a writable folder" in err
+    assert len(err.splitlines()) == 1
+    assert no_half_written_yaml(run_dir.parent)
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_sweep_directory_too_full_for_hydras_own_files_is_exit_2_naming_it(small_disk, image_folder, capsys):
+    sweep = small_disk() / "sweep"
+    err = exit_2(["-m", *MODEL, "task=folder", f"task.root={image_folder}", f"hydra.sweep.dir={sweep}"], capsys)
+    assert err.startswith(f"clipeval: error: Cannot write the sweep directory {sweep}")
+    assert "No space left on device); nothing was run. Pass hydra.sweep.dir=DIR with a writable folder" in err
+    assert no_half_written_yaml(sweep)
+
+
+def test_a_sweep_whose_disk_fills_during_a_job_says_which_jobs_finished(
+    small_disk, image_folder, tmp_path, monkeypatch, capsys
+):
+    sweep = small_disk(size="1m") / "sweep"
+    real_run = runner.run
+
+    def run_then_fill_the_disk(cfg, run_dir):
+        document = real_run(cfg, run_dir)
+        with contextlib.suppress(OSError), open(sweep / "filler", "wb") as f:
+            while True:
+                f.write(bytes(4096))
+                f.flush()
+        return document
+
+    monkeypatch.setattr(runner, "run", run_then_fill_the_disk)
+    argv = ["-m", *MODEL, "task=folder", f"task.root={image_folder}", "runtime.seed=1,2", f"hydra.sweep.dir={sweep}"]
+    err = exit_2([*argv, *QUIET], capsys)
+    assert f"clipeval: error: Cannot write the sweep directory {sweep}/1_folder (" in err
+    assert "job #0 finished, job #1 and the later ones did not run. Pass hydra.sweep.dir=DIR" in err
+    assert (sweep / "0_folder" / "results.json").is_file()
+    assert len(list((tmp_path / "store").glob("*.json"))) == 1
+    assert no_half_written_yaml(sweep)
 
 
 # --- ... and while the results are written --------------------------------------------------------
