@@ -145,10 +145,11 @@ def small_disk(tmp_path):
     unmounted after the test. A few kilobytes fit (the run directory's probe does), then writes fail with ENOSPC."""
     mounted = []
 
-    def mount(name: str = "disk", size: str = "8k") -> Path:
+    def mount(name: str = "disk", size: str = "8k", options: str = "") -> Path:
         folder = tmp_path / name
         folder.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+        options = f"size={size}" + (f",{options}" if options else "")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
         if done.returncode:
             pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
         mounted.append(folder)
@@ -161,6 +162,14 @@ def small_disk(tmp_path):
                 handler.close()
         if subprocess.run(["umount", str(folder)], capture_output=True).returncode:
             subprocess.run(["umount", "--lazy", str(folder)], check=False)
+
+
+def fill_up(folder: Path) -> None:
+    """Write a file in ``folder`` until its disk is full."""
+    with contextlib.suppress(OSError), open(folder / "filler", "wb") as f:
+        while True:
+            f.write(bytes(4096))
+            f.flush()
 
 
 def no_half_written_yaml(folder: Path) -> bool:
@@ -215,10 +224,7 @@ def test_a_sweep_whose_disk_fills_during_a_job_says_which_jobs_finished(
 
     def run_then_fill_the_disk(cfg, run_dir):
         document = real_run(cfg, run_dir)
-        with contextlib.suppress(OSError), open(sweep / "filler", "wb") as f:
-            while True:
-                f.write(bytes(4096))
-                f.flush()
+        fill_up(sweep)
         return document
 
     monkeypatch.setattr(runner, "run", run_then_fill_the_disk)
@@ -301,3 +307,101 @@ def test_a_log_file_that_cannot_be_written_is_one_warning(folder_run, tmp_path, 
     err = capsys.readouterr().err
     assert err.count(f"clipeval: warning: cannot write the log file {tmp_path / 'run.log'}") == 1, err
     assert "Logging error" not in err and "Traceback" not in err
+
+
+# --- commands that write where --out says ----------------------------------------------------------
+
+
+@pytest.fixture
+def stored_run(folder_run, tmp_path) -> Path:
+    """A store holding one finished run; returns the store entry."""
+    folder_run(tmp_path / "run")
+    (entry,) = (tmp_path / "store").glob("*.json")
+    return entry
+
+
+def out_folder(kind: str, small_disk, tmp_path) -> Path:
+    if kind == "a file in the way":
+        (tmp_path / "a_file").write_text("")
+        return tmp_path / "a_file" / "out"
+    if kind == "read-only":
+        return small_disk(options="ro") / "out"
+    disk = small_disk()
+    fill_up(disk)
+    return disk / "out"
+
+
+COMMANDS = {  # each command that writes files: its arguments, and what its message calls the folder and the option
+    "report store": (["report", "store", "--store", "{store}", "--out", "{out}"], "output folder", "--out DIR"),
+    "report figure": (["report", "figure", "--store", "{store}", "--out", "{out}"], "output folder", "--out DIR"),
+    "check record": (
+        ["check", "record", "{entry}", "--out", "{out}/golden.json"],
+        "folder of the golden file",
+        "--out FILE",
+    ),
+}
+
+
+def command_line(command: str, entry: Path, out: Path) -> list[str]:
+    return [a.format(store=entry.parent, entry=entry, out=out) for a in COMMANDS[command][0]]
+
+
+@pytest.mark.parametrize(
+    "kind, error",
+    [
+        ("a file in the way", "[Errno 20] "),
+        ("read-only", "[Errno 30] Read-only file system"),
+        ("full", "[Errno 28] No space left on device"),
+    ],
+)
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_output_folder_that_cannot_be_written_is_exit_2_before_the_work(
+    stored_run, small_disk, tmp_path, capsys, monkeypatch, command, kind, error
+):
+    import clipeval.check.cli
+    import clipeval.report.selection
+    from clipeval.cli import main
+
+    out = out_folder(kind, small_disk, tmp_path)
+    for module, work in ((clipeval.report.selection, "select_runs"), (clipeval.check.cli, "record_golden")):
+        monkeypatch.setattr(module, work, lambda *a: pytest.fail("the work started before the folder was checked"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(command_line(command, stored_run, out))
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2
+    _, what, how = COMMANDS[command]
+    assert captured.err.startswith(f"clipeval {command.split()[0]}: error: Cannot write to the {what} {out} ({error}")
+    assert f"nothing was written. Free space or fix its permissions, or pass {how} to write elsewhere." in captured.err
+    assert "wrote" not in captured.out
+
+
+def test_a_disk_that_fills_during_a_report_says_which_files_were_written_and_which_not(
+    stored_run, small_disk, capsys, monkeypatch
+):
+    from clipeval.cli import main
+    from clipeval.report import pages
+
+    out = small_disk() / "out"  # 8 KB: report.md fits, a 64 KB report.html does not
+    monkeypatch.setattr(pages, "to_html", lambda title, sections: "x" * 65536)
+    with pytest.raises(SystemExit) as exit_info:
+        main(command_line("report store", stored_run, out))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.splitlines() == [
+        f"clipeval report: error: Could not write {out / 'report.html'} ([Errno 28] No space left on device): it and "
+        "the files after it were not written. Free space or fix the permissions and run again, or pass --out DIR to "
+        "write elsewhere.",
+        f"Written before it, in {out}:",
+        "  report.md",
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["report.md"]  # and no temporary file
+
+
+def test_an_error_other_than_a_write_keeps_its_own_message(tmp_path, capsys):
+    from clipeval.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", "store", "--store", str(tmp_path / "no_store"), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "Could not write" not in capsys.readouterr().err
