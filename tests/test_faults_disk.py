@@ -101,6 +101,68 @@ def test_a_read_only_cache_folder_is_one_warning(folder_run, tmp_path, caplog):
     assert len(document["records"]) == 2
 
 
+def test_a_cache_folder_that_is_a_file_is_one_warning_and_the_run_finishes(folder_run, tmp_path, caplog):
+    expected = folder_run(tmp_path / "reference", "runtime.cache=false")
+    caplog.clear()
+    (tmp_path / "a_file").write_text("")
+    document = folder_run(tmp_path / "run", f"cache_dir={tmp_path / 'a_file'}")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        f"Cannot write to the cache folder {tmp_path / 'a_file'} ([Errno 20] {tmp_path / 'a_file'} is a file, not a "
+        "folder). The run goes on without saving to the cache: its results are the same, but the next run computes "
+        "again what this one computes. Free space or fix its permissions, or set cache_dir= to a writable folder "
+        "(runtime.cache=false turns the cache off)."
+    ]
+    assert document["records"] == expected["records"]
+    assert (tmp_path / "a_file").read_text() == ""
+
+
+def test_every_part_of_a_run_that_caches_shares_the_one_warning(tmp_path, caplog, image_folder):
+    """Features, their chunks, text classifiers, model cards, file digests, locks, the digits zoo's baselines and
+    the downloaded imagenet-testbed table all go through the run's one cache (clipeval.cache.use_cache)."""
+    from clipeval.cache import TensorCache, use_cache
+    from clipeval.embedded.zoo import DigitsZoo
+
+    (tmp_path / "a_file").write_text("")
+    with use_cache(TensorCache(tmp_path / "a_file" / "cache")) as cache:
+        zoo = DigitsZoo(cache=True, cache_dir=str(tmp_path / "a_file" / "cache"))
+        assert zoo.cache is cache
+        for kind in ("features", "feature_chunks", "classifiers", "model_cards", "baselines"):
+            assert cache.save(kind, "0" * 64, {"x": 1}) is None and cache.load(kind, "0" * 64) is None
+            with cache.lock(kind, "0" * 64, "it") as waited:
+                assert not waited
+        assert len(cache.digests.digests([next(image_folder.rglob("*.png"))])) == 1
+    assert caplog.text.count("Cannot write to the cache folder") == 1
+    assert (
+        [r for r in caplog.records if r.levelno >= logging.WARNING][0]
+        .getMessage()
+        .startswith(
+            f"Cannot write to the cache folder {tmp_path / 'a_file' / 'cache'} ([Errno 20] {tmp_path / 'a_file'} is a file"
+        )
+    )
+
+
+def test_a_downloaded_baseline_table_the_cache_cannot_keep_is_used_with_the_one_warning(tmp_path, caplog, monkeypatch):
+    import hashlib
+    import io
+
+    from clipeval.cache import TensorCache, use_cache
+    from clipeval.report import baselines
+
+    files = {
+        "robustness_top1s.csv": b"model,val,shift\na,70,50\nb,75,55\nc,80,62\n",
+        "model_types.py": b"    'a': ModelTypes.STANDARD,\n    'b': ModelTypes.STANDARD,\n    'c': ModelTypes.STANDARD,\n",
+    }
+    monkeypatch.setattr(baselines.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(files[url.split("/")[-1]]))
+    monkeypatch.setattr(baselines, "TESTBED_TABLE_SHA256", hashlib.sha256(files["robustness_top1s.csv"]).hexdigest())
+    (tmp_path / "a_file").write_text("")
+    with use_cache(TensorCache(tmp_path / "a_file")):
+        table = baselines.TableBaselines({"shift": {"x": "val", "y": "shift", "min_x": 0}}, download=True)
+    assert list(table.models()) == ["a", "b", "c"]
+    assert table.path.read_bytes() == files["robustness_top1s.csv"]  # kept in a temporary folder
+    assert caplog.text.count("Cannot write to the cache folder") == 1
+
+
 # --- the store and the run directory, before anything runs ---------------------------------------
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from clipeval.atomic import atomic_write, require_writable
-from clipeval.cache import TensorCache, use_file_digests
+from clipeval.cache import TensorCache, use_cache
 from clipeval.config.construct import build, check_options
 from clipeval.config.paths import cache_dir
 from clipeval.config.runtime import Runtime
@@ -122,7 +122,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     ):
         require_writable(folder, what, how, "nothing was run")
     cache = TensorCache(cache_dir(settings.cache_dir), enabled=settings.runtime.cache)
-    with use_file_digests(cache.digests):
+    with use_cache(cache):
         return _run(cfg, run_dir, cache)
 
 
