@@ -160,11 +160,16 @@ class TensorCache:
             self.write_failed(exc)
             return None
 
-    def remove(self, kind: str, key: str) -> None:
-        """Delete an entry (an entry that is not there, or a folder that cannot be written, is no error)."""
-        if self.enabled and self.writable:
-            with contextlib.suppress(OSError):
-                self.path(kind, key).unlink(missing_ok=True)
+    def remove(self, kind: str, key: str) -> bool:
+        """Delete an entry, also once the cache could not be written (a full disk still deletes); whether it was
+        there and is gone (an entry that is not there, or a folder that cannot be written, is no error)."""
+        if not self.enabled:
+            return False
+        try:
+            self.path(kind, key).unlink()
+        except OSError:
+            return False
+        return True
 
     @contextlib.contextmanager
     def lock(self, kind: str, key: str, what: str) -> Iterator[bool]:
