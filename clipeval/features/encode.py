@@ -107,7 +107,11 @@ def image_features(model: DualEncoder, source: Source, runtime: Runtime, cache: 
                         cache.remove(CHUNK_KIND, chunk)
                 elif written:  # the cache could not take the entry (warned): free what this run put there
                     removed = sum(cache.remove(CHUNK_KIND, chunk) for chunk in written)
-                    log.info("Removed the %d chunk(s) of these features that this run cached", removed)
+                    log.info(
+                        "Removed the %d chunk(s) of these features that this run cached%s",
+                        removed,
+                        "" if removed == len(written) else f" ({len(written) - removed} could not be removed)",
+                    )
     if fs.from_cache:
         log.info(
             "Image features of %s: cache hit (%d samples), not re-encoding",
