@@ -1,12 +1,25 @@
-"""Atomic file writes: readers see the old file or the whole new one, never a part."""
+"""Atomic file writes: readers see the old file or the whole new one, never a part.
+
+Every file clipeval writes goes through :func:`atomic_write`. A command that writes into a folder the user
+chose (``--out`` of ``clipeval report`` and ``clipeval check record``) wraps its work in :func:`output_folder`:
+a folder that cannot be written (read-only, full, a file in the way) is a :class:`ClipevalError` (exit 2)
+before any work, and a write that fails midway (the disk fills) is one naming the file, the error, the files
+written before it and those that were not.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
+
+from clipeval.errors import ClipevalError
 
 
 def _umask() -> int:
@@ -16,20 +29,34 @@ def _umask() -> int:
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Call ``write`` on a temporary file beside ``path``, sync it, and rename it into place."""
+    """Call ``write`` on a temporary file beside ``path``, sync it, and rename it into place.
+
+    An OSError names ``path`` (a full disk's ENOSPC names no file by itself); inside :func:`output_folder`
+    the written file, or the failure, is noted."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give them the usual mode
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            if exc.filename is None or Path(exc.filename).name.startswith(f".{path.name}."):  # not the temporary
+                exc.filename = str(path)
+            outputs = _OUTPUTS.get()
+            if outputs is not None:
+                outputs.failed = (path, exc)
         raise
+    outputs = _OUTPUTS.get()
+    if outputs is not None:
+        outputs.written.append(path)
     return path
 
 
@@ -39,6 +66,8 @@ def write_error(folder: Path) -> OSError | None:
     and nothing is created: the probe is an unnamed temporary file of one block, synced and dropped."""
     folder = Path(folder).absolute()
     probe = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    if probe.exists() and not probe.is_dir():
+        return NotADirectoryError(errno.ENOTDIR, f"{probe} is a file, not a folder")
     try:
         with tempfile.TemporaryFile(dir=probe) as f:
             f.write(bytes(4096))
@@ -47,3 +76,67 @@ def write_error(folder: Path) -> OSError | None:
     except OSError as exc:
         return OSError(exc.errno, exc.strerror) if exc.strerror else exc  # not the probe's name
     return None
+
+
+def require_writable(folder: Path, what: str, how: str, nothing: str = "nothing was written") -> None:
+    """ClipevalError when no file can be written in ``folder`` (the ``what``, such as "run directory"; ``how``:
+    the option that names another folder, such as "--out DIR"), saying that ``nothing`` was done."""
+    error = write_error(folder)
+    if error is not None:
+        raise ClipevalError(
+            f"Cannot write to the {what} {folder} ({error}); {nothing}. "
+            f"Free space or fix its permissions, or pass {how} to write elsewhere."
+        )
+
+
+@dataclass
+class _Outputs:
+    written: list[Path] = field(default_factory=list)
+    failed: tuple[Path, OSError] | None = None
+
+
+_OUTPUTS: ContextVar[_Outputs | None] = ContextVar("clipeval_outputs", default=None)
+#: how many of the files written before a failed one its message lists
+SHOW_WRITTEN = 8
+
+
+@contextlib.contextmanager
+def output_folder(folder: Path, what: str = "output folder", how: str = "--out DIR") -> Iterator[list[Path]]:
+    """Check that ``folder`` can be written before the work inside the block (:func:`require_writable`), and
+    turn a write that fails inside it (:func:`atomic_write`) into a ClipevalError naming the file, the error,
+    the files written before it (in any folder) and that it and the files after it were not. Yields the list
+    of files written so far. Other errors, reading ones included, pass through."""
+    require_writable(folder, what, how)
+    outputs = _Outputs()
+    token = _OUTPUTS.set(outputs)
+    try:
+        yield outputs.written
+    except OSError as exc:
+        if outputs.failed is None or outputs.failed[1] is not exc:
+            raise
+        path, error = outputs.failed
+        raise ClipevalError(_midway(Path(folder), path, error, outputs.written, how)) from None
+    finally:
+        _OUTPUTS.reset(token)
+
+
+def _midway(folder: Path, failed: Path, error: OSError, written: list[Path], how: str) -> str:
+    """One line saying what failed and what to do, then the files written before it, one a line."""
+    root = folder.absolute()
+
+    def shown(path: Path) -> str:
+        path = path.absolute()
+        return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+    reason = f"[Errno {error.errno}] {error.strerror}" if error.strerror else str(error)
+    message = (
+        f"Could not write {failed} ({reason}): it and the files after it were not written"
+        f"{'' if written else ', nor any before it'}. "
+        f"Free space or fix the permissions and run again, or pass {how} to write elsewhere."
+    )
+    if written:
+        more = [f"  ... and {len(written) - SHOW_WRITTEN} more"] if len(written) > SHOW_WRITTEN else []
+        message += "\n".join(
+            [f"\nWritten before it, in {root}:", *(f"  {shown(p)}" for p in written[:SHOW_WRITTEN]), *more]
+        )
+    return message

@@ -6,8 +6,11 @@ that is renamed into place (:mod:`clipeval.atomic`), so a killed run leaves no e
 Every entry also carries a sha256 of its own content (tensors' dtypes, shapes and bytes, and
 every other value), checked on load: a damaged entry is a warning and a miss, never a hit.
 
-The cache is an optimisation: a cache folder that cannot be written (read-only, full) is one
-warning naming the folder and the error, and the run goes on without writing to it. While one
+The cache is an optimisation: a cache folder that cannot be written (read-only, full, a file where the
+folder should be) is one warning naming the folder and the error, and the run goes on without writing to it.
+Every part of a run that caches (features, their chunks, text classifiers, model cards, file digests, locks,
+the digits zoo's baselines) uses the run's one :class:`TensorCache` (:func:`use_cache`, :func:`open_cache`),
+so that warning comes once per run whichever part finds the problem first. While one
 run computes an entry, it holds the entry's file lock (:meth:`TensorCache.lock`, ``filelock``):
 a second run that needs the same entry waits for it and then reads it instead of computing it
 again. The operating system releases the lock of a run that dies, so a crashed run never
@@ -21,6 +24,7 @@ do: every run stats every file, and only a file whose signature is new is read a
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -82,6 +86,9 @@ class TensorCache:
         self.writable = enabled
         #: file digests, memoised in this cache (enabled) or not kept beyond the process (disabled)
         self.digests = FileDigests(self.root / "file_digests" if enabled else None, on_write_error=self.write_failed)
+        blocker = _file_in_the_way(self.root) if enabled else None
+        if blocker is not None:  # nothing can be read from it nor written to it: say so now, once
+            self.write_failed(NotADirectoryError(errno.ENOTDIR, f"{blocker} is a file, not a folder"))
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key[:2] / f"{key}.pt"
@@ -102,6 +109,7 @@ class TensorCache:
         if not self.writable:
             return
         self.writable = False
+        self.digests.writable = False
         log.warning(
             "Cannot write to the cache folder %s (%s). The run goes on without saving to the cache: its results "
             "are the same, but the next run computes again what this one computes. Free space or fix its "
@@ -153,11 +161,16 @@ class TensorCache:
             self.write_failed(exc)
             return None
 
-    def remove(self, kind: str, key: str) -> None:
-        """Delete an entry (an entry that is not there, or a folder that cannot be written, is no error)."""
-        if self.enabled and self.writable:
-            with contextlib.suppress(OSError):
-                self.path(kind, key).unlink(missing_ok=True)
+    def remove(self, kind: str, key: str) -> bool:
+        """Delete an entry, also once the cache could not be written (a full disk still deletes); whether it was
+        there and is gone (an entry that is not there, or a folder that cannot be written, is no error)."""
+        if not self.enabled:
+            return False
+        try:
+            self.path(kind, key).unlink()
+        except OSError:
+            return False
+        return True
 
     @contextlib.contextmanager
     def lock(self, kind: str, key: str, what: str) -> Iterator[bool]:
@@ -207,6 +220,47 @@ class TensorCache:
 
 #: how often a run waiting for another run's entry says that it still waits
 LOCK_LOG_SECONDS = 60.0
+
+
+def _file_in_the_way(root: Path) -> Path | None:
+    """The file at ``root``, or at the nearest of its ancestors that exists, when that is not a folder."""
+    for path in (root, *root.parents):
+        try:
+            if path.exists():
+                return None if path.is_dir() else path
+        except OSError:
+            return None
+    return None
+
+
+_caches: list[TensorCache] = []
+
+
+@contextlib.contextmanager
+def use_cache(cache: TensorCache) -> Iterator[TensorCache]:
+    """Make ``cache`` the run's cache: what :func:`open_cache` gives for its folder, and whose file digests
+    data sources key their files with (:func:`use_file_digests`)."""
+    _caches.append(cache)
+    try:
+        with use_file_digests(cache.digests):
+            yield cache
+    finally:
+        _caches.remove(cache)
+
+
+def run_cache() -> TensorCache | None:
+    """The run's cache (:func:`use_cache`), None outside a run."""
+    return _caches[-1] if _caches else None
+
+
+def open_cache(root: Path | str, enabled: bool = True) -> TensorCache:
+    """The cache in folder ``root``: the run's own (:func:`use_cache`) when it is that folder and on the same
+    terms, so that a folder that cannot be written is one warning per run; a new one otherwise."""
+    root = Path(root).expanduser()
+    for cache in reversed(_caches):
+        if cache.enabled == enabled and cache.root.absolute() == root.absolute():
+            return cache
+    return TensorCache(root, enabled)
 
 
 class _WriteErrors:
@@ -364,7 +418,7 @@ class FileDigests:
     def _read_memo(path: Path) -> dict[str, list]:
         try:
             text = path.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no memo (a file where a folder should be: no cache)
             return {}
         except OSError as exc:
             log.warning("Ignoring unreadable file-digest memo %s (%s)", path, exc)

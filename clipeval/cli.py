@@ -99,10 +99,65 @@ def _check_output_dir(argv: list[str]) -> None:
     folder = Path((given or ("outputs/multirun" if sweep else "outputs/runs")).split("$", 1)[0] or ".")
     error = write_error(folder)
     if error is not None:
-        fail(
-            f"Cannot write the run directory {given or folder} ({error}); nothing was run. "
-            f"Pass {key}DIR with a writable folder, or free space or fix the permissions."
-        )
+        fail(_output_dir_message(given or str(folder), error, sweep))
+
+
+def _output_dir_message(folder: str, error: OSError, sweep: bool, file: str | None = None, finished: int = 0) -> str:
+    """The one message for a run (or sweep) directory that cannot be written, before the run (or a sweep's job
+    after ``finished`` jobs) starts."""
+    what = "sweep directory" if sweep else "run directory"
+    key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+    detail = f"{file}: {error.strerror}" if file and error.strerror else str(error)
+    done = "job #0" if finished == 1 else f"jobs #0-#{finished - 1}"
+    ran = f"{done} finished, job #{finished} and the later ones did not run" if finished else "nothing was run"
+    return (
+        f"Cannot write the {what} {folder} ({detail}); {ran}. "
+        f"Pass {key}=DIR with a writable folder, or free space or fix the permissions."
+    )
+
+
+#: Hydra's functions that create the run or sweep directory and write its files (``.hydra/config.yaml``,
+#: ``hydra.yaml``, ``overrides.yaml``, ``multirun.yaml``, the log file) before the run starts (hydra-core 1.3)
+_HYDRA_WRITERS = {"_save_config", "run_job", "launch", "sweep", "configure_log"}
+
+
+def _hydra_write_error(exc: OSError, argv: list[str]) -> str | None:
+    """The message for an OSError Hydra raised while it created the run (or sweep) directory or wrote its own
+    files into it, which a full disk can do after :func:`_check_output_dir`'s probe fitted; None for any other
+    OSError. Hydra's file that was being written when it failed is removed (it holds part of a config)."""
+    import hydra as hydra_package
+
+    hydra_dir, clipeval_dir = Path(hydra_package.__file__).parent, Path(__file__).parent
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):  # innermost first: the first frame of Hydra or clipeval says who wrote
+        path = Path(frame.f_code.co_filename)
+        if path.is_relative_to(clipeval_dir):
+            return None
+        if path.is_relative_to(hydra_dir):
+            break
+    else:
+        return None
+    name = frame.f_code.co_name
+    if name not in _HYDRA_WRITERS:
+        return None
+    local = frame.f_locals
+    sweep = "-m" in argv or "--multirun" in argv
+    file = exc.filename  # set when a folder or file could not be created; None when writing a file failed
+    written = {"_save_config": ("output_dir", local.get("filename")), "sweep": ("sweep_dir", "multirun.yaml")}
+    if file is None and name in written and written[name][0] in local:
+        folder_name, file_name = written[name]
+        file = str(Path(local[folder_name]) / str(file_name))
+        with contextlib.suppress(OSError):  # Hydra writes in place: the file is cut off where the disk filled
+            Path(file).unlink(missing_ok=True)
+    job = next((f.f_locals for f in frames if f.f_code.co_name == "run_job" and "output_dir" in f.f_locals), {})
+    folder = job.get("output_dir") or local.get("sweep_dir") or local.get("output_dir") or file or "."
+    launcher = next((f.f_locals for f in frames if f.f_code.co_name == "launch" and "runs" in f.f_locals), {})
+    finished = len(launcher.get("runs") or ())
+    return _output_dir_message(os.path.abspath(folder), exc, sweep, file and os.path.abspath(file), finished)
 
 
 def _main(argv: list[str]) -> None:
@@ -128,7 +183,13 @@ def _main(argv: list[str]) -> None:
                 check_sweep(argv)
             except ClipevalError as exc:
                 fail(str(exc))
-            _app()
+            try:
+                _app()
+            except OSError as exc:
+                message = _hydra_write_error(exc, argv)
+                if message is None:
+                    raise
+                fail(message)
     finally:
         # Everything is written by now. Interpreter shutdown would run one last garbage
         # collection over torch's millions of objects (about 1 s here); frozen objects are skipped.

@@ -3,6 +3,7 @@ which folder failed and where the results that could be written are."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_in_process
+from conftest import QUIET, run_in_process
 
 import clipeval.cache
 import clipeval.run.runner as runner
@@ -100,6 +101,68 @@ def test_a_read_only_cache_folder_is_one_warning(folder_run, tmp_path, caplog):
     assert len(document["records"]) == 2
 
 
+def test_a_cache_folder_that_is_a_file_is_one_warning_and_the_run_finishes(folder_run, tmp_path, caplog):
+    expected = folder_run(tmp_path / "reference", "runtime.cache=false")
+    caplog.clear()
+    (tmp_path / "a_file").write_text("")
+    document = folder_run(tmp_path / "run", f"cache_dir={tmp_path / 'a_file'}")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        f"Cannot write to the cache folder {tmp_path / 'a_file'} ([Errno 20] {tmp_path / 'a_file'} is a file, not a "
+        "folder). The run goes on without saving to the cache: its results are the same, but the next run computes "
+        "again what this one computes. Free space or fix its permissions, or set cache_dir= to a writable folder "
+        "(runtime.cache=false turns the cache off)."
+    ]
+    assert document["records"] == expected["records"]
+    assert (tmp_path / "a_file").read_text() == ""
+
+
+def test_every_part_of_a_run_that_caches_shares_the_one_warning(tmp_path, caplog, image_folder):
+    """Features, their chunks, text classifiers, model cards, file digests, locks, the digits zoo's baselines and
+    the downloaded imagenet-testbed table all go through the run's one cache (clipeval.cache.use_cache)."""
+    from clipeval.cache import TensorCache, use_cache
+    from clipeval.embedded.zoo import DigitsZoo
+
+    (tmp_path / "a_file").write_text("")
+    with use_cache(TensorCache(tmp_path / "a_file" / "cache")) as cache:
+        zoo = DigitsZoo(cache=True, cache_dir=str(tmp_path / "a_file" / "cache"))
+        assert zoo.cache is cache
+        for kind in ("features", "feature_chunks", "classifiers", "model_cards", "baselines"):
+            assert cache.save(kind, "0" * 64, {"x": 1}) is None and cache.load(kind, "0" * 64) is None
+            with cache.lock(kind, "0" * 64, "it") as waited:
+                assert not waited
+        assert len(cache.digests.digests([next(image_folder.rglob("*.png"))])) == 1
+    assert caplog.text.count("Cannot write to the cache folder") == 1
+    assert (
+        [r for r in caplog.records if r.levelno >= logging.WARNING][0]
+        .getMessage()
+        .startswith(
+            f"Cannot write to the cache folder {tmp_path / 'a_file' / 'cache'} ([Errno 20] {tmp_path / 'a_file'} is a file"
+        )
+    )
+
+
+def test_a_downloaded_baseline_table_the_cache_cannot_keep_is_used_with_the_one_warning(tmp_path, caplog, monkeypatch):
+    import hashlib
+    import io
+
+    from clipeval.cache import TensorCache, use_cache
+    from clipeval.report import baselines
+
+    files = {
+        "robustness_top1s.csv": b"model,val,shift\na,70,50\nb,75,55\nc,80,62\n",
+        "model_types.py": b"    'a': ModelTypes.STANDARD,\n    'b': ModelTypes.STANDARD,\n    'c': ModelTypes.STANDARD,\n",
+    }
+    monkeypatch.setattr(baselines.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(files[url.split("/")[-1]]))
+    monkeypatch.setattr(baselines, "TESTBED_TABLE_SHA256", hashlib.sha256(files["robustness_top1s.csv"]).hexdigest())
+    (tmp_path / "a_file").write_text("")
+    with use_cache(TensorCache(tmp_path / "a_file")):
+        table = baselines.TableBaselines({"shift": {"x": "val", "y": "shift", "min_x": 0}}, download=True)
+    assert list(table.models()) == ["a", "b", "c"]
+    assert table.path.read_bytes() == files["robustness_top1s.csv"]  # kept in a temporary folder
+    assert caplog.text.count("Cannot write to the cache folder") == 1
+
+
 # --- the store and the run directory, before anything runs ---------------------------------------
 
 
@@ -133,6 +196,107 @@ def test_the_command_line_names_a_run_directory_hydra_cannot_create(tmp_path, im
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith(f"clipeval: error: Cannot write the run directory {tmp_path / 'not_a_folder'}/run")
     assert "Traceback" not in proc.stderr
+
+
+# --- a disk with room for clipeval's probe but not for Hydra's own files ----------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``small_disk(name, size)``: a real file system of ``size`` (tmpfs, 8 KB by default) mounted at tmp_path/name,
+    unmounted after the test. A few kilobytes fit (the run directory's probe does), then writes fail with ENOSPC."""
+    mounted = []
+
+    def mount(name: str = "disk", size: str = "8k", options: str = "") -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        options = f"size={size}" + (f",{options}" if options else "")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        for handler in logging.getLogger().handlers:  # the log file a Hydra run in this process opened there
+            if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).is_relative_to(folder):
+                handler.close()
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode:
+            subprocess.run(["umount", "--lazy", str(folder)], check=False)
+
+
+def fill_up(folder: Path) -> None:
+    """Write a file in ``folder`` until its disk is full."""
+    with contextlib.suppress(OSError), open(folder / "filler", "wb") as f:
+        while True:
+            f.write(bytes(4096))
+            f.flush()
+
+
+def no_half_written_yaml(folder: Path) -> bool:
+    """Every YAML file Hydra left under ``folder`` is whole (a file cut off by a full disk is removed)."""
+    from omegaconf import OmegaConf
+
+    return all(isinstance(OmegaConf.to_container(OmegaConf.load(f)), dict | list) for f in folder.rglob("*.yaml"))
+
+
+def exit_2(argv: list[str], capsys) -> str:
+    from clipeval.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("where", ["hydra.run.dir", "the default outputs folder"])
+def test_a_run_directory_too_full_for_hydras_own_files_is_exit_2_naming_it(
+    small_disk, image_folder, tmp_path, monkeypatch, capsys, where
+):
+    if where == "hydra.run.dir":
+        run_dir = small_disk() / "run"
+        extra = [f"hydra.run.dir={run_dir}"]
+    else:
+        monkeypatch.chdir(tmp_path)
+        run_dir, extra = small_disk("outputs") / "runs", []
+    err = exit_2([*MODEL, "task=folder", f"task.root={image_folder}", *extra], capsys)
+    assert err.startswith(f"clipeval: error: Cannot write the run directory {run_dir}")
+    assert "No space left on device); nothing was run. Pass hydra.run.dir=DIR with a writable folder" in err
+    assert len(err.splitlines()) == 1
+    assert no_half_written_yaml(run_dir.parent)
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_sweep_directory_too_full_for_hydras_own_files_is_exit_2_naming_it(small_disk, image_folder, capsys):
+    sweep = small_disk() / "sweep"
+    err = exit_2(["-m", *MODEL, "task=folder", f"task.root={image_folder}", f"hydra.sweep.dir={sweep}"], capsys)
+    assert err.startswith(f"clipeval: error: Cannot write the sweep directory {sweep}")
+    assert "No space left on device); nothing was run. Pass hydra.sweep.dir=DIR with a writable folder" in err
+    assert no_half_written_yaml(sweep)
+
+
+def test_a_sweep_whose_disk_fills_during_a_job_says_which_jobs_finished(
+    small_disk, image_folder, tmp_path, monkeypatch, capsys
+):
+    sweep = small_disk(size="1m") / "sweep"
+    real_run = runner.run
+
+    def run_then_fill_the_disk(cfg, run_dir):
+        document = real_run(cfg, run_dir)
+        fill_up(sweep)
+        return document
+
+    monkeypatch.setattr(runner, "run", run_then_fill_the_disk)
+    argv = ["-m", *MODEL, "task=folder", f"task.root={image_folder}", "runtime.seed=1,2", f"hydra.sweep.dir={sweep}"]
+    err = exit_2([*argv, *QUIET], capsys)
+    assert f"clipeval: error: Cannot write the sweep directory {sweep}/1_folder (" in err
+    assert "job #0 finished, job #1 and the later ones did not run. Pass hydra.sweep.dir=DIR" in err
+    assert (sweep / "0_folder" / "results.json").is_file()
+    assert len(list((tmp_path / "store").glob("*.json"))) == 1
+    assert no_half_written_yaml(sweep)
 
 
 # --- ... and while the results are written --------------------------------------------------------
@@ -205,3 +369,101 @@ def test_a_log_file_that_cannot_be_written_is_one_warning(folder_run, tmp_path, 
     err = capsys.readouterr().err
     assert err.count(f"clipeval: warning: cannot write the log file {tmp_path / 'run.log'}") == 1, err
     assert "Logging error" not in err and "Traceback" not in err
+
+
+# --- commands that write where --out says ----------------------------------------------------------
+
+
+@pytest.fixture
+def stored_run(folder_run, tmp_path) -> Path:
+    """A store holding one finished run; returns the store entry."""
+    folder_run(tmp_path / "run")
+    (entry,) = (tmp_path / "store").glob("*.json")
+    return entry
+
+
+def out_folder(kind: str, small_disk, tmp_path) -> Path:
+    if kind == "a file in the way":
+        (tmp_path / "a_file").write_text("")
+        return tmp_path / "a_file" / "out"
+    if kind == "read-only":
+        return small_disk(options="ro") / "out"
+    disk = small_disk()
+    fill_up(disk)
+    return disk / "out"
+
+
+COMMANDS = {  # each command that writes files: its arguments, and what its message calls the folder and the option
+    "report store": (["report", "store", "--store", "{store}", "--out", "{out}"], "output folder", "--out DIR"),
+    "report figure": (["report", "figure", "--store", "{store}", "--out", "{out}"], "output folder", "--out DIR"),
+    "check record": (
+        ["check", "record", "{entry}", "--out", "{out}/golden.json"],
+        "folder of the golden file",
+        "--out FILE",
+    ),
+}
+
+
+def command_line(command: str, entry: Path, out: Path) -> list[str]:
+    return [a.format(store=entry.parent, entry=entry, out=out) for a in COMMANDS[command][0]]
+
+
+@pytest.mark.parametrize(
+    "kind, error",
+    [
+        ("a file in the way", "[Errno 20] "),
+        ("read-only", "[Errno 30] Read-only file system"),
+        ("full", "[Errno 28] No space left on device"),
+    ],
+)
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_output_folder_that_cannot_be_written_is_exit_2_before_the_work(
+    stored_run, small_disk, tmp_path, capsys, monkeypatch, command, kind, error
+):
+    import clipeval.check.cli
+    import clipeval.report.selection
+    from clipeval.cli import main
+
+    out = out_folder(kind, small_disk, tmp_path)
+    for module, work in ((clipeval.report.selection, "select_runs"), (clipeval.check.cli, "record_golden")):
+        monkeypatch.setattr(module, work, lambda *a: pytest.fail("the work started before the folder was checked"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(command_line(command, stored_run, out))
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2
+    _, what, how = COMMANDS[command]
+    assert captured.err.startswith(f"clipeval {command.split()[0]}: error: Cannot write to the {what} {out} ({error}")
+    assert f"nothing was written. Free space or fix its permissions, or pass {how} to write elsewhere." in captured.err
+    assert "wrote" not in captured.out
+
+
+def test_a_disk_that_fills_during_a_report_says_which_files_were_written_and_which_not(
+    stored_run, small_disk, capsys, monkeypatch
+):
+    from clipeval.cli import main
+    from clipeval.report import pages
+
+    out = small_disk() / "out"  # 8 KB: report.md fits, a 64 KB report.html does not
+    monkeypatch.setattr(pages, "to_html", lambda title, sections: "x" * 65536)
+    with pytest.raises(SystemExit) as exit_info:
+        main(command_line("report store", stored_run, out))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.splitlines() == [
+        f"clipeval report: error: Could not write {out / 'report.html'} ([Errno 28] No space left on device): it and "
+        "the files after it were not written. Free space or fix the permissions and run again, or pass --out DIR to "
+        "write elsewhere.",
+        f"Written before it, in {out}:",
+        "  report.md",
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["report.md"]  # and no temporary file
+
+
+def test_an_error_other_than_a_write_keeps_its_own_message(tmp_path, capsys):
+    from clipeval.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", "store", "--store", str(tmp_path / "no_store"), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "Could not write" not in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ import torch
 from conftest import CLASSES, make_image_folder, run_in_process
 from fault_models import FaultyColour, chunk_files
 
+import clipeval.cache
 from clipeval.cache import TensorCache
 from clipeval.config.runtime import Runtime
 from clipeval.data.folder import ImageFolderSource
@@ -158,6 +160,60 @@ def test_chunks_of_images_that_changed_are_not_used(images, tmp_path, caplog):
     )
     assert "resumed" not in caplog.text and model.images == 42
     assert torch.equal(fs.features, uncached(images))
+
+
+# --- a cache that fills up while a source is encoded ----------------------------------------------
+
+
+def fill_cache_at(monkeypatch, first_failing) -> None:
+    """The cache's writes fail with ENOSPC from the first path ``first_failing`` picks on (a full disk stays full)."""
+    real, full = clipeval.cache.atomic_write, []
+
+    def write(path, fill):
+        if full or first_failing(Path(path)):
+            full.append(path)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(path, fill)
+
+    monkeypatch.setattr(clipeval.cache, "atomic_write", write)
+
+
+def cache_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("fills_at", ["the fourth chunk", "the whole entry"])
+def test_a_cache_that_fills_up_keeps_none_of_the_chunks_this_run_cached(
+    images, tmp_path, caplog, monkeypatch, fills_at
+):
+    caplog.set_level(logging.INFO, logger="clipeval")
+    cache, chunks = tmp_path / "c", tmp_path / "c" / CHUNK_KIND
+    if fills_at == "the whole entry":  # all six chunks fit, the entry that holds them all does not
+        fill_cache_at(monkeypatch, lambda path: path.is_relative_to(cache / "features"))
+    else:
+        fill_cache_at(monkeypatch, lambda path: path.is_relative_to(chunks) and len(chunk_files(chunks)) == 3)
+    fs = image_features(
+        FaultyColour(), ImageFolderSource(images), runtime(batch_size=4, chunk_size=8), TensorCache(cache)
+    )
+    assert torch.equal(fs.features, uncached(images))
+    (warning,) = cache_warnings(caplog)
+    assert warning.startswith(f"Cannot write to the cache folder {cache} ([Errno 28] No space left on device")
+    assert chunk_files(chunks) == [] and chunk_files(cache / "features") == []
+    assert f"Removed the {6 if fills_at == 'the whole entry' else 3} chunk(s)" in caplog.text
+
+
+def test_the_chunks_a_killed_run_left_stay_when_the_cache_fills_up(images, tmp_path, caplog, monkeypatch):
+    caplog.set_level(logging.INFO, logger="clipeval")
+    model = crash_after_three_chunks(images, tmp_path)
+    chunks = tmp_path / "c" / CHUNK_KIND
+    left = chunk_files(chunks)
+    fill_cache_at(monkeypatch, lambda path: path.is_relative_to(chunks) and len(chunk_files(chunks)) == 4)
+    fs = image_features(
+        model, ImageFolderSource(images), runtime(batch_size=4, chunk_size=8), TensorCache(chunks.parent)
+    )
+    assert torch.equal(fs.features, uncached(images))
+    assert "resumed from 24 images (3 of 6 chunks)" in caplog.text and len(cache_warnings(caplog)) == 1
+    assert chunk_files(chunks) == left  # the fourth, cached by this run, is gone; a later run resumes from these
 
 
 # --- two runs, one encode -------------------------------------------------------------------------

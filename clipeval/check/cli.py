@@ -26,6 +26,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from clipeval.atomic import output_folder
 from clipeval.check.compare import Options, compare
 from clipeval.check.documents import load_golden, load_run
 from clipeval.check.record import record_golden
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         if args.command == "record":
-            print("wrote", record_golden(args.run, args.out))
+            with output_folder(args.out.parent, "folder of the golden file", "--out FILE"):
+                print("wrote", record_golden(args.run, args.out))
             return
         golden = load_golden(args.golden)
         candidates = [load_run(path) for path in args.runs]

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from clipeval.cache import TensorCache, cache_key
+from clipeval.cache import cache_key, open_cache
 from clipeval.config.paths import cache_dir as resolve_cache_dir
 from clipeval.embedded import digits
 from clipeval.embedded.source import DigitsSource
@@ -130,7 +130,7 @@ class DigitsZoo:
     """Baselines for the suite: the zoo's table, from the cache or trained now."""
 
     def __init__(self, cache: bool = True, cache_dir: str | None = None):
-        self.cache = TensorCache(resolve_cache_dir(cache_dir), enabled=bool(cache))
+        self.cache = open_cache(resolve_cache_dir(cache_dir), enabled=bool(cache))  # in a run, the run's cache
         self._tables: dict[str, pd.DataFrame] = {}
 
     label = "19 supervised classifiers trained on the digits (clipeval.embedded.zoo)"

@@ -10,7 +10,11 @@ is cached (atomically, checksummed) as soon as it is done, under the feature key
 range and the batch size; a run that was killed leaves its finished chunks, and a rerun
 encodes only the chunks that are missing. Chunks start at multiples of the batch size, so
 every image is encoded in the same batch as in an uninterrupted run, and the features are
-bit-identical. Once the whole entry is cached, its chunks are deleted. Webdataset shards
+bit-identical. Once the whole entry is cached, its chunks are deleted. When the cache cannot take the
+entry (it filled up, or turned read-only, while the source was encoded: one warning, and the run goes on
+with the features in memory), the chunks this run cached for it are deleted too: they hold the space the
+entry lacked, and a full cache would otherwise keep them for good. Chunks a killed run left, which this
+run resumed from, stay: they were there before and a later run still resumes from them. Webdataset shards
 (no random access) are encoded in one go. While a run encodes a source it holds the entry's
 lock (:meth:`TensorCache.lock`): a second run that needs the same features waits and reuses them.
 """
@@ -87,7 +91,7 @@ def image_features(model: DualEncoder, source: Source, runtime: Runtime, cache: 
                 fs = _cached(cache, key)
             if fs is None:
                 log.info("Image features of %s: cache miss, encoding", what)
-                fs, chunks = _encode(model, source, runtime, cache, key, what)
+                fs, chunks, written = _encode(model, source, runtime, cache, key, what)
                 saved = cache.save(
                     "features",
                     key,
@@ -102,6 +106,13 @@ def image_features(model: DualEncoder, source: Source, runtime: Runtime, cache: 
                     log.info("Cached image features at %s", saved)
                     for chunk in chunks:  # the whole entry holds them now
                         cache.remove(CHUNK_KIND, chunk)
+                elif written:  # the cache could not take the entry (warned): free what this run put there
+                    removed = sum(cache.remove(CHUNK_KIND, chunk) for chunk in written)
+                    log.info(
+                        "Removed the %d chunk(s) of these features that this run cached%s",
+                        removed,
+                        "" if removed == len(written) else f" ({len(written) - removed} could not be removed)",
+                    )
     if fs.from_cache:
         log.info(
             "Image features of %s: cache hit (%d samples), not re-encoding",
@@ -184,8 +195,9 @@ def _cached_chunk(cache: TensorCache, key: str, size: int) -> dict | None:
 
 def _encode(
     model: DualEncoder, source: Source, runtime: Runtime, cache: TensorCache, key: str, what: str
-) -> tuple[FeatureSet, list[str]]:
-    """The features of ``source``, and the keys of the chunks cached on the way (to delete once the entry is)."""
+) -> tuple[FeatureSet, list[str], list[str]]:
+    """The features of ``source``, the keys of its chunks (to delete once the entry is cached), and those of the
+    chunks this call cached."""
     dataset, options, decode = _dataset(model, source, runtime)
     collate = options.pop("collate_fn")
     if isinstance(dataset, torch.utils.data.IterableDataset):
@@ -198,7 +210,7 @@ def _encode(
             # Workers interleave shards in an order that depends on timing; sort for reproducible outputs.
             order = sorted(range(len(fs.ids)), key=fs.ids.__getitem__)
             fs = FeatureSet(fs.features[order], fs.labels[order], [fs.ids[i] for i in order], fs.skipped)
-        return fs, []
+        return fs, [], []
 
     n, bs = len(dataset), runtime.batch_size
     step = chunk_images(runtime)
@@ -221,6 +233,7 @@ def _encode(
             n - resumed,
         )
     todo = [i for i in range(len(ranges)) if i not in parts]
+    written: list[str] = []
     batches = [list(range(b, min(b + bs, ranges[i][1]))) for i in todo for b in range(*ranges[i], bs)]
     if batches:
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate, **options)
@@ -233,6 +246,7 @@ def _encode(
             parts[i] = fresh[index][0].entry()
             if keys and cache.save(CHUNK_KIND, keys[i], parts[i]) is not None:
                 cached[0] += ranges[i][1] - ranges[i][0]
+                written.append(keys[i])
 
         def where() -> str:
             if not cached[0]:
@@ -241,7 +255,7 @@ def _encode(
 
         with during(lambda: f"encoding the image features of {what}; {where()}"):
             _encode_batches(model, runtime, loader, decode, fresh, done, len(batches))
-    return _feature_set([parts[i] for i in range(len(ranges))], source), keys
+    return _feature_set([parts[i] for i in range(len(ranges))], source), keys, written
 
 
 def _encode_batches(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import tempfile
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from clipeval.atomic import atomic_write
+from clipeval.cache import open_cache, run_cache
 from clipeval.config.paths import cache_dir
 from clipeval.errors import ClipevalError
 from clipeval.report.inputs import accuracies, baseline_protocol, labels, numbers, read_csv, read_text, require_columns
@@ -188,7 +190,8 @@ class TableBaselines:
 def _testbed_files(path: str | None, model_types: str | None, download: bool) -> tuple[Path, Path | None]:
     if path:
         return Path(path).expanduser(), Path(model_types).expanduser() if model_types else None
-    folder = cache_dir() / "baselines" / "imagenet_testbed"
+    root = run_cache().root if run_cache() is not None else cache_dir()  # in a run, its cache_dir=
+    folder = root / "baselines" / "imagenet_testbed"
     table, types = folder / "robustness_top1s.csv", folder / "model_types.py"
     if not table.is_file():
         if not download:
@@ -199,12 +202,24 @@ def _testbed_files(path: str | None, model_types: str | None, download: bool) ->
                 f"(modestyachts/imagenet-testbed @ {TESTBED_COMMIT[:7]}, MIT licence) with baselines.download=true. "
                 f"It would be kept in {folder}."
             )
-        _download(f"{TESTBED_RAW}/robustness_top1s.csv", table, TESTBED_TABLE_SHA256)
-        _download(f"{TESTBED_RAW}/plotting/model_types.py", types, None)
+        table = _keep(root, table, _download(f"{TESTBED_RAW}/robustness_top1s.csv", TESTBED_TABLE_SHA256))
+        types = _keep(root, types, _download(f"{TESTBED_RAW}/plotting/model_types.py", None))
     return table, types if types.is_file() else None
 
 
-def _download(url: str, path: Path, sha256: str | None) -> None:
+def _keep(root: Path, path: Path, data: bytes) -> Path:
+    """``data`` written to ``path`` in the cache folder ``root``; when the cache cannot be written, its one
+    warning (:meth:`TensorCache.write_failed`) and a file in a new temporary folder instead, for this process."""
+    try:
+        return atomic_write(path, lambda f: f.write(data))
+    except OSError as exc:
+        open_cache(root).write_failed(exc)
+    kept = atomic_write(Path(tempfile.mkdtemp(prefix="clipeval-testbed-")) / path.name, lambda f: f.write(data))
+    log.info("Keeping the downloaded %s in %s for this run", path.name, kept)
+    return kept
+
+
+def _download(url: str, sha256: str | None) -> bytes:
     log.info("Downloading %s", url)
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
@@ -214,4 +229,4 @@ def _download(url: str, path: Path, sha256: str | None) -> None:
     digest = hashlib.sha256(data).hexdigest()
     if sha256 and digest != sha256:
         raise ClipevalError(f"{url} has sha256 {digest}, not the pinned {sha256}: refusing to use it.")
-    atomic_write(path, lambda f: f.write(data))
+    return data

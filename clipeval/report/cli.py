@@ -26,6 +26,7 @@ import os
 import sys
 from pathlib import Path
 
+from clipeval.atomic import output_folder
 from clipeval.errors import USAGE_EXIT_CODE, ClipevalError
 from clipeval.report.robustness import format_report
 from clipeval.report.testbed import PAPER_TO_TESTBED, figure13, testbed_baselines, testbed_inputs, testbed_report
@@ -137,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        COMMANDS[args.command](args)
+        with output_folder(args.out):  # every command writes its figures or pages there
+            COMMANDS[args.command](args)
     except (ClipevalError, OSError) as exc:
         print(f"clipeval report: error: {exc}", file=sys.stderr)
         raise SystemExit(USAGE_EXIT_CODE) from None

@@ -20,8 +20,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from clipeval.atomic import atomic_write, write_error
-from clipeval.cache import TensorCache, use_file_digests
+from clipeval.atomic import atomic_write, require_writable
+from clipeval.cache import TensorCache, use_cache
 from clipeval.config.construct import build, check_options
 from clipeval.config.paths import cache_dir
 from clipeval.config.runtime import Runtime
@@ -121,14 +121,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         (run_dir, "run directory", "hydra.run.dir=DIR"),
         (Path(cfg.store), "results store", "store=DIR (or CLIPEVAL_STORE)"),
     ):
-        error = write_error(folder)
-        if error is not None:
-            raise ClipevalError(
-                f"Cannot write to the {what} {folder} ({error}); nothing was run. "
-                f"Free space or fix its permissions, or pass {how} to write elsewhere."
-            )
+        require_writable(folder, what, how, "nothing was run")
     cache = TensorCache(cache_dir(settings.cache_dir), enabled=settings.runtime.cache)
-    with use_file_digests(cache.digests):
+    with use_cache(cache):
         return _run(cfg, run_dir, cache)
 
 
