@@ -144,3 +144,33 @@ def test_a_hub_name_is_keyed_by_the_commit_the_local_hub_cache_holds(tmp_path):
     pinned = {"name_or_path": "org/tiny-clip", "revision": "c" * 40, "cache_dir": str(tmp_path / "hub")}
     assert hub_revisions(pinned) == {"org/tiny-clip": "c" * 40}
     assert hub_revisions({"arch": "ViT-B-32", "model_config": "clipeval/embedded/assets/x.json"}) == {}
+
+
+def test_the_card_is_found_from_another_working_directory(tiny_open_clip, tmp_path, monkeypatch):
+    """The same weights named by a relative path from two folders are one card (a warm rerun from another
+    folder loaded the model again); another file of the same name is not."""
+    weights = Path(tiny_open_clip["pretrained"])
+    config = {"_target_": "clipeval.models.open_clip.OpenClipEncoder", "arch": tiny_open_clip["arch"]}
+    monkeypatch.chdir(weights.parent)
+    here = card_key(config | {"pretrained": weights.name})
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert card_key(config | {"pretrained": os.path.relpath(weights)}) == here
+    assert card_key(config | {"pretrained": str(weights)}) == here
+    (tmp_path / "elsewhere" / weights.name).write_bytes(b"other weights")
+    assert card_key(config | {"pretrained": weights.name}) != here
+
+
+def test_the_adapter_is_keyed_by_its_module_and_code_not_where_it_is_installed(tmp_path, monkeypatch):
+    """A source checkout and an installed copy of the same code give the same card."""
+    import clipeval.models.deferred as deferred
+
+    config = {"_target_": "clipeval.models.hf.HFClipEncoder", "name": "x"}
+    here = card_key(config)
+    copy = tmp_path / "site-packages" / "hf.py"
+    copy.parent.mkdir()
+    copy.write_bytes(_target_file(config)[0].read_bytes())
+    monkeypatch.setattr(deferred, "_target_file", lambda config: [copy])
+    assert card_key(config) == here
+    copy.write_text("# edited\n" + copy.read_text())
+    assert card_key(config) != here

@@ -40,12 +40,14 @@ LIBRARIES = ("clipeval", "torch", "open_clip_torch", "transformers")
 def card_key(config: dict[str, Any], digests: FileDigests | None = None) -> str:
     """Changes whenever the config, the bytes of a file it names (or of any file in a folder it names),
     the code of its ``_target_`` or a library that builds the model changes."""
-    files = [str(p) for p in _named_files(config) + _target_file(config)]
-    contents = (digests or file_digests()).digests(files)
+    named, target = _named_files(config), _target_file(config)
+    contents = (digests or file_digests()).digests([str(p) for p in named + target])
+    # the adapter by its module, not where it is installed (a source tree or site-packages: same code)
+    labels = [str(p) for p in named] + [str(config.get("_target_"))] * len(target)
     return cache_key(
         kind="model_card",
-        config=config,
-        files=list(zip(files, contents, strict=True)),
+        config=_absolute_paths(config),  # `m.pt` from one folder and `../x/m.pt` from another: one file
+        files=list(zip(labels, contents, strict=True)),
         hub=hub_revisions(config),
         versions=_versions(),
     )
@@ -77,6 +79,21 @@ def hub_revisions(config: dict[str, Any]) -> dict[str, str | None]:
         except OSError:
             found[repo] = None
     return found
+
+
+def _absolute_paths(node: Any) -> Any:
+    """The config with every string that names an existing file or folder replaced by its absolute path."""
+    if isinstance(node, dict):
+        return {key: _absolute_paths(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_absolute_paths(value) for value in node]
+    if isinstance(node, str) and node:
+        path = Path(node).expanduser()
+        try:
+            return str(path.resolve()) if path.exists() else node
+        except OSError:  # not a usable path (too long, odd characters)
+            return node
+    return node
 
 
 def _strings(node: Any) -> list[str]:
