@@ -15,11 +15,32 @@ import os
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import torch
 
 from clipeval.contracts import DualEncoder
 from clipeval.errors import ClipevalError
+
+#: model-config keys that name the weights, most specific first (open_clip's checkpoint file before its tag)
+WEIGHTS_KEYS = ("checkpoint", "pretrained", "name_or_path", "weights", "path")
+_WEIGHT_SUFFIXES = {".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".pkl"}
+
+
+def weights_label(config: dict) -> str | None:
+    """A short name for the weights a model config points at: a file's stem or a folder's name, else the value
+    itself (an open_clip tag such as ``openai``, a hub id); None when the config names none.
+
+    It tells apart runs of one model config with different weights (``model.pretrained=a.pt,b.pt``)."""
+    for key in WEIGHTS_KEYS:
+        value = config.get(key)
+        if not isinstance(value, str) or not value:
+            continue
+        path = Path(value).expanduser()
+        if path.suffix in _WEIGHT_SUFFIXES or path.is_file():
+            return path.stem
+        return path.name if path.is_dir() else value
+    return None
 
 
 def check_dual_encoder(obj: object, origin: str) -> DualEncoder:

@@ -182,7 +182,7 @@ def _refit(args: argparse.Namespace) -> None:
     doc = ResultsDocument.load(path)
     spec = stored_spec(doc)
     report = refit(doc, _baselines(args, spec.shifts if spec is not None else None))
-    model = doc.model["name"]
+    model = doc.model_label
     title = f"{doc.selection['name']} (v{doc.selection.get('version')}) re-fitted"
     print(format_report(report, model, title))
     out, name = args.out, "".join(c if c.isalnum() or c in "._-" else "-" for c in model)  # a model may be org/name

@@ -23,7 +23,7 @@ def run_label(doc: ResultsDocument) -> str:
     """How figures and headings name a run: the model, then ``@ step N`` and ``[tags]`` when it has them."""
     step = f" @ step {_number(doc.step)}" if doc.step is not None else ""
     tags = f" [{', '.join(doc.tags)}]" if doc.tags else ""
-    return f"{doc.model['name']}{step}{tags}"
+    return f"{doc.model_label}{step}{tags}"
 
 
 def _number(value: float) -> str:
@@ -45,18 +45,22 @@ def robustness_report(doc: ResultsDocument) -> RobustnessReport | None:
 
 
 def summary(doc: ResultsDocument) -> str:
-    """The printed summary of a finished run, then its notes."""
+    """The printed summary of a finished run (headed by its run directory), then its notes."""
+    where = f"Run directory: {doc.raw['run_dir']}\n\n" if doc.raw.get("run_dir") else ""
+    return where + _tables(doc) + format_notes(doc.raw)
+
+
+def _tables(doc: ResultsDocument) -> str:
     title = f"{doc.selection['name']} (v{doc.selection['version']})"
     spec = stored_spec(doc)
     if spec is None:
-        return format_records(f"{title} · {doc.model['name']}", doc.records) + format_notes(doc.raw)
-    table = format_report(build_report(spec, doc.records), doc.model["name"], title)
+        return format_records(f"{title} · {doc.model_label}", doc.records)
+    table = format_report(build_report(spec, doc.records), doc.model_label, title)
     covered = {t for t, _ in spec.in_distribution}
     covered |= {t for s in spec.shifts.values() for t, _ in s.datasets + (s.in_distribution or [])}
     covered.add(doc.selection["name"])  # the effective-robustness records themselves
     rest = [r for r in doc.records if r.task not in covered and r.info.in_summary(r)]
-    text = table + ("\n\n" + format_records(f"{title} · {doc.model['name']}", rest) if rest else "")
-    return text + format_notes(doc.raw)
+    return table + ("\n\n" + format_records(f"{title} · {doc.model_label}", rest) if rest else "")
 
 
 def format_notes(document: dict[str, Any]) -> str:
@@ -97,5 +101,5 @@ def draw_run_figures(
             draw = build(
                 {k: v for k, v in spec.items() if k != "file"} | {"_partial_": True}, f"figure {spec.get('file')}"
             )
-            written.append(draw(report, doc.model["name"], Path(out) / spec["file"]))
-    return written + record_figures(doc.records, doc.model["name"], Path(out))
+            written.append(draw(report, doc.model_label, Path(out) / spec["file"]))
+    return written + record_figures(doc.records, doc.model_label, Path(out))

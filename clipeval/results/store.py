@@ -69,6 +69,10 @@ class ResultsDocument:
         return self.raw["model"]
 
     @property
+    def model_label(self) -> str:
+        return model_label(self.model)
+
+    @property
     def selection(self) -> dict[str, Any]:
         return self.raw["selection"]
 
@@ -122,6 +126,8 @@ class ResultsDocument:
         for name in ("model", "selection"):
             if not isinstance(raw.get(name), dict) or not isinstance(raw[name].get("name"), str):
                 raise ClipevalError(f"{where}: '{name}' must be an object with a 'name'.")
+        if not isinstance(raw["model"].get("weights"), str | None):
+            raise ClipevalError(f"{where}: 'model.weights' must be a string or null (got {raw['model']['weights']!r}).")
         tasks = raw["selection"].get("tasks")
         if tasks is not None and not isinstance(tasks, dict):
             raise ClipevalError(f"{where}: 'selection.tasks' must be an object {{task: version}}, not {tasks!r}.")
@@ -174,6 +180,13 @@ class ResultsDocument:
         return cls.parse(raw, file)
 
 
+def model_label(model: Mapping[str, Any]) -> str:
+    """A document's model name, with its weights when they say more (``tiny_digits (ckpt_2000)``): how summaries,
+    reports and store file names tell apart runs of one model config with different weights."""
+    name, weights = model["name"], model.get("weights")
+    return f"{name} ({weights})" if isinstance(weights, str) and weights and weights != name else name
+
+
 def results_document(
     *,
     model: Any,
@@ -182,8 +195,10 @@ def results_document(
     samples: Mapping[str, Samples],
     config: dict[str, Any],
     extra: dict[str, Any] | None = None,
+    weights: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON of a run (see the module docstring). ``selection``: name, version, is_suite, tasks."""
+    """The JSON of a run (see the module docstring). ``selection``: name, version, is_suite, tasks;
+    ``weights``: a short name for the checkpoint (:func:`clipeval.models.base.weights_label`)."""
     return {
         "kind": KIND,
         "schema_version": SCHEMA_VERSION,
@@ -191,7 +206,7 @@ def results_document(
         "clipeval_version": clipeval.__version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "git_sha": git_sha(),
-        "model": {"name": model.name, "fingerprint": model.fingerprint},
+        "model": {"name": model.name, "fingerprint": model.fingerprint, "weights": weights},
         "selection": {
             "name": selection.name,
             "version": selection.version,
@@ -233,7 +248,7 @@ def write_json(path: Path, obj: Any) -> Path:
 
 def add_to_store(store: Path, document: dict[str, Any]) -> Path:
     stamp = document["created"].replace(":", "").replace("-", "").replace("+0000", "Z")
-    name = f"{stamp}_{document['selection']['name']}_{document['model']['name']}_{document['run_id'][:8]}.json"
+    name = f"{stamp}_{document['selection']['name']}_{model_label(document['model'])}_{document['run_id'][:8]}.json"
     return write_json(Path(store) / _safe(name), document)
 
 

@@ -30,7 +30,7 @@ from clipeval.contracts import DualEncoder
 from clipeval.errors import ClipevalError
 from clipeval.features.bank import FeatureBank
 from clipeval.interrupt import during
-from clipeval.models.base import check_dual_encoder
+from clipeval.models.base import check_dual_encoder, weights_label
 from clipeval.models.deferred import load_deferred
 from clipeval.results.record import Record
 from clipeval.results.samples import Samples
@@ -177,6 +177,7 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
         samples=evaluation.samples,
         config=config,
         extra=extra,
+        weights=weights_label(config["model"]),
     )
     with during("writing the results (each file is written whole or not at all)"):
         results, stored, problem = _write_results(evaluation, document, run_dir, Path(cfg.store))
