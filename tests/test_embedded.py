@@ -110,6 +110,29 @@ def test_baseline_zoo_has_at_least_15_members_of_several_families():
     assert len({family for family, _ in zoo.values()}) >= 5
 
 
+def test_the_zoo_trains_and_scores_on_one_thread_whatever_the_machine_has(monkeypatch):
+    """Its CNNs summed in an order that depends on the thread count, so the baselines (and the effective
+    robustness intervals) moved between machines; two threads were also slower under load."""
+    from clipeval.embedded import zoo
+    from clipeval.embedded.source import DigitsSource
+
+    seen = []
+
+    def fit(x, y):
+        seen.append(torch.get_num_threads())
+        return lambda z: (seen.append(torch.get_num_threads()), np.zeros(len(z), dtype=int))[1]
+
+    monkeypatch.setattr(zoo, "members", lambda: {"spy": ("CNN", fit)})
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        table = zoo.compute_table({"in_distribution": [DigitsSource(split="test")]}, DigitsSource(split="train"))
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 1] and table.loc["spy", "in_distribution"] > 0
+
+
 def test_default_run_is_the_digits_suite_with_effective_robustness(tmp_path):
     doc = run_in_process([], tmp_path / "run")
     assert doc["model"]["name"] == "tiny_digits" and doc["selection"]["name"] == "digits_shifts"
