@@ -66,6 +66,9 @@ def exit_2(argv: list[str], capsys) -> str:
         ("runtime.seed=abc", "runtime.seed must be a whole number from 0 to 2**32-1, not 'abc'"),
         ("runtime.seed=-1", "runtime.seed must be a whole number from 0 to 2**32-1, not -1"),
         ("runtime.cache=maybe", "runtime.cache must be true or false, not 'maybe'"),
+        ("runtime.cache=1.0", "runtime.cache must be true or false, not 1.0"),  # was taken as true
+        ("runtime.progress=0.0", "runtime.progress must be true or false, not 0.0"),
+        ("runtime.compile=1.0", "runtime.compile must be true (inductor), false, or a torch.compile backend name, not"),
         ("runtime.precision=fp64", "runtime.precision must be one of 'fp32', 'bf16', 'fp16', not 'fp64'"),
         ("runtime.decode=jpeg", "runtime.decode must be one of 'pil', 'torchvision', not 'jpeg'"),
     ],
@@ -94,6 +97,16 @@ def test_yes_and_no_are_flags_and_the_run_records_what_it_ran_with(checked):
     assert recorded == (False, False, 32) and isinstance(recorded[1], bool)
     runtime = Runtime.create(device="cpu", cache="no", channels_last="yes", compile="false", workers="2")
     assert (runtime.cache, runtime.channels_last, runtime.compile, runtime.workers) == (False, True, False, 2)
+
+
+def test_a_flag_is_true_false_yes_no_on_off_or_1_0_everywhere_and_never_a_decimal_number(checked):
+    """The same rule for the runtime's flags, a task's and a dataset's."""
+    cfg, cache = checked(["task=digits", "runtime.cache=0", "runtime.channels_last=on"])
+    assert (cache.enabled, cfg.runtime.channels_last) == (False, True)
+    with pytest.raises(ClipevalError, match=r"task.allow_duplicate_classnames must be true or false, not 1.0"):
+        checked(["task=digits", "++task.allow_duplicate_classnames=1.0"])
+    with pytest.raises(ClipevalError, match=r"task.datasets.val.optional must be true or false .*, not 0.0"):
+        checked(["task=imagenet_r", "task.datasets.val.optional=0.0"])
 
 
 def test_a_compile_backend_torch_does_not_know_is_refused_with_the_nearest():
@@ -219,6 +232,77 @@ def test_a_composed_task_is_checked_naming_the_key_and_the_task_file(checked, ov
     with pytest.raises(ClipevalError) as info:
         checked(["task=imagenet", *overrides])
     assert message.format(dir=ROOT / "tasks" / "imagenet") in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["task=digits", "+task.foo=x"],
+            "task has no key 'foo' (task.foo='x'): a task takes its schema's keys and its own variables (keys of its "
+            "task.yaml that an interpolation uses, like root in ${{...root}}). Available: allow_duplicate_classnames, "
+            "class_subset, classnames, datasets, dir, evaluators, name, templates, version. "
+            "(task file: {tasks}/digits/task.yaml)",
+        ),
+        (["task=folder", "task.root=x", "+task.rot=x"], "task has no key 'rot' (task.rot='x')"),
+        (["task=folder", "task.root=x", "+task.rot=x"], "Did you mean 'root'?"),
+        (["+suite.tasks.digits.templats=[a]"], "suite.tasks.digits has no key 'templats' (suite.tasks.digits.templat"),
+        (["+suite.tasks.digits.templats=[a]"], "Did you mean 'templates'?"),
+    ],
+)
+def test_a_key_added_to_a_task_must_be_a_task_key_or_a_variable_of_its_file(checked, overrides, message):
+    """``+task.foo=x`` was kept and ignored: a task's keys are the schema's and those its task.yaml defines."""
+    with pytest.raises(ClipevalError) as info:
+        checked(overrides)
+    assert message.format(tasks=ROOT / "tasks") in str(info.value)
+
+
+def test_a_task_variable_or_a_task_key_may_be_added(checked):
+    checked(["task=folder", "task.root=x", "++task.numeric_sort=true", "++task.allow_duplicate_classnames=true"])
+    checked(["task=digits", "++task.class_subset=[0,1]"])  # a task key the task.yaml leaves out
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ("version: one", "task.version must be a whole number, or dot-separated whole numbers as text such as '2.1'"
+         ", not 'one'."),
+        ("version: true", "task.version must be a whole number, or dot-separated whole numbers as text such as"),
+        ("version: 1.5", "task.version must be a whole number, or dot-separated whole numbers as text such as"),
+        ("name: [a, b]", "task.name must be the task's name (a string); a task.yaml needs name, datasets and "
+         "evaluators, not ['a', 'b']."),
+        ("templates: true", "task.templates must be a list of strings, a file with one per line, or null (each with"
+         " {c}), not True."),
+        ("allow_duplicate_classnames: 1.0", "task.allow_duplicate_classnames must be true or false, not 1.0."),
+        ("dataset: {}", "task has no key 'dataset' (task.dataset={}): "),  # a key nothing interpolates is no variable
+        ("templtes: [a]", "Did you mean 'templates'?"),
+    ],
+)  # fmt: skip
+def test_a_task_file_field_of_the_wrong_type_is_refused_naming_file_field_value_and_what_is_allowed(
+    checked, tmp_path, monkeypatch, field, message
+):
+    task = "name: mine\nversion: 1\ndatasets:\n  test: {_target_: clipeval.embedded.source.DigitsSource}\n"
+    task += "evaluators:\n  zeroshot: {_target_: clipeval.evaluators.zeroshot.ZeroShot}\n"
+    key = field.split(":")[0]
+    lines = [line for line in task.splitlines() if not line.startswith(f"{key}:")]
+    (tmp_path / "tasks" / "mine").mkdir(parents=True)
+    (tmp_path / "tasks" / "mine" / "task.yaml").write_text("\n".join([*lines, field]) + "\n")
+    monkeypatch.setenv("CLIPEVAL_TASKS", str(tmp_path / "tasks"))
+    with pytest.raises(ClipevalError) as info:
+        checked(["task=mine"])
+    assert message in str(info.value)
+    assert str(info.value).endswith(f"(task file: {tmp_path / 'tasks' / 'mine' / 'task.yaml'})")
+
+
+def test_a_version_is_a_whole_number_or_dotted_numbers(checked, tmp_path, monkeypatch):
+    for version in ("3", "'2.1'", "'1'"):
+        (tmp_path / "tasks" / "mine").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "tasks" / "mine" / "task.yaml").write_text(
+            f"name: mine\nversion: {version}\ndatasets: {{test: {{_target_: clipeval.embedded.source.DigitsSource}}}}"
+            "\nevaluators: {zeroshot: {_target_: clipeval.evaluators.zeroshot.ZeroShot}}\n"
+        )
+        monkeypatch.setenv("CLIPEVAL_TASKS", str(tmp_path / "tasks"))
+        checked(["task=mine"])
 
 
 def test_a_task_loaded_on_its_own_is_checked_too():
