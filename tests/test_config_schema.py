@@ -378,6 +378,9 @@ def test_a_malformed_override_exits_2_with_hydras_explanation(capsys, tmp_path, 
         (["chek"], "unknown command 'chek'; did you mean 'check'?"),
         (["help"], "unknown command 'help'. Commands: report, check (clipeval <command> --help); a run takes"),
         (["task"], "'task' is not a command: to choose a task, write task=<name>."),
+        (["digits"], "'digits' is not a command: to choose it, write task=digits or suite=digits. Commands: report,"),
+        (["digits_sketch"], "'digits_sketch' is not a command: to choose it, write task=digits_sketch."),
+        (["vit_b32", "task=digits"], "'vit_b32' is not a command: to choose it, write model=vit_b32."),
     ],
 )
 def test_a_mistyped_command_exits_2_with_the_nearest(capsys, argv, message):
@@ -390,6 +393,23 @@ def test_overrides_flags_and_deletions_are_not_taken_for_commands(capsys):
         assert "name: digits" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [["--cfg", "job"], ["--cfg", "all"], ["-c", "hydra", "--resolve"], ["--info", "defaults"], ["-m", "--cfg", "job"]],
+)
+def test_printing_an_invalid_config_exits_2_with_the_message_a_run_gives(capsys, checked, flags):
+    """``--cfg job`` printed an invalid config and exited 0."""
+    with pytest.raises(ClipevalError) as info:
+        checked(["task=digits", "runtime.cache=1.0", "+task.foo=x"])
+    err = exit_2([*flags, "task=digits", "runtime.cache=1.0", "+task.foo=x"], capsys)
+    assert err == f"clipeval: error: {info.value}\n" and not capsys.readouterr().out
+
+
+def test_printing_a_config_with_a_value_still_to_give_shows_it(capsys):
+    main(["--cfg", "job", "task=folder"])  # task.root: ??? is what to give, not an error
+    assert "root: ???" in capsys.readouterr().out
+
+
 def test_on_the_real_command_line_each_kind_exits_2(tmp_path):
     """Subprocesses: the exit code is the process's. A value, a task file, a command, an unknown key."""
     (tmp_path / "tasks" / "listed").mkdir(parents=True)
@@ -400,6 +420,7 @@ def test_on_the_real_command_line_each_kind_exits_2(tmp_path):
         ("task=listed",): "task.yaml holds a list, not a mapping",
         ("reprt", "store"): "unknown command 'reprt'; did you mean 'report'?",
         ("runtime.bacth_size=3",): "Did you mean 'batch_size'?",
+        ("task=digits", "runtime.cache=1.0", "--cfg", "job"): "runtime.cache must be true or false, not 1.0.",
     }
     for args, message in cases.items():
         proc = subprocess.run(
