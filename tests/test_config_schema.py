@@ -8,16 +8,18 @@ commands. In-process where the behaviour is the config's; a few subprocesses for
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import compose_config
+from conftest import compose_config, make_wds
 
 from clipeval.cli import main
 from clipeval.config import registry
+from clipeval.config.construct import check_options
 from clipeval.config.overrides import selection_overrides
 from clipeval.config.runtime import Runtime
 from clipeval.errors import ClipevalError
@@ -100,13 +102,17 @@ def test_yes_and_no_are_flags_and_the_run_records_what_it_ran_with(checked):
 
 
 def test_a_flag_is_true_false_yes_no_on_off_or_1_0_everywhere_and_never_a_decimal_number(checked):
-    """The same rule for the runtime's flags, a task's and a dataset's."""
+    """The same rule for the runtime's flags, a task's, a dataset's and a data source's own (numeric_sort)."""
     cfg, cache = checked(["task=digits", "runtime.cache=0", "runtime.channels_last=on"])
     assert (cache.enabled, cfg.runtime.channels_last) == (False, True)
     with pytest.raises(ClipevalError, match=r"task.allow_duplicate_classnames must be true or false, not 1.0"):
         checked(["task=digits", "++task.allow_duplicate_classnames=1.0"])
     with pytest.raises(ClipevalError, match=r"task.datasets.val.optional must be true or false .*, not 0.0"):
         checked(["task=imagenet_r", "task.datasets.val.optional=0.0"])
+    folder = {"_target_": "clipeval.data.folder.ImageFolderSource", "root": "x"}
+    assert check_options({**folder, "numeric_sort": "no"}, "d")["numeric_sort"] is False  # handed on as checked
+    with pytest.raises(ClipevalError, match=r"numeric_sort=1.0 is not allowed: numeric_sort must be true or false"):
+        check_options({**folder, "numeric_sort": 1.0}, "d")
 
 
 def test_a_compile_backend_torch_does_not_know_is_refused_with_the_nearest():
@@ -184,6 +190,85 @@ def test_an_unknown_option_of_any_built_node_gets_the_nearest():
         load_task(cfg.task)
     assert "evaluator 'zeroshot': clipeval.evaluators.zeroshot.ZeroShot has no option 'clas_subset'" in str(info.value)
     assert "Did you mean 'class_subset'?" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["task=digits", "task.datasets.test.split=tset"],  # was a bare KeyError('tset')
+            "dataset 'test' of task 'digits': split='tset' is not allowed: split must be 'train', 'val' or 'test'.",
+        ),
+        (
+            ["task=digits", "+task.datasets.test.shift=blr"],
+            "shift='blr' is not allowed: shift must be 'renditions', 'sketch', 'rotated', 'gaussian_noise', 'blur', "
+            "'contrast' or 'occlusion'",
+        ),
+        (
+            ["task=digits_corruptions", "task.datasets.blur_1.severity=7"],
+            "dataset 'blur_1' of task 'digits_corruptions': severity=7 is not allowed: severity must be 1, 2, 3, 4 or 5.",
+        ),
+        (
+            ["task=digits_corruptions", "~task.datasets.blur_1.severity"],
+            "severity=None is not allowed: severity must be one of 1, 2, 3, 4, 5 with the corruption shift 'blur'.",
+        ),
+        (
+            ["task=digits", "+task.datasets.test.severity=3"],
+            "severity=3 is not allowed: severity must be left out (null): only gaussian_noise, blur, contrast, ",
+        ),
+        (["task=digits", "+task.datasets.test.seed=-1"], "seed=-1 is not allowed: seed must be greater than or equal"),
+        (
+            ["task=folder", "task.root=x", "+task.datasets.test.other_folders=skip"],
+            "dataset 'test' of task 'folder': other_folders='skip' is not allowed: other_folders must be 'error' or "
+            "'ignore'.",
+        ),
+        (["task=folder", "task.root=x", "+task.datasets.test.crop=-2"], "crop must be greater than or equal to 0"),
+        (["task=folder", "task.root=x", "task.numeric_sort=maybe"], "numeric_sort must be true or false"),
+        (
+            ["task=imagenet_fewshot", "task.datasets.train.per_class=0"],
+            "dataset 'train' of task 'imagenet_fewshot': per_class=0 is not allowed: per_class must be greater than",
+        ),
+        (
+            ["task=imagenet_fewshot", "+task.datasets.train.source.crop=x"],
+            "dataset 'train' of task 'imagenet_fewshot', its source: crop='x' is not allowed: crop must be a valid "
+            "integer.",
+        ),
+        (
+            ["task=digits_probe", "task.evaluators.linear_probe.test=test"],
+            "evaluator 'linear_probe': test='test' is not allowed: test must be a list, not a single string.",
+        ),
+    ],
+)
+def test_a_data_source_argument_it_does_not_take_is_refused_naming_dataset_argument_value_and_what_is_allowed(
+    overrides, message
+):
+    """A built node's constructor is its schema: its annotations say what each option takes."""
+    with pytest.raises(ClipevalError) as info:
+        load_task(compose_config(selection_overrides(overrides)).task)
+    assert message in str(info.value)
+
+
+def test_a_split_a_webdataset_does_not_have_is_refused_naming_the_ones_it_has(tmp_path):
+    root = make_wds(tmp_path / "wds", split="train")
+    with pytest.raises(ClipevalError) as info:
+        load_task(compose_config(selection_overrides(["task=wds", f"task.root={root}", "task.split=tset"])).task)
+    assert str(info.value) == (
+        f"dataset 'test' of task 'wds': split='tset' is not allowed: split must be a split of webdataset {root}: "
+        "'train'."
+    )
+
+
+def test_a_target_that_does_not_import_is_one_message_without_hydras_log_lines(checked, caplog):
+    """Hydra's lookup logged an ERROR line (three in a run) before clipeval's message."""
+    with caplog.at_level(logging.DEBUG), pytest.raises(ClipevalError) as info:
+        checked(["task=digits", "model._target_=nope.Nope"])
+    assert str(info.value).startswith("Could not build model: cannot import nope.Nope (ModuleNotFoundError: No modu")
+    with caplog.at_level(logging.DEBUG), pytest.raises(ClipevalError) as info:
+        load_task(compose_config(["task=digits", "task.datasets.test._target_=clipeval.data.folder.Nope"]).task)
+    assert "cannot import clipeval.data.folder.Nope (ImportError: clipeval.data.folder has no attribute or " in str(
+        info.value
+    )
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 # --- task files ---------------------------------------------------------------------------------------------
@@ -420,6 +505,7 @@ def test_on_the_real_command_line_each_kind_exits_2(tmp_path):
         ("task=listed",): "task.yaml holds a list, not a mapping",
         ("reprt", "store"): "unknown command 'reprt'; did you mean 'report'?",
         ("runtime.bacth_size=3",): "Did you mean 'batch_size'?",
+        ("task=digits", "model._target_=nope.Nope"): "Could not build model: cannot import nope.Nope",  # no log line
         ("task=digits", "runtime.cache=1.0", "--cfg", "job"): "runtime.cache must be true or false, not 1.0.",
     }
     for args, message in cases.items():
