@@ -25,7 +25,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
-from clipeval.config.overrides import check_command, check_group_choices, selection_overrides
+from clipeval.config.overrides import check_command, check_group_choices, override_args, selection_overrides
 from clipeval.config.paths import conf_dir
 from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, did_you_mean
 from clipeval.interrupt import INTERRUPTED_EXIT_CODE, calm_sigint
@@ -180,7 +180,7 @@ def _main(argv: list[str]) -> None:
     try:
         with _hydra_errors():
             try:
-                check_sweep(argv)
+                check_configs(argv)
             except ClipevalError as exc:
                 fail(str(exc))
             try:
@@ -198,12 +198,19 @@ def _main(argv: list[str]) -> None:
 
 #: a sweep with more jobs than this has its first ones checked before any runs (each is checked again as it starts)
 SWEEP_CHECKED_JOBS = 64
+#: Hydra's flags that print the composed config (or facts about it) instead of running
+_PRINT_FLAGS = {"--cfg", "-c", "--info", "-i"}
 
 
-def check_sweep(argv: list[str]) -> None:
-    """In a sweep (``-m``), compose and check every job's config before the first job runs, so a bad value in a
-    late job is refused before hours of earlier jobs (ClipevalError naming the job's overrides)."""
-    if "-m" not in argv and "--multirun" not in argv:
+def check_configs(argv: list[str]) -> None:
+    """Compose and check, before Hydra acts, what it would otherwise print or run unchecked: the config that
+    ``--cfg``/``--info`` prints (an invalid one is the run's message and exit 2, not a listing and exit 0), and
+    in a sweep (``-m``) every job's config, so a bad value in a late job is refused before hours of earlier
+    jobs (ClipevalError naming the job's overrides). A value left ``???`` is not an error here: ``--cfg`` shows
+    it, and a run says it is required."""
+    sweep = "-m" in argv or "--multirun" in argv
+    prints = bool(_PRINT_FLAGS.intersection(argv))
+    if not (sweep or prints) or (_INFO_FLAGS - _PRINT_FLAGS).intersection(argv):
         return
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -211,14 +218,14 @@ def check_sweep(argv: list[str]) -> None:
     from clipeval.config.schema import validate_config
 
     fixed, swept = [], []
-    for arg in (a for a in argv if not a.startswith("-")):
+    for arg in override_args(argv):
         try:
             override = OverridesParser.create().parse_overrides([arg])[0]
         except Exception:  # Hydra explains a malformed override when it parses it itself
             return
         if override.key_or_group.startswith("hydra"):
             continue
-        if override.is_sweep_override():
+        if sweep and override.is_sweep_override():
             prefix = arg.split("=", 1)[0]
             swept.append([f"{prefix}={v}" for v in override.sweep_string_iterator()])
         else:
@@ -226,11 +233,16 @@ def check_sweep(argv: list[str]) -> None:
     jobs = list(itertools.islice(itertools.product(*swept), SWEEP_CHECKED_JOBS))
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         for i, job in enumerate(jobs):
+            cfg = compose(config_name="config", overrides=[*fixed, *job])
+            if missing_keys(cfg):
+                return  # a required value left out: the run says which when it starts
             try:
-                validate_config(compose(config_name="config", overrides=[*fixed, *job]))
+                validate_config(cfg)
             except MissingMandatoryValue:
                 return  # a required value left out: the run says which when it starts
             except ClipevalError as exc:
+                if not swept:
+                    raise
                 raise ClipevalError(f"Sweep job #{i} ({' '.join(job)}): {exc}\nNo job was run.") from None
 
 

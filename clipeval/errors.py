@@ -24,3 +24,15 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     hint = f" Did you mean '{close[0]}'?" if close else ""
     shown = ", ".join(choices[:40]) + (f", ... ({len(choices)} in all)" if len(choices) > 40 else "")
     return f"Available: {shown}.{hint}"
+
+
+class OptionError(ClipevalError):
+    """An option of a class built from the configuration (a constructor argument) holds a value it does not take.
+
+    The class raises it knowing the option; :func:`clipeval.config.construct.build` adds whose option it is
+    (``dataset 'test' of task 'digits': split='tset' is not allowed: split must be ...``).
+    """
+
+    def __init__(self, option: str, value: object, allowed: str):
+        self.option, self.value, self.allowed = option, value, allowed
+        super().__init__(f"{option}={value!r} is not allowed: {option} must be {allowed}.")

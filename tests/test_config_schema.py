@@ -8,16 +8,18 @@ commands. In-process where the behaviour is the config's; a few subprocesses for
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import compose_config
+from conftest import compose_config, make_wds
 
 from clipeval.cli import main
 from clipeval.config import registry
+from clipeval.config.construct import check_options
 from clipeval.config.overrides import selection_overrides
 from clipeval.config.runtime import Runtime
 from clipeval.errors import ClipevalError
@@ -66,6 +68,9 @@ def exit_2(argv: list[str], capsys) -> str:
         ("runtime.seed=abc", "runtime.seed must be a whole number from 0 to 2**32-1, not 'abc'"),
         ("runtime.seed=-1", "runtime.seed must be a whole number from 0 to 2**32-1, not -1"),
         ("runtime.cache=maybe", "runtime.cache must be true or false, not 'maybe'"),
+        ("runtime.cache=1.0", "runtime.cache must be true or false, not 1.0"),  # was taken as true
+        ("runtime.progress=0.0", "runtime.progress must be true or false, not 0.0"),
+        ("runtime.compile=1.0", "runtime.compile must be true (inductor), false, or a torch.compile backend name, not"),
         ("runtime.precision=fp64", "runtime.precision must be one of 'fp32', 'bf16', 'fp16', not 'fp64'"),
         ("runtime.decode=jpeg", "runtime.decode must be one of 'pil', 'torchvision', not 'jpeg'"),
     ],
@@ -94,6 +99,20 @@ def test_yes_and_no_are_flags_and_the_run_records_what_it_ran_with(checked):
     assert recorded == (False, False, 32) and isinstance(recorded[1], bool)
     runtime = Runtime.create(device="cpu", cache="no", channels_last="yes", compile="false", workers="2")
     assert (runtime.cache, runtime.channels_last, runtime.compile, runtime.workers) == (False, True, False, 2)
+
+
+def test_a_flag_is_true_false_yes_no_on_off_or_1_0_everywhere_and_never_a_decimal_number(checked):
+    """The same rule for the runtime's flags, a task's, a dataset's and a data source's own (numeric_sort)."""
+    cfg, cache = checked(["task=digits", "runtime.cache=0", "runtime.channels_last=on"])
+    assert (cache.enabled, cfg.runtime.channels_last) == (False, True)
+    with pytest.raises(ClipevalError, match=r"task.allow_duplicate_classnames must be true or false, not 1.0"):
+        checked(["task=digits", "++task.allow_duplicate_classnames=1.0"])
+    with pytest.raises(ClipevalError, match=r"task.datasets.val.optional must be true or false .*, not 0.0"):
+        checked(["task=imagenet_r", "task.datasets.val.optional=0.0"])
+    folder = {"_target_": "clipeval.data.folder.ImageFolderSource", "root": "x"}
+    assert check_options({**folder, "numeric_sort": "no"}, "d")["numeric_sort"] is False  # handed on as checked
+    with pytest.raises(ClipevalError, match=r"numeric_sort=1.0 is not allowed: numeric_sort must be true or false"):
+        check_options({**folder, "numeric_sort": 1.0}, "d")
 
 
 def test_a_compile_backend_torch_does_not_know_is_refused_with_the_nearest():
@@ -173,6 +192,85 @@ def test_an_unknown_option_of_any_built_node_gets_the_nearest():
     assert "Did you mean 'class_subset'?" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["task=digits", "task.datasets.test.split=tset"],  # was a bare KeyError('tset')
+            "dataset 'test' of task 'digits': split='tset' is not allowed: split must be 'train', 'val' or 'test'.",
+        ),
+        (
+            ["task=digits", "+task.datasets.test.shift=blr"],
+            "shift='blr' is not allowed: shift must be 'renditions', 'sketch', 'rotated', 'gaussian_noise', 'blur', "
+            "'contrast' or 'occlusion'",
+        ),
+        (
+            ["task=digits_corruptions", "task.datasets.blur_1.severity=7"],
+            "dataset 'blur_1' of task 'digits_corruptions': severity=7 is not allowed: severity must be 1, 2, 3, 4 or 5.",
+        ),
+        (
+            ["task=digits_corruptions", "~task.datasets.blur_1.severity"],
+            "severity=None is not allowed: severity must be one of 1, 2, 3, 4, 5 with the corruption shift 'blur'.",
+        ),
+        (
+            ["task=digits", "+task.datasets.test.severity=3"],
+            "severity=3 is not allowed: severity must be left out (null): only gaussian_noise, blur, contrast, ",
+        ),
+        (["task=digits", "+task.datasets.test.seed=-1"], "seed=-1 is not allowed: seed must be greater than or equal"),
+        (
+            ["task=folder", "task.root=x", "+task.datasets.test.other_folders=skip"],
+            "dataset 'test' of task 'folder': other_folders='skip' is not allowed: other_folders must be 'error' or "
+            "'ignore'.",
+        ),
+        (["task=folder", "task.root=x", "+task.datasets.test.crop=-2"], "crop must be greater than or equal to 0"),
+        (["task=folder", "task.root=x", "task.numeric_sort=maybe"], "numeric_sort must be true or false"),
+        (
+            ["task=imagenet_fewshot", "task.datasets.train.per_class=0"],
+            "dataset 'train' of task 'imagenet_fewshot': per_class=0 is not allowed: per_class must be greater than",
+        ),
+        (
+            ["task=imagenet_fewshot", "+task.datasets.train.source.crop=x"],
+            "dataset 'train' of task 'imagenet_fewshot', its source: crop='x' is not allowed: crop must be a valid "
+            "integer.",
+        ),
+        (
+            ["task=digits_probe", "task.evaluators.linear_probe.test=test"],
+            "evaluator 'linear_probe': test='test' is not allowed: test must be a list, not a single string.",
+        ),
+    ],
+)
+def test_a_data_source_argument_it_does_not_take_is_refused_naming_dataset_argument_value_and_what_is_allowed(
+    overrides, message
+):
+    """A built node's constructor is its schema: its annotations say what each option takes."""
+    with pytest.raises(ClipevalError) as info:
+        load_task(compose_config(selection_overrides(overrides)).task)
+    assert message in str(info.value)
+
+
+def test_a_split_a_webdataset_does_not_have_is_refused_naming_the_ones_it_has(tmp_path):
+    root = make_wds(tmp_path / "wds", split="train")
+    with pytest.raises(ClipevalError) as info:
+        load_task(compose_config(selection_overrides(["task=wds", f"task.root={root}", "task.split=tset"])).task)
+    assert str(info.value) == (
+        f"dataset 'test' of task 'wds': split='tset' is not allowed: split must be a split of webdataset {root}: "
+        "'train'."
+    )
+
+
+def test_a_target_that_does_not_import_is_one_message_without_hydras_log_lines(checked, caplog):
+    """Hydra's lookup logged an ERROR line (three in a run) before clipeval's message."""
+    with caplog.at_level(logging.DEBUG), pytest.raises(ClipevalError) as info:
+        checked(["task=digits", "model._target_=nope.Nope"])
+    assert str(info.value).startswith("Could not build model: cannot import nope.Nope (ModuleNotFoundError: No modu")
+    with caplog.at_level(logging.DEBUG), pytest.raises(ClipevalError) as info:
+        load_task(compose_config(["task=digits", "task.datasets.test._target_=clipeval.data.folder.Nope"]).task)
+    assert "cannot import clipeval.data.folder.Nope (ImportError: clipeval.data.folder has no attribute or " in str(
+        info.value
+    )
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
 # --- task files ---------------------------------------------------------------------------------------------
 
 
@@ -219,6 +317,77 @@ def test_a_composed_task_is_checked_naming_the_key_and_the_task_file(checked, ov
     with pytest.raises(ClipevalError) as info:
         checked(["task=imagenet", *overrides])
     assert message.format(dir=ROOT / "tasks" / "imagenet") in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["task=digits", "+task.foo=x"],
+            "task has no key 'foo' (task.foo='x'): a task takes its schema's keys and its own variables (keys of its "
+            "task.yaml that an interpolation uses, like root in ${{...root}}). Available: allow_duplicate_classnames, "
+            "class_subset, classnames, datasets, dir, evaluators, name, templates, version. "
+            "(task file: {tasks}/digits/task.yaml)",
+        ),
+        (["task=folder", "task.root=x", "+task.rot=x"], "task has no key 'rot' (task.rot='x')"),
+        (["task=folder", "task.root=x", "+task.rot=x"], "Did you mean 'root'?"),
+        (["+suite.tasks.digits.templats=[a]"], "suite.tasks.digits has no key 'templats' (suite.tasks.digits.templat"),
+        (["+suite.tasks.digits.templats=[a]"], "Did you mean 'templates'?"),
+    ],
+)
+def test_a_key_added_to_a_task_must_be_a_task_key_or_a_variable_of_its_file(checked, overrides, message):
+    """``+task.foo=x`` was kept and ignored: a task's keys are the schema's and those its task.yaml defines."""
+    with pytest.raises(ClipevalError) as info:
+        checked(overrides)
+    assert message.format(tasks=ROOT / "tasks") in str(info.value)
+
+
+def test_a_task_variable_or_a_task_key_may_be_added(checked):
+    checked(["task=folder", "task.root=x", "++task.numeric_sort=true", "++task.allow_duplicate_classnames=true"])
+    checked(["task=digits", "++task.class_subset=[0,1]"])  # a task key the task.yaml leaves out
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ("version: one", "task.version must be a whole number, or dot-separated whole numbers as text such as '2.1'"
+         ", not 'one'."),
+        ("version: true", "task.version must be a whole number, or dot-separated whole numbers as text such as"),
+        ("version: 1.5", "task.version must be a whole number, or dot-separated whole numbers as text such as"),
+        ("name: [a, b]", "task.name must be the task's name (a string); a task.yaml needs name, datasets and "
+         "evaluators, not ['a', 'b']."),
+        ("templates: true", "task.templates must be a list of strings, a file with one per line, or null (each with"
+         " {c}), not True."),
+        ("allow_duplicate_classnames: 1.0", "task.allow_duplicate_classnames must be true or false, not 1.0."),
+        ("dataset: {}", "task has no key 'dataset' (task.dataset={}): "),  # a key nothing interpolates is no variable
+        ("templtes: [a]", "Did you mean 'templates'?"),
+    ],
+)  # fmt: skip
+def test_a_task_file_field_of_the_wrong_type_is_refused_naming_file_field_value_and_what_is_allowed(
+    checked, tmp_path, monkeypatch, field, message
+):
+    task = "name: mine\nversion: 1\ndatasets:\n  test: {_target_: clipeval.embedded.source.DigitsSource}\n"
+    task += "evaluators:\n  zeroshot: {_target_: clipeval.evaluators.zeroshot.ZeroShot}\n"
+    key = field.split(":")[0]
+    lines = [line for line in task.splitlines() if not line.startswith(f"{key}:")]
+    (tmp_path / "tasks" / "mine").mkdir(parents=True)
+    (tmp_path / "tasks" / "mine" / "task.yaml").write_text("\n".join([*lines, field]) + "\n")
+    monkeypatch.setenv("CLIPEVAL_TASKS", str(tmp_path / "tasks"))
+    with pytest.raises(ClipevalError) as info:
+        checked(["task=mine"])
+    assert message in str(info.value)
+    assert str(info.value).endswith(f"(task file: {tmp_path / 'tasks' / 'mine' / 'task.yaml'})")
+
+
+def test_a_version_is_a_whole_number_or_dotted_numbers(checked, tmp_path, monkeypatch):
+    for version in ("3", "'2.1'", "'1'"):
+        (tmp_path / "tasks" / "mine").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "tasks" / "mine" / "task.yaml").write_text(
+            f"name: mine\nversion: {version}\ndatasets: {{test: {{_target_: clipeval.embedded.source.DigitsSource}}}}"
+            "\nevaluators: {zeroshot: {_target_: clipeval.evaluators.zeroshot.ZeroShot}}\n"
+        )
+        monkeypatch.setenv("CLIPEVAL_TASKS", str(tmp_path / "tasks"))
+        checked(["task=mine"])
 
 
 def test_a_task_loaded_on_its_own_is_checked_too():
@@ -294,6 +463,9 @@ def test_a_malformed_override_exits_2_with_hydras_explanation(capsys, tmp_path, 
         (["chek"], "unknown command 'chek'; did you mean 'check'?"),
         (["help"], "unknown command 'help'. Commands: report, check (clipeval <command> --help); a run takes"),
         (["task"], "'task' is not a command: to choose a task, write task=<name>."),
+        (["digits"], "'digits' is not a command: to choose it, write task=digits or suite=digits. Commands: report,"),
+        (["digits_sketch"], "'digits_sketch' is not a command: to choose it, write task=digits_sketch."),
+        (["vit_b32", "task=digits"], "'vit_b32' is not a command: to choose it, write model=vit_b32."),
     ],
 )
 def test_a_mistyped_command_exits_2_with_the_nearest(capsys, argv, message):
@@ -306,6 +478,23 @@ def test_overrides_flags_and_deletions_are_not_taken_for_commands(capsys):
         assert "name: digits" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [["--cfg", "job"], ["--cfg", "all"], ["-c", "hydra", "--resolve"], ["--info", "defaults"], ["-m", "--cfg", "job"]],
+)
+def test_printing_an_invalid_config_exits_2_with_the_message_a_run_gives(capsys, checked, flags):
+    """``--cfg job`` printed an invalid config and exited 0."""
+    with pytest.raises(ClipevalError) as info:
+        checked(["task=digits", "runtime.cache=1.0", "+task.foo=x"])
+    err = exit_2([*flags, "task=digits", "runtime.cache=1.0", "+task.foo=x"], capsys)
+    assert err == f"clipeval: error: {info.value}\n" and not capsys.readouterr().out
+
+
+def test_printing_a_config_with_a_value_still_to_give_shows_it(capsys):
+    main(["--cfg", "job", "task=folder"])  # task.root: ??? is what to give, not an error
+    assert "root: ???" in capsys.readouterr().out
+
+
 def test_on_the_real_command_line_each_kind_exits_2(tmp_path):
     """Subprocesses: the exit code is the process's. A value, a task file, a command, an unknown key."""
     (tmp_path / "tasks" / "listed").mkdir(parents=True)
@@ -316,6 +505,8 @@ def test_on_the_real_command_line_each_kind_exits_2(tmp_path):
         ("task=listed",): "task.yaml holds a list, not a mapping",
         ("reprt", "store"): "unknown command 'reprt'; did you mean 'report'?",
         ("runtime.bacth_size=3",): "Did you mean 'batch_size'?",
+        ("task=digits", "model._target_=nope.Nope"): "Could not build model: cannot import nope.Nope",  # no log line
+        ("task=digits", "runtime.cache=1.0", "--cfg", "job"): "runtime.cache must be true or false, not 1.0.",
     }
     for args, message in cases.items():
         proc = subprocess.run(

@@ -154,7 +154,21 @@ def _set(doc: dict, value, *path) -> None:
 
 MALFORMED = {  # what is wrong -> (change to the document's text or JSON, what the error says after the file name)
     "a list": (lambda text: "[1, 2]", " is a JSON list, not a clipeval results document"),
-    "truncated": (lambda text: text[: len(text) // 2], " is not valid JSON"),
+    "truncated": (lambda text: text[: len(text) // 2], " is truncated: its JSON ends early ("),
+    "binary": (lambda text: bytes(range(256)), " is not a JSON text file (byte 128 is not UTF-8): is it binary, or"),
+    "selection.kind neither": (
+        lambda doc: _set(doc, "run", "selection", "kind"),
+        ": 'selection.kind' must be 'task' or 'suite' (what the document's selection is), not 'run'.",
+    ),
+    "no selection.kind": (lambda doc: _drop(doc, "selection", "kind"), ": 'selection.kind' is required: 'task' or"),
+    "selection.kind a list": (
+        lambda doc: _set(doc, ["task"], "selection", "kind"),
+        ": 'selection.kind' must be 'task' or",
+    ),
+    "selection.version a list": (
+        lambda doc: _set(doc, [1], "selection", "version"),
+        ": 'selection.version' must be a string or a whole number, not [1].",
+    ),
     "no records": (lambda doc: _drop(doc, "records"), ": 'records' must be a list"),
     "records not a list": (lambda doc: _set(doc, {"a": 1}, "records"), ": 'records' must be a list"),
     "a record not an object": (lambda doc: _set(doc, "top1", "records", 0), ": records[0] is str, not an object"),
@@ -199,7 +213,7 @@ def _spoil(path: Path, change) -> None:
         doc = json.loads(text)
         change(doc)
         changed = json.dumps(doc)
-    path.write_text(changed)
+    path.write_bytes(changed if isinstance(changed, bytes) else changed.encode())
 
 
 @pytest.mark.parametrize("what", MALFORMED)

@@ -197,8 +197,10 @@ def test_the_baselines_config_is_validated_like_a_protocol(tmp_path):
 # ---------------------------------------------------------------- test-set sizes (report testbed --sizes)
 
 BAD_SIZES = {
-    "invalid JSON": ("{", " is not valid JSON"),
-    "binary": (BINARY, " is not a text file"),
+    "invalid JSON": ('{"val": }', " is not valid JSON (Expecting value at line 1, column 9)."),
+    "truncated": ('{"val": 5', " is truncated: its JSON ends early (Expecting ',' delimiter at line 1, column 10)."),
+    "binary": (BINARY, " is not a JSON text file (byte 128 is not UTF-8)"),
+    "NUL bytes": ("{}\x00\x00", " is not a JSON text file (byte 2 is a NUL byte)"),
     "a list": ("[1, 2]", " must be a JSON object {setting: number of images}, not a list"),
     "a size as text": ('{"val": "many"}', ": 'val' is 'many'; a test-set size is a positive whole number"),
     "a size of 0": ('{"val": 0}', ": 'val' is 0;"),
@@ -295,10 +297,15 @@ def test_the_paper_table_is_read_in_percent(tmp_path):
 # ---------------------------------------------------------------- store entries (report store, report figure)
 
 BAD_ENTRIES = {  # what is wrong -> (the entry's text from a good one, what the warning says after its path)
-    "truncated": (lambda text: text[:300], " is not valid JSON"),
-    "binary": (lambda text: BINARY, " is not valid JSON"),
-    "empty": (lambda text: "", " is not valid JSON"),
+    "truncated": (lambda text: text[:300], " is truncated: its JSON ends early (Expecting "),
+    "binary": (lambda text: BINARY, " is not a JSON text file (byte 128 is not UTF-8): is it binary, or compressed?"),
+    "empty": (lambda text: "", " is empty: it holds no JSON."),
+    "not JSON": (lambda text: text.replace('"kind"', "kind", 1), " is not valid JSON (Expecting property name"),
     "schema-less": (lambda text: '{"hello": 1}', " is not a clipeval results document"),
+    "selection.kind neither": (
+        lambda doc: doc["selection"].update(kind="both"),
+        ": 'selection.kind' must be 'task' or 'suite' (what the document's selection is), not 'both'.",
+    ),
     "tags a number": (lambda doc: doc.update(tags=7), ": 'tags' must be a list of strings, not 7"),
     "selection.tasks a number": (lambda doc: doc["selection"].update(tasks=3), ": 'selection.tasks' must be an"),
     "failures text": (lambda doc: doc.update(failures="x"), ": 'failures' must be a list of objects"),

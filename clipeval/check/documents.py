@@ -49,10 +49,10 @@ def describe(record: Record) -> str:
     return f"{record.label} {record.metric}"
 
 
-def load_run(path: Path) -> ResultsDocument:
+def load_run(path: Path, what: str = "") -> ResultsDocument:
     """The results document of a run directory, its results.json or a store entry; ClipevalError (exit 2)
     when it is not a valid document or its run did not finish (its records are incomplete)."""
-    doc = ResultsDocument.load(Path(path))
+    doc = ResultsDocument.load(Path(path), what)
     if doc.failures:
         what = "; ".join(f"{f.get('task')}/{f.get('evaluator')}: {f.get('error')}" for f in doc.failures)
         raise ClipevalError(
@@ -68,7 +68,7 @@ def load_golden(path: Path) -> ResultsDocument:
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise ClipevalError(f"Golden file {path} {what}. Make one with: clipeval check record RUN --out FILE")
     try:
-        doc = load_run(path)
+        doc = load_run(path, "Golden file")
     except ClipevalError:
         if _kind(path) == "clipeval-golden":
             raise ClipevalError(

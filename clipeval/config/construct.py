@@ -1,16 +1,30 @@
-"""Instantiating ``_target_`` configs with errors a user can act on."""
+"""Instantiating ``_target_`` configs with errors a user can act on.
+
+The class a node names is its schema: a key its constructor does not take is refused with the
+nearest one, and each value is checked against the constructor's type annotation (pydantic), so
+``split: tset`` for a parameter annotated ``Literal["train", "val", "test"]`` is one message naming
+the node, the option, the value and what is allowed, not a KeyError from inside the class. Values
+are handed on as checked (``"no"`` for a flag is false, as in the rest of the configuration).
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib
 import inspect
+import sys
+import types
+import typing
 from collections.abc import Mapping
 from typing import Any
 
 from hydra.errors import InstantiationException
-from hydra.utils import get_object, instantiate
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from clipeval.config.schema import HYDRA_KEYS
-from clipeval.errors import ClipevalError, did_you_mean
+from clipeval.config.schema import HYDRA_KEYS, Flag
+from clipeval.errors import ClipevalError, OptionError, did_you_mean
 
 #: modules of clipeval 0.1 that moved when the package was split into layers: old prefix -> new prefix,
 #: so that a user's task.yaml naming an old ``_target_`` gets the new name instead of "not found"
@@ -22,31 +36,65 @@ MOVED = {
 
 
 def build(node: Any, what: str) -> Any:
-    """``hydra.utils.instantiate`` that lets the user's errors through unwrapped."""
+    """``hydra.utils.instantiate`` that lets the user's errors through unwrapped, after :func:`check_options`."""
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
     if "_target_" not in node:
         raise ClipevalError(f"The config of {what} has no _target_ naming the class to build.")
-    target = str(node["_target_"])
+    options = check_options(node, what)
+    try:
+        return instantiate(options, _convert_="all")
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, OptionError):
+            raise ClipevalError(f"{what}: {cause}") from None
+        if isinstance(cause, ClipevalError):
+            raise cause from None
+        if isinstance(cause, ImportError) or "Error locating target" in str(exc):
+            raise _not_importable(str(node["_target_"]), what, _root_cause(exc)) from exc
+        raise ClipevalError(f"Could not build {what}: {exc}") from exc
+
+
+def locate(target: str, what: str) -> Any:
+    """The class or function ``target`` names (``package.module.Name``); ClipevalError (exit 2) when it cannot be
+    imported, or names a module that moved. Hydra's own lookup would log an ERROR line for each failed attempt."""
     for old, new in MOVED.items():
         if target.startswith(old):
             raise ClipevalError(
                 f"The config of {what} names _target_ {target}, which has moved: use {new}{target.removeprefix(old)}."
             )
-    check_options(node, what)
     try:
-        return instantiate(node, _convert_="all")
-    except InstantiationException as exc:
-        cause = exc.__cause__
-        if isinstance(cause, ClipevalError):
-            raise cause from None
-        if isinstance(cause, ImportError) or "Error locating target" in str(exc):
-            root = _root_cause(exc)
-            raise ClipevalError(
-                f"Could not build {what}: cannot import {target} ({type(root).__name__}: {root}). Check the module "
-                "path, that its folder is on PYTHONPATH, and that the module's own imports work (clipeval 0.2 moved "
-                "modules: clipeval.sources -> clipeval.data, clipeval.metrics -> clipeval.results.metrics, "
-                "clipeval.results -> clipeval.results.record / store; see the README's layout)."
-            ) from exc
-        raise ClipevalError(f"Could not build {what}: {exc}") from exc
+        return _import(target)
+    except Exception as exc:  # noqa: BLE001 (a module's own import may raise anything: say what and where)
+        raise _not_importable(target, what, exc) from exc
+
+
+def _import(path: str) -> Any:
+    parts = path.split(".")
+    if not all(parts):
+        raise ImportError(f"'{path}' is not a dotted import path (package.module.Name)")
+    obj = importlib.import_module(parts[0])
+    for i, part in enumerate(parts[1:], start=1):
+        if hasattr(obj, part):
+            obj = getattr(obj, part)
+            continue
+        module = ".".join(parts[: i + 1])
+        try:
+            obj = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            raise ImportError(f"{'.'.join(parts[:i])} has no attribute or module '{part}'") from None
+    return obj
+
+
+def _not_importable(target: str, what: str, cause: BaseException) -> ClipevalError:
+    return ClipevalError(
+        f"Could not build {what}: cannot import {target} ({type(cause).__name__}: {cause}). Check the module "
+        "path, that its folder is on PYTHONPATH, and that the module's own imports work (clipeval 0.2 moved "
+        "modules: clipeval.sources -> clipeval.data, clipeval.metrics -> clipeval.results.metrics, "
+        "clipeval.results -> clipeval.results.record / store; see the README's layout)."
+    )
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -55,25 +103,96 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def check_options(node: Mapping[str, Any], what: str) -> None:
-    """Refuse a key of ``node`` that its ``_target_``'s constructor does not take, with the nearest one.
+def check_options(node: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """``node``'s options as its ``_target_``'s constructor will get them; ClipevalError (exit 2) for a key it does
+    not take (with the nearest one) or a value its annotation refuses (naming the option, the value and what is
+    allowed). Nested nodes with a ``_target_`` are checked the same way.
 
     The constructor's signature is the schema of a node that builds an object (a model adapter,
     a data source, an evaluator, baselines): an unknown key would otherwise be a TypeError from
-    deep inside Hydra. A target that cannot be imported, or takes ``**kwargs``, is left to
-    ``instantiate`` to judge.
+    deep inside Hydra, and a wrong value a KeyError or a silently different run. A target that
+    takes ``**kwargs`` keeps its other keys; an option without an annotation pydantic can check
+    (a class, ``Any``) is handed on as given.
     """
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    target = locate(str(node["_target_"]), what)
     try:
-        target = get_object(str(node["_target_"]))
-        parameters = inspect.signature(target).parameters.values()
-    except Exception:  # not importable, or no signature: instantiate says why
-        return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return
-    takes = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    for key in node:
-        if key not in takes and key not in HYDRA_KEYS:
+        parameters = inspect.signature(target).parameters
+    except (TypeError, ValueError):  # no signature to check against
+        return dict(node)
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    takes = [p.name for p in parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    out = dict(node)
+    for key, value in node.items():
+        if key in HYDRA_KEYS:
+            continue
+        if key not in takes:
+            if open_ended:
+                continue
             raise ClipevalError(
-                f"{what}: {node['_target_']} has no option '{key}' (given {key}={node[key]!r}). "
+                f"{what}: {node['_target_']} has no option '{key}' (given {key}={value!r}). "
                 + did_you_mean(str(key), takes)
             )
+        if isinstance(value, Mapping) and "_target_" in value:
+            out[key] = check_options(value, f"{what}, its {key}")
+            continue
+        adapter = _adapter(target, key)
+        if adapter is not None:
+            try:
+                out[key] = adapter.validate_python(value)
+            except ValidationError as exc:
+                raise ClipevalError(f"{what}: {OptionError(key, value, _allowed(exc))}") from None
+    return out
+
+
+#: numbers are text where a constructor takes text (a YAML ``revision: 2024`` is the string "2024")
+_LENIENT = ConfigDict(coerce_numbers_to_str=True)
+
+
+@functools.cache
+def _adapter(target: Any, name: str) -> TypeAdapter | None:
+    """A validator for parameter ``name`` of ``target`` from its annotation; None when it has none pydantic checks."""
+    annotation = inspect.signature(target).parameters[name].annotation
+    if annotation is inspect.Parameter.empty:
+        return None
+    if isinstance(annotation, str):  # ``from __future__ import annotations``: resolved in the target's module
+        function = target.__init__ if isinstance(target, type) else target
+        namespace = {**vars(sys.modules.get(target.__module__, types)), **getattr(function, "__globals__", {})}
+        try:
+            annotation = eval(annotation, namespace)  # noqa: S307 (an annotation of clipeval's or the user's own code)
+        except Exception:  # noqa: BLE001 (a name only imported for type checkers: nothing to check against)
+            return None
+    if annotation is Any:
+        return None
+    try:
+        return TypeAdapter(_flags(annotation), config=_LENIENT)
+    except Exception:  # noqa: BLE001 (a class pydantic has no schema for: its constructor judges the value)
+        return None
+
+
+def _flags(tp: Any) -> Any:
+    """``tp`` with every ``bool`` a :data:`~clipeval.config.schema.Flag` (yes/no are flags; 1.0 is not)."""
+    if tp is bool:
+        return Flag
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return typing.Union[tuple(_flags(arg) for arg in typing.get_args(tp))]  # noqa: UP007 (built from a tuple)
+    return tp
+
+
+def _allowed(exc: ValidationError) -> str:
+    """What pydantic's errors say is allowed, as one phrase: "'train', 'val' or 'test'", "a valid integer"."""
+    phrases = []
+    for error in exc.errors():
+        if error["type"] == "sequence_str":
+            phrase = "a list, not a single string"
+        elif error["type"] in ("bool_parsing", "bool_type"):
+            phrase = "true or false (or yes/no, on/off, 1/0)"
+        else:
+            phrase = error["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
+            phrase = "null" if phrase == "None" else phrase.split(", unable to")[0]
+        where = "".join(f"[{part}]" for part in error["loc"] if isinstance(part, int))
+        phrase = f"{phrase} (at {where})" if where else phrase
+        if phrase not in phrases:
+            phrases.append(phrase)
+    return ", or ".join(phrases)

@@ -33,6 +33,9 @@ def check_command(argv: list[str], commands: tuple[str, ...]) -> None:
     usage = f"Commands: {', '.join(commands)} (clipeval <command> --help); a run takes key=value overrides (clipeval --help)."
     if first in registry.groups():
         raise ClipevalError(f"'{first}' is not a command: to choose a {first}, write {first}=<name>. {usage}")
+    choices = [f"{group}={first}" for group in registry.chosen_groups() if first in registry.options(group)]
+    if choices:
+        raise ClipevalError(f"'{first}' is not a command: to choose it, write {' or '.join(choices)}. {usage}")
     close = difflib.get_close_matches(first, commands, n=1, cutoff=0.5)
     hint = f"; did you mean '{close[0]}'?" if close else "."
     raise ClipevalError(f"unknown command '{first}'{hint} {usage}")
@@ -95,6 +98,18 @@ def selection_overrides(argv: list[str]) -> list[str]:
         first = _first_override(argv)  # Hydra takes its overrides as one positional run: join it
         return [*argv[:first], "~suite", *argv[first:]]
     return argv
+
+
+def override_args(argv: list[str]) -> list[str]:
+    """The overrides of ``argv``: neither flags nor a flag's value (``--cfg job``)."""
+    skip_next = False
+    out = []
+    for arg in argv:
+        if skip_next or arg.startswith("-"):
+            skip_next = arg in _FLAGS_WITH_VALUE and not skip_next
+            continue
+        out.append(arg)
+    return out
 
 
 def _first_override(argv: list[str]) -> int:

@@ -20,3 +20,12 @@ def options(group: str) -> list[str]:
         return sorted({p.parent.name for root in task_dirs() if root.is_dir() for p in root.glob("*/task.yaml")})
     folder = Path(conf_dir()) / group
     return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def chosen_groups() -> list[str]:
+    """The groups a run chooses an option of on the command line (``task=``, ``suite=``, ``model=``,
+    ``runtime=``): those of the primary config's defaults list, in its order."""
+    import yaml
+
+    defaults = yaml.safe_load((Path(conf_dir()) / "config.yaml").read_text(encoding="utf-8")).get("defaults", [])
+    return [key for entry in defaults if isinstance(entry, dict) for key in entry if "/" not in key and " " not in key]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
@@ -38,12 +39,39 @@ TASK_FILE = "task.yaml"
 
 def _not_a_flag(value: Any) -> Any:
     if isinstance(value, bool):  # pydantic would take true as 1
-        raise ValueError("a flag is not a number")
+        raise ValueError("a number, not true or false")
     return value
 
 
 #: an integer, also from a string of digits (``${oc.env:...}``) or a float without a fraction; never a flag
 Whole = Annotated[int, BeforeValidator(_not_a_flag)]
+
+
+def _not_a_number(value: Any) -> Any:
+    if isinstance(value, float):  # pydantic would take 1.0 as true and 0.0 as false
+        raise ValueError("true or false (or yes/no, on/off, 1/0), not a decimal number")
+    return value
+
+
+#: true or false, also from yes/no, on/off, 1/0 (``runtime.cache=no``); never a float (``runtime.cache=1.0``)
+Flag = Annotated[bool, BeforeValidator(_not_a_number)]
+
+
+def _text_not_number(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):  # coerce_numbers_to_str would take 1.0
+        raise ValueError("text, not a number")
+    return value
+
+
+#: a name given as text, never a number turned into one
+Name = Annotated[str, BeforeValidator(_text_not_number)]
+
+#: a version: a whole number, or dot-separated whole numbers as text ("1", "2.1"); never a word
+Version = (
+    Annotated[int, BeforeValidator(_not_a_flag), Field(ge=0)]
+    | Annotated[str, BeforeValidator(_text_not_number), Field(pattern=r"^[0-9]+(\.[0-9]+)*$")]
+)
+VERSION_HELP = "a whole number, or dot-separated whole numbers as text such as '2.1'"
 
 
 class _Closed(BaseModel):
@@ -75,10 +103,10 @@ class RuntimeSettings(_Closed):
         None, description="a whole number of at least 1 (the first N samples of each dataset), or null"
     )
     seed: Whole = Field(0, ge=0, le=2**32 - 1, description="a whole number from 0 to 2**32-1")
-    cache: bool = Field(True, description="true or false")
-    progress: bool = Field(True, description="true or false")
-    channels_last: bool = Field(False, description="true or false")
-    compile: bool | str = Field(
+    cache: Flag = Field(True, description="true or false")
+    progress: Flag = Field(True, description="true or false")
+    channels_last: Flag = Field(False, description="true or false")
+    compile: Flag | Name = Field(
         False, union_mode="left_to_right", description="true (inductor), false, or a torch.compile backend name"
     )
     decode: Decoder = Field("pil", description="one of 'pil', 'torchvision'")
@@ -98,7 +126,7 @@ class ModelConfig(_Target):
 
 
 class DatasetConfig(_Target):
-    optional: bool = Field(False, description="true or false (true: the task runs without it when absent)")
+    optional: Flag = Field(False, description="true or false (true: the task runs without it when absent)")
 
 
 _strings_or_file = "a list of strings, a file with one per line, or null"
@@ -108,7 +136,7 @@ class TaskConfig(_Open):
     """A task (``task``, or each of a suite's ``tasks``): one ``task.yaml`` and the overrides on it."""
 
     name: str = Field(description="the task's name (a string); a task.yaml needs name, datasets and evaluators")
-    version: Whole | str = Field(1, description="a version number or string")
+    version: Version = Field(1, description=VERSION_HELP)
     dir: str | None = Field(None, description="the task's folder (set by clipeval)")
     datasets: dict[str, DatasetConfig] = Field(
         description="a mapping of dataset name to its source (a node with _target_)"
@@ -121,7 +149,7 @@ class TaskConfig(_Open):
     class_subset: list[Any] | str | None = Field(  # its entries are the evaluators' to judge (they say which)
         None, description="a list of class indices, a file with one per line, or null"
     )
-    allow_duplicate_classnames: bool = Field(False, description="true or false")
+    allow_duplicate_classnames: Flag = Field(False, description="true or false")
 
 
 class ShiftConfig(_Closed):
@@ -151,7 +179,7 @@ class SuiteConfig(_Closed):
     """``suite``: several tasks run with one model, and their robustness report."""
 
     name: str = Field(description="the suite's name (a string)")
-    version: Whole | str = Field(1, description="a version number or string")
+    version: Version = Field(1, description=VERSION_HELP)
     tasks: dict[str, TaskConfig] = Field(min_length=1, description="a mapping of task name to task (at least one)")
     robustness: RobustnessConfig | None = Field(None, description="the robustness report's settings, or null")
 
@@ -205,15 +233,72 @@ def validate_config(cfg: DictConfig) -> RunConfig:
     """
     data = resolved(cfg)
     run = _validate(RunConfig, data, ())
-    if run.task is None and data.get("suite") is not None:
-        _validate(SuiteConfig, data["suite"], ("suite",))
+    if run.task is not None:
+        check_task_keys(data["task"], ("task",))
+    elif data.get("suite") is not None:
+        suite = _validate(SuiteConfig, data["suite"], ("suite",))
+        for name in suite.tasks:
+            check_task_keys(data["suite"]["tasks"][name], ("suite", "tasks", name))
     return run
 
 
 def validate_task(cfg: DictConfig | Mapping[str, Any], key: str = "task") -> TaskConfig:
     """One task's composed config (``key`` names it in messages), checked against :class:`TaskConfig`."""
     data = resolved(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
-    return _validate(TaskConfig, data, tuple(key.split(".")))
+    prefix = tuple(key.split("."))
+    task = _validate(TaskConfig, data, prefix)
+    check_task_keys(data, prefix)
+    return task
+
+
+def check_task_keys(data: Mapping[str, Any], prefix: tuple[str, ...]) -> None:
+    """Refuse a key of a composed task that is neither a task key (:class:`TaskConfig`) nor one of the task's own
+    variables (see :func:`task_variables`): ``+task.foo=x``, or ``dataset:`` in a task.yaml, would otherwise be kept
+    and ignored. ClipevalError naming the key, its value and the nearest valid key.
+
+    A task whose folder is unknown, or whose task.yaml has a defaults list (its variables may come from
+    elsewhere), keeps its other keys.
+    """
+    fields = [info.alias or name for name, info in TaskConfig.model_fields.items()]
+    extra = [key for key in data if key not in fields]
+    own = task_variables(data.get("dir")) if extra else None
+    if own is None:
+        return
+    lines = []
+    for key in (k for k in extra if k not in own):
+        where = ".".join(prefix)
+        lines.append(
+            f"{where} has no key '{key}' ({where}.{key}={_show(data[key])}): a task takes its schema's keys and its "
+            f"own variables (keys of its {TASK_FILE} that an interpolation uses, like root in ${{...root}}). "
+            f"{did_you_mean(str(key), [*fields, *own])} (task file: {data['dir']}/{TASK_FILE})"
+        )
+    if len(lines) == 1:
+        raise ClipevalError(lines[0])
+    if lines:
+        raise ClipevalError(
+            f"{len(lines)} problems in the configuration:\n" + "\n".join(f"  - {line}" for line in lines)
+        )
+
+
+def task_variables(folder: Any) -> list[str] | None:
+    """A task's own variables: the top-level keys of the task.yaml in ``folder`` that an interpolation in it uses
+    (``root`` in ``root: ${...root}``); a key nothing uses is a typo or a leftover. None when they are not known
+    from the file alone: no folder or file, or a defaults list that may bring in others."""
+    import re
+
+    import yaml
+
+    if not folder:
+        return None
+    try:
+        text = (Path(str(folder)) / TASK_FILE).read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if not isinstance(data, dict) or "defaults" in data:
+        return None
+    used = " ".join(re.findall(r"\$\{[^}]*\}", text))
+    return [str(k) for k in data if re.search(rf"(?<![\w-]){re.escape(str(k))}(?![\w-])", used)]
 
 
 def validate_runtime(settings: Mapping[str, Any]) -> RuntimeSettings:

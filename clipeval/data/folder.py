@@ -7,8 +7,10 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated, Literal
 
 from PIL import Image
+from pydantic import Field
 
 from clipeval.cache import file_digests
 from clipeval.config.lists import read_strings
@@ -38,8 +40,8 @@ class ImageFolderSource(MapSource):
         root: str | os.PathLike | Sequence[str],
         numeric_sort: bool = False,
         classes: Sequence[str] | str | None = None,
-        other_folders: str = "error",
-        crop: int = 0,
+        other_folders: Literal["error", "ignore"] = "error",
+        crop: Annotated[int, Field(ge=0)] = 0,
         what: str | None = None,
         how_to_get: str | None = None,
     ):

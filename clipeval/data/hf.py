@@ -12,7 +12,7 @@ from PIL import Image
 
 from clipeval.cache import file_digests
 from clipeval.data.base import DataNotFound, MapSource, content_key
-from clipeval.errors import ClipevalError
+from clipeval.errors import ClipevalError, OptionError
 
 
 class HFDatasetSource(MapSource):
@@ -37,12 +37,10 @@ class HFDatasetSource(MapSource):
         ds = _load(self.path, split, name, revision)
         self.image_key = image_key or _find_column(ds, datasets.Image, "image")
         self.label_key = label_key or _find_column(ds, datasets.ClassLabel, "label")
-        for key in (self.image_key, self.label_key):
+        for option, key in (("image_key", self.image_key), ("label_key", self.label_key)):
             if key not in ds.column_names:
-                raise ClipevalError(
-                    f"Column '{key}' is not in dataset {self.path} (columns: {ds.column_names}). "
-                    "Set task.image_key / task.label_key."
-                )
+                columns = ", ".join(map(repr, ds.column_names))
+                raise OptionError(option, key, f"a column of dataset {self.path}: {columns} (task.{option})")
         feature = ds.features[self.label_key]
         self.classnames = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
         self._labels = _integer_labels(ds, self.label_key, self.path)
@@ -82,7 +80,7 @@ def _load(path: str, split: str, name: str | None, revision: str | None):
         ds = datasets.load_from_disk(str(local))
         if isinstance(ds, datasets.DatasetDict):
             if split not in ds:
-                raise ClipevalError(f"Split '{split}' is not in {path} (splits: {list(ds)}). Set task.split.")
+                raise OptionError("split", split, f"a split of {path}: {', '.join(map(repr, ds))} (task.split)")
             ds = ds[split]
         return ds
     parquet = _parquet_files(local)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from PIL import Image
+from pydantic import Field
 
 from clipeval.data.base import MapSource, content_key
 
@@ -19,7 +20,9 @@ class SampledSource(MapSource):
     itself a uniform k-subset of the class; different seeds' subsets share the pool.
     """
 
-    def __init__(self, source: MapSource, per_class: int, seed: int = 0):
+    def __init__(
+        self, source: MapSource, per_class: Annotated[int, Field(ge=1)], seed: Annotated[int, Field(ge=0)] = 0
+    ):
         self.source = source
         by_class: dict[int, list[int]] = defaultdict(list)
         for i in range(len(source)):

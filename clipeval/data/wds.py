@@ -24,7 +24,7 @@ from PIL import Image
 
 from clipeval.cache import file_digests
 from clipeval.data.base import DataNotFound, Item, Source, content_key, decode, is_utf8
-from clipeval.errors import ClipevalError
+from clipeval.errors import ClipevalError, OptionError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,9 @@ class WebDatasetSource(Source):
         self.root = Path(root).expanduser().resolve()
         self.split = split
         nshards_file = self.root / split / "nshards.txt"
+        splits = sorted(p.parent.name for p in self.root.glob("*/nshards.txt")) if self.root.is_dir() else []
+        if not nshards_file.is_file() and splits:
+            raise OptionError("split", split, f"a split of webdataset {self.root}: {', '.join(map(repr, splits))}")
         if not nshards_file.is_file():
             raise DataNotFound(
                 f"Webdataset split '{split}' ({split}/nshards.txt)",

@@ -17,7 +17,9 @@ memoised in-process.
 from __future__ import annotations
 
 import functools
+import typing
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -25,9 +27,13 @@ from scipy import ndimage
 
 SEED = 0
 CLASSNAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-SPLITS = ("train", "val", "test")
-CORRUPTIONS = ("gaussian_noise", "blur", "contrast", "occlusion")
-SEVERITIES = (1, 2, 3, 4, 5)
+Split = Literal["train", "val", "test"]
+Corruption = Literal["gaussian_noise", "blur", "contrast", "occlusion"]
+Shift = Literal["renditions", "sketch", "rotated", "gaussian_noise", "blur", "contrast", "occlusion"]
+Severity = Literal[1, 2, 3, 4, 5]
+SPLITS = typing.get_args(Split)
+CORRUPTIONS = typing.get_args(Corruption)
+SEVERITIES = typing.get_args(Severity)
 MAX_INK = 16  # the originals count on-pixels in 4x4 blocks
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Annotated
 
 from PIL import Image
+from pydantic import Field
 
 from clipeval.data.base import MapSource, content_key
 from clipeval.embedded import digits
+from clipeval.errors import OptionError
 
 
 class DigitsSource(MapSource):
@@ -15,11 +18,15 @@ class DigitsSource(MapSource):
 
     def __init__(
         self,
-        shift: str | None = None,
-        split: str = "test",
-        severity: int | None = None,
-        seed: int = digits.SEED,
+        shift: digits.Shift | None = None,
+        split: digits.Split = "test",
+        severity: digits.Severity | None = None,
+        seed: Annotated[int, Field(ge=0)] = digits.SEED,
     ):
+        if shift in digits.CORRUPTIONS and severity is None:
+            raise OptionError("severity", severity, f"one of 1, 2, 3, 4, 5 with the corruption shift '{shift}'")
+        if shift not in digits.CORRUPTIONS and severity is not None:
+            raise OptionError("severity", severity, f"left out (null): only {', '.join(digits.CORRUPTIONS)} have one")
         self.images, self.labels = digits.load(shift, split, severity, seed)
         self.name = shift or split
         if severity is not None:

@@ -44,7 +44,7 @@ class ZeroShot:
     def __init__(
         self,
         datasets: Sequence[str] | None = None,
-        class_subset: Sequence[int] | str | None = None,
+        class_subset: Sequence[Any] | str | None = None,  # its entries are judged by check(), naming them
         labels: str = "subset",
         name: str | None = None,
         groups_from: str | None = None,

@@ -23,13 +23,13 @@ the CLIP paper's table          :func:`clipeval.report.testbed.read_paper_table`
 ==============================  =================================================  =====================================
 
 The low-level pieces here (:func:`read_csv`, :func:`require_columns`, :func:`accuracies`,
-:func:`read_yaml_mapping`, :func:`read_json`) are what those readers share.
+:func:`read_yaml_mapping`, and :func:`read_text` and :func:`read_json` from
+:mod:`clipeval.results.files`) are what those readers share.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -38,23 +38,9 @@ from typing import Any
 import pandas as pd
 
 from clipeval.errors import ClipevalError, did_you_mean
+from clipeval.results.files import read_json, read_text
 
 # ---------------------------------------------------------------- text files
-
-
-def read_text(path: str | Path, what: str) -> tuple[Path, str]:
-    """(path, its text); ClipevalError when it is absent, a folder, unreadable or not UTF-8 text (binary)."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise ClipevalError(f"{what} {path} does not exist.")
-    if not path.is_file():
-        raise ClipevalError(f"{what} {path} is not a file.")
-    try:
-        return path, path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ClipevalError(
-            f"{what} {path} is not a text file (byte {exc.start} is not UTF-8): is it binary, or compressed?"
-        ) from None
 
 
 def read_csv(path: str | Path, what: str) -> tuple[Path, pd.DataFrame]:
@@ -178,15 +164,6 @@ def read_yaml_mapping(path: str | Path, what: str) -> tuple[Path, dict[str, Any]
     if not isinstance(data, dict):
         raise ClipevalError(f"{what} {path} must be a mapping of keys to values, not a {type(data).__name__}.")
     return path, data
-
-
-def read_json(path: str | Path, what: str) -> tuple[Path, Any]:
-    """(path, its JSON value); ClipevalError for a file that is not JSON."""
-    path, text = read_text(path, what)
-    try:
-        return path, json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ClipevalError(f"{what} {path} is not valid JSON ({exc}).") from None
 
 
 def check_keys(data: Mapping[str, Any], allowed: Iterable[str], required: Iterable[str], where: str) -> None:

@@ -43,6 +43,7 @@ from typing import Any
 import clipeval
 from clipeval.atomic import atomic_write
 from clipeval.errors import ClipevalError
+from clipeval.results.files import read_json
 from clipeval.results.record import Metric, Record, metric_info
 from clipeval.results.robustness import RobustnessSpec, check_settings
 from clipeval.results.samples import Samples
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 
 KIND = "clipeval-results"
 SCHEMA_VERSION = 3
+#: ``selection.kind``: what a run evaluated, one task or a suite of tasks (written and checked here)
+TASK, SUITE = "task", "suite"
+SELECTION_KINDS = (TASK, SUITE)
 
 
 @dataclass
@@ -128,9 +132,7 @@ class ResultsDocument:
                 raise ClipevalError(f"{where}: '{name}' must be an object with a 'name'.")
         if not isinstance(raw["model"].get("weights"), str | None):
             raise ClipevalError(f"{where}: 'model.weights' must be a string or null (got {raw['model']['weights']!r}).")
-        tasks = raw["selection"].get("tasks")
-        if tasks is not None and not isinstance(tasks, dict):
-            raise ClipevalError(f"{where}: 'selection.tasks' must be an object {{task: version}}, not {tasks!r}.")
+        _check_selection(raw["selection"], where)
         tags = raw.get("tags")
         if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str | int | float) for t in tags)):
             raise ClipevalError(f"{where}: 'tags' must be a list of strings, not {tags!r}.")
@@ -167,16 +169,13 @@ class ResultsDocument:
             raise ClipevalError(f"{self.where}: {exc} (or define it in the document's 'metrics').") from None
 
     @classmethod
-    def load(cls, path: Path) -> ResultsDocument:
-        """From a results file, or a run directory (its results.json)."""
+    def load(cls, path: Path, what: str = "") -> ResultsDocument:
+        """From a results file, or a run directory (its results.json); ``what`` names its kind in messages."""
         path = Path(path)
         file = path / "results.json" if path.is_dir() else path
         if not file.is_file():
             raise ClipevalError(f"No results at {file}: give a run directory, its results.json or a store entry.")
-        try:
-            raw = json.loads(file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ClipevalError(f"{file} is not valid JSON ({exc}): it may be truncated; run again.") from None
+        _, raw = read_json(file, what)
         return cls.parse(raw, file)
 
 
@@ -210,7 +209,7 @@ def results_document(
         "selection": {
             "name": selection.name,
             "version": selection.version,
-            "kind": "suite" if selection.is_suite else "task",
+            "kind": SUITE if selection.is_suite else TASK,
             "tasks": selection.task_versions,
         },
         "tags": [str(t) for t in config.get("tags") or []],
@@ -221,6 +220,26 @@ def results_document(
         "config": config,
         **(extra or {}),
     }
+
+
+def _check_selection(selection: dict[str, Any], where: str) -> None:
+    """``selection`` as :func:`results_document` writes it: ``name`` (checked by the caller), ``kind`` one of
+    :data:`SELECTION_KINDS`, ``version`` a string or a whole number, ``tasks`` {task: version} (ClipevalError
+    naming the file and the field otherwise)."""
+    kind = selection.get("kind")
+    if "kind" not in selection:
+        raise ClipevalError(f"{where}: 'selection.kind' is required: {' or '.join(map(repr, SELECTION_KINDS))}.")
+    if not isinstance(kind, str) or kind not in SELECTION_KINDS:
+        raise ClipevalError(
+            f"{where}: 'selection.kind' must be {' or '.join(map(repr, SELECTION_KINDS))} (what the document's "
+            f"selection is), not {kind!r}."
+        )
+    version = selection.get("version")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, str | int)):
+        raise ClipevalError(f"{where}: 'selection.version' must be a string or a whole number, not {version!r}.")
+    tasks = selection.get("tasks")
+    if tasks is not None and not isinstance(tasks, dict):
+        raise ClipevalError(f"{where}: 'selection.tasks' must be an object {{task: version}}, not {tasks!r}.")
 
 
 def _check_run_info(raw: dict[str, Any], where: str) -> None:

@@ -115,7 +115,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """
     settings = validate_config(cfg)
     _record_normalised_runtime(cfg, settings.runtime.model_dump())
-    check_options(OmegaConf.to_container(cfg.model, resolve=True), "model")  # its construction is deferred
+    check_options(cfg.model, "model")  # its construction is deferred
     _guard_log_files()
     for folder, what, how in (
         (run_dir, "run directory", "hydra.run.dir=DIR"),

@@ -1,0 +1,62 @@
+"""Reading the text and JSON files that ``check`` and ``report`` take, with one wording for each way they fail.
+
+A file that is absent, a folder, not UTF-8 text (binary or compressed), empty, JSON that ends
+early (truncated) or JSON that is otherwise malformed is a :class:`~clipeval.errors.ClipevalError`
+(exit 2) naming the file. Every JSON file kind read by check and report goes through
+:func:`read_json`: results documents (a run's results.json, a store entry, a golden file) and
+test-set sizes; the CSV and YAML readers of :mod:`clipeval.report.inputs` go through :func:`read_text`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from clipeval.errors import ClipevalError
+
+
+def read_text(path: str | Path, what: str, kind: str = "text") -> tuple[Path, str]:
+    """(path, its text); ClipevalError when it is absent, a folder, unreadable or not UTF-8 text (binary).
+
+    ``kind`` names the file kind in the message (``is not a JSON text file``).
+    """
+    path = Path(path).expanduser()
+    where = f"{what} {path}".strip()
+    if not path.exists():
+        raise ClipevalError(f"{where} does not exist.")
+    if not path.is_file():
+        raise ClipevalError(f"{where} is not a file.")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ClipevalError(f"{where} cannot be read ({exc.strerror or exc}).") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ClipevalError(
+            f"{where} is not a {kind} file (byte {exc.start} is not UTF-8): is it binary, or compressed?"
+        ) from None
+    if "\x00" in text:
+        raise ClipevalError(
+            f"{where} is not a {kind} file (byte {text.index(chr(0))} is a NUL byte): is it binary, or compressed?"
+        )
+    return path, text
+
+
+def read_json(path: str | Path, what: str) -> tuple[Path, Any]:
+    """(path, its JSON value); ClipevalError for a file that is not JSON text, is empty, ends early (truncated)
+    or holds malformed JSON, each said as such."""
+    path, text = read_text(path, what, "JSON text")
+    where = f"{what} {path}".strip()
+    if not text.strip():
+        raise ClipevalError(f"{where} is empty: it holds no JSON.")
+    try:
+        return path, json.loads(text)
+    except json.JSONDecodeError as exc:
+        at = f"line {exc.lineno}, column {exc.colno}"
+        if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string"):  # no more text to parse
+            raise ClipevalError(
+                f"{where} is truncated: its JSON ends early ({exc.msg} at {at}). Write or copy it again."
+            ) from None
+        raise ClipevalError(f"{where} is not valid JSON ({exc.msg} at {at}).") from None
