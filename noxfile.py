@@ -1,4 +1,4 @@
-"""Developer sessions: `nox -s tests`, `nox -s lint` (or plain `nox` for both)."""
+"""Developer sessions: `nox -s tests`, `nox -s lint` (or plain `nox` for both), `nox -s bench`, `nox -s regression`."""
 
 from __future__ import annotations
 
@@ -40,6 +40,18 @@ def regression(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Throughput of the hot paths (a benchmark: it prints numbers and never fails on speed)."""
-    session.install(".")
-    session.run("python", "-m", "clipeval.bench", *session.posargs)
+    """Speed, never pass/fail on it: the hot paths under pytest-benchmark (``benchmarks/``, saved as JSON in
+    ``.benchmarks/`` for ``--benchmark-compare`` across commits), then ``python -m clipeval.bench``.
+
+    nox -s bench                     # both
+    nox -s bench -- --compare        # the hot paths, compared with the last saved run
+    """
+    session.install(".[test]")
+    compare = "--compare" in session.posargs
+    args = [a for a in session.posargs if a != "--compare"]
+    session.run(
+        "python", "-m", "pytest", "benchmarks", "-p", "no:randomly", "--benchmark-autosave",
+        "--benchmark-columns=min,median,max,rounds", *(["--benchmark-compare"] if compare else []),
+    )  # fmt: skip
+    if not compare:
+        session.run("python", "-m", "clipeval.bench", *args)
