@@ -191,3 +191,29 @@ def test_a_failing_robustness_report_still_writes_the_results(tmp_path, monkeypa
     doc = json.loads((tmp_path / "run" / "results.json").read_text())
     assert "no points for shift(s) ['extra']" in doc["effective_robustness_error"]
     assert any((r["task"], r["dataset"]) == ("digits", "test") for r in doc["records"])
+
+
+def test_the_digits_are_encoded_without_worker_processes(monkeypatch, tmp_path):
+    """Its images are in memory: forking a loader worker per dataset made the default job slower."""
+    import torch.utils.data
+
+    from clipeval.cache import TensorCache
+    from clipeval.config.runtime import Runtime
+    from clipeval.embedded.source import DigitsSource
+    from clipeval.features.encode import image_features
+    from clipeval.models.open_clip import OpenClipEncoder
+
+    workers = []
+
+    class Spy(torch.utils.data.DataLoader):
+        def __init__(self, *args, **kwargs):
+            workers.append(kwargs.get("num_workers", 0))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", Spy)
+    model = OpenClipEncoder(
+        "tiny-digits-vit", pretrained=asset("tiny_digits.safetensors"), model_config=asset("tiny-digits-vit.json")
+    )
+    runtime = Runtime.create(device="cpu", workers=2, limit=20, progress=False)
+    fs = image_features(model, DigitsSource(split="test"), runtime, TensorCache(tmp_path, enabled=False))
+    assert len(fs) == 20 and workers == [0]
