@@ -58,3 +58,14 @@ def test_the_gpu_benchmark_compares_each_path_with_cpu_fp32_features(tiny_open_c
     assert rows[0]["max_abs_diff"] == 0.0
     assert 0 < rows[1]["max_abs_diff"] < 0.1 and rows[1]["min_cosine"] > 0.99
     assert all(r["bare_forward"] > 0 and r["end_to_end"] > 0 for r in rows)
+
+
+def test_the_precision_section_compares_bf16_with_fp32_on_the_real_digits(tmp_path, monkeypatch):
+    from clipeval.bench import precision
+    from clipeval.embedded.source import DigitsSource
+
+    monkeypatch.setattr(precision, "digits_sources", lambda: {"test": DigitsSource(split="test")})
+    rows = precision.digits_top1(tmp_path)
+    test = rows["test"]
+    assert test["n"] == 360 and 0.85 <= test["fp32"] <= 1 and 0 <= test["changed"] <= 360
+    assert abs(test["fp32"] - test["bf16"]) <= test["changed"] / test["n"] + 1e-9  # top-1 moves only by changes

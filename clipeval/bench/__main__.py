@@ -12,13 +12,13 @@ from pathlib import Path
 import torch
 
 import clipeval.bench as bench
-from clipeval.bench import memory, peer, suite, throughput
+from clipeval.bench import memory, peer, precision, suite, throughput
 from clipeval.bench.fixtures import jpeg_folder, random_checkpoint
 from clipeval.config.runtime import Runtime
 from clipeval.data.folder import ImageFolderSource
 from clipeval.models.open_clip import OpenClipEncoder
 
-SECTIONS = ("throughput", "suite", "memory", "peer")
+SECTIONS = ("throughput", "precision", "suite", "memory", "peer")
 WIDTH = 60
 
 
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
             model = OpenClipEncoder(args.arch, pretrained=str(checkpoint))
             show_throughput(args, model, ImageFolderSource(images), scratch)
             del model
+        if "precision" in args.sections:
+            show_precision(args, scratch)
         if "suite" in args.sections:
             show_suite(args, scratch)
         if "memory" in args.sections:
@@ -95,6 +97,18 @@ def show_throughput(args, model: OpenClipEncoder, source: ImageFolderSource, scr
         f"{txt['trimmed'] / txt['full']:.1f}x",
     )
     row("  largest difference of unit embeddings", f"{txt['diff']:.1e}")
+
+
+def show_precision(args, scratch: Path) -> None:
+    model = OpenClipEncoder(args.arch, pretrained=str(random_checkpoint(args.arch, scratch)))
+    rates = precision.forward_rates(model, args.batch)
+    del model
+    row(f"image forward fp32, images/s (batch {args.batch})", f"{rates['fp32']:.1f}")
+    row("image forward bf16 autocast, images/s", f"{rates['bf16']:.1f}")
+    row("  bf16 speed-up", f"{rates['bf16'] / rates['fp32']:.2f}x")
+    for name, r in precision.digits_top1(scratch).items():
+        row(f"  real digits '{name}' (n={r['n']}): top-1 fp32 / bf16", f"{r['fp32']:.4f} / {r['bf16']:.4f}")
+        row("    predictions that differ", f"{r['changed']}")
 
 
 def show_suite(args, scratch: Path) -> None:
