@@ -95,7 +95,22 @@ def decode_batch(
     skipped = [(ids[i], why) for i, why in sorted(errors.items())]
     if not kept:
         return None, kept, skipped
-    return torch.stack([transform(images[i].to(device)) for i in kept]), kept, skipped
+    return _transform_by_size([images[i].to(device) for i in kept], transform), kept, skipped
+
+
+def _transform_by_size(images: list[torch.Tensor], transform: Callable) -> torch.Tensor:
+    """``transform`` of each image, stacked in order; images of one size go through it as one batch (one
+    resize kernel instead of one per image: on a GPU, a Python loop over the images held the whole path
+    to the per-image launch rate). Each image is resampled on its own either way, so the result is the
+    same as transforming them one by one."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(tuple(image.shape), []).append(i)
+    out: list[torch.Tensor | None] = [None] * len(images)
+    for members in groups.values():
+        for i, x in zip(members, transform(torch.stack([images[i] for i in members])), strict=True):
+            out[i] = x
+    return torch.stack(out)  # type: ignore[arg-type]
 
 
 def _decode_one(data: torch.Tensor, device: torch.device, errors: dict[int, str], i: int) -> torch.Tensor | None:

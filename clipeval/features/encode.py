@@ -66,7 +66,9 @@ def feature_key(model: DualEncoder, source: Source, runtime: Runtime) -> str:
         source=source.key,
         limit=runtime.limit,
         precision=runtime.precision,
-        decode=runtime.decode,
+        # the torchvision path's code version: its GPU kernels are not promised to give the same bits batched
+        # as one by one, so features cached before it batched by size are not reused
+        decode=runtime.decode if runtime.decode == "pil" else f"{runtime.decode}/2",
     )
 
 
