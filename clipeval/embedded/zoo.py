@@ -14,6 +14,7 @@ prints it as CSV.
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Callable
 
@@ -118,7 +119,7 @@ def compute_table(settings: dict[str, list[DigitsSource]], train: DigitsSource) 
             correct = sum(int((predict(s.images / digits.MAX_INK) == s.labels).sum()) for s in sources)
             row[setting] = correct / sum(len(s) for s in sources)
         rows[name] = row
-        log.info(
+        log.debug(
             "baseline %-20s %s",
             name,
             "  ".join(f"{k} {v:.3f}" for k, v in row.items() if k != "family"),
@@ -180,7 +181,9 @@ class DigitsZoo:
             "Baseline zoo: training %d supervised classifiers on the digits (first run only)",
             len(members()),
         )
+        start = time.perf_counter()
         table = compute_table(settings, train)
+        log.info("Baseline zoo: trained %d classifiers in %.1f s", len(table), time.perf_counter() - start)
         self.cache.save("baselines", key, {"table": table.reset_index().to_dict(orient="list")})
         return table
 
