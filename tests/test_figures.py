@@ -45,6 +45,10 @@ def check_paper_rules(fig) -> None:
             assert not area.overlaps(box), (
                 f"{type(artist).__name__} {getattr(artist, 'get_text', str)()!r} over a panel"
             )
+        (x_lo, x_hi), (y_lo, y_hi) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
+        for container in (c for c in ax.containers if isinstance(c, ErrorbarContainer) and c.lines[0] is not None):
+            for x, y in container.lines[0].get_xydata():  # every point with intervals is in view
+                assert x_lo <= x <= x_hi and y_lo <= y <= y_hi, f"{container.get_label()} point ({x}, {y}) out of view"
         for axis, limits in (("x", ax.get_xlim()), ("y", ax.get_ylim())):
             scale = ax.get_xscale() if axis == "x" else ax.get_yscale()
             label = ax.get_xlabel() if axis == "x" else ax.get_ylabel()
@@ -187,6 +191,8 @@ def test_the_attack_figure_draws_every_points_interval_within_0_to_100(tmp_path,
         errorbar_spans(bars["worst case over attacks"]), [[100 * r.ci[0], 100 * r.ci[1]] for r in [clean, *worst]]
     )
     assert list(bars["pgd"].lines[0].get_xdata()) == [0, 2, 4, 8]  # drawn apart, yet at their eps
+    lo, hi = ax.get_xlim()
+    assert lo < 0 and 8 < hi < 9  # every eps in view
     matplotlib.pyplot.close(fig)
 
 

@@ -285,6 +285,8 @@ def robust_accuracy_figure(clean: Record, robust: list[Record], model: str):
     ax.set_xlabel(f"eps ({unit})")
     ax.set_ylabel("top-1 (%)")
     ax.set_ylim(0, 100)
+    top = max(float(r.params["eps"]) for r in robust)  # the dodged error bars do not autoscale the x axis
+    ax.set_xlim(-0.05 * top, 1.05 * top)
     ax.set_title(f"Adversarial robustness of zero-shot {model} on {clean.label}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="95% intervals", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1),
