@@ -128,9 +128,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     cache = TensorCache(cache_dir(settings.cache_dir), enabled=settings.runtime.cache)
     with use_cache(cache):
         try:
-            return _run(cfg, run_dir, store, cache)
+            return _run(cfg, run_dir, cache)
         finally:
-            log.info("%s", cache.summary())
+            if cache.read or cache.written:
+                log.info("%s", cache.summary())
 
 
 def _record_normalised_runtime(cfg: DictConfig, runtime: dict[str, Any]) -> None:
@@ -142,7 +143,8 @@ def _record_normalised_runtime(cfg: DictConfig, runtime: dict[str, Any]) -> None
             cfg.runtime[key] = value
 
 
-def _run(cfg: DictConfig, run_dir: Path, store: Path, cache: TensorCache) -> dict[str, Any]:
+def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
+    store = Path(shown(cfg.store))
     runtime = Runtime.create(**OmegaConf.to_container(cfg.runtime, resolve=True))
     runtime.seed_everything()
     selection = Selection.from_config(cfg)
