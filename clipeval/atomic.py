@@ -22,6 +22,13 @@ from typing import BinaryIO
 from clipeval.errors import ClipevalError
 
 
+def safe_file_name(name: str) -> str:
+    """``name`` as one file name that every file system and shell takes as it is: letters, digits, ``.``, ``-`` and
+    ``_`` kept, anything else (``:``, ``@``, ``/``, spaces) as ``-``. Store entries, prediction files and figure
+    files are named with it."""
+    return "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in name)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

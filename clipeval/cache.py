@@ -23,6 +23,7 @@ do: every run stats every file, and only a file whose signature is new is read a
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import hashlib
@@ -40,6 +41,7 @@ import torch
 from clipeval.atomic import atomic_write
 from clipeval.errors import ClipevalError
 from clipeval.interrupt import during
+from clipeval.logs import shown
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +82,11 @@ def _feed(digest: Any, value: Any) -> None:
 
 class TensorCache:
     def __init__(self, root: Path, enabled: bool = True):
-        self.root = Path(root).expanduser()
+        self.root = Path(shown(root))  # messages show it absolute
         self.enabled = enabled
+        #: entries read and written by kind, for the run's one summary line (each entry's path is at DEBUG)
+        self.read: collections.Counter[str] = collections.Counter()
+        self.written: collections.Counter[str] = collections.Counter()
         #: False once a write has failed (read-only or full folder): the run goes on without writing
         self.writable = enabled
         #: file digests, memoised in this cache (enabled) or not kept beyond the process (disabled)
@@ -147,6 +152,8 @@ class TensorCache:
                 "Ignoring damaged cache entry %s: its content does not match its checksum; recomputing it", path
             )
             return None
+        self.read[kind] += 1
+        log.debug("Read cache entry %s", path)
         return entry
 
     def save(self, kind: str, key: str, entry: dict[str, Any]) -> Path | None:
@@ -156,10 +163,24 @@ class TensorCache:
         entry = {**entry, "key": key}
         entry["checksum"] = entry_checksum(entry)
         try:
-            return atomic_write(self.path(kind, key), lambda f: _torch_save(entry, f))
+            path = atomic_write(self.path(kind, key), lambda f: _torch_save(entry, f))
         except OSError as exc:
             self.write_failed(exc)
             return None
+        self.written[kind] += 1
+        log.debug("Wrote cache entry %s", path)
+        return path
+
+    def summary(self) -> str:
+        """One line: the folder, and the entries read and written by kind."""
+        if not self.enabled:
+            return "Cache off (runtime.cache=false): nothing read or written"
+
+        def counts(c: collections.Counter[str], what: str) -> str:
+            kinds = f" ({', '.join(f'{k} {n}' for k, n in sorted(c.items()))})" if c else ""
+            return f"{sum(c.values())} {what}{kinds}"
+
+        return f"Cache {self.root}: {counts(self.read, 'entries read')}, {counts(self.written, 'written')}"
 
     def remove(self, kind: str, key: str) -> bool:
         """Delete an entry, also once the cache could not be written (a full disk still deletes); whether it was

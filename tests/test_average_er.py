@@ -17,6 +17,7 @@ from clipeval.report.cli import main as report_main
 from clipeval.report.figures import average_panel_figure, scatter_grid_figure
 from clipeval.report.pages import run_section
 from clipeval.report.robustness import build_report, format_report
+from clipeval.report.tables import ROBUSTNESS_HEAD
 from clipeval.results.record import Record
 from clipeval.results.robustness import RobustnessSpec, ShiftSpec
 from clipeval.results.store import KIND, SCHEMA_VERSION, ResultsDocument
@@ -77,10 +78,10 @@ def test_table_figures_json_records_and_store_report_show_the_same_number(report
     assert table["average over shifts"].split()[-3] == shown
     assert table["mean of per-shift ER"].split()[-3] == mean_shown
     fig = average_panel_figure(report, MODEL)
-    assert [t.get_text() for t in fig.axes[0].texts] == [f"ER {shown} pp [{100 * lo:+.1f}, {100 * hi:+.1f}]"]
+    assert fig.axes[0].get_title().splitlines()[1] == f"ER {shown} pp [{100 * lo:+.1f}, {100 * hi:+.1f}]"
     matplotlib.pyplot.close(fig)
     fig = scatter_grid_figure(report, MODEL)
-    assert f"average over shifts {shown} pp" in fig._suptitle.get_text()
+    assert f"average over shifts ER {shown} pp [{100 * lo:+.1f}, {100 * hi:+.1f}]" in fig._suptitle.get_text()
     matplotlib.pyplot.close(fig)
     doc = report.to_json()
     assert doc["average_over_shifts"]["effective_robustness"] == er == doc["headline"]["effective_robustness"]
@@ -93,7 +94,8 @@ def test_table_figures_json_records_and_store_report_show_the_same_number(report
     sizes = json.loads((TESTBED / "eval_setting_sizes.json").read_text())
     spec, model_records = reporting.testbed_inputs(baselines, MODEL, sizes)
     stored = document(MODEL, [*model_records, *(r.with_task("t") for r in report.records())], spec)
-    head, rows = run_section(stored).tables[1]  # the store report recomputes it from the stored records
+    table = run_section(stored).table(ROBUSTNESS_HEAD)  # the store report recomputes it from the stored records
+    head, rows = table.head, table.rows
     rows, er_column = {row[0]: row for row in rows}, head.index("ER (pp)")
     assert rows["average over shifts"][er_column] == shown and rows["mean of per-shift ER"][er_column] == mean_shown
 
@@ -144,7 +146,7 @@ def test_without_an_average_the_page_shows_only_the_mean_of_per_shift_values_und
         Record("id", "top1", 0.75, 400, (0.7, 0.8), task="t"),
         Record("s", "top1", 0.69, 400, (0.64, 0.74), task="t"),
     ]
-    rows = run_section(document("m", records, spec)).tables[1][1]
+    rows = run_section(document("m", records, spec)).table(ROBUSTNESS_HEAD).rows
     report = build_report(spec, records)
     (er, (lo, hi)) = report.mean_of_shift_effective_robustness
     assert rows[-1] == [

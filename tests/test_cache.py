@@ -23,7 +23,7 @@ def cache_entries(tmp_path, kind):
 
 @pytest.fixture
 def run_folder(tiny_open_clip, image_folder, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="clipeval")
+    caplog.set_level(logging.DEBUG, logger="clipeval")  # each entry's hit or miss is a DEBUG detail
 
     def run(*extra, checkpoint=None):
         caplog.clear()
@@ -45,6 +45,7 @@ def test_identical_rerun_hits_both_caches_and_gives_the_same_numbers(run_folder,
     second, log2 = run_folder()
     assert "cache hit (12 samples), not re-encoding" in log2
     assert "Text classifier (3 classes x 1 templates): cache hit" in log2
+    assert f"Cache {tmp_path / 'cache'}: 3 entries read (classifiers 1, features 1, model_cards 1), 0 written" in log2
     assert "Encoded" not in log2
     assert (cache_entries(tmp_path, "features"), cache_entries(tmp_path, "classifiers")) == entries
     assert first["records"] == second["records"]

@@ -32,6 +32,7 @@ from clipeval.check.documents import load_golden, load_run
 from clipeval.check.record import record_golden
 from clipeval.check.table import format_rows
 from clipeval.errors import USAGE_EXIT_CODE, ClipevalError
+from clipeval.logs import shown
 
 
 def _finite_float(low: float, high: float, low_open: bool) -> Callable[[str], float]:
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "record":
             with output_folder(args.out.parent, "folder of the golden file", "--out FILE"):
-                print("wrote", record_golden(args.run, args.out))
+                print("wrote", shown(record_golden(args.run, args.out)))
             return
         golden = load_golden(args.golden)
         candidates = [load_run(path) for path in args.runs]

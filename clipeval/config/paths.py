@@ -51,9 +51,9 @@ _WARNED: set[str] = set()
 
 def cache_dir(configured: str | os.PathLike | None = None) -> Path:
     """Root of the feature and classifier cache: ``configured`` (the ``cache_dir=`` option) when given,
-    else ``CLIPEVAL_CACHE``, else ``~/.cache/clipeval``."""
+    else ``CLIPEVAL_CACHE``, else ``~/.cache/clipeval``; absolute, as messages show it."""
     root = configured or os.environ.get("CLIPEVAL_CACHE") or Path.home() / ".cache" / "clipeval"
-    return Path(root).expanduser()
+    return Path(os.path.abspath(Path(root).expanduser()))
 
 
 ASSETS = _PACKAGE / "embedded" / "assets"

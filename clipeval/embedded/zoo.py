@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -138,7 +139,7 @@ def compute_table(settings: dict[str, list[DigitsSource]], train: DigitsSource) 
                 correct = sum(int((predict(s.images / digits.MAX_INK) == s.labels).sum()) for s in sources)
             row[setting] = correct / sum(len(s) for s in sources)
         rows[name] = row
-        log.info(
+        log.debug(
             "baseline %-20s %s",
             name,
             "  ".join(f"{k} {v:.3f}" for k, v in row.items() if k != "family"),
@@ -200,7 +201,9 @@ class DigitsZoo:
             "Baseline zoo: training %d supervised classifiers on the digits (first run only)",
             len(members()),
         )
+        start = time.perf_counter()
         table = compute_table(settings, train)
+        log.info("Baseline zoo: trained %d classifiers in %.1f s", len(table), time.perf_counter() - start)
         self.cache.save("baselines", key, {"table": table.reset_index().to_dict(orient="list")})
         return table
 

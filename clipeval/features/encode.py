@@ -105,7 +105,7 @@ def image_features(model: DualEncoder, source: Source, runtime: Runtime, cache: 
                     },
                 )
                 if saved:
-                    log.info("Cached image features at %s", saved)
+                    log.debug("Cached image features at %s", saved)
                     for chunk in chunks:  # the whole entry holds them now
                         cache.remove(CHUNK_KIND, chunk)
                 elif written:  # the cache could not take the entry (warned): free what this run put there
@@ -116,7 +116,7 @@ def image_features(model: DualEncoder, source: Source, runtime: Runtime, cache: 
                         "" if removed == len(written) else f" ({len(written) - removed} could not be removed)",
                     )
     if fs.from_cache:
-        log.info(
+        log.debug(
             "Image features of %s: cache hit (%d samples), not re-encoding",
             source.describe(),
             len(fs),

@@ -110,6 +110,9 @@ def _load(name_or_path: str, name: str, revision: str | None) -> tuple[Any, Any,
     """Model, tokenizer and image processor, the last two as ``AutoProcessor`` pairs them (the model card's)."""
     from transformers import AutoModel, AutoProcessor
 
+    from clipeval.logs import quiet_transformers
+
+    quiet_transformers()  # its warnings to the run's log, no progress bars
     try:
         # mismatched sizes are reported in loading_info (and refused below, naming them) rather than raised bare
         model, loading_info = AutoModel.from_pretrained(

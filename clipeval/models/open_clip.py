@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from clipeval.errors import ClipevalError, did_you_mean
+from clipeval.logs import dropped
 from clipeval.models.base import WrappedModule, fingerprint, normalize, skip_weight_init
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,8 @@ def build(recipe: Recipe, name: str, device: str | torch.device = "cpu", load_we
     try:
         # A checkpoint is loaded strictly (every weight overwritten), so initialising first is wasted time.
         quiet = skip_weight_init() if weights or recipe.from_hub else contextlib.nullcontext()
-        with quiet, torch.device(device), warnings.catch_warnings(record=True) as caught:
+        skeleton = dropped(_no_weights_message) if not load_weights else contextlib.nullcontext()
+        with quiet, skeleton, torch.device(device), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             model = open_clip.create_model(
                 recipe.arch,
@@ -160,6 +162,11 @@ def build(recipe: Recipe, name: str, device: str | torch.device = "cpu", load_we
         warnings.warn(warning.message, warning.category, stacklevel=2)
     preprocess = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
     return model, preprocess
+
+
+def _no_weights_message(record) -> bool:
+    """open_clip's warning that a model it built has no weights: expected of a skeleton (``load_weights=False``)."""
+    return "No pretrained weights loaded" in record.getMessage()
 
 
 def check_shapes(recipe: Recipe, name: str, weights: str) -> None:

@@ -26,8 +26,9 @@ import os
 import sys
 from pathlib import Path
 
-from clipeval.atomic import output_folder
+from clipeval.atomic import output_folder, safe_file_name
 from clipeval.errors import USAGE_EXIT_CODE, ClipevalError
+from clipeval.logs import shown
 from clipeval.report.robustness import format_report
 from clipeval.report.testbed import PAPER_TO_TESTBED, figure13, testbed_baselines, testbed_inputs, testbed_report
 from clipeval.results.store import Selector
@@ -136,6 +137,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    for option in ("store", "out"):  # messages and printed lines show paths absolute
+        if getattr(args, option, None) is not None:
+            setattr(args, option, Path(shown(getattr(args, option))))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         with output_folder(args.out):  # every command writes its figures or pages there
@@ -149,7 +153,7 @@ def _store(args: argparse.Namespace) -> None:
     from clipeval.report.pages import write_store_report
 
     for path in write_store_report(args.store, args.out, _selector(args)):
-        print("wrote", path)
+        print("wrote", shown(path))
 
 
 def _figure(args: argparse.Namespace) -> None:
@@ -162,10 +166,10 @@ def _figure(args: argparse.Namespace) -> None:
     reference = load_reference(args.published, args.published_map) if args.published is not None else None
     cross = collect_runs(select_runs(args.store, _selector(args)), _baselines(args))
     print(cross_run_table(cross))
-    print("figure:", save(cross_run_figure(cross, reference), args.out / f"cross_run.{args.format}"))
+    print("figure:", shown(save(cross_run_figure(cross, reference), args.out / f"cross_run.{args.format}")))
     stepped = [r for r in cross.runs if r.step is not None]
     if len(stepped) >= 2:
-        print("figure:", save(step_figure(cross), args.out / f"steps.{args.format}"))
+        print("figure:", shown(save(step_figure(cross), args.out / f"steps.{args.format}")))
     else:
         print(f"no checkpoint-series figure: {len(stepped)} selected run(s) have a step (it needs two or more).")
 
@@ -185,11 +189,11 @@ def _refit(args: argparse.Namespace) -> None:
     model = doc.model_label
     title = f"{doc.selection['name']} (v{doc.selection.get('version')}) re-fitted"
     print(format_report(report, model, title))
-    out, name = args.out, "".join(c if c.isalnum() or c in "._-" else "-" for c in model)  # a model may be org/name
-    print("figure:", scatter_grid(report, model, out / f"effective_robustness_refit_{name}.png"))
-    print("figure:", paired_bars(report, model, out / f"effective_robustness_bars_refit_{name}.png"))
+    out, name = args.out, safe_file_name(model)  # a model may be org/name
+    print("figure:", shown(scatter_grid(report, model, out / f"effective_robustness_refit_{name}.png")))
+    print("figure:", shown(paired_bars(report, model, out / f"effective_robustness_bars_refit_{name}.png")))
     if report.average is not None:
-        print("figure:", average_panel(report, model, out / f"average_over_shifts_refit_{name}.png"))
+        print("figure:", shown(average_panel(report, model, out / f"average_over_shifts_refit_{name}.png")))
 
 
 def _testbed(args: argparse.Namespace) -> None:
@@ -207,13 +211,14 @@ def _testbed(args: argparse.Namespace) -> None:
     avg = report.average
     print(f"fit {'average over shifts':<16} slope {avg.fit.slope:.6f}  intercept {avg.fit.intercept:.6f}  "
           f"({avg.fit.n_models} models)")  # fmt: skip
-    print("figure:", scatter_grid(report, args.model, args.out / f"effective_robustness_{args.model}.png"))
-    print("figure:", average_panel(report, args.model, args.out / f"average_over_shifts_{args.model}.png"))
+    name = safe_file_name(args.model)
+    print("figure:", shown(scatter_grid(report, args.model, args.out / f"effective_robustness_{name}.png")))
+    print("figure:", shown(average_panel(report, args.model, args.out / f"average_over_shifts_{name}.png")))
 
 
 def _figure13(args: argparse.Namespace) -> None:
     baselines = testbed_baselines(args.table, args.model_types)
-    print("figure:", figure13(baselines, args.published, args.out / f"clip_figure13.{args.format}"))
+    print("figure:", shown(figure13(baselines, args.published, args.out / f"clip_figure13.{args.format}")))
 
 
 COMMANDS = {"store": _store, "figure": _figure, "refit": _refit, "testbed": _testbed, "figure13": _figure13}

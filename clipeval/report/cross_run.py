@@ -35,7 +35,7 @@ import pandas as pd
 
 from clipeval.config.paths import conf_dir
 from clipeval.errors import ClipevalError
-from clipeval.report.figures import logit_axes, logit_limits, plt
+from clipeval.report.figures import cap_percent, logit_axes, logit_limits, note_below, plt
 from clipeval.report.inputs import (
     accuracies,
     labels,
@@ -282,9 +282,9 @@ def _out_of_view(ax, ref: pd.DataFrame, limits: tuple[float, float], label: str)
     lo, hi = limits
     outside = int((~(ref["id"].between(lo, hi) & ref["shift"].between(lo, hi))).sum())
     if outside:
-        ax.text(0.98, 0.02, f"{outside} of the {len(ref)} points of {label} outside the axes", transform=ax.transAxes,
-                ha="right", va="bottom", fontsize=6.5, color=REFERENCE_COLOR, gid="out-of-view",
-                bbox={"facecolor": "white", "alpha": 0.85, "lw": 0, "pad": 1.0})  # fmt: skip
+        note_below(
+            ax, f"{outside} of the {len(ref)} points of {label} outside the axes", "out-of-view", REFERENCE_COLOR
+        )
 
 
 def _line(ax, points: pd.DataFrame, fit: LogitFit, fits: np.ndarray | None, grid: np.ndarray, color: str,
@@ -348,9 +348,7 @@ def _shift_panel(ax, cross: CrossRun, name: str, reference: Reference | None) ->
         _line(ax, ref, fit, None, grid, REFERENCE_COLOR, _reference_label(reference), hollow=hollow)
         _out_of_view(ax, ref, limits, reference.label)
         if hollow:
-            ax.text(0.02, 0.98, textwrap.fill(reference.x_note(name), 52), transform=ax.transAxes, ha="left",
-                    va="top", fontsize=6.5, color=REFERENCE_COLOR, gid="x-note",
-                    bbox={"facecolor": "white", "alpha": 0.85, "lw": 0, "pad": 1.5})  # fmt: skip
+            note_below(ax, textwrap.fill(reference.x_note(name), 70), "x-note", REFERENCE_COLOR)
     by_run = dict(zip((id(r) for r in cross.runs), mine, strict=True))
     _runs(ax, cross, lambda r: ((by_run[id(r)].in_distribution.top1, by_run[id(r)].in_distribution.ci),
                                 (by_run[id(r)].shift.top1, by_run[id(r)].shift.ci)))  # fmt: skip
@@ -392,8 +390,7 @@ def _average_panel(ax, cross: CrossRun, reference: Reference | None) -> None:
         _out_of_view(ax, ref, limits, reference.label)
     elif reference is not None:
         note = f"{reference.label}: not drawn (the table maps only {sorted(reference.y_columns)} of the shifts)"
-        ax.text(0.98, 0.02, note, transform=ax.transAxes, ha="right", va="bottom", fontsize=6.5,
-                color=REFERENCE_COLOR, gid="reference-note")  # fmt: skip
+        note_below(ax, textwrap.fill(note, 70), "reference-note", REFERENCE_COLOR)
     _runs(ax, cross, lambda r: ((by_run[id(r)].id_top1, by_run[id(r)].in_distribution.ci),
                                 (by_run[id(r)].mean_top1, by_run[id(r)].mean_top1_ci)))  # fmt: skip
     logit_axes(ax, limits)
@@ -470,12 +467,16 @@ def step_figure(cross: CrossRun):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("training step")
         ax.set_ylabel("percentage points" if unit == "difference" else "top-1 (%)")
+        if unit != "difference":
+            cap_percent(ax)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(titles) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, [f"{label} (95% intervals)" for label in labels], loc="lower center", ncol=3, fontsize=7,
+               frameon=False)  # fmt: skip
     fig.suptitle(f"Checkpoint series: {', '.join(f'{n} ({len(r)} steps)' for n, r in series.items())}", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, (0.2 + 0.15 * math.ceil(len(labels) / 3)) / fig.get_figheight(), 1, 1))
     return fig
 
 

@@ -1,4 +1,15 @@
-"""Effective-robustness figures (matplotlib, headless)."""
+"""Effective-robustness figures (matplotlib, headless), drawn as a paper would print them.
+
+Every figure follows the same rules, which the tests check on the Figure objects:
+
+- each interval the data has is drawn (error bars on points, bands on fits and lines), not only written;
+- each figure has a title, and each panel its own;
+- no text is drawn inside a plotting area, over points or lines: numbers go to titles, legends, a
+  secondary axis' tick labels or notes under the x-axis label, and legends sit outside the axes;
+- accuracy axes end at 100% (logit axes below it, at 99.8%);
+- a number shown on a figure is the table's cell for the same record, formatted by the same function
+  (:mod:`clipeval.report.tables`).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +23,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
-from clipeval.atomic import atomic_write  # noqa: E402
+from clipeval.atomic import atomic_write, safe_file_name  # noqa: E402
 from clipeval.report.logit_fit import band, inverse_logit, logit  # noqa: E402
 from clipeval.report.robustness import RobustnessReport, ShiftResult  # noqa: E402
+from clipeval.report.tables import er_text, interval, page_number, points  # noqa: E402
 from clipeval.results.record import Record  # noqa: E402
 
 LIMIT = (0.005, 0.998)  # accuracies are clipped here: logit axes cannot show 0 or 1
@@ -73,13 +85,11 @@ def shift_panel(ax, result: ShiftResult, model: str) -> None:
         ms=13,
         color=MODEL_COLOR,
         capsize=2,
-        label=model,
+        label=f"{model} (95% intervals)",
         zorder=4,
     )
-    ax.annotate(f"ER {100 * result.effective_robustness:+.1f} pp", (ident.top1, shift.top1), xytext=(-10, 10),
-                textcoords="offset points", ha="right", color=MODEL_COLOR, fontsize=9)  # fmt: skip
     logit_axes(ax, limits)
-    ax.set_title(shift.name)
+    ax.set_title(f"{shift.name}\n{er_text(result.effective_robustness, result.effective_robustness_ci)}", fontsize=10)
     ax.set_xlabel(
         f"in-distribution top-1 ({', '.join(ident.datasets)})" if len(ident.datasets) == 1 else "in-distribution top-1"
     )
@@ -100,11 +110,11 @@ def scatter_grid_figure(report: RobustnessReport, model: str):
         shift_panel(ax, result, model)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    axes.flat[0].legend(loc="upper left", fontsize=7)
-    label, value, (lo, hi) = report.headline
-    fig.suptitle(f"Effective robustness of {model}: {label} {100 * value:+.1f} pp [{100 * lo:+.1f}, {100 * hi:+.1f}] "
-                 f"({n} shifts; logit axes)")  # fmt: skip
-    fig.tight_layout()
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    label, value, ci = report.headline
+    fig.suptitle(f"Effective robustness of {model}: {label} {er_text(value, ci)} ({n} shifts; logit axes)")
+    fig.tight_layout(rect=(0, 0.5 / fig.get_figheight(), 1, 1))  # the legend's two rows below the panels
     return fig
 
 
@@ -117,26 +127,41 @@ def save(fig, path: Path) -> Path:
 
 
 def paired_bars(report: RobustnessReport, model: str, path: Path) -> Path:
-    """The CLIP paper's Figure 13 (right): per shift, a supervised model of the same
-    in-distribution accuracy (the baselines' fit read off there) next to the evaluated model."""
+    """The CLIP paper's Figure 13 (right): per shift, a supervised model of the same in-distribution accuracy
+    (the baselines' fit read off there) next to the evaluated model."""
+    return save(paired_bars_figure(report, model), path)
+
+
+def paired_bars_figure(report: RobustnessReport, model: str):
+    """Bars with their 95% intervals (the fit's band at the model's in-distribution interval, the model's
+    Clopper–Pearson interval); each shift's effective robustness, as the table shows it, on the right axis."""
     shifts = report.shifts
     y = np.arange(len(shifts))[::-1]
-    fig, ax = plt.subplots(figsize=(7.5, 0.7 * len(shifts) + 1.8))
-    base = [100 * s.prediction for s in shifts]
-    ours = [100 * s.shift.top1 for s in shifts]
-    ax.barh(y + 0.2, base, height=0.4, color="0.6", label="supervised baseline at the same in-distribution top-1 (fit)")
-    ax.barh(y - 0.2, ours, height=0.4, color=MODEL_COLOR, label=model)
-    for yi, result, b, o in zip(y, shifts, base, ours, strict=True):
-        lo, hi = result.effective_robustness_ci
-        ax.text(max(b, o) + 1, yi, f"{o - b:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]", va="center", fontsize=8,
-                color="tab:green" if lo > 0 else ("tab:red" if hi < 0 else "0.3"))  # fmt: skip
+    fig, ax = plt.subplots(figsize=(8.2, 0.7 * len(shifts) + 2.0))
+    for offset, color, label, values in (
+        (0.2, "0.6", "supervised baseline at the same in-distribution top-1 (fit)",
+         [(s.prediction, s.prediction_interval) for s in shifts]),
+        (-0.2, MODEL_COLOR, model, [(s.shift.top1, s.shift.ci) for s in shifts]),
+    ):  # fmt: skip
+        width = np.array([100 * v for v, _ in values])
+        err = np.array([[100 * (v - lo), 100 * (hi - v)] for v, (lo, hi) in values]).T
+        ax.barh(y + offset, width, height=0.4, color=color, xerr=err, capsize=2,
+                error_kw={"elinewidth": 0.8, "ecolor": "0.15"}, label=f"{label} (95% interval)")  # fmt: skip
     ax.set_yticks(y, [s.shift.name for s in shifts])
-    ax.set_xlim(0, 115)
+    ax.set_xlim(0, 100)
     ax.set_xlabel("top-1 (%)")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1)
-    ax.set_title(f"{model} vs the supervised line (differences in pp, 95% intervals)")
+    right = ax.secondary_yaxis("right")
+    right.set_yticks(y, [f"{points(s.effective_robustness)} {interval(s.effective_robustness_ci, points)}"
+                         for s in shifts])  # fmt: skip
+    for tick, s in zip(right.get_yticklabels(), shifts, strict=True):
+        lo, hi = s.effective_robustness_ci
+        tick.set_color("tab:green" if lo > 0 else ("tab:red" if hi < 0 else "0.3"))
+    right.set_ylabel("effective robustness, pp [95% interval]", fontsize=8)
+    right.tick_params(labelsize=8)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
+    ax.set_title(f"{model} vs the supervised line: top-1 per shift (95% intervals)")
     fig.tight_layout()
-    return save(fig, path)
+    return fig
 
 
 def average_panel(report: RobustnessReport, model: str, path: Path) -> Path:
@@ -150,7 +175,7 @@ def average_panel_figure(report: RobustnessReport, model: str):
     avg = report.average
     if avg is None:
         raise ValueError("these baselines give no average over shifts")
-    fig, ax = plt.subplots(figsize=(5.6, 4.8))
+    fig, ax = plt.subplots(figsize=(5.6, 5.6))
     (x_lo, x_hi), (y_lo, y_hi) = avg.in_distribution.ci, avg.mean_top1_ci
     limits = logit_limits(np.concatenate([avg.baselines["id"], avg.baselines["shift"], [x_lo, x_hi, y_lo, y_hi]]))
     grid = np.linspace(*limits, 200)
@@ -162,74 +187,112 @@ def average_panel_figure(report: RobustnessReport, model: str):
     ax.plot(grid, grid, ls="--", color="0.7", lw=1, label="y = x", zorder=0)
     ax.errorbar(avg.id_top1, avg.mean_top1, xerr=[[avg.id_top1 - x_lo], [x_hi - avg.id_top1]],
                 yerr=[[avg.mean_top1 - y_lo], [y_hi - avg.mean_top1]], fmt="*", ms=13, color=MODEL_COLOR,
-                capsize=2, label=model, zorder=4)  # fmt: skip
-    er, (e_lo, e_hi) = avg.effective_robustness, avg.effective_robustness_ci
-    ax.annotate(f"ER {100 * er:+.1f} pp [{100 * e_lo:+.1f}, {100 * e_hi:+.1f}]", (avg.id_top1, avg.mean_top1),
-                xytext=(-10, 10), textcoords="offset points", ha="right", color=MODEL_COLOR)  # fmt: skip
+                capsize=2, label=f"{model} (95% intervals)", zorder=4)  # fmt: skip
     logit_axes(ax, limits)
-    ax.set_title(f"average over {len(avg.shifts)} shifts")
+    ax.set_title(f"{model}: average over {len(avg.shifts)} shifts\n"
+                 f"{er_text(avg.effective_robustness, avg.effective_robustness_ci)}", fontsize=10)  # fmt: skip
     ax.set_xlabel(f"in-distribution top-1 ({', '.join(avg.in_distribution.datasets)})")
     ax.set_ylabel(f"mean top-1 over {len(avg.shifts)} shifts")
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
 
 
-def few_shot_curve(ks, means, stds, zero_shot: float, match: float | None, model: str, path: Path) -> Path:
-    """The CLIP paper's Figures 6-7: few-shot linear-probe accuracy against k, zero-shot as a line."""
-    fig, ax = plt.subplots(figsize=(5.6, 4.2))
-    means, stds = np.asarray(means), np.asarray(stds)
-    ax.errorbar(
-        ks,
-        100 * means,
-        yerr=100 * stds,
-        marker="o",
-        capsize=3,
-        color="0.3",
-        label="few-shot linear probe (mean ± sd over seeds)",
-    )
-    ax.axhline(100 * zero_shot, color=MODEL_COLOR, ls="--", label=f"zero-shot {model}")
+def note_below(ax, text: str, gid: str, color: str = "0.3", fontsize: float = 6.5):
+    """A note about a panel, under its x-axis label (and under the notes already there), never over its data."""
+    below = [t for t in ax.texts if getattr(t, "_clipeval_note", False)]
+    anchor = below[-1] if below else ax.xaxis.label
+    note = ax.annotate(text, xy=(0.5, 0), xycoords=anchor, xytext=(0, -3), textcoords="offset points", ha="center",
+                       va="top", fontsize=fontsize, color=color, gid=gid, annotation_clip=False)  # fmt: skip
+    note._clipeval_note = True
+    return note
+
+
+def cap_percent(ax, axis: str = "y") -> None:
+    """An axis in percent ends at 100% (and starts at 0% or above)."""
+    lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    limits = (max(0.0, lo), min(100.0, hi))
+    (ax.set_ylim if axis == "y" else ax.set_xlim)(*limits)
+
+
+def few_shot_curve(ks, means, stds, zero_shot: float, match: float | None, model: str, path: Path, cis=None,
+                   zero_ci: tuple[float, float] | None = None, title: str | None = None) -> Path:  # fmt: skip
+    """The CLIP paper's Figures 6-7: few-shot linear-probe accuracy against k, zero-shot as a line.
+
+    ``cis``: each k's 95% interval (the records'), drawn as error bars; ``stds``: the spread over seeds, a band;
+    ``zero_ci``: zero-shot's interval, a band around its line. Without ``cis`` the error bars are ± sd."""
+    return save(few_shot_figure(ks, means, stds, zero_shot, match, model, cis, zero_ci, title), path)
+
+
+def few_shot_figure(ks, means, stds, zero_shot: float, match: float | None, model: str, cis=None,
+                    zero_ci: tuple[float, float] | None = None, title: str | None = None):  # fmt: skip
+    fig, ax = plt.subplots(figsize=(5.6, 4.8))
+    means, stds = 100 * np.asarray(means, float), 100 * np.asarray(stds, float)
+    if cis is not None:
+        cis = 100 * np.asarray(cis, float)
+        err, what = np.array([means - cis[:, 0], cis[:, 1] - means]), "95% interval"
+    else:
+        err, what = stds, "± sd over seeds"
+    ax.errorbar(ks, means, yerr=err, marker="o", capsize=3, color="0.3",
+                label=f"few-shot linear probe, mean over seeds ({what})")  # fmt: skip
+    if cis is not None and np.any(stds > 0):
+        ax.fill_between(ks, means - stds, means + stds, color="0.3", alpha=0.15, lw=0, label="± sd over seeds")
+    ax.axhline(100 * zero_shot, color=MODEL_COLOR, ls="--",
+               label=f"zero-shot {model}" + (" (95% interval)" if zero_ci is not None else ""))  # fmt: skip
+    if zero_ci is not None:
+        ax.axhspan(100 * zero_ci[0], 100 * zero_ci[1], color=MODEL_COLOR, alpha=0.12, lw=0)
     if match is not None:
-        ax.axvline(match, color=MODEL_COLOR, lw=0.8, alpha=0.6)
-        ax.annotate(
-            f"matches zero-shot at k ≈ {match:.1f}",
-            (match, 100 * zero_shot),
-            xytext=(6, -14),
-            textcoords="offset points",
-            fontsize=8,
-        )
+        ax.axvline(match, color=MODEL_COLOR, lw=0.8, alpha=0.6,
+                   label=f"matches zero-shot at k = {page_number('count', match)}")  # fmt: skip
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("labelled examples per class (k)")
     ax.set_ylabel("top-1 (%)")
-    ax.set_ylim(top=min(100.0, ax.get_ylim()[1]))
+    cap_percent(ax)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title or f"Few-shot linear probe vs zero-shot {model}", fontsize=10)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False)
     fig.tight_layout()
-    return save(fig, path)
+    return fig
 
 
 def robust_accuracy_curve(clean: Record, robust: list[Record], model: str, path: Path) -> Path:
     """Robust top-1 against eps, one line per attack (``worst``: the per-sample worst case); eps = 0 is clean.
 
     ``robust``: robust_top1 records of one dataset and norm (params attack, eps, eps_scale, norm)."""
-    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    return save(robust_accuracy_figure(clean, robust, model), path)
+
+
+def robust_accuracy_figure(clean: Record, robust: list[Record], model: str):
+    """Each point with its record's 95% interval (error bars); the legend beside the axes."""
+    from matplotlib.transforms import ScaledTranslation
+
+    fig, ax = plt.subplots(figsize=(7.4, 4.2))
     attacks = sorted({r.params["attack"] for r in robust}, key=lambda a: (a == "worst", a))
-    for attack in attacks:
-        points = sorted((float(r.params["eps"]), r.value) for r in robust if r.params["attack"] == attack)
+    for i, attack in enumerate(attacks):
+        # each attack's error bars a little apart (in display space: the data stay at their eps)
+        dodge = ax.transData + ScaledTranslation(0.04 * (i - (len(attacks) - 1) / 2), 0, fig.dpi_scale_trans)
+        mine = sorted((r for r in robust if r.params["attack"] == attack), key=lambda r: float(r.params["eps"]))
+        shown = [clean, *mine]
+        x = [0.0, *(float(r.params["eps"]) for r in mine)]
+        y = np.array([100 * r.value for r in shown])
+        err = np.array([[y_ - 100 * r.ci[0], 100 * r.ci[1] - y_] for y_, r in zip(y, shown, strict=True)]).T
         style = {"color": MODEL_COLOR, "lw": 2} if attack == "worst" else {"lw": 1}
-        ax.plot([0.0, *(e for e, _ in points)], [100 * clean.value, *(100 * v for _, v in points)], marker="o",
-                label="worst case over attacks" if attack == "worst" else attack, **style)  # fmt: skip
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=2, elinewidth=0.8, transform=dodge,
+                    label="worst case over attacks" if attack == "worst" else attack, **style)  # fmt: skip
     scale = float(robust[0].params.get("eps_scale", 1))
     unit = f"{robust[0].params.get('norm')}, eps in units of 1" + (f"/{scale:g}" if scale != 1 else "")
     ax.set_xlabel(f"eps ({unit})")
     ax.set_ylabel("top-1 (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(f"Adversarial robustness of zero-shot {model}")
+    top = max(float(r.params["eps"]) for r in robust)  # the dodged error bars do not autoscale the x axis
+    ax.set_xlim(-0.05 * top, 1.05 * top)
+    ax.set_title(f"Adversarial robustness of zero-shot {model} on {clean.label}", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, title="95% intervals", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1),
+              frameon=False)  # fmt: skip
     fig.tight_layout()
-    return save(fig, path)
+    return fig
 
 
 def record_figures(records: list[Record], model: str, out: Path) -> list[Path]:
@@ -246,9 +309,11 @@ def record_figures(records: list[Record], model: str, out: Path) -> list[Path]:
             continue
         match = next((r.value for r in records if r.metric == "k_matching_zero_shot" and (r.task, r.dataset) ==
                       (task, dataset)), None)  # fmt: skip
-        name = "few_shot.png" if len(groups) == 1 else f"few_shot_{task}_{dataset}.png"
+        name = "few_shot.png" if len(groups) == 1 else safe_file_name(f"few_shot_{task}_{dataset}.png")
+        title = f"Few-shot linear probe vs zero-shot {model} on {zero.label.split(' ')[0]}"
         written.append(few_shot_curve([r.params["k"] for r in shots], [r.value for r in shots],
-                                      [r.std or 0.0 for r in shots], zero.value, match, model, out / name))  # fmt: skip
+                                      [r.std or 0.0 for r in shots], zero.value, match, model, out / name,
+                                      cis=[r.ci for r in shots], zero_ci=zero.ci, title=title))  # fmt: skip
     robust = [r for r in records if r.metric == "robust_top1"]
     settings = sorted({(r.task, r.dataset, str(r.params.get("norm"))) for r in robust})
     for task, dataset, norm in settings:
@@ -256,6 +321,10 @@ def record_figures(records: list[Record], model: str, out: Path) -> list[Path]:
         mine = [r for r in robust if (r.task, r.dataset, str(r.params.get("norm"))) == (task, dataset, norm)]
         if clean is None:
             continue
-        name = "robust_accuracy.png" if len(settings) == 1 else f"robust_accuracy_{task}_{dataset}_{norm}.png"
+        name = (
+            "robust_accuracy.png"
+            if len(settings) == 1
+            else safe_file_name(f"robust_accuracy_{task}_{dataset}_{norm}.png")
+        )
         written.append(robust_accuracy_curve(clean, mine, model, out / name))
     return written

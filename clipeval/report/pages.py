@@ -1,12 +1,14 @@
 """A report of stored runs, as Markdown and as one self-contained HTML file, from results documents alone.
 
 Each run's section is computed from its document (clipeval.results.store.ResultsDocument): the
-records table and the effective-robustness table (:mod:`clipeval.report.tables`), recomputed
-from the records and the stored baseline points, and the run's figures, drawn again from the
-document into the report's folder (``figures/<store entry>/``). Nothing is read from a run
+effective-robustness table first, under its caption, recomputed from the records and the stored
+baseline points; then the long table of every record (:mod:`clipeval.report.tables`), collapsed
+(``<details>``); then the run's figures, drawn again from the document into the report's folder
+(``figures/<store entry>/``). Nothing is read from a run
 directory, so a store copied to another machine reports the same. Both files are written from
 the same blocks, so they always agree; the HTML embeds the figures as data URIs, so it can be
-mailed or attached to a CI job.
+mailed or attached to a CI job. The HTML is the Markdown rendered by markdown-it-py (CommonMark
+and pipe tables), so code spans, escapes and tables read the same in both.
 """
 
 from __future__ import annotations
@@ -14,50 +16,72 @@ from __future__ import annotations
 import base64
 import html
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from clipeval.atomic import atomic_write
 from clipeval.report.run_summary import draw_run_figures, robustness_report, run_label
 from clipeval.report.tables import HEAD, ROBUSTNESS_HEAD, record_rows, robustness_rows
 from clipeval.results.store import ResultsDocument, Selector
 
-Table = tuple[list[str], list[list[str]]]
+
+@dataclass
+class Table:
+    """A table of a section: ``caption`` is printed above it; a ``collapsed`` table (the long one) is folded
+    under that caption in HTML (``<details>``) and in Markdown (GitHub renders the same element)."""
+
+    head: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+    collapsed: bool = False
 
 
 @dataclass
 class Section:
     title: str
+    #: Markdown lines (code spans in backticks; what came from documents escaped by :func:`escape`)
     lines: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
-    #: a line printed just before a table, by the table's index
-    captions: dict[int, str] = field(default_factory=dict)
+
+    def table(self, head: list[str]) -> Table | None:
+        """The section's table with this header (None: none)."""
+        return next((t for t in self.tables if t.head == head), None)
 
 
 def run_section(doc: ResultsDocument, figures: Path | None = None) -> Section:
-    """The section of one stored run; its figures are drawn into the folder ``figures`` (None: no figures)."""
+    """The section of one stored run; its figures are drawn into the folder ``figures`` (None: no figures).
+
+    The effective-robustness table comes first, under its caption (the numbers a paper quotes); the long
+    table of every record follows, collapsed."""
     failed = " · INCOMPLETE (failed)" if doc.failures else ""
     selection = doc.selection
     section = Section(f"{selection['name']} (v{selection.get('version')}) · {run_label(doc)}{failed}")
     raw = doc.raw
     section.lines.append(
-        f"model fingerprint `{str(doc.model.get('fingerprint', ''))[:12]}` · created {doc.created} · "
-        f"clipeval {raw.get('clipeval_version')}"
-        + (f" · git {str(raw['git_sha'])[:10]}" if raw.get("git_sha") else "")
-        + (f" · store entry {doc.path.name}" if doc.path else "")
+        f"model fingerprint `{str(doc.model.get('fingerprint', ''))[:12]}` · created {escape(str(doc.created))} · "
+        f"clipeval {escape(str(raw.get('clipeval_version')))}"
+        + (f" · git `{str(raw['git_sha'])[:10]}`" if raw.get("git_sha") else "")
+        + (f" · store entry `{doc.path.name}`" if doc.path else "")
     )
     section.lines += _incomplete_lines(doc)
-    rows = record_rows([r for r in doc.records if r.metric != "effective_robustness"])
-    section.tables.append((HEAD, rows))
     report = robustness_report(doc)
     if report is not None:
-        section.captions[len(section.tables)] = (
-            f"Effective robustness against {report.baselines_label}, recomputed from the stored records and "
-            "baseline points (accuracies in %, effective robustness in percentage points):"
+        section.tables.append(
+            Table(
+                ROBUSTNESS_HEAD,
+                robustness_rows(report),
+                f"Effective robustness against {escape(report.baselines_label)}, recomputed from the stored records "
+                "and baseline points (accuracies in %, effective robustness (ER) in percentage points, pp):",
+            )
         )
-        section.tables.append((ROBUSTNESS_HEAD, robustness_rows(report)))
+    records = [r for r in doc.records if r.metric != "effective_robustness"]
+    section.tables.append(
+        Table(HEAD, record_rows(records), f"All {len(records)} records (each value in its row's unit)", collapsed=True)
+    )
     if figures is not None:
         section.figures = draw_run_figures(doc, figures, report=report)
     return section
@@ -67,49 +91,93 @@ def _incomplete_lines(doc: ResultsDocument) -> list[str]:
     """A failed run's failures (its records are incomplete: the tasks after the failure were not run), the
     robustness table that was not computed, and the notes (what an evaluator left out, and why)."""
     lines = [
-        f"Incomplete: evaluator {f.get('evaluator')} of task {f.get('task')} failed "
-        f"({f.get('type', 'error')}): {f.get('error')}. The records below are those finished before it."
+        escape(f"Incomplete: evaluator {f.get('evaluator')} of task {f.get('task')} failed "
+               f"({f.get('type', 'error')}): {f.get('error')}. The records below are those finished before it.")
         for f in doc.failures
-    ]
+    ]  # fmt: skip
     if doc.raw.get("effective_robustness_error"):
-        lines.append(f"Effective robustness: {doc.raw['effective_robustness_error']}")
-    lines += [f"Note: {n.get('task')}/{n.get('evaluator')}: {n.get('message')}" for n in doc.raw.get("notes") or []]
+        lines.append(escape(f"Effective robustness: {doc.raw['effective_robustness_error']}"))
+    lines += [
+        escape(f"Note: {n.get('task')}/{n.get('evaluator')}: {n.get('message')}") for n in doc.raw.get("notes") or []
+    ]
     return lines
+
+
+_SPECIAL = re.compile(r"[\\`*<|]|&(?=#?\w+;)|(?<=!)\[|\](?=\()|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def escape(text: str) -> str:
+    """``text`` as literal Markdown: what Markdown would read as markup (code, emphasis, HTML, table cells, links
+    and images) backslash-escaped, and only that, so labels such as ``digits_probe/test`` and intervals such as
+    ``[93.6, 97.9]`` read as they are in the .md file."""
+    return _SPECIAL.sub(lambda m: "\\" + m.group(0), text)
+
+
+_NUMBER = re.compile(r"$|[-+\[?\d]")  # a number, an interval, '?' (n not stated) or nothing
+
+
+def _table_markdown(table: Table) -> list[str]:
+    """A pipe table: columns of numbers (and intervals) right-aligned, the others left-aligned."""
+    head = "| " + " | ".join(escape(h) for h in table.head) + " |"
+    columns = zip(*table.rows, strict=True) if table.rows else [[] for _ in table.head]
+    align = "|" + "|".join("---:" if all(_NUMBER.match(c) for c in col) else ":---" for col in columns) + "|"
+    return [head, align, *("| " + " | ".join(escape(c) for c in row) + " |" for row in table.rows)]
 
 
 def to_markdown(title: str, sections: list[Section], here: Path | None = None) -> str:
     """Markdown; figure links are relative to ``here`` (the report's folder) when given."""
-    out = [f"# {title}", ""]
+    out = [f"# {escape(title)}", ""]
     for s in sections:
-        out += [f"## {s.title}", "", *[f"{line}\n" for line in s.lines]]
-        for i, (head, rows) in enumerate(s.tables):
-            out += [f"{s.captions[i]}\n"] if i in s.captions else []
-            out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            out += ["| " + " | ".join(row) + " |" for row in rows]
-            out.append("")
+        out += [f"## {escape(s.title)}", "", *[f"{line}\n" for line in s.lines]]
+        for table in s.tables:
+            if table.collapsed:
+                out += [f"<details><summary>{html.escape(table.caption, quote=False)}</summary>", ""]
+            elif table.caption:
+                out += [f"{table.caption}", ""]
+            out += [*_table_markdown(table), ""]
+            out += ["</details>", ""] if table.collapsed else []
         out += [f"![{f.stem}]({Path(os.path.relpath(f, here)).as_posix() if here else f})" for f in s.figures] + [""]
     return "\n".join(out)
 
 
+STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 12px}"
+    "table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;white-space:nowrap}"
+    "code{background:#f3f3f3;padding:0 3px;border-radius:3px}summary{cursor:pointer;margin:8px 0}"
+    "img{max-width:100%}figure{margin:12px 0}figcaption{color:#555;font-size:90%}"
+)
+
+
+def _markdown() -> Any:
+    from markdown_it import MarkdownIt
+
+    # no raw HTML: whatever a document holds is shown as text; pipe tables on
+    return MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
 def to_html(title: str, sections: list[Section]) -> str:
-    esc = html.escape
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
-           "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;margin:8px 0}"
-           "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
-           "img{max-width:100%}</style></head><body>", f"<h1>{esc(title)}</h1>"]  # fmt: skip
+    """One self-contained page: the same blocks as :func:`to_markdown`, rendered by markdown-it-py (CommonMark with
+    pipe tables; raw HTML in the text is escaped), the long tables in ``<details>``, the figures as data URIs."""
+    md = _markdown()
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+           f"<style>{STYLE}</style></head><body>", md.render(f"# {escape(title)}")]  # fmt: skip
     for s in sections:
-        out.append(f"<h2>{esc(s.title)}</h2>")
-        out += [f"<p>{esc(line)}</p>" for line in s.lines]
-        for i, (head, rows) in enumerate(s.tables):
-            out += [f"<p>{esc(s.captions[i])}</p>"] if i in s.captions else []
-            out.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>")
-            out += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows]
-            out.append("</table>")
+        out.append("<section>" + md.render(f"## {escape(s.title)}"))
+        out += [md.render(line) for line in s.lines]
+        for table in s.tables:
+            rendered = md.render("\n".join(_table_markdown(table)))
+            if table.collapsed:
+                summary = md.renderInline(table.caption)
+                out.append(f"<details><summary>{summary}</summary>\n{rendered}</details>")
+            else:
+                out += [md.render(table.caption) if table.caption else "", rendered]
         for fig in s.figures:
             data = base64.b64encode(fig.read_bytes()).decode()
             out.append(
-                f"<figure><img alt='{esc(fig.stem)}' src='data:image/png;base64,{data}'><figcaption>{esc(fig.name)}</figcaption></figure>"
+                f"<figure><img alt='{html.escape(fig.stem)}' src='data:image/png;base64,{data}'>"
+                f"<figcaption>{html.escape(fig.name)}</figcaption></figure>"
             )
+        out.append("</section>")
     out.append("</body></html>")
     return "\n".join(out)
 

@@ -19,39 +19,53 @@ from clipeval.results.record import Record
 if TYPE_CHECKING:
     from clipeval.report.robustness import RobustnessReport
 
-HEAD = ["task/dataset and params", "metric", "value", "95% interval", "n"]
+HEAD = ["task/dataset and params", "metric", "value", "95% interval", "unit", "n"]
+
+#: how pages name each metric unit (clipeval.results.record.UNITS) in the unit column
+PAGE_UNITS = {"fraction": "%", "difference": "pp", "count": "count"}
+#: how the plain-text tables name them (values as printed there: fractions, not percent)
+TEXT_UNITS = {"fraction": "fraction", "difference": "difference", "count": "count"}
 
 
 # ---------------------------------------------------------------- records
 
 
-def _page_value(record: Record, value: float) -> str:
-    unit = record.info.unit
+def page_number(unit: str, value: float) -> str:
+    """A value of a metric with ``unit`` as pages and figures show it: a fraction in percent with 2 decimals, a
+    difference in percentage points with a sign and 1 decimal, a count with 2 decimals; the unit is shown apart
+    (:data:`PAGE_UNITS`)."""
     if unit == "difference":
-        return f"{100 * value:+.1f} pp"
+        return f"{100 * value:+.1f}"
     if unit == "count":
         return f"{value:.2f}"
-    return f"{100 * value:.2f}%"
+    return f"{100 * value:.2f}"
 
 
 def record_rows(records: Sequence[Record]) -> list[list[str]]:
-    """Rows of :data:`HEAD` for pages: values in percent, percentage points or counts by the metric's unit."""
-    return [
-        [r.label, r.metric, _page_value(r, r.value), f"[{_page_value(r, r.ci[0])}, {_page_value(r, r.ci[1])}]",
-         "?" if r.n is None else str(r.n)]
-        for r in records
-    ]  # fmt: skip
+    """Rows of :data:`HEAD` for pages: each value and its interval in its metric's unit, which the row names
+    (% for fractions, pp for differences, count)."""
+    rows = []
+    for r in records:
+        unit = r.info.unit
+        show = lambda v, u=unit: page_number(u, v)  # noqa: E731
+        rows.append([r.label, r.metric, show(r.value), f"[{show(r.ci[0])}, {show(r.ci[1])}]", PAGE_UNITS[unit],
+                     "?" if r.n is None else str(r.n)])  # fmt: skip
+    return rows
 
 
 def format_records(title: str, records: Sequence[Record]) -> str:
-    """A plain-text table of ``records`` under ``title`` (values as fractions or counts, 4 decimals)."""
+    """A plain-text table of ``records`` under ``title`` (values as fractions or counts, 4 decimals; the unit
+    column says which)."""
     width = max([len(HEAD[0]), *(len(r.label) for r in records)])
-    lines = [title, f"{HEAD[0]:<{width}} {'metric':<22} {'value':>7}  {'95% interval':<17} {'n':>7}"]
+    lines = [title, f"{HEAD[0]:<{width}} {'metric':<22} {'unit':<10} {'value':>7}  {'95% interval':<17} {'n':>7}"]
     for r in records:
         lo, hi = r.ci
         spread = f"  sd {r.std:.4f}" if r.std is not None else ""
         n = "?" if r.n is None else r.n  # a published number whose sample count is not stated
-        lines.append(f"{r.label:<{width}} {r.metric:<22} {r.value:>7.4f}  [{lo:.4f}, {hi:.4f}] {n:>7}{spread}")
+        unit = TEXT_UNITS[r.info.unit]
+        lines.append(
+            f"{r.label:<{width}} {r.metric:<22} {unit:<10} {r.value:>7.4f}  [{lo:.4f}, {hi:.4f}] {n:>7}{spread}"
+        )
     return "\n".join(lines)
 
 
@@ -59,8 +73,8 @@ def format_records(title: str, records: Sequence[Record]) -> str:
 
 AVERAGE_ROW = "average over shifts"
 MEAN_ROW = "mean of per-shift ER"
-ROBUSTNESS_HEAD = ["setting", "top-1 (%)", "95% interval", "n", "ID top-1 (%)", "baseline fit (%)", "95% interval",
-                   "ER (pp)", "95% interval"]  # fmt: skip
+ROBUSTNESS_HEAD = ["setting", "top-1 (%)", "95% interval (%)", "n", "ID top-1 (%)", "baseline fit (%)",
+                   "95% interval (%)", "ER (pp)", "95% interval (pp)"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -101,17 +115,31 @@ def robustness_values(report: RobustnessReport) -> list[RobustnessRow]:
     return rows
 
 
-def _pp(value: float) -> str:
-    return f"{100 * value:+.1f}"
+def percent(value: float | None) -> str:
+    """An accuracy (fraction) as the robustness tables and figures show it: percent, 1 decimal; '' for None."""
+    return "" if value is None else f"{100 * value:.1f}"
+
+
+def points(value: float | None) -> str:
+    """A difference of accuracies as the robustness tables and figures show it: percentage points, signed,
+    1 decimal; '' for None."""
+    return "" if value is None else f"{100 * value:+.1f}"
+
+
+def interval(ci: tuple[float, float] | None, show=percent) -> str:
+    return "" if ci is None else f"[{show(ci[0])}, {show(ci[1])}]"
+
+
+def er_text(er: float, ci: tuple[float, float]) -> str:
+    """Effective robustness and its interval as one phrase (figure titles and legends): the table's numbers."""
+    return f"ER {points(er)} pp {interval(ci, points)}"
 
 
 def robustness_rows(report: RobustnessReport) -> list[list[str]]:
     """Rows of :data:`ROBUSTNESS_HEAD` for pages: accuracies in percent, effective robustness in pp."""
-    pct = lambda v: "" if v is None else f"{100 * v:.1f}"  # noqa: E731
-    interval = lambda ci, f: "" if ci is None else f"[{f(ci[0])}, {f(ci[1])}]"  # noqa: E731
     return [
-        [r.setting, pct(r.top1), interval(r.top1_ci, pct), "" if r.n is None else str(r.n), pct(r.id_top1),
-         pct(r.prediction), interval(r.prediction_ci, pct), "" if r.er is None else _pp(r.er), interval(r.er_ci, _pp)]
+        [r.setting, percent(r.top1), interval(r.top1_ci), "" if r.n is None else str(r.n), percent(r.id_top1),
+         percent(r.prediction), interval(r.prediction_ci), points(r.er), interval(r.er_ci, points)]
         for r in robustness_values(report)
     ]  # fmt: skip
 
@@ -121,7 +149,8 @@ def format_report(report: RobustnessReport, model: str, title: str) -> str:
     definition."""
     lines = [
         f"{title} · {model} · baselines: {report.baselines_label}",
-        f"{'setting':<20} {'top-1':>6}  {'95% interval':<16} {'n':>6}  {'ID top-1':>8}  {'baseline fit':>20}  {'eff. robustness (pp)':>22}",
+        f"{'setting':<20} {'top-1':>6}  {'95% interval':<16} {'n':>6}  {'ID top-1':>8}  {'baseline fit':>20}  "
+        f"{'eff. robustness (pp)':>22}",
     ]
     for r in robustness_values(report):
         line = f"{r.setting:<20} "
@@ -135,8 +164,10 @@ def format_report(report: RobustnessReport, model: str, title: str) -> str:
                 line += f"  {r.id_top1:8.3f}  {r.prediction:6.3f} [{p_lo:.3f}, {p_hi:.3f}]"
             else:
                 line += f"  {'':>8}  {'':>20}"
-            line += f"  {_pp(r.er):>6} [{_pp(r.er_ci[0])}, {_pp(r.er_ci[1])}]"
+            line += f"  {points(r.er):>6} {interval(r.er_ci, points)}"
         lines.append(line)
+    lines.append("Units: top-1, ID top-1 and the baseline fit as fractions (0-1); effective robustness in percentage "
+                 "points (pp).")  # fmt: skip
     avg = report.average
     if avg is not None:
         lines.append(

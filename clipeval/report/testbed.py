@@ -109,9 +109,16 @@ def testbed_report(baselines: TableBaselines, model: str, sizes: dict[str, int])
 def figure13(baselines: TableBaselines, published: str, path: Path) -> Path:
     """Left: average accuracy over the shifts vs ImageNet accuracy, standard models and their fit, CLIP
     highlighted. Right: per shift, ImageNet ResNet-101 next to zero-shot CLIP at the same ImageNet accuracy."""
+    from clipeval.report.figures import save
+
+    return save(figure13_figure(baselines, published), path)
+
+
+def figure13_figure(baselines: TableBaselines, published: str):
+    """The Figure of :func:`figure13`."""
     import matplotlib.pyplot as plt
 
-    from clipeval.report.figures import logit_axes, save
+    from clipeval.report.figures import logit_axes
 
     shifts = list(PAPER_TO_TESTBED)
     columns = {spec["y"] for spec in baselines.shifts.values()}
@@ -122,7 +129,7 @@ def figure13(baselines: TableBaselines, published: str, path: Path) -> Path:
     paper = read_paper_table(published)
     pts = baselines.average_points().rename(columns={"shift": "avg"})  # the same line as every report's average
     fit = fit_baselines(pts["id"].to_numpy(), pts["avg"].to_numpy(), list(pts.index))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.2), gridspec_kw={"width_ratios": [1, 1.15]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12.5, 5.8), gridspec_kw={"width_ratios": [1, 1.15]})
     grid = np.linspace(0.5, 0.9, 100)
     left.scatter(pts["id"], pts["avg"], s=14, color="0.55", label=f"standard ImageNet models ({len(pts)})")
     left.plot(grid, fit.predict(grid), color="0.25", lw=1.2, label="logit-linear fit")
@@ -137,25 +144,28 @@ def figure13(baselines: TableBaselines, published: str, path: Path) -> Path:
             [r["val"]], [np.mean([r[PAPER_TO_TESTBED[s]] for s in shifts])], marker="*", s=70, color="tab:red", zorder=3
         )
     left.scatter([], [], marker="*", s=70, color="tab:red", label="zero-shot CLIP models (testbed)")
-    logit_axes(left, (0.5, 0.9))
+    logit_axes(left, (0.1, 0.9))
     left.set_xlim(0.55, 0.9)
     left.set_ylim(0.1, 0.9)
     left.set_xlabel("ImageNet top-1")
     left.set_ylabel(f"average top-1 on {len(shifts)} natural shifts")
-    left.legend(fontsize=7, loc="upper left")
+    left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+    left.set_title("average over the shifts against ImageNet top-1 (logit axes)", fontsize=10)
     resnet = paper.loc[PAPER_RESNET]
     rows = ["ImageNet", *shifts]
     y = np.arange(len(rows))[::-1]
     right.barh(y + 0.2, [resnet[r] for r in rows], height=0.4, color="0.6", label="ImageNet ResNet-101")
     right.barh(y - 0.2, [clip[r] for r in rows], height=0.4, color="tab:purple", label="zero-shot CLIP ViT-L/14@336px")
-    for yi, r in zip(y, rows, strict=True):
-        delta = clip[r] - resnet[r]
-        right.text(max(clip[r], resnet[r]) + 1, yi, f"{delta:+.1f}", va="center", fontsize=9,
-                   color="tab:green" if delta > 0 else "0.3")  # fmt: skip
     right.set_yticks(y, rows)
-    right.set_xlim(0, 105)
+    right.set_xlim(0, 100)
     right.set_xlabel("top-1 (%)")
-    right.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+    deltas = right.secondary_yaxis("right")  # the differences beside the bars, not over them
+    deltas.set_yticks(y, [f"{clip[r] - resnet[r]:+.1f}" for r in rows])
+    for tick, r in zip(deltas.get_yticklabels(), rows, strict=True):
+        tick.set_color("tab:green" if clip[r] > resnet[r] else "0.3")
+    deltas.set_ylabel("CLIP minus ResNet-101 (pp)", fontsize=8)
+    right.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
+    right.set_title("the same ImageNet top-1, per dataset (published numbers)", fontsize=10)
     fig.suptitle("CLIP paper Figure 13, redrawn from published numbers (Radford et al. 2021; Taori et al. 2020)")
     fig.tight_layout()
-    return save(fig, path)
+    return fig

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import clipeval
-from clipeval.atomic import atomic_write
+from clipeval.atomic import atomic_write, safe_file_name
 from clipeval.errors import ClipevalError
 from clipeval.results.files import read_json
 from clipeval.results.record import Metric, Record, metric_info
@@ -268,7 +268,7 @@ def write_json(path: Path, obj: Any) -> Path:
 def add_to_store(store: Path, document: dict[str, Any]) -> Path:
     stamp = document["created"].replace(":", "").replace("-", "").replace("+0000", "Z")
     name = f"{stamp}_{document['selection']['name']}_{model_label(document['model'])}_{document['run_id'][:8]}.json"
-    return write_json(Path(store) / _safe(name), document)
+    return write_json(Path(store) / safe_file_name(name), document)
 
 
 def load_store(store: Path) -> list[ResultsDocument]:
@@ -327,7 +327,3 @@ def git_sha() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in name)

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from clipeval.atomic import safe_file_name
 from clipeval.config.lists import read_strings
 from clipeval.errors import ClipevalError
 from clipeval.features.bank import FeatureBank
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class Kept:
     """Per-sample data an evaluator kept: its arrays by key (for the results document) and the run directory's
-    copy with the sample ids (``predictions/<task>/<name>.parquet``)."""
+    copy with the sample ids (``predictions/<task>/<name>.parquet``, each part a safe file name:
+    :func:`clipeval.run.runner.prediction_file`)."""
 
     samples: dict[str, Samples] = dataclasses.field(default_factory=dict)
     frames: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
@@ -116,14 +118,23 @@ class RunContext:
         return self._keep(name, samples, {"sample_id": list(ids), "label": labels.numpy(), **arrays})
 
     def _keep(self, name: str, samples: Samples, frame: dict[str, Any]) -> str:
-        if not re.fullmatch(r"[\w\-][\w.\-]*", name):
+        if not name or name.startswith(".") or re.search(r"[/\\\x00-\x1f]", name):
             raise ClipevalError(
-                f"Per-sample data need a plain file name (letters, digits, '.', '-', '_'; not starting with '.'), "
-                f"not {name!r}: it names predictions/{self.task}/<name>.parquet in the run directory."
+                f"Per-sample data need a plain file name (no '/' or '\\', not starting with '.'), not {name!r}: it "
+                f"names predictions/{self.task}/<name>.parquet in the run directory (characters other than letters, "
+                "digits, '.', '-' and '_' are written as '-')."
             )
         key = f"{self.task}/{name}"
         if key in self.kept.samples:
             raise ClipevalError(f"Task '{self.task}' keeps per-sample data under '{name}' twice; name them apart.")
+        same_file = [k for k in self.kept.samples if k.startswith(f"{self.task}/")
+                     and safe_file_name(k.partition("/")[2]) == safe_file_name(name)]  # fmt: skip
+        if same_file:
+            raise ClipevalError(
+                f"Task '{self.task}' keeps per-sample data under '{name}' and '{same_file[0].partition('/')[2]}', which "
+                f"would share the file predictions/{safe_file_name(self.task)}/{safe_file_name(name)}.parquet; "
+                "name them apart by more than ':', '@' or spaces."
+            )
         self.kept.samples[key], self.kept.frames[key] = samples, frame
         return key
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from clipeval.atomic import atomic_write, require_writable
+from clipeval.atomic import atomic_write, require_writable, safe_file_name
 from clipeval.cache import TensorCache, use_cache
 from clipeval.config.construct import build, check_options
 from clipeval.config.paths import cache_dir
@@ -30,6 +30,7 @@ from clipeval.contracts import DualEncoder
 from clipeval.errors import ClipevalError
 from clipeval.features.bank import FeatureBank
 from clipeval.interrupt import during
+from clipeval.logs import route_library_output, shown, to_log_files
 from clipeval.models.base import check_dual_encoder, weights_label
 from clipeval.models.deferred import load_deferred
 from clipeval.results.record import Record
@@ -117,14 +118,20 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     _record_normalised_runtime(cfg, settings.runtime.model_dump())
     check_options(cfg.model, "model")  # its construction is deferred
     _guard_log_files()
+    route_library_output()
+    run_dir, store = Path(shown(run_dir)), Path(shown(cfg.store))  # messages show paths absolute
     for folder, what, how in (
         (run_dir, "run directory", "hydra.run.dir=DIR"),
-        (Path(cfg.store), "results store", "store=DIR (or CLIPEVAL_STORE)"),
+        (store, "results store", "store=DIR (or CLIPEVAL_STORE)"),
     ):
         require_writable(folder, what, how, "nothing was run")
     cache = TensorCache(cache_dir(settings.cache_dir), enabled=settings.runtime.cache)
     with use_cache(cache):
-        return _run(cfg, run_dir, cache)
+        try:
+            return _run(cfg, run_dir, cache)
+        finally:
+            if cache.read or cache.written:
+                log.info("%s", cache.summary())
 
 
 def _record_normalised_runtime(cfg: DictConfig, runtime: dict[str, Any]) -> None:
@@ -137,6 +144,7 @@ def _record_normalised_runtime(cfg: DictConfig, runtime: dict[str, Any]) -> None
 
 
 def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
+    store = Path(shown(cfg.store))
     runtime = Runtime.create(**OmegaConf.to_container(cfg.runtime, resolve=True))
     runtime.seed_everything()
     selection = Selection.from_config(cfg)
@@ -180,7 +188,7 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
         weights=weights_label(config["model"]),
     )
     with during("writing the results (each file is written whole or not at all)"):
-        results, stored, problem = _write_results(evaluation, document, run_dir, Path(cfg.store))
+        results, stored, problem = _write_results(evaluation, document, run_dir, store)
     if problem is not None:
         if failure is not None:
             log.error(problem)
@@ -199,13 +207,19 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
             for path in draw_run_figures(parsed, run_dir, figures=_figure_specs(selection)):
                 log.info("Wrote figure %s", path)
     except OSError as exc:
-        print(summary(parsed))
+        _show_summary(summary(parsed))
         raise ClipevalError(
             f"Could not write the figures to the run directory {run_dir} ({exc}). "
             f"The results are in {results} and {stored}."
         ) from exc
-    print(summary(parsed))
+    _show_summary(summary(parsed))
     return document
+
+
+def _show_summary(text: str) -> None:
+    """The run's summary tables: printed, and written to the run's log file (clipeval.log) too."""
+    print(text)
+    to_log_files(f"Summary:\n{text}")
 
 
 def _write_results(
@@ -290,15 +304,22 @@ def _evaluate(tasks: dict[str, Task], bank: FeatureBank) -> Evaluation:
     return done
 
 
+def prediction_file(run_dir: Path, key: str) -> Path:
+    """Where the per-sample data of ``key`` (``<task>/<name>``) are copied: ``predictions/<task>/<name>.parquet``,
+    each part a safe file name (:func:`clipeval.atomic.safe_file_name`: no ``:``, ``@`` or other character
+    that some file systems or shells refuse). Sample keys in results.json keep their names."""
+    task, _, name = key.partition("/")
+    return Path(run_dir) / "predictions" / safe_file_name(task) / f"{safe_file_name(name)}.parquet"
+
+
 def _write_predictions(evaluation: Evaluation, run_dir: Path) -> None:
-    """The run directory's copy of the per-sample data, with sample ids: ``predictions/<task>/<name>.parquet``."""
+    """The run directory's copy of the per-sample data, with sample ids (:func:`prediction_file`)."""
     import pyarrow as pa  # not pandas: pyarrow alone imports in a third of the time
     import pyarrow.parquet as pq
 
     for key, frame in evaluation.frames.items():
-        task, _, name = key.partition("/")
         table = pa.table({k: (v if isinstance(v, list) else list(v)) for k, v in frame.items()})
-        atomic_write(run_dir / "predictions" / task / f"{name}.parquet", lambda f, t=table: pq.write_table(t, f))
+        atomic_write(prediction_file(run_dir, key), lambda f, t=table: pq.write_table(t, f))
 
 
 def _add_robustness(
