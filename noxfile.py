@@ -50,7 +50,7 @@ def bench(session: nox.Session) -> None:
     compare = "--compare" in session.posargs
     args = [a for a in session.posargs if a != "--compare"]
     session.run(
-        "python", "-m", "pytest", "benchmarks", "-p", "no:randomly", "--benchmark-autosave",
+        "python", "-m", "pytest", "benchmarks", "-o", "addopts=", "--benchmark-autosave",
         "--benchmark-columns=min,median,max,rounds", *(["--benchmark-compare"] if compare else []),
     )  # fmt: skip
     if not compare:

@@ -215,6 +215,7 @@ def check_configs(argv: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    from clipeval.config.construct import check_targets
     from clipeval.config.schema import validate_config
 
     fixed, swept = [], []
@@ -238,6 +239,7 @@ def check_configs(argv: list[str]) -> None:
                 return  # a required value left out: the run says which when it starts
             try:
                 validate_config(cfg)
+                check_targets(cfg)
             except MissingMandatoryValue:
                 return  # a required value left out: the run says which when it starts
             except ClipevalError as exc:
@@ -266,6 +268,10 @@ def _hydra_errors() -> Iterator[None]:
         fail(str(exc).split("\nConfig search path:")[0])
     except ClipevalError as exc:  # raised while composing: a task.yaml that does not load
         fail(str(exc))
+    except ValueError as exc:  # Hydra's own check of a group override's value (`runtime=null`, `=3`)
+        if "Config group override must be" not in str(exc):
+            raise
+        fail(f"{exc}: choose an option of the group by name (e.g. runtime=default), or remove it with ~group.")
     finally:
         if previous is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 #: folders of the repository the guard does not list: version control, virtual environments, tools' caches
-SKIPPED_DIRS = {".git", ".venv", ".ci-venv", ".nox", "__pycache__", ".pytest_cache", ".ruff_cache", ".benchmarks"}
+SKIPPED_DIRS = {".git", ".venv", ".ci-venv", ".nox", "__pycache__", ".ruff_cache"}
 
 #: environment variable -> its place in the sandbox
 SANDBOXED = {

@@ -520,3 +520,58 @@ def test_on_the_real_command_line_each_kind_exits_2(tmp_path):
         assert proc.returncode == 2, (args, proc.stderr)
         assert proc.stderr.startswith("clipeval: error: ") and message in proc.stderr, (args, proc.stderr)
         assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "argv", [["task=digits", "runtime=null"], ["task=digits", "model=null"], ["task=digits", "=3"]]
+)
+def test_a_group_set_to_nothing_is_exit_2_not_hydras_traceback(argv, capsys):
+    from clipeval.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith("clipeval: error: Config group override must be a string or a list")
+
+
+def test_a_task_file_that_is_not_utf8_is_exit_2_naming_it(tmp_path, monkeypatch, capsys):
+    from clipeval.cli import main
+
+    (tmp_path / "latin").mkdir()
+    (tmp_path / "latin" / "task.yaml").write_bytes(b"name: latin\n# caf\xe9\n")
+    monkeypatch.setenv("CLIPEVAL_TASKS", str(tmp_path))
+    with pytest.raises(SystemExit) as info:
+        main(["task=latin"])
+    assert info.value.code == 2
+    assert f"{tmp_path / 'latin' / 'task.yaml'} is not UTF-8 text (byte 17" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["task=digits", "+model.foo=1", "--cfg", "job"],
+            "model: clipeval.models.open_clip.OpenClipEncoder has no option 'foo'",
+        ),
+        (
+            ["task=digits", "task.datasets.test.split=tset", "--cfg", "job"],
+            "dataset 'test' of task 'digits': split='tset' is not allowed",
+        ),
+        (
+            ["-m", "task=digits", "task.datasets.test.split=test,tset"],
+            "Sweep job #1 (task.datasets.test.split=tset): dataset 'test' of task 'digits'",
+        ),
+        (
+            ["suite=digits", "suite.robustness.figures.0._target_=clipeval.report.figures.nope", "--cfg", "job"],
+            "cannot import clipeval.report.figures.nope",
+        ),
+    ],
+)
+def test_options_and_targets_are_checked_before_printing_or_a_sweeps_first_job(argv, message, tmp_path, capsys):
+    """The schema alone let these through: ``--cfg`` printed them (exit 0) and a sweep ran job #0 first."""
+    from clipeval.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main([*argv, f"store={tmp_path / 'store'}", f"hydra.sweep.dir={tmp_path / 'sw'}"])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "store").exists()

@@ -70,3 +70,10 @@ def test_the_guard_sees_a_write_outside_the_temporary_directories(request):
     assert GUARD.take(request.node.nodeid) == [f"open {outside}", f"os.rename {outside}"]  # taken: no failure
     Path("relative.txt").write_text("the working directory is the sandbox's")
     assert GUARD.take(request.node.nodeid) == []
+
+
+def test_pytest_keeps_no_cache_and_no_benchmark_folder_in_the_checkout(request):
+    """pytest's cache (``.pytest_cache``) and pytest-benchmark's storage (``.benchmarks``) were created in the
+    repository by every run; both plugins are off for the test suite (``benchmarks/`` turns them back on)."""
+    assert not request.config.pluginmanager.has_plugin("cacheprovider")
+    assert not request.config.pluginmanager.has_plugin("benchmark")

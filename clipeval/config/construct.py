@@ -15,7 +15,7 @@ import inspect
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -144,6 +144,59 @@ def check_options(node: Mapping[str, Any], what: str) -> dict[str, Any]:
             except ValidationError as exc:
                 raise ClipevalError(f"{what}: {OptionError(key, value, _allowed(exc))}") from None
     return out
+
+
+def check_targets(cfg: Any) -> None:
+    """:func:`check_options` on every node of the composed config that builds an object (the model, each
+    dataset and evaluator of each task, a suite's baselines and figures), before anything is built or
+    read: a run, a sweep's every job and ``--cfg`` refuse the same options alike. Nodes holding a value
+    still to be given (``???``) are left to the run, which names what is missing."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    for path, node in _target_nodes(cfg, ()):
+        if _holds_missing(node):
+            continue
+        if "figures" in path:  # a figure is a function called with the report; its other keys are for clipeval
+            locate(str(node["_target_"]), _node_name(path, cfg))
+        else:
+            if len(path) >= 2 and path[-2] == "datasets":  # `optional` is the task's key, not the source's
+                node = {k: v for k, v in node.items() if k != "optional"}
+            check_options(node, _node_name(path, cfg))
+
+
+def _node_name(path: tuple[str, ...], cfg: Mapping[str, Any]) -> str:
+    """How messages name a node, as when it is built: ``dataset 'test' of task 'digits'``, ``evaluator 'x'``."""
+    if path == ("model",):
+        return "model"
+    if len(path) == 3 and path[0] == "task" and path[1] in ("datasets", "evaluators"):
+        task = (cfg.get("task") or {}).get("name", "?")
+        return f"dataset '{path[2]}' of task '{task}'" if path[1] == "datasets" else f"evaluator '{path[2]}'"
+    if len(path) == 5 and path[:2] == ("suite", "tasks") and path[3] in ("datasets", "evaluators"):
+        return f"dataset '{path[4]}' of task '{path[2]}'" if path[3] == "datasets" else f"evaluator '{path[4]}'"
+    if path[-2:] == ("robustness", "baselines"):
+        return "the suite's baselines"
+    return ".".join(path)
+
+
+def _target_nodes(node: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], dict]]:
+    if isinstance(node, Mapping):
+        if "_target_" in node:
+            yield path, dict(node)
+            return
+        for key, value in node.items():
+            if not (path == () and key == "hydra"):
+                yield from _target_nodes(value, (*path, str(key)))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _target_nodes(value, (*path, str(i)))
+
+
+def _holds_missing(node: Any) -> bool:
+    if isinstance(node, Mapping):
+        return any(_holds_missing(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_holds_missing(v) for v in node)
+    return node == "???"
 
 
 #: numbers are text where a constructor takes text (a YAML ``revision: 2024`` is the string "2024")

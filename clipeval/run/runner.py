@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clipeval.atomic import atomic_write, require_writable, safe_file_name
 from clipeval.cache import TensorCache, use_cache
-from clipeval.config.construct import build, check_options
+from clipeval.config.construct import build, check_targets
 from clipeval.config.paths import cache_dir
 from clipeval.config.runtime import Runtime
 from clipeval.config.schema import validate_config
@@ -116,7 +116,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """
     settings = validate_config(cfg)
     _record_normalised_runtime(cfg, settings.runtime.model_dump())
-    check_options(cfg.model, "model")  # its construction is deferred
+    check_targets(cfg)  # every object's options, before anything is built (the model's construction is deferred)
     _guard_log_files()
     route_library_output()
     run_dir, store = Path(shown(run_dir)), Path(shown(cfg.store))  # messages show paths absolute

@@ -56,7 +56,15 @@ class TaskFolderSource(ConfigSource):
         from clipeval.config.schema import check_task_file
 
         path = folder / TASK_FILE
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            from clipeval.errors import ClipevalError
+
+            raise ClipevalError(
+                f"{path} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start : exc.start + 1]!r}): "
+                "save it as UTF-8 (a task.yaml is YAML text)."
+            ) from None
         check_task_file(text, path)  # YAML, a mapping, name/datasets/evaluators: else ClipevalError naming the file
         cfg = OmegaConf.create(text)
         if "dir" not in cfg:
