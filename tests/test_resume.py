@@ -305,7 +305,10 @@ def test_ctrl_c_while_encoding_is_one_line_and_exit_130(images, tmp_path):
     lines = [line for line in text.splitlines() if not line.startswith("[")]  # log lines start with the time
     assert len(lines) == 1, text
     assert lines[0].startswith("clipeval: interrupted while encoding the image features of image folder")
-    assert "images are cached and a rerun resumes from there; nothing half-written remains." in lines[0]
+    assert (
+        "images are cached and a rerun resumes from there; no results were written; nothing half-written remains."
+        in lines[0]
+    )
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.name.endswith(".tmp")]
 
 
@@ -372,3 +375,33 @@ def test_ctrl_c_while_evaluating_says_which_task_and_that_nothing_was_written(tm
         "nothing half-written remains."
     )
     assert not (tmp_path / "store").exists() or not list((tmp_path / "store").glob("*.json"))
+
+
+def test_ctrl_c_after_some_tasks_finished_writes_their_records(tmp_path, monkeypatch, capsys):
+    """Finished tasks (an adversarial evaluation is not cached) were thrown away by Ctrl-C."""
+    from clipeval.cli import main
+    from clipeval.results.store import ResultsDocument
+    from clipeval.run.context import RunContext
+
+    real = RunContext.evaluate
+
+    def second_task_interrupted(self):
+        if self.task == "digits_renditions":
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(RunContext, "evaluate", second_task_interrupted)
+    monkeypatch.setenv("CLIPEVAL_STORE", str(tmp_path / "store"))
+    with pytest.raises(SystemExit) as exit:
+        main(["runtime.limit=40", "runtime.progress=false", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert exit.value.code == 130
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(
+        "clipeval: interrupted while evaluating task 'digits_renditions' (2 of 7); the records of the 1 finished "
+        f"task(s) are written to {tmp_path / 'run' / 'results.json'} and "
+    )
+    doc = ResultsDocument.load(tmp_path / "run" / "results.json")
+    assert {r.task for r in doc.records} == {"digits"}
+    assert doc.raw["interrupted"].endswith("1 of 7 tasks finished")
+    assert doc.raw["effective_robustness_error"] == "not computed: the run was interrupted"
+    assert len(list((tmp_path / "store").glob("*.json"))) == 1

@@ -52,6 +52,9 @@ class Evaluation:
     skipped: dict[str, dict[str, list[list[str]]]] = dataclasses.field(default_factory=dict)
     notes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     failure: Failure | None = None
+    #: Ctrl-C during a task: what was interrupted (the tasks before it finished, and are written)
+    interrupted: str | None = None
+    finished: int = 0
 
 
 @dataclasses.dataclass
@@ -157,6 +160,9 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
     with during("loading the model; no results were written"):
         model = load_model(cfg.model, runtime, cache)
     evaluation = _evaluate(tasks, FeatureBank(model, runtime, cache))
+    interrupted = evaluation.interrupted
+    if interrupted is not None and not evaluation.records:
+        raise KeyboardInterrupt(f"{interrupted}; no results were written")
     extra: dict[str, Any] = {"run_dir": str(run_dir.resolve()), "skipped": evaluation.skipped}
     extra["data"] = {  # which data were scored: task -> dataset -> content key and limit
         task.name: {name: {"key": source.key, "limit": runtime.limit} for name, source in task.sources.items()}
@@ -167,14 +173,21 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
     if failure is not None:
         extra["failures"] = [failure.to_json()]
     report_error: Exception | None = None
+    if interrupted is not None:
+        extra["interrupted"] = f"{interrupted}: {evaluation.finished} of {len(tasks)} tasks finished"
     if baselines is not None and failure is not None:
         extra["effective_robustness_error"] = (
             f"not computed: evaluator '{failure.evaluator}' of '{failure.task}' failed"
         )
+    elif baselines is not None and interrupted is not None:
+        extra["effective_robustness_error"] = "not computed: the run was interrupted"
     elif baselines is not None:
         try:
-            with during("computing the effective-robustness report; no results were written"):
-                evaluation.records += _add_robustness(extra, selection, tasks, baselines, evaluation.records)
+            evaluation.records += _add_robustness(extra, selection, tasks, baselines, evaluation.records)
+        except KeyboardInterrupt:  # the tasks' records are kept; the report can be made later (`report refit`)
+            interrupted = "computing the effective-robustness report"
+            extra["interrupted"] = f"{interrupted}: all {len(tasks)} tasks finished"
+            extra["effective_robustness_error"] = "not computed: the run was interrupted"
         except Exception as exc:  # raised again once the results are written
             report_error, extra["effective_robustness_error"] = exc, str(exc)
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -195,6 +208,9 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
             failure.raise_again(results or stored or run_dir / "results.json")
         raise ClipevalError(problem)
     log.info("Wrote %s and %s", results, stored)
+    if interrupted is not None:
+        finished = f"the {evaluation.finished} finished task(s)" if evaluation.interrupted else "all tasks"
+        raise KeyboardInterrupt(f"{interrupted}; the records of {finished} are written to {results} and {stored}")
     if failure is not None:
         failure.raise_again(run_dir / "results.json")
     if report_error is not None:
@@ -290,8 +306,13 @@ def _evaluate(tasks: dict[str, Task], bank: FeatureBank) -> Evaluation:
     done = Evaluation()
     for number, task in enumerate(tasks.values(), 1):
         ctx = RunContext(bank, task)
-        with during(f"evaluating task '{task.name}' ({number} of {len(tasks)}); no results were written"):
-            records, failure = ctx.evaluate()
+        try:
+            with during(f"evaluating task '{task.name}' ({number} of {len(tasks)})"):
+                records, failure = ctx.evaluate()
+        except KeyboardInterrupt as exc:
+            done.interrupted = str(exc)
+            break
+        done.finished += 1
         done.records += records
         done.samples |= ctx.kept.samples
         done.frames |= ctx.kept.frames
