@@ -319,6 +319,17 @@ BAD_ENTRIES = {  # what is wrong -> (the entry's text from a good one, what the 
         ),
         ": robustness is malformed (ValueError: baselines.points.imagenetv2: a fit needs two models",
     ),
+    "data a string": (lambda doc: doc.update(data="x"), ": 'data' must be an object {task: {dataset: {key, limit}}}"),
+    "data of a task a number": (
+        lambda doc: doc.update(data={"folder": {"test": 5}}),
+        ": data.folder.test must be an object with a content 'key'",
+    ),
+    "baseline points of unequal lengths": (
+        lambda doc: doc["robustness"]["baselines"]["points"]["imagenetv2"]["id"].pop(),
+        ": robustness is malformed (ValueError: baselines.points.imagenetv2: 'model', 'id' and 'shift' must be lists "
+        "of equal length",
+    ),
+    "nested too deeply": (lambda text: "[" * 100_000, " is JSON nested too deeply to read"),
     "a setting without its top-1": (
         lambda doc: doc["robustness"]["in_distribution"].__setitem__(0, {"task": "imagenet", "dataset": "nope"}),
         ": its robustness settings need zero-shot top-1 on ['imagenet/nope'], which it does not hold",
