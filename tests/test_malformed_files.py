@@ -375,6 +375,38 @@ def test_report_store_reports_the_rest_and_names_the_bad_entry(tmp_path, capsys,
     assert "· good" in page and "· bad" not in page
 
 
+@pytest.mark.parametrize("command", ["store", "figure"])
+def test_a_run_whose_report_fails_unexpectedly_is_skipped_naming_it_and_the_error(tmp_path, capsys, caplog, command,
+                                                                                  monkeypatch):  # fmt: skip
+    """Any error computing one run's report (here a singular fit), not only a ClipevalError, skips that run with a
+    warning naming it and the error's type; the other runs are reported."""
+    import numpy as np
+
+    import clipeval.report.cross_run as cross_run
+    import clipeval.report.run_summary as run_summary
+
+    store, bad = spoiled_store(tmp_path, "tags a number")
+    doc = json.loads(bad.read_text()) | {"tags": []}
+    real = run_summary.build_report
+
+    def build_report(spec, records):
+        if spec.baselines_label == "boom":
+            raise np.linalg.LinAlgError("Singular matrix")
+        return real(spec, records)
+
+    doc["robustness"]["baselines"]["label"] = "boom"
+    bad.write_text(json.dumps(doc))
+    monkeypatch.setattr(run_summary, "build_report", build_report)
+    monkeypatch.setattr(cross_run, "build_report", build_report)
+    with caplog.at_level(logging.WARNING):
+        assert report(command, "--store", store, "--out", tmp_path / "out") == 0
+    error_of(capsys)
+    assert f"Skipped {bad.name}: its report could not be computed (LinAlgError: Singular matrix)" in caplog.text
+    if command == "store":
+        page = (tmp_path / "out" / "report.md").read_text()
+        assert "1 run(s)" in page and "· good" in page and "· bad" not in page
+
+
 def test_a_store_of_bad_entries_only_is_exit_2(tmp_path, capsys, caplog):
     store, bad = spoiled_store(tmp_path, "truncated")
     next(p for p in store.glob("*.json") if p != bad).unlink()
