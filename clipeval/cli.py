@@ -75,11 +75,32 @@ def main(argv: list[str] | None = None) -> None:
     """The command line; Ctrl-C ends it with one line saying what was interrupted, and exit code 130."""
     try:
         with calm_sigint():
-            _main(sys.argv[1:] if argv is None else argv)
+            try:
+                _main(sys.argv[1:] if argv is None else argv)
+            finally:
+                sys.stdout.flush()  # a reader that went away shows here, not as a message at interpreter exit
+    except BrokenPipeError:
+        _quiet_after_broken_pipe()
     except KeyboardInterrupt as exc:
         what = f" while {exc}" if str(exc) else ""  # encode.py and the cache say what they were doing
         print(f"clipeval: interrupted{what}; nothing half-written remains.", file=sys.stderr)
         raise SystemExit(INTERRUPTED_EXIT_CODE) from None
+
+
+#: the exit code of a command whose output's reader went away (``clipeval report testbed | head -1``): 128 + SIGPIPE,
+#: what a shell reports for Unix tools ended by the signal, so ``set -o pipefail`` still tells a cut-short output
+BROKEN_PIPE_EXIT_CODE = 141
+
+
+def _quiet_after_broken_pipe() -> None:
+    """End without a word when the output's reader is gone, as Unix tools do: the Python documentation's recipe
+    (send what is still buffered for stdout to /dev/null, so the exit flush cannot fail again)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no file descriptor (stdout replaced in-process)
+        pass
+    raise SystemExit(BROKEN_PIPE_EXIT_CODE) from None
 
 
 #: Hydra's flags that print something and run nothing

@@ -188,6 +188,16 @@ MALFORMED = {  # what is wrong -> (change to the document's text or JSON, what t
         lambda doc: _set(doc, {"top1": "AAAA"}, "samples", "t/d", "correct"),
         ": samples.t/d: correct.top1 holds 24 bits, fewer than its n = 40 samples",
     ),
+    "samples without labels": (
+        lambda doc: _drop(doc, "samples", "t/d", "labels"),
+        ": samples.t/d: labels is missing; ranked predictions ('topk') need the labels they rank.",
+    ),
+    "samples without topk": (lambda doc: _drop(doc, "samples", "t/d", "topk"), ": samples.t/d: topk is missing;"),
+    "samples without any data": (
+        lambda doc: [_drop(doc, "samples", "t/d", k) for k in ("labels", "topk")],
+        ": samples.t/d: labels and topk are missing;",
+    ),
+    "nested too deeply": (lambda text: "[" * 100_000, " is JSON nested too deeply to read"),
     "samples not held": (
         lambda doc: _set(doc, "t/other", "records", 0, "samples"),
         ": records point at per-sample data ['t/other'] that it does not hold",

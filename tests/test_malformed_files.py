@@ -59,7 +59,9 @@ BAD_TABLES = {  # what is wrong -> (the file, what the message says after "<file
     "empty": (b"", " is empty"),
     "binary": (BINARY, " is not a text file (byte 128 is not UTF-8)"),
     "a header only": ("model,clean,rend,sk\n", " has a header but no rows"),
-    "ragged": ("model,clean,rend,sk\na,1,2,3\nb,1,2,3,4,5\n", " is not a well-formed CSV table"),
+    "ragged": ("model,clean,rend,sk\na,1,2,3\nb,1,2,3,4,5\n", ": line 3 has 6 fields, the header has 4"),
+    "a row short of a field": (TABLE.replace("cnn2,78,42,22", "cnn2,78,42"), ": line 4 has 3 fields, the header has 4"),
+    "a row with one field more": (TABLE.replace("cnn2,78,42,22", "cnn2,78,42,22,9"), ": line 4 has 5 fields, the"),
     "semicolons": (TABLE.replace(",", ";"), " has its columns separated by semicolons"),
     "no model column": (TABLE.replace("model,", "name,"), " has no column(s) ['model'] (one row per model)"),
     "a --shift column missing": (TABLE.replace(",sk\n", ",sketch\n"), " has no column(s) ['sk']"),
@@ -317,6 +319,17 @@ BAD_ENTRIES = {  # what is wrong -> (the entry's text from a good one, what the 
         ),
         ": robustness is malformed (ValueError: baselines.points.imagenetv2: a fit needs two models",
     ),
+    "data a string": (lambda doc: doc.update(data="x"), ": 'data' must be an object {task: {dataset: {key, limit}}}"),
+    "data of a task a number": (
+        lambda doc: doc.update(data={"folder": {"test": 5}}),
+        ": data.folder.test must be an object with a content 'key'",
+    ),
+    "baseline points of unequal lengths": (
+        lambda doc: doc["robustness"]["baselines"]["points"]["imagenetv2"]["id"].pop(),
+        ": robustness is malformed (ValueError: baselines.points.imagenetv2: 'model', 'id' and 'shift' must be lists "
+        "of equal length",
+    ),
+    "nested too deeply": (lambda text: "[" * 100_000, " is JSON nested too deeply to read"),
     "a setting without its top-1": (
         lambda doc: doc["robustness"]["in_distribution"].__setitem__(0, {"task": "imagenet", "dataset": "nope"}),
         ": its robustness settings need zero-shot top-1 on ['imagenet/nope'], which it does not hold",
@@ -360,6 +373,38 @@ def test_report_store_reports_the_rest_and_names_the_bad_entry(tmp_path, capsys,
     assert f"Skipped {bad.name}: {bad}: robustness is malformed" in caplog.text
     page = (tmp_path / "out" / "report.md").read_text()
     assert "· good" in page and "· bad" not in page
+
+
+@pytest.mark.parametrize("command", ["store", "figure"])
+def test_a_run_whose_report_fails_unexpectedly_is_skipped_naming_it_and_the_error(tmp_path, capsys, caplog, command,
+                                                                                  monkeypatch):  # fmt: skip
+    """Any error computing one run's report (here a singular fit), not only a ClipevalError, skips that run with a
+    warning naming it and the error's type; the other runs are reported."""
+    import numpy as np
+
+    import clipeval.report.cross_run as cross_run
+    import clipeval.report.run_summary as run_summary
+
+    store, bad = spoiled_store(tmp_path, "tags a number")
+    doc = json.loads(bad.read_text()) | {"tags": []}
+    real = run_summary.build_report
+
+    def build_report(spec, records):
+        if spec.baselines_label == "boom":
+            raise np.linalg.LinAlgError("Singular matrix")
+        return real(spec, records)
+
+    doc["robustness"]["baselines"]["label"] = "boom"
+    bad.write_text(json.dumps(doc))
+    monkeypatch.setattr(run_summary, "build_report", build_report)
+    monkeypatch.setattr(cross_run, "build_report", build_report)
+    with caplog.at_level(logging.WARNING):
+        assert report(command, "--store", store, "--out", tmp_path / "out") == 0
+    error_of(capsys)
+    assert f"Skipped {bad.name}: its report could not be computed (LinAlgError: Singular matrix)" in caplog.text
+    if command == "store":
+        page = (tmp_path / "out" / "report.md").read_text()
+        assert "1 run(s)" in page and "· good" in page and "· bad" not in page
 
 
 def test_a_store_of_bad_entries_only_is_exit_2(tmp_path, capsys, caplog):

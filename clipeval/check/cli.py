@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         golden = load_golden(args.golden)
         candidates = [load_run(path) for path in args.runs]
         rows = compare(golden, candidates, Options(args.alpha, args.min_effect, args.tolerance, args.resamples))
+    except BrokenPipeError:  # the reader of our output is gone (| head): clipeval.cli.main ends quietly
+        raise
     except (ClipevalError, OSError) as exc:
         print(f"clipeval check: error: {exc}", file=sys.stderr)
         raise SystemExit(USAGE_EXIT_CODE) from None

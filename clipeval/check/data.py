@@ -9,52 +9,17 @@ Hugging Face dataset's fingerprint and files) and ``limit`` the number of sample
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 from clipeval.errors import ClipevalError
-from clipeval.results.store import ResultsDocument
+from clipeval.results.store import ResultsDocument, Scored, Where, parse_data
 
 log = logging.getLogger(__name__)
 
-Where = tuple[str, str]  # (task, dataset)
-
-
-@dataclass(frozen=True)
-class Scored:
-    """One scored dataset: its content key, and how many of its samples were kept (None: all)."""
-
-    key: str
-    limit: int | None
-
-    def samples(self) -> str:
-        return "every sample" if self.limit is None else f"the first {self.limit} samples"
-
 
 def scored_data(doc: ResultsDocument) -> dict[Where, Scored] | None:
-    """{(task, dataset): Scored} of a document's ``data``; None when it has none. ClipevalError naming the
-    file and field when it is malformed."""
-    data = doc.raw.get("data")
-    if data is None:
-        return None
-    if not isinstance(data, Mapping):
-        raise ClipevalError(f"{doc.where}: 'data' must be an object {{task: {{dataset: {{key, limit}}}}}}.")
-    out = {}
-    for task, datasets in data.items():
-        if not isinstance(datasets, Mapping):
-            raise ClipevalError(f"{doc.where}: data.{task} must be an object {{dataset: {{key, limit}}}}.")
-        for dataset, entry in datasets.items():
-            out[(task, dataset)] = _scored(entry, f"{doc.where}: data.{task}.{dataset}")
-    return out
-
-
-def _scored(entry: object, where: str) -> Scored:
-    if not isinstance(entry, Mapping) or not isinstance(entry.get("key"), str) or not entry["key"]:
-        raise ClipevalError(f"{where} must be an object with a content 'key' (a non-empty string) and a 'limit'.")
-    limit = entry.get("limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise ClipevalError(f"{where}: limit is {limit!r}: a number of samples, or null for all of them.")
-    return Scored(entry["key"], limit)
+    """{(task, dataset): Scored} of a document's ``data``; None when it has none (checked when it was read)."""
+    return parse_data(doc.raw.get("data"), doc.where)
 
 
 def merged(parts: Iterable[dict[Where, Scored] | None]) -> dict[Where, Scored] | None:

@@ -131,6 +131,6 @@ def candidate_entries(docs: Iterable[ResultsDocument]) -> dict[RecordKey, Entry]
 def _kind(path: Path) -> Any:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None
     return raw.get("kind") if isinstance(raw, dict) else None

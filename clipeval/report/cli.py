@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with output_folder(args.out):  # every command writes its figures or pages there
             COMMANDS[args.command](args)
+    except BrokenPipeError:  # the reader of our output is gone (| head): clipeval.cli.main ends quietly
+        raise
     except (ClipevalError, OSError) as exc:
         print(f"clipeval report: error: {exc}", file=sys.stderr)
         raise SystemExit(USAGE_EXIT_CODE) from None

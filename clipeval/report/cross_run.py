@@ -49,6 +49,7 @@ from clipeval.report.logit_fit import LogitFit, band, fit_baselines
 from clipeval.report.refit import refit_spec
 from clipeval.report.robustness import RobustnessReport, build_report
 from clipeval.report.run_summary import run_label, stored_spec
+from clipeval.report.selection import each_run
 from clipeval.report.tables import text_table
 from clipeval.results.robustness import RobustnessSpec
 from clipeval.results.store import ResultsDocument
@@ -175,20 +176,29 @@ def collect_runs(docs: Sequence[ResultsDocument], baselines: Any = None) -> Cros
     """
     runs, skipped, specs = [], [], []
     _limits_note(docs)
+    suites = []
     for doc in docs:
         if doc.step is not None and (isinstance(doc.step, bool) or not isinstance(doc.step, int | float)):
             raise ClipevalError(f"{doc.where}: 'step' must be a number (the training step), not {doc.step!r}.")
-        spec = stored_spec(doc)
-        if spec is None:
+        if stored_spec(doc) is None:
             why = "failed" if doc.failures or doc.raw.get("effective_robustness_error") else "not a suite"
             skipped.append(f"{_where(doc)} ({why})")
-            continue
-        if baselines is not None:
-            spec = refit_spec(spec, baselines)
-        runs.append(Run(run_label(doc), doc, build_report(spec, doc.records)))
+        else:
+            suites.append(doc)
+
+    def computed(doc: ResultsDocument) -> tuple[RobustnessSpec, RobustnessReport]:
+        spec = stored_spec(doc)
+        spec = spec if baselines is None else refit_spec(spec, baselines)
+        return spec, build_report(spec, doc.records)
+
+    for doc, (spec, report) in each_run(suites, computed):  # a run whose report fails is skipped with a warning
+        runs.append(Run(run_label(doc), doc, report))
         specs.append(spec)
     for line in skipped:
         log.warning("Left out of the figure, no effective-robustness report: %s", line)
+    if not runs and suites:
+        raise ClipevalError("No effective-robustness report of the selected runs could be computed: see the "
+                            f"warnings above{''.join(f'; {line}' for line in skipped)}.")  # fmt: skip
     if not runs:
         raise ClipevalError(f"None of the selected runs has an effective-robustness report: {', '.join(skipped)}.")
     _same_settings(runs, specs)

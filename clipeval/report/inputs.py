@@ -29,6 +29,7 @@ The low-level pieces here (:func:`read_csv`, :func:`require_columns`, :func:`acc
 
 from __future__ import annotations
 
+import csv
 import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -46,11 +47,13 @@ from clipeval.results.files import read_json, read_text
 def read_csv(path: str | Path, what: str) -> tuple[Path, pd.DataFrame]:
     """(path, its rows as text): every cell a string, or NaN where empty (or NA, n/a, nan, ...).
 
-    ClipevalError naming the file when it is empty, binary, not comma-separated CSV or has no rows.
+    ClipevalError naming the file when it is empty, binary, not comma-separated CSV, has no rows or has a row
+    with more or fewer fields than its header (naming the line and both counts).
     """
     path, text = read_text(path, what)
     if not text.strip():
         raise ClipevalError(f"{what} {path} is empty.")
+    _check_row_lengths(text, f"{what} {path}")
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
@@ -65,6 +68,24 @@ def read_csv(path: str | Path, what: str) -> tuple[Path, pd.DataFrame]:
     if frame.empty:
         raise ClipevalError(f"{what} {path} has a header but no rows.")
     return path, frame
+
+
+def _check_row_lengths(text: str, where: str) -> None:
+    """ClipevalError naming the line unless every row has as many fields as the header (a short row would shift
+    its values into the wrong columns; pandas fills or re-indexes them without a word)."""
+    try:
+        rows = [(reader.line_num, row) for reader in [csv.reader(io.StringIO(text))] for row in reader if row]
+    except csv.Error as exc:
+        raise ClipevalError(f"{where} is not a well-formed CSV table ({exc}).") from None
+    if not rows:
+        return
+    width = len(rows[0][1])
+    for line, row in rows[1:]:
+        if len(row) != width:
+            raise ClipevalError(
+                f"{where}: line {line} has {len(row)} fields, the header has {width}: every row needs one value "
+                "per column (leave a cell empty rather than out; quote a value that holds a comma)."
+            )
 
 
 def require_columns(frame: pd.DataFrame, columns: Iterable[str], where: str, purpose: str = "") -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from clipeval.atomic import atomic_write
+from clipeval.errors import ClipevalError
 from clipeval.report.run_summary import draw_run_figures, robustness_report, run_label
 from clipeval.report.tables import HEAD, ROBUSTNESS_HEAD, record_rows, robustness_rows
 from clipeval.results.store import ResultsDocument, Selector
@@ -186,6 +187,10 @@ def write_pages(title: str, runs: Sequence[ResultsDocument], out: Path) -> tuple
     """``report.md`` and ``report.html`` of ``runs`` (newest first) in ``out``, figures under ``out/figures``."""
     out = Path(out).resolve()
     sections = [run_section(doc, out / "figures" / _entry(doc, i)) for i, doc in enumerate(reversed(runs))]
+    return _write(title, sections, out)
+
+
+def _write(title: str, sections: list[Section], out: Path) -> tuple[Path, Path]:
     md = atomic_write(out / "report.md", lambda f: f.write(to_markdown(title, sections, out).encode()))
     page = atomic_write(out / "report.html", lambda f: f.write(to_html(title, sections).encode()))
     return md, page
@@ -200,8 +205,14 @@ def write_store_report(store: Path, out: Path, selector: Selector | None = None)
     """The report of the store's runs (those ``selector`` selects); unreadable entries are skipped with a warning.
 
     Raises ClipevalError when there is no store, or when no run is selected."""
-    from clipeval.report.selection import select_runs
+    from clipeval.report.selection import each_run, select_runs
 
+    out = Path(out).resolve()
     runs = select_runs(store, selector or Selector())
+    sections = [
+        s for _, s in each_run(list(reversed(runs)), lambda doc: run_section(doc, out / "figures" / _entry(doc, 0)))
+    ]
+    if not sections:
+        raise ClipevalError(f"No report of any selected run of {store} could be computed: see the warnings above.")
     what = "" if selector is None or selector == Selector() else f" selected by {selector.describe()}"
-    return write_pages(f"clipeval results: {len(runs)} run(s) in {store}{what}", runs, out)
+    return _write(f"clipeval results: {len(sections)} run(s) in {store}{what}", sections, out)

@@ -10,6 +10,7 @@ test-set sizes; the CSV and YAML readers of :mod:`clipeval.report.inputs` go thr
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def read_text(path: str | Path, what: str, kind: str = "text") -> tuple[Path, st
 
 def read_json(path: str | Path, what: str) -> tuple[Path, Any]:
     """(path, its JSON value); ClipevalError for a file that is not JSON text, is empty, ends early (truncated)
-    or holds malformed JSON, each said as such."""
+    or holds malformed JSON or JSON nested too deeply to read, each said as such."""
     path, text = read_text(path, what, "JSON text")
     where = f"{what} {path}".strip()
     if not text.strip():
@@ -60,3 +61,8 @@ def read_json(path: str | Path, what: str) -> tuple[Path, Any]:
                 f"{where} is truncated: its JSON ends early ({exc.msg} at {at}). Write or copy it again."
             ) from None
         raise ClipevalError(f"{where} is not valid JSON ({exc.msg} at {at}).") from None
+    except RecursionError:
+        raise ClipevalError(
+            f"{where} is JSON nested too deeply to read (arrays or objects inside each other, deeper than "
+            f"{sys.getrecursionlimit()} levels): no clipeval file is; is it the right file?"
+        ) from None

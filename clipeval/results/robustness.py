@@ -96,6 +96,14 @@ def _points_json(frame: pd.DataFrame) -> dict[str, list]:
 
 
 def _points_frame(data: dict[str, list], field: str = "points") -> pd.DataFrame:
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("model", "id", "shift")):
+        raise ValueError(f"{field}: must be an object of lists 'model', 'id' and 'shift'")
+    lengths = {k: len(data[k]) for k in ("model", "id", "shift")}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"{field}: 'model', 'id' and 'shift' must be lists of equal length (one point per model), "
+                         f"not of {', '.join(f'{n} {k}' for k, n in lengths.items())}")  # fmt: skip
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for k in ("id", "shift") for v in data[k]):
+        raise ValueError(f"{field}: 'id' and 'shift' must be lists of numbers (accuracies as fractions)")
     frame = pd.DataFrame({"id": data["id"], "shift": data["shift"]}, index=pd.Index(data["model"], name="model"))
     values = frame.to_numpy(dtype=float)
     if not np.isfinite(values).all() or (values < 0).any() or (values > 1).any():

@@ -147,6 +147,17 @@ class Samples:
             raise ClipevalError(f"{where}: n is {n!r}; a number of samples is a positive integer.")
         if not isinstance(data.get("ids_sha256"), str):
             raise ClipevalError(f"{where}: ids_sha256 is missing.")
+        if "topk" in data and "labels" not in data:
+            raise ClipevalError(f"{where}: labels is missing; ranked predictions ('topk') need the labels they rank.")
+        if "labels" in data and "topk" not in data and not data.get("correct"):
+            raise ClipevalError(
+                f"{where}: topk is missing; labels come with ranked predictions ('topk') or named outcomes ('correct')."
+            )
+        if "labels" not in data and not data.get("correct"):
+            raise ClipevalError(
+                f"{where}: labels and topk are missing; per-sample data hold labels with ranked predictions ('topk') "
+                "or named outcomes ('correct')."
+            )
         labels = _unpack_ints(data["labels"], f"{where}: labels") if "labels" in data else None
         topk = _unpack_ints(data["topk"], f"{where}: topk") if "topk" in data else None
         correct_json = data.get("correct") or {}

@@ -153,6 +153,7 @@ class ResultsDocument:
         doc._metrics = _metric_definitions(raw.get("metrics"), where)
         check_records(records, doc.samples, doc.metric, lambda i, r: f"{where}: records[{i}] ({r.label} {r.metric})")
         _check_run_info(raw, where)
+        parse_data(raw.get("data"), where)
         if raw.get("robustness") and not raw.get("failures") and not raw.get("effective_robustness_error"):
             spec = RobustnessSpec.from_json(raw["robustness"], f"{where}: robustness")
             check_settings(spec, records, where)
@@ -177,6 +178,45 @@ class ResultsDocument:
             raise ClipevalError(f"No results at {file}: give a run directory, its results.json or a store entry.")
         _, raw = read_json(file, what)
         return cls.parse(raw, file)
+
+
+Where = tuple[str, str]  # (task, dataset)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One scored dataset: its content key, and how many of its samples were kept (None: all)."""
+
+    key: str
+    limit: int | None
+
+    def samples(self) -> str:
+        return "every sample" if self.limit is None else f"the first {self.limit} samples"
+
+
+def parse_data(data: Any, where: str) -> dict[Where, Scored] | None:
+    """{(task, dataset): Scored} of a document's ``data`` (``where``: the file); None when it has none.
+    ClipevalError naming the file and field when it is malformed."""
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        raise ClipevalError(f"{where}: 'data' must be an object {{task: {{dataset: {{key, limit}}}}}}.")
+    out = {}
+    for task, datasets in data.items():
+        if not isinstance(datasets, Mapping):
+            raise ClipevalError(f"{where}: data.{task} must be an object {{dataset: {{key, limit}}}}.")
+        for dataset, entry in datasets.items():
+            out[(task, dataset)] = _scored(entry, f"{where}: data.{task}.{dataset}")
+    return out
+
+
+def _scored(entry: object, where: str) -> Scored:
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("key"), str) or not entry["key"]:
+        raise ClipevalError(f"{where} must be an object with a content 'key' (a non-empty string) and a 'limit'.")
+    limit = entry.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ClipevalError(f"{where}: limit is {limit!r}: a number of samples, or null for all of them.")
+    return Scored(entry["key"], limit)
 
 
 def model_label(model: Mapping[str, Any]) -> str:
