@@ -58,3 +58,19 @@ def test_the_gpu_benchmark_compares_each_path_with_cpu_fp32_features(tiny_open_c
     assert rows[0]["max_abs_diff"] == 0.0
     assert 0 < rows[1]["max_abs_diff"] < 0.1 and rows[1]["min_cosine"] > 0.99
     assert all(r["bare_forward"] > 0 and r["end_to_end"] > 0 for r in rows)
+
+
+def test_the_prompts_section_encodes_each_imagenet_class_once_over_the_family(tmp_path):
+    """One template (the section uses the 80): R's 200 classes, then what A and ObjectNet add, then V2 the
+    rest of ImageNet's 998 distinct names; Sketch and ImageNet need none. The headline task, cold then warm."""
+    from clipeval.bench import prompts
+    from clipeval.bench.fixtures import imagenet_family
+
+    data = imagenet_family(tmp_path / "data")
+    one = ["model=tiny_digits", "task.templates=['a photo of a {c}.']"]
+    runs = dict(prompts.sequence(one, data, tmp_path / "sequence"))
+    assert list(runs) == list(prompts.SEQUENCE)
+    assert runs["imagenet_r"] == 200 and 0 < runs["imagenet_a"] < 200 and runs["objectnet"] > 0
+    assert runs["imagenet_sketch"] == runs["imagenet"] == 0 and sum(runs.values()) == 998
+    timed = prompts.headline(one, data, tmp_path / "headline")
+    assert (timed["cold"]["prompts"], timed["warm"]["prompts"]) == (200, 0) and timed["warm"]["seconds"] > 0
