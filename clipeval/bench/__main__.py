@@ -115,15 +115,16 @@ def show_prompts(args, checkpoint: Path | None, scratch: Path) -> None:
     print("ImageNet's 1,000 class names hold 998 distinct ones (two repeat), each encoded once: 79,840 prompts")
     row("  suite natural_shifts, one run, disk cache off", f"{prompts.suite_once(tiny, data, scratch / 'suite'):,}")
     runs = prompts.sequence(tiny, data, scratch / "sequence")
+    print("  one run per task, the six runs sharing one cache folder:")
     for number, (task, count) in enumerate(runs, 1):
-        row(f"  run {number}: task={task} (the six runs share one cache folder)", f"{count:,}")
-    row("  the six runs together", f"{sum(c for _, c in runs):,}")
+        row(f"    run {number}: task={task}", f"{count:,}")
+    row("    the six runs together", f"{sum(c for _, c in runs):,}")
     if checkpoint is not None:
         model = ["model=open_clip", f"model.arch={args.arch}", f"model.pretrained={checkpoint}"]
         timed = prompts.headline(model, data, scratch / "headline")
+        print(f"  task=imagenet_r, {args.arch}, 400 renditions + 22 val images, in-process (prompts / seconds):")
         for kind, what in (("cold", "empty cache"), ("warm", "rerun")):
-            row(f"task=imagenet_r, {args.arch}, 400 renditions and 22 val images, {what}: prompts / s", "")
-            row("", f"{timed[kind]['prompts']:,} / {timed[kind]['seconds']:.1f}")
+            row(f"    {what}", f"{timed[kind]['prompts']:,} / {timed[kind]['seconds']:.1f} s")
 
 
 def show_memory(args, scratch: Path) -> None:
