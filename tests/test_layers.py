@@ -1,6 +1,6 @@
 """The import graph follows the layers: nothing imports a layer above it.
 
-    foundation (clipeval, errors, atomic, cache, contracts, interrupt, config)
+    foundation (clipeval, errors, atomic, cache, contracts, interrupt, progress, config)
       <- results (records, samples, metrics, the store)
       <- data, models (neither imports the other)
       <- features
@@ -34,6 +34,7 @@ FOUNDATION_MODULES = {
     "clipeval.cache",
     "clipeval.contracts",
     "clipeval.interrupt",
+    "clipeval.progress",
 }
 FOUNDATION_PACKAGES = {"config"}
 
