@@ -319,6 +319,8 @@ def _torch_save(entry: dict[str, Any], file: BinaryIO) -> None:
 RACY_NS = 2_000_000_000
 MEMO_VERSION = 1
 HASH_THREADS = 4
+#: hashing this many files or bytes is a long step, said at INFO before it starts (fewer: DEBUG)
+HASH_LOG_FILES, HASH_LOG_BYTES = 1000, 500_000_000
 _READ_TRIES = 3
 
 Signature = tuple[int, int, int, int, int]  # size, mtime_ns, ctime_ns, inode, device
@@ -394,6 +396,15 @@ class FileDigests:
             else:
                 todo.append(p)
         if todo:
+            size = sum(sigs[p][0] for p in todo)  # type: ignore[index]  # todo holds the readable ones
+            log.log(
+                logging.INFO if len(todo) >= HASH_LOG_FILES or size >= HASH_LOG_BYTES else logging.DEBUG,
+                "Reading %d files (%.1f MB) under %s to key them for the cache (once: later runs reuse the digests "
+                "of files that have not changed)",
+                len(todo),
+                size / 1e6,
+                os.path.commonpath(todo) if len(todo) > 1 else todo[0],
+            )
             fresh = self._hash_all(todo)
             found.update({p: d for p, (_, d) in fresh.items()})
             now = time.time_ns()

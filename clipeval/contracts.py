@@ -99,8 +99,10 @@ class EvaluationContext(Protocol):
     Datasets are named as in the task's ``datasets``. ``features``: the dataset's image
     features ([N, D] float32, unit norm; labels [N]; sample ids), encoded once per run and
     cached. ``classifier``: the zero-shot classifier of the dataset's class names and prompt
-    templates ([C, D], unit-norm rows). ``zero_shot_logits``: features @ classifier.T, the one
-    place zero-shot scores are computed. ``images``: a random-access dataset of the raw samples
+    templates ([C, D], unit-norm rows); with ``classes`` (indices of the class names), the rows
+    of those classes alone, in that order (only they are built: ImageNet-R scores 200 of
+    ImageNet's 1,000). ``zero_shot_logits``: features @ classifier.T, the one place zero-shot
+    scores are computed, with the same ``classes``. ``images``: a random-access dataset of the raw samples
     through ``transform`` (for evaluators that run the model themselves, as an attack does).
     ``keep_predictions`` / ``keep_outcomes``: per-sample data behind the records, returned as the
     key a record names in ``samples``. ``note``: something left out or changed, and why (logged,
@@ -119,9 +121,9 @@ class EvaluationContext(Protocol):
 
     def templates(self, dataset: str) -> list[str]: ...
 
-    def classifier(self, dataset: str) -> torch.Tensor: ...
+    def classifier(self, dataset: str, classes: Sequence[int] | None = None) -> torch.Tensor: ...
 
-    def zero_shot_logits(self, dataset: str) -> torch.Tensor: ...
+    def zero_shot_logits(self, dataset: str, classes: Sequence[int] | None = None) -> torch.Tensor: ...
 
     def class_groups(self, dataset: str) -> list[list[int]] | None: ...
 

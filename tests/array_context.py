@@ -91,17 +91,18 @@ class ArrayContext:
         self._data(dataset)
         return list(self._templates)
 
-    def classifier(self, dataset: str) -> torch.Tensor:
+    def classifier(self, dataset: str, classes: Sequence[int] | None = None) -> torch.Tensor:
         fs = self.features(self._prototypes_from or dataset)
-        rows = torch.zeros(len(self.classnames(dataset)), fs.features.shape[1])
-        for c in range(len(rows)):
+        classes = range(len(self.classnames(dataset))) if classes is None else classes
+        rows = torch.zeros(len(classes), fs.features.shape[1])
+        for row, c in enumerate(classes):
             members = fs.features[fs.labels == c]
             if len(members):
-                rows[c] = members.mean(0) / members.mean(0).norm().clamp_min(1e-12)
+                rows[row] = members.mean(0) / members.mean(0).norm().clamp_min(1e-12)
         return rows
 
-    def zero_shot_logits(self, dataset: str) -> torch.Tensor:
-        return self.features(dataset).features @ self.classifier(dataset).T
+    def zero_shot_logits(self, dataset: str, classes: Sequence[int] | None = None) -> torch.Tensor:
+        return self.features(dataset).features @ self.classifier(dataset, classes).T
 
     def class_groups(self, dataset: str) -> list[list[int]] | None:
         return self._groups.get(dataset)

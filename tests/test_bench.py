@@ -69,3 +69,19 @@ def test_the_precision_section_compares_bf16_with_fp32_on_the_real_digits(tmp_pa
     test = rows["test"]
     assert test["n"] == 360 and 0.85 <= test["fp32"] <= 1 and 0 <= test["changed"] <= 360
     assert abs(test["fp32"] - test["bf16"]) <= test["changed"] / test["n"] + 1e-9  # top-1 moves only by changes
+
+
+def test_the_prompts_section_encodes_each_imagenet_class_once_over_the_family(tmp_path):
+    """One template (the section uses the 80): R's 200 classes, then what A and ObjectNet add, then V2 the
+    rest of ImageNet's 998 distinct names; Sketch and ImageNet need none. The headline task, cold then warm."""
+    from clipeval.bench import prompts
+    from clipeval.bench.fixtures import imagenet_family
+
+    data = imagenet_family(tmp_path / "data")
+    one = ["model=tiny_digits", "task.templates=['a photo of a {c}.']"]
+    runs = dict(prompts.sequence(one, data, tmp_path / "sequence"))
+    assert list(runs) == list(prompts.SEQUENCE)
+    assert runs["imagenet_r"] == 200 and 0 < runs["imagenet_a"] < 200 and runs["objectnet"] > 0
+    assert runs["imagenet_sketch"] == runs["imagenet"] == 0 and sum(runs.values()) == 998
+    timed = prompts.headline(one, data, tmp_path / "headline")
+    assert (timed["cold"]["prompts"], timed["warm"]["prompts"]) == (200, 0) and timed["warm"]["seconds"] > 0

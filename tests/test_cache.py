@@ -41,13 +41,13 @@ def run_folder(tiny_open_clip, image_folder, tmp_path, caplog):
 def test_identical_rerun_hits_both_caches_and_gives_the_same_numbers(run_folder, tmp_path):
     first, log1 = run_folder()
     assert "cache miss, encoding" in log1
-    entries = cache_entries(tmp_path, "features"), cache_entries(tmp_path, "classifiers")
+    entries = cache_entries(tmp_path, "features"), cache_entries(tmp_path, "text_prototypes")
     second, log2 = run_folder()
     assert "cache hit (12 samples), not re-encoding" in log2
-    assert "Text classifier (3 classes x 1 templates): cache hit" in log2
+    assert "Text prototypes of 3 classes x 1 templates: cache hit" in log2
     assert f"Cache {tmp_path / 'cache'}: 3 entries read (classifiers 1, features 1, model_cards 1), 0 written" in log2
     assert "Encoded" not in log2
-    assert (cache_entries(tmp_path, "features"), cache_entries(tmp_path, "classifiers")) == entries
+    assert (cache_entries(tmp_path, "features"), cache_entries(tmp_path, "text_prototypes")) == entries
     assert first["records"] == second["records"]
 
 
@@ -57,7 +57,7 @@ def test_changing_limit_templates_or_checkpoint_misses(run_folder, tmp_path):
     assert "cache miss" in log and len(cache_entries(tmp_path, "features")) == 2
     _, log = run_folder("task.templates=['a drawing of a {c}.']")
     assert "cache hit" in log  # same images, same model
-    assert len(cache_entries(tmp_path, "classifiers")) == 2
+    assert len(cache_entries(tmp_path, "text_prototypes")) == 2
     other = save_tiny_open_clip(tmp_path, seed=7)
     _, log = run_folder(checkpoint=other)
     assert "cache miss" in log and len(cache_entries(tmp_path, "features")) == 3

@@ -392,14 +392,25 @@ def test_cached_features_that_cannot_be_right_are_encoded_again(
     assert torch.equal(again.features, good.features) and not again.from_cache
 
 
-def test_a_cached_classifier_that_cannot_be_right_is_encoded_again(colour_model, tmp_path, caplog):
+def test_cached_text_prototypes_that_cannot_be_right_are_encoded_again(colour_model, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="clipeval")
     runtime, cache = Runtime.create(device="cpu", workers=0, progress=False), TensorCache(tmp_path / "c")
     args = (colour_model, ["red", "green", "blue"], ["a {c} thing."], runtime, cache)
     good = zeroshot_classifier(*args)
-    (path,) = (tmp_path / "c" / "classifiers").rglob("*.pt")
+    (path,) = (tmp_path / "c" / "text_prototypes").rglob("*.pt")
     key = path.stem
-    cache.save("classifiers", key, {"weights": good[:2]})  # one class short
-    assert torch.equal(zeroshot_classifier(*args), good)
-    cache.save("classifiers", key, {"weights": good * float("nan")})
-    assert torch.equal(zeroshot_classifier(*args), good)
-    assert "returned 2 embeddings for a batch of 3" in caplog.text and "non-finite" in caplog.text
+    for damaged, why in (
+        ({"classnames": ["red", "green", "blue"], "weights": good[:2]}, "returned 2 embeddings for a batch of 3"),
+        ({"classnames": ["red", "green", "blue"], "weights": good * float("nan")}, "non-finite"),
+        ({"classnames": ["red", "red", "blue"], "weights": good}, "does not list distinct class names"),
+        ({"classnames": ["red", "green", "blue"], "weights": good.double()}, "dtype torch.float64, not float32"),
+        ({"weights": good}, "does not list distinct class names"),
+    ):
+        caplog.clear()
+        cache.save("text_prototypes", key, damaged)
+        assert torch.equal(zeroshot_classifier(*args), good)
+        assert (
+            why in caplog.text and "Ignoring cached text prototypes" in caplog.text and "encoding again" in caplog.text
+        )
+        assert "encoding 3 prompts" in caplog.text  # all three again, and the entry is whole again:
+        assert torch.equal(cache.load("text_prototypes", key)["weights"], good)

@@ -127,7 +127,7 @@ def test_every_part_of_a_run_that_caches_shares_the_one_warning(tmp_path, caplog
     with use_cache(TensorCache(tmp_path / "a_file" / "cache")) as cache:
         zoo = DigitsZoo(cache=True, cache_dir=str(tmp_path / "a_file" / "cache"))
         assert zoo.cache is cache
-        for kind in ("features", "feature_chunks", "classifiers", "model_cards", "baselines"):
+        for kind in ("features", "feature_chunks", "text_prototypes", "model_cards", "baselines"):
             assert cache.save(kind, "0" * 64, {"x": 1}) is None and cache.load(kind, "0" * 64) is None
             with cache.lock(kind, "0" * 64, "it") as waited:
                 assert not waited

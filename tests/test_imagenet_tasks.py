@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -251,6 +252,7 @@ def test_suite_encodes_imagenet_val_once(tiny_open_clip, data_root, tmp_path, ca
     )
     val_encodings = [m for m in caplog.messages if "cache miss" in m and "imagenet/val" in m]
     assert len(val_encodings) == 1
+    assert encoded_prompts(caplog) == [len(set(NAMES))]  # each class name once, for the six tasks together
     datasets = {(r["task"], r["dataset"]) for r in doc["records"] if r["metric"] == "top1"}
     assert datasets == {
         ("imagenet", "val"), ("imagenet_v2", "imagenet-v2"), ("imagenet_r", "imagenet-r"),
@@ -263,6 +265,34 @@ def test_suite_encodes_imagenet_val_once(tiny_open_clip, data_root, tmp_path, ca
         assert set(shifts) == {"imagenetv2", "imagenet-sketch", "objectnet", "imagenet-r", "imagenet-a"}
         assert shifts["imagenet-r"]["in_distribution"]["datasets"] == ["imagenet_r/val-on-imagenet-r-classes"]
         assert (tmp_path / "suite" / "effective_robustness.png").is_file()
+
+
+def encoded_prompts(caplog) -> list[int]:
+    return [int(n) for m in caplog.messages for n in re.findall(r"encoding (\d+) prompts", m)]
+
+
+def test_shift_tasks_build_the_prototypes_of_their_classes_only_and_share_them(
+    tiny_open_clip, data_root, tmp_path, caplog
+):
+    """The headline command (task=imagenet_r) builds ImageNet-R's 200 prototypes, not ImageNet's 1,000.
+    Later runs on the same cache build only what no earlier run built, and a rerun builds nothing and
+    does not even load the model's weights."""
+    caplog.set_level(logging.INFO, logger="clipeval")
+    r_names = {NAMES[int(i)] for i in (TASKS / "imagenet_r" / "class_indices.txt").read_text().split()}
+    a_names = {NAMES[int(i)] for i in (TASKS / "imagenet_a" / "class_indices.txt").read_text().split()}
+
+    def prompts_of(task: str) -> list[int]:
+        caplog.clear()
+        overrides = [*open_clip_overrides(tiny_open_clip), f"task={task}", f"data_root={data_root}", ONE_TEMPLATE]
+        run_in_process(overrides, tmp_path / f"run{len(list(tmp_path.glob('run*')))}")
+        return encoded_prompts(caplog)
+
+    assert prompts_of("imagenet_r") == [200]
+    assert prompts_of("imagenet_a") == [len(a_names - r_names)]
+    assert prompts_of("imagenet") == [len(set(NAMES) - r_names - a_names)]
+    assert prompts_of("imagenet_r") == []
+    assert "Text prototypes of 200 classes x 1 templates: cache hit" in caplog.text
+    assert "Loading the weights" not in caplog.text and "known from its card" in caplog.text
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """The import graph follows the layers: nothing imports a layer above it.
 
-    foundation (clipeval, errors, atomic, cache, contracts, interrupt, logs, config)
+    foundation (clipeval, errors, atomic, cache, contracts, interrupt, logs, progress, config)
       <- results (records, samples, metrics, the store)
       <- data, models (neither imports the other)
       <- features
@@ -35,6 +35,7 @@ FOUNDATION_MODULES = {
     "clipeval.contracts",
     "clipeval.interrupt",
     "clipeval.logs",
+    "clipeval.progress",
 }
 FOUNDATION_PACKAGES = {"config"}
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import torch
 
 import clipeval.bench as bench
-from clipeval.bench import memory, peer, precision, suite, throughput
-from clipeval.bench.fixtures import jpeg_folder, random_checkpoint
+from clipeval.bench import memory, peer, precision, prompts, suite, throughput
+from clipeval.bench.fixtures import imagenet_family, jpeg_folder, random_checkpoint
 from clipeval.config.runtime import Runtime
 from clipeval.data.folder import ImageFolderSource
 from clipeval.models.open_clip import OpenClipEncoder
 
-SECTIONS = ("throughput", "precision", "suite", "memory", "peer")
+SECTIONS = ("throughput", "precision", "suite", "prompts", "memory", "peer")
 WIDTH = 60
 
 
@@ -37,6 +37,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peer-classes", type=int, default=20, help="ImageNet classes for the classifier build")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the peer's end-to-end runs")
     parser.add_argument("--suite", default="digits", help="suite whose encoding passes are counted")
+    parser.add_argument(
+        "--headline", action=argparse.BooleanOptionalAction, default=True, help="time task=imagenet_r with --arch"
+    )
     parser.add_argument("--memory-sizes", default="500,2500", help="two dataset sizes for the peak-memory measurement")
     parser.add_argument(
         "--peer-python",
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         args.sections.remove("peer")
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
-        if {"throughput", "peer"} & set(args.sections):
+        if {"throughput", "peer"} & set(args.sections) or ("prompts" in args.sections and args.headline):
             checkpoint = random_checkpoint(args.arch, scratch)
             images = jpeg_folder(scratch / "images", args.images)
         if "throughput" in args.sections:
@@ -74,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
             show_precision(args, scratch)
         if "suite" in args.sections:
             show_suite(args, scratch)
+        if "prompts" in args.sections:
+            show_prompts(args, checkpoint if args.headline else None, scratch / "prompts")
         if "memory" in args.sections:
             show_memory(args, scratch)
         if "peer" in args.sections:
@@ -115,6 +120,25 @@ def show_suite(args, scratch: Path) -> None:
     counts = suite.suite_passes([f"suite={args.suite}"], scratch)
     row(f"suite {args.suite}: feature reads by its tasks and evaluators", f"{counts['reads']}")
     row("  distinct datasets / image-encoding passes", f"{counts['datasets']} / {counts['passes']}")
+
+
+def show_prompts(args, checkpoint: Path | None, scratch: Path) -> None:
+    data = imagenet_family(scratch / "data", per_class=2)
+    tiny = ["model=tiny_digits"]
+    print("\nprompts encoded: ImageNet family, 80 templates, generated layout (R and A: 200 classes), tiny model;")
+    print("ImageNet's 1,000 class names hold 998 distinct ones (two repeat), each encoded once: 79,840 prompts")
+    row("  suite natural_shifts, one run, disk cache off", f"{prompts.suite_once(tiny, data, scratch / 'suite'):,}")
+    runs = prompts.sequence(tiny, data, scratch / "sequence")
+    print("  one run per task, the six runs sharing one cache folder:")
+    for number, (task, count) in enumerate(runs, 1):
+        row(f"    run {number}: task={task}", f"{count:,}")
+    row("    the six runs together", f"{sum(c for _, c in runs):,}")
+    if checkpoint is not None:
+        model = ["model=open_clip", f"model.arch={args.arch}", f"model.pretrained={checkpoint}"]
+        timed = prompts.headline(model, data, scratch / "headline")
+        print(f"  task=imagenet_r, {args.arch}, 400 renditions + 22 val images, in-process (prompts / seconds):")
+        for kind, what in (("cold", "empty cache"), ("warm", "rerun")):
+            row(f"    {what}", f"{timed[kind]['prompts']:,} / {timed[kind]['seconds']:.1f} s")
 
 
 def show_memory(args, scratch: Path) -> None:

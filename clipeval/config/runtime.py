@@ -30,6 +30,7 @@ class Runtime:
     seed: int = 0
     cache: bool = True
     progress: bool = True
+    log_every: float = 30.0
     channels_last: bool = False
     compile: bool | str = False
     decode: str = "pil"
@@ -53,6 +54,7 @@ class Runtime:
             seed=s.seed,
             cache=s.cache,
             progress=s.progress,
+            log_every=s.log_every,
             channels_last=s.channels_last,
             compile=_check_compile(s.compile),
             decode=s.decode,

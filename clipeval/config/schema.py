@@ -105,6 +105,12 @@ class RuntimeSettings(_Closed):
     seed: Whole = Field(0, ge=0, le=2**32 - 1, description="a whole number from 0 to 2**32-1")
     cache: Flag = Field(True, description="true or false")
     progress: Flag = Field(True, description="true or false")
+    log_every: Annotated[float, BeforeValidator(_not_a_flag)] = Field(
+        30.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="a number of seconds of at least 0 (between progress lines in the log)",
+    )
     channels_last: Flag = Field(False, description="true or false")
     compile: Flag | Name = Field(
         False, union_mode="left_to_right", description="true (inductor), false, or a torch.compile backend name"

@@ -84,6 +84,15 @@ class Adversarial:
         weights = ctx.classifier(self.dataset).to(ctx.runtime.device)
         ctx.check_labels(self.dataset, y, weights.shape[0])
         attacks, targets = self.plan(weights.shape[0], ctx.note)
+        log.info(
+            "Adversarial evaluation of %s: %d images, attacks %s at eps %s/%g, %d steps each",
+            self.dataset,
+            len(y),
+            ", ".join(attacks) or "none",
+            ", ".join(f"{e:g}" for e in self.eps),
+            self.eps_scale,
+            self.steps,
+        )
         f = ZeroShotLogits(
             ctx.model, weights, normalize.to(ctx.runtime.device) if hasattr(normalize, "to") else normalize
         )

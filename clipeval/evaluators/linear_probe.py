@@ -92,6 +92,13 @@ class LinearProbe:
     def evaluate(self, ctx: EvaluationContext) -> list[Record]:
         x, y, _ = _xy(ctx, self.train)
         _check_train_classes(ctx, self.train, y, _classnames(ctx, self.train))
+        log.info(
+            "Linear probe on %s: training on %d examples of %d features (C chosen on a %.0f%% validation split)",
+            self.train,
+            len(y),
+            x.shape[1],
+            100 * self.val_fraction,
+        )
         probe = train_probe(x, y, self.val_fraction, self.seed)
         log.info("Linear probe on %s: %d examples, C = %.3g", self.train, len(y), probe.c)
         if not probe.converged:
@@ -150,6 +157,15 @@ class FewShot:
         x, y, _ = _xy(ctx, self.train)
         xt, yt, _ = _xy(ctx, self.test)
         ks = self._feasible_ks(ctx, y)
+        log.info(
+            "Few-shot probes on %s: k = %s, %d seeds each (%d probes), scored on %d examples of %s",
+            self.train,
+            ", ".join(map(str, ks)),
+            self.seeds,
+            len(ks) * self.seeds,
+            len(yt),
+            self.test,
+        )
         params = {"probe": "few-shot", "train": self.train}
         zero_shot_records = self._zero_shot(ctx, params)
         zero_shot = next(r.value for r in zero_shot_records if r.metric == "top1")

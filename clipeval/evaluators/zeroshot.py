@@ -25,12 +25,13 @@ LABEL_SPACES = ("subset", "full")
 class ZeroShot:
     """Scores datasets of the task against the task's text classifier.
 
-    The classifier is always built over the task's full class list (one cached classifier
-    serves every subset). Its logits are then reduced to the scored classes:
+    Only the prototypes of the classes it scores are built (each class's prototype is cached on
+    its own, so subsets share them across tasks and runs). The logits are then reduced to the
+    scored classes:
 
     - ``class_subset``: indices of the classes to score over (ImageNet-R's 200 of 1,000);
-    - a source's ``class_groups`` (ObjectNet): each scored class is a group of classifier
-      classes, and its logit is the group's maximum;
+    - a source's ``class_groups`` (ObjectNet): each scored class is a group of the class
+      names' classes, and its logit is the group's maximum;
     - neither: all classes.
 
     ``labels`` says what the data's labels index: ``subset`` (the scored classes, as in
@@ -75,13 +76,17 @@ class ZeroShot:
             if dataset not in ctx.datasets():
                 continue  # an optional dataset that is absent; the task has said so
             fs = ctx.features(dataset)
-            logits = ctx.zero_shot_logits(dataset)
             groups = self._scored_classes(
                 ctx.class_groups(self.groups_from or dataset), lambda p: ctx.task_file(p, "class_subset")
             )
             labels, keep = fs.labels, slice(None)
-            if groups is not None:
-                logits = torch.stack([logits[:, g].amax(dim=1) for g in groups], dim=1)
+            if groups is None:
+                logits = ctx.zero_shot_logits(dataset)
+            else:  # the prototypes of the classes in a group only: the others are never built
+                used = sorted({c for group in groups for c in group})
+                column = {c: j for j, c in enumerate(used)}
+                logits = ctx.zero_shot_logits(dataset, classes=used)
+                logits = torch.stack([logits[:, [column[c] for c in g]].amax(dim=1) for g in groups], dim=1)
                 if self.labels == "full":
                     labels, keep = _to_group_labels(fs.labels, groups)
                     logits = logits[keep]

@@ -16,16 +16,17 @@ from clipeval.features.encode import FeatureSet, feature_key, image_features
 class FeatureBank:
     """Features and classifiers of one model, shared by every task of a run.
 
-    In memory it keeps each source's features once per run (a suite that scores ImageNet
-    val in several tasks encodes it once even with the disk cache off); on disk the cache
-    keeps them across runs. Every image feature and text prototype it hands out has the same
-    width, whether it came from the cache or the model (else a ClipevalError naming the model).
+    In memory it keeps each source's features and each class's text prototype once per run (a
+    suite that scores ImageNet val in several tasks encodes it once, and ImageNet's class names
+    once, even with the disk cache off); on disk the cache keeps them across runs. Every image
+    feature and text prototype it hands out has the same width, whether it came from the cache
+    or the model (else a ClipevalError naming the model).
     """
 
     def __init__(self, model: DualEncoder, runtime: Runtime, cache: TensorCache):
         self.model, self.runtime, self.cache = model, runtime, cache
         self._features: dict[str, FeatureSet] = {}
-        self._classifiers: dict[tuple, torch.Tensor] = {}
+        self._prototypes: dict[tuple[str, ...], dict[str, torch.Tensor]] = {}  # templates -> class name -> row
         self._widths: dict[str, int] = {}  # tower -> embedding width seen
 
     def features(self, source: Source) -> FeatureSet:
@@ -37,12 +38,12 @@ class FeatureBank:
         return self._features[key]
 
     def classifier(self, classnames: list[str], templates: list[str]) -> torch.Tensor:
-        key = (tuple(classnames), tuple(templates))
-        if key not in self._classifiers:
-            weights = zeroshot_classifier(self.model, classnames, templates, self.runtime, self.cache)
-            self._check_width("text", weights.shape[1])
-            self._classifiers[key] = weights
-        return self._classifiers[key]
+        """[C, D] prototypes of ``classnames``: each class's built once per run (and cached across runs),
+        whichever task asks for it and with which other classes."""
+        known = self._prototypes.setdefault(tuple(templates), {})
+        weights = zeroshot_classifier(self.model, classnames, templates, self.runtime, self.cache, known)
+        self._check_width("text", weights.shape[1])
+        return weights
 
     def _check_width(self, tower: str, width: int) -> None:
         other = [f"{t} embeddings have width {w}" for t, w in self._widths.items() if w != width]

@@ -29,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from clipeval.cache import TensorCache, cache_key
 from clipeval.config.runtime import Runtime
@@ -38,6 +37,7 @@ from clipeval.data.base import Item, MapSource, Source
 from clipeval.errors import ClipevalError
 from clipeval.interrupt import during
 from clipeval.models.base import LOOSEST_NORM_TOLERANCE, check_embeddings, embedding_fault
+from clipeval.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,6 @@ def image_features(model: DualEncoder, source: Source, runtime: Runtime, cache: 
             if waited or cache.stamp("features", key) != stamp:  # what another run cached meanwhile
                 fs = _cached(cache, key)
             if fs is None:
-                log.info("Image features of %s: cache miss, encoding", what)
                 fs, chunks, written = _encode(model, source, runtime, cache, key, what)
                 saved = cache.save(
                     "features",
@@ -202,7 +201,13 @@ def _encode(
     chunks this call cached."""
     dataset, options, decode = _dataset(model, source, runtime)
     collate = options.pop("collate_fn")
-    if isinstance(dataset, torch.utils.data.IterableDataset):
+    streamed = isinstance(dataset, torch.utils.data.IterableDataset)
+    log.info(
+        "Image features of %s: cache miss, encoding %s",
+        what,
+        "its images (streamed: their number is known at the end)" if streamed else f"{len(dataset)} images",
+    )
+    if streamed:
         loader = torch.utils.data.DataLoader(dataset, batch_size=runtime.batch_size, collate_fn=collate, **options)
         part = _Part()
         with during(f"encoding the image features of {what}; none of them is cached"):
@@ -256,7 +261,7 @@ def _encode(
             return f"{cached[0]} of {n} images are cached and a rerun resumes from there"
 
         with during(lambda: f"encoding the image features of {what}; {where()}"):
-            _encode_batches(model, runtime, loader, decode, fresh, done, len(batches))
+            _encode_batches(model, runtime, loader, decode, fresh, done, n - resumed)
     return _feature_set([parts[i] for i in range(len(ranges))], source), keys, written
 
 
@@ -269,19 +274,13 @@ def _encode_batches(
     done: Callable[[int], None] | None,
     total: int | None,
 ) -> None:
-    """Encode the ``total`` batches of ``loader`` into ``parts`` in order: each takes its count of batches
-    (None: all the rest), then ``done(index)`` is called."""
+    """Encode the batches of ``loader`` (``total`` images, None when unknown) into ``parts`` in order: each takes
+    its count of batches (None: all the rest), then ``done(index)`` is called."""
     encode = image_encoder(model, runtime)
     index, taken = 0, 0
     start, count = time.perf_counter(), 0
-    with torch.inference_mode(), runtime.autocast():
-        for images, batch_labels, batch_ids, batch_skipped in tqdm(
-            loader,
-            total=total,
-            desc="encode images",
-            unit="batch",
-            disable=None if runtime.progress else True,
-        ):
+    with torch.inference_mode(), runtime.autocast(), progress(total, "encode images", "image", runtime, log) as bar:
+        for images, batch_labels, batch_ids, batch_skipped in loader:
             part, batches = parts[index]
             if decode is not None and images is not None:
                 images, kept, failed = decode(images, batch_ids)
@@ -294,6 +293,7 @@ def _encode_batches(
                 part.labels.append(batch_labels)
                 part.ids += batch_ids
                 count += len(batch_ids)
+            bar.update(len(batch_ids) + len(batch_skipped))
             taken += 1
             if batches is not None and taken == batches:
                 if done is not None:

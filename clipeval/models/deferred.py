@@ -170,6 +170,7 @@ class DeferredModel:
 
     def materialize(self) -> DualEncoder:
         if self._model is None:
+            log.info("Loading the weights of %s on %s: something has to be encoded", self.name, self._device)
             start = time.perf_counter()
             model = check_outputs(self._build().to(self._device), self._device)
             if (model.name, model.fingerprint) != (self.name, self.fingerprint):
@@ -197,6 +198,11 @@ def load_deferred(
     if identity is not None:
         log.info("Model %s (fingerprint %s): known from its card; weights load when needed", *identity)
         return DeferredModel(*identity, build=build, device=device)  # type: ignore[return-value]
+    log.info(
+        "Loading model %s on %s (its first run: no model card yet)",
+        config.get("name") or config.get("_target_"),
+        device,
+    )
     start = time.perf_counter()
     model = check_outputs(build().to(device), device)
     log.info(

@@ -296,11 +296,12 @@ class OpenClipEncoder(WrappedModule):
         tokens = tokens.to(self.device)
         if self._trim is None:  # first call: trim only if this model provably gives the same embeddings
             full = normalize(self.model.encode_text(tokens))
-            if trimmable(self.model):
-                self._trim = bool((normalize(encode_text_trimmed(self.model, tokens)) - full).abs().max() < 1e-5)
-            else:
+            if not trimmable(self.model):
                 self._trim = False
-            return full
+                return full
+            trimmed = normalize(encode_text_trimmed(self.model, tokens))
+            self._trim = bool((trimmed - full).abs().max() < 1e-5)
+            return trimmed if self._trim else full  # the first batch as every later one: the same prompt, the same bits
         return normalize(encode_text_trimmed(self.model, tokens) if self._trim else self.model.encode_text(tokens))
 
 

@@ -67,17 +67,29 @@ class RunContext:
     def templates(self, dataset: str) -> list[str]:
         return self._task.templates(dataset)
 
-    def classifier(self, dataset: str) -> torch.Tensor:
-        return self.bank.classifier(self.classnames(dataset), self.templates(dataset))
+    def classifier(self, dataset: str, classes: Sequence[int] | None = None) -> torch.Tensor:
+        """[C, D] prototypes of the dataset's classes; with ``classes`` (indices of its class names), of those
+        alone, in that order: the others are not built."""
+        names = self.classnames(dataset)
+        if classes is not None:
+            outside = [i for i in classes if not 0 <= i < len(names)]
+            if outside:
+                raise ClipevalError(
+                    f"Dataset '{dataset}': class indices {outside[:5]} are outside its {len(names)} class names "
+                    "(indices count from 0)."
+                )
+            names = [names[i] for i in classes]
+        return self.bank.classifier(names, self.templates(dataset))
 
-    def zero_shot_logits(self, dataset: str) -> torch.Tensor:
-        """[N, C] cosine similarities of the dataset's image features with its class prototypes.
+    def zero_shot_logits(self, dataset: str, classes: Sequence[int] | None = None) -> torch.Tensor:
+        """[N, C] cosine similarities of the dataset's image features with its class prototypes (of ``classes``
+        alone, in that order, when given).
 
         Evaluators ask for a dataset's features (labels, ids) and its logits together: the logits take the
         features already read, so that the pair counts as one read (clipeval.bench counts reads).
         """
         fs = self._read[dataset] if dataset in self._read else self.features(dataset)
-        return fs.features @ self.classifier(dataset).T
+        return fs.features @ self.classifier(dataset, classes).T
 
     def class_groups(self, dataset: str) -> list[list[int]] | None:
         return getattr(self._task.source(dataset), "class_groups", None)

@@ -1,0 +1,99 @@
+"""Long steps say what they will do and how big it is, and their progress reaches the log.
+
+On a terminal tqdm draws its bars; anywhere else (stderr piped or redirected, a scheduler's log
+file) nobody sees a bar, so the same progress becomes a log line every ``runtime.log_every``
+seconds with done/total, the rate and the time left.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import types
+
+from conftest import open_clip_overrides, run_in_process
+
+from clipeval import progress as progress_module
+from clipeval.progress import LogProgress, progress, progress_line
+
+IMAGE_LINE = re.compile(
+    r"encode images: (\d+)/12 images \(\d+%\), [\d.,]+ images/s, \d\d:\d\d elapsed(, \d\d:\d\d left)?$"
+)
+PROMPT_LINE = re.compile(
+    r"encode prompts: (\d+)/3 prompts \(\d+%\), [\d.,]+ prompts/s, \d\d:\d\d elapsed(, \d\d:\d\d left)?$"
+)
+
+
+def test_a_progress_line_says_done_of_total_the_rate_and_the_time_left():
+    meter = {"prefix": "encode images", "n": 1280, "total": 30000, "elapsed": 60.0, "unit": "image"}
+    assert progress_line(meter) == "encode images: 1,280/30,000 images (4%), 21.3 images/s, 01:00 elapsed, 22:26 left"
+    assert progress_line(meter | {"n": 30000, "elapsed": 1408.0}) == (
+        "encode images: 30,000/30,000 images (100%), 21.3 images/s, 23:28 elapsed"
+    )
+    assert progress_line(meter | {"total": None}) == "encode images: 1,280 images, 21.3 images/s, 01:00 elapsed"
+
+
+def folder_run(tiny_open_clip, image_folder, *extra: str) -> list[str]:
+    return [
+        *open_clip_overrides(tiny_open_clip, task="folder", **{"task.root": str(image_folder)}),
+        "runtime.batch_size=4",
+        *extra,
+    ]
+
+
+def test_without_a_terminal_progress_reaches_the_log_with_rate_and_time_left(
+    tiny_open_clip, image_folder, tmp_path, caplog
+):
+    """Under pytest stderr is not a terminal. With runtime.log_every=0 every batch is a line; the
+    steps announce their size first."""
+    caplog.set_level(logging.INFO, logger="clipeval")
+    run_in_process(folder_run(tiny_open_clip, image_folder, "runtime.log_every=0"), tmp_path / "run")
+    messages = caplog.messages
+    images = [int(m.group(1)) for m in map(IMAGE_LINE.match, messages) if m]
+    prompts = [int(m.group(1)) for m in map(PROMPT_LINE.match, messages) if m]
+    assert images == [4, 8, 12] and prompts == [1, 2, 3]
+    assert any(m.endswith("left") for m in messages if IMAGE_LINE.match(m))
+    announced = [i for i, m in enumerate(messages) if "cache miss, encoding 12 images" in m]
+    first_line = next(i for i, m in enumerate(messages) if IMAGE_LINE.match(m))
+    assert announced and announced[0] < first_line
+    assert "Text prototypes of 3 classes x 1 templates: 0 already built, encoding 3 prompts" in caplog.text
+
+
+def test_a_step_shorter_than_log_every_writes_no_progress_lines(tiny_open_clip, image_folder, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="clipeval")
+    run_in_process(folder_run(tiny_open_clip, image_folder), tmp_path / "run")  # log_every: 30 s
+    assert not [m for m in caplog.messages if m.startswith(("encode images:", "encode prompts:"))]
+    assert "Encoded 12 images" in caplog.text  # what the step did is still said once
+
+
+def test_bars_stay_for_terminals(monkeypatch):
+    terminal = types.SimpleNamespace(isatty=lambda: True, write=lambda s: len(s), flush=lambda: None)
+    monkeypatch.setattr(progress_module.sys, "stderr", terminal)
+    log = logging.getLogger("clipeval.test")
+    with progress(3, "encode images", "image", types.SimpleNamespace(progress=True, log_every=30), log) as bar:
+        assert not isinstance(bar, LogProgress)
+    quiet = types.SimpleNamespace(progress=False, log_every=30)  # no bar wanted: the log has the progress
+    with progress(3, "encode images", "image", quiet, log) as bar:
+        assert isinstance(bar, LogProgress)
+
+
+def test_a_piped_run_writes_progress_lines_to_its_log_file_and_stderr(tiny_open_clip, image_folder, tmp_path):
+    """The real thing: `python -m clipeval ... 2>&1 | tee`, stderr a pipe, Hydra's log file."""
+    env = {**os.environ, "CLIPEVAL_CACHE": str(tmp_path / "cache"), "CLIPEVAL_STORE": str(tmp_path / "store")}
+    args = [*folder_run(tiny_open_clip, image_folder, "runtime.log_every=0"), f"hydra.run.dir={tmp_path / 'run'}"]
+    done = subprocess.run(
+        [sys.executable, "-m", "clipeval", *args, "runtime.workers=0"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    log_file = (tmp_path / "run" / "clipeval.log").read_text()
+    for text in (log_file, done.stderr):
+        assert re.search(r"\] - encode images: 12/12 images \(100%\), [\d.,]+ images/s", text)
+        assert re.search(
+            r"\] - encode images: 4/12 images \(33%\), [\d.,]+ images/s, \d\d:\d\d elapsed, \d\d:\d\d left", text
+        )
+        assert re.search(r"\] - encode prompts: 3/3 prompts \(100%\)", text)
+        assert "\r" not in text  # no bar redraws
