@@ -45,7 +45,9 @@ def test_identical_rerun_hits_both_caches_and_gives_the_same_numbers(run_folder,
     second, log2 = run_folder()
     assert "cache hit (12 samples), not re-encoding" in log2
     assert "Text prototypes of 3 classes x 1 templates: cache hit" in log2
-    assert f"Cache {tmp_path / 'cache'}: 3 entries read (classifiers 1, features 1, model_cards 1), 0 written" in log2
+    assert (
+        f"Cache {tmp_path / 'cache'}: 3 entries read (features 1, model_cards 1, text_prototypes 1), 0 written" in log2
+    )
     assert "Encoded" not in log2
     assert (cache_entries(tmp_path, "features"), cache_entries(tmp_path, "text_prototypes")) == entries
     assert first["records"] == second["records"]

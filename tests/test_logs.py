@@ -40,8 +40,8 @@ def test_cache_paths_are_debug_details_and_info_says_once_what_the_cache_did(tmp
     info = messages(caplog, logging.INFO)
     with_path = [m for m in info if str(cache) in m]
     assert with_path == [
-        f"Cache {cache}: 0 entries read, 3 written (classifiers 1, features 1, model_cards 1)",
-        f"Cache {cache}: 3 entries read (classifiers 1, features 1, model_cards 1), 0 written",
+        f"Cache {cache}: 0 entries read, 3 written (features 1, model_cards 1, text_prototypes 1)",
+        f"Cache {cache}: 3 entries read (features 1, model_cards 1, text_prototypes 1), 0 written",
     ]
     debug = messages(caplog, logging.DEBUG)
     assert any(m.startswith(f"Cached image features at {cache}/features/") for m in debug)
