@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -92,9 +94,10 @@ def test_pgd_agrees_with_an_independent_implementation(attacked):
     assert abs(ours - independent) <= 1 / len(y)
 
 
-def test_the_task_reports_per_eps_and_attack(tmp_path):
+def test_the_task_reports_per_eps_and_attack(tmp_path, caplog):
     from conftest import run_in_process
 
+    caplog.set_level(logging.INFO, logger="clipeval")
     doc = run_in_process(
         ["task=digits_adversarial", "task.evaluators.adversarial.eps=[0,8]", "task.evaluators.adversarial.steps=5",
          "task.evaluators.adversarial.limit=40", "task.evaluators.adversarial.targets=2"],
@@ -111,6 +114,9 @@ def test_the_task_reports_per_eps_and_attack(tmp_path):
     assert len(robust) == 2 * 4  # two eps, three attacks and the worst case
     assert all(r["params"]["norm"] == "linf" and r["params"]["eps_scale"] == 255.0 for r in robust)
     assert (tmp_path / "adv" / "robust_accuracy.png").is_file()
+    assert "Adversarial evaluation of test: 40 images, attacks pgd, apgd-ce, apgd-t at eps 0, 8/255, 5 steps each" in (
+        caplog.text
+    )  # said before the attacks start
 
 
 def test_attacks_agree_with_torchattacks(attacked):

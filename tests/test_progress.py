@@ -14,9 +14,14 @@ import subprocess
 import sys
 import types
 
+import numpy as np
+from array_context import ArrayContext
 from conftest import open_clip_overrides, run_in_process
 
+import clipeval.cache
 from clipeval import progress as progress_module
+from clipeval.cache import FileDigests
+from clipeval.evaluators.linear_probe import FewShot, LinearProbe
 from clipeval.progress import LogProgress, progress, progress_line
 
 IMAGE_LINE = re.compile(
@@ -97,3 +102,36 @@ def test_a_piped_run_writes_progress_lines_to_its_log_file_and_stderr(tiny_open_
         )
         assert re.search(r"\] - encode prompts: 3/3 prompts \(100%\)", text)
         assert "\r" not in text  # no bar redraws
+
+
+def test_long_steps_first_say_what_they_do_and_how_big_it_is(
+    tiny_open_clip, image_folder, tmp_path, caplog, monkeypatch
+):
+    caplog.set_level(logging.DEBUG, logger="clipeval")
+    run_in_process(folder_run(tiny_open_clip, image_folder), tmp_path / "run")
+    said = caplog.messages
+    assert said.index("Loading model clipeval-test-tiny on cpu (its first run: no model card yet)") < next(
+        i for i, m in enumerate(said) if m.startswith("Loaded model clipeval-test-tiny")
+    )
+    assert any(m.endswith("cache miss, encoding 12 images") for m in said)
+    assert (
+        "Text prototypes of 3 classes x 1 templates: 0 already built, encoding 3 prompts for the other 3 classes"
+        in said
+    )
+
+    caplog.clear()  # reading files to key them: at INFO from HASH_LOG_FILES files (or HASH_LOG_BYTES) on
+    monkeypatch.setattr(clipeval.cache, "HASH_LOG_FILES", 12)
+    files = sorted(image_folder.rglob("*.png"))
+    FileDigests(tmp_path / "memo").digests(files)
+    (line,) = [r for r in caplog.records if r.getMessage().startswith("Reading 12 files")]
+    assert line.levelno == logging.INFO and f"under {image_folder} to key them for the cache" in line.getMessage()
+    FileDigests(tmp_path / "other_memo").digests(files[:11])
+    assert [r.levelno for r in caplog.records if r.getMessage().startswith("Reading 11 files")] == [logging.DEBUG]
+
+    caplog.clear()
+    rng = np.random.default_rng(0)
+    data = {name: (rng.normal(size=(40, 8)), np.arange(40) % 4) for name in ("train", "test")}
+    LinearProbe("train", ["test"]).evaluate(ArrayContext(data))
+    FewShot("train", "test", ks=[1, 2], seeds=2).evaluate(ArrayContext(data, prototypes_from="train"))
+    assert "Linear probe on train: training on 40 examples of 8-dim features" in caplog.text
+    assert "Few-shot probes on train: k = 1, 2, 2 seeds each (4 probes), scored on 40 examples of test" in caplog.text

@@ -93,7 +93,7 @@ class LinearProbe:
         x, y, _ = _xy(ctx, self.train)
         _check_train_classes(ctx, self.train, y, _classnames(ctx, self.train))
         log.info(
-            "Linear probe on %s: training on %d examples of %d features (C chosen on a %.0f%% validation split)",
+            "Linear probe on %s: training on %d examples of %d-dim features (C chosen on a %.0f%% validation split)",
             self.train,
             len(y),
             x.shape[1],

@@ -30,8 +30,8 @@ class ZeroShot:
     scored classes:
 
     - ``class_subset``: indices of the classes to score over (ImageNet-R's 200 of 1,000);
-    - a source's ``class_groups`` (ObjectNet): each scored class is a group of the class
-      names' classes, and its logit is the group's maximum;
+    - a source's ``class_groups`` (ObjectNet): each scored class is a group of classes of the
+      class-name list, and its logit is the group's maximum;
     - neither: all classes.
 
     ``labels`` says what the data's labels index: ``subset`` (the scored classes, as in
