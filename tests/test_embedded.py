@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import numpy as np
 import pytest
@@ -217,3 +218,18 @@ def test_the_digits_are_encoded_without_worker_processes(monkeypatch, tmp_path):
     runtime = Runtime.create(device="cpu", workers=2, limit=20, progress=False)
     fs = image_features(model, DigitsSource(split="test"), runtime, TensorCache(tmp_path, enabled=False))
     assert len(fs) == 20 and workers == [0]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [({}, "10000"), ({"OMP_WAIT_POLICY": "ACTIVE"}, None), ({"GOMP_SPINCOUNT": "5"}, "5")],
+)
+def test_openmp_threads_spin_briefly_unless_the_user_chose(env, expected):
+    """Spinning idle threads burned the cores other processes needed (the zoo took minutes under load)."""
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    code = "import os, clipeval; print(os.environ.get('GOMP_SPINCOUNT'))"
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(expected)
