@@ -194,6 +194,18 @@ def run_in_process(overrides: list[str], run_dir: Path) -> dict:
     return run(compose_config([*QUIET, *overrides]), run_dir)
 
 
+def exit_2(argv: list[str], capsys) -> str:
+    """``clipeval argv`` in process: it must exit 2 without a traceback; returns stderr."""
+    from clipeval.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert "Traceback" not in err
+    return err
+
+
 @pytest.fixture(scope="session")
 def tiny_hf_clip(tmp_path_factory) -> Path:
     """A tiny transformers CLIPModel with a byte-level tokenizer and image processor, saved to a folder."""

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import compose_config, make_wds
+from conftest import compose_config, exit_2, make_wds
 
 from clipeval.cli import main
 from clipeval.config import registry
@@ -39,16 +39,6 @@ def checked(monkeypatch, tmp_path):
         return runner.run(compose_config(selection_overrides(overrides)), tmp_path / "run")
 
     return check
-
-
-def exit_2(argv: list[str], capsys) -> str:
-    """``clipeval argv`` in process: it must exit 2 without a traceback; returns stderr."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2, err
-    assert "Traceback" not in err
-    return err
 
 
 # --- runtime ------------------------------------------------------------------------------------------------
@@ -526,24 +516,15 @@ def test_on_the_real_command_line_each_kind_exits_2(tmp_path):
     "argv", [["task=digits", "runtime=null"], ["task=digits", "model=null"], ["task=digits", "=3"]]
 )
 def test_a_group_set_to_nothing_is_exit_2_not_hydras_traceback(argv, capsys):
-    from clipeval.cli import main
-
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    assert info.value.code == 2
-    assert capsys.readouterr().err.startswith("clipeval: error: Config group override must be a string or a list")
+    assert exit_2(argv, capsys).startswith("clipeval: error: Config group override must be a string or a list")
 
 
 def test_a_task_file_that_is_not_utf8_is_exit_2_naming_it(tmp_path, monkeypatch, capsys):
-    from clipeval.cli import main
 
     (tmp_path / "latin").mkdir()
     (tmp_path / "latin" / "task.yaml").write_bytes(b"name: latin\n# caf\xe9\n")
     monkeypatch.setenv("CLIPEVAL_TASKS", str(tmp_path))
-    with pytest.raises(SystemExit) as info:
-        main(["task=latin"])
-    assert info.value.code == 2
-    assert f"{tmp_path / 'latin' / 'task.yaml'} is not UTF-8 text (byte 17" in capsys.readouterr().err
+    assert f"{tmp_path / 'latin' / 'task.yaml'} is not UTF-8 text (byte 17" in exit_2(["task=latin"], capsys)
 
 
 @pytest.mark.parametrize(
@@ -569,9 +550,5 @@ def test_a_task_file_that_is_not_utf8_is_exit_2_naming_it(tmp_path, monkeypatch,
 )
 def test_options_and_targets_are_checked_before_printing_or_a_sweeps_first_job(argv, message, tmp_path, capsys):
     """The schema alone let these through: ``--cfg`` printed them (exit 0) and a sweep ran job #0 first."""
-    from clipeval.cli import main
-
-    with pytest.raises(SystemExit) as info:
-        main([*argv, f"store={tmp_path / 'store'}", f"hydra.sweep.dir={tmp_path / 'sw'}"])
-    assert info.value.code == 2
-    assert message in capsys.readouterr().err and not (tmp_path / "store").exists()
+    err = exit_2([*argv, f"store={tmp_path / 'store'}", f"hydra.sweep.dir={tmp_path / 'sw'}"], capsys)
+    assert message in err and not (tmp_path / "store").exists()

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import QUIET, run_in_process
+from conftest import QUIET, exit_2, run_in_process
 
 import clipeval.cache
 import clipeval.run.runner as runner
@@ -239,17 +239,6 @@ def no_half_written_yaml(folder: Path) -> bool:
     from omegaconf import OmegaConf
 
     return all(isinstance(OmegaConf.to_container(OmegaConf.load(f)), dict | list) for f in folder.rglob("*.yaml"))
-
-
-def exit_2(argv: list[str], capsys) -> str:
-    from clipeval.cli import main
-
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2, err
-    assert "Traceback" not in err
-    return err
 
 
 @pytest.mark.parametrize("where", ["hydra.run.dir", "the default outputs folder"])
