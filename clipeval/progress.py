@@ -1,22 +1,26 @@
 """Progress of long steps: a bar on a terminal, periodic log lines everywhere else.
 
-With ``runtime.progress`` on and stderr a terminal, tqdm draws its bar, as before. Otherwise
-(stderr piped or redirected to a file, a job scheduler's log, ``runtime.progress=false``) no bar
-can be seen, so the same tqdm object writes log lines instead (:class:`LogProgress`): one at
-most every ``runtime.log_every`` seconds with what is done of the total, the rate and the time
-left, and one when the step ends. They go through the caller's logger, so they reach
-``clipeval.log`` and stderr like every other line. A step shorter than ``log_every`` writes none:
-the lines that say when it starts and what it did suffice.
+With ``runtime.progress`` on and stderr a terminal, tqdm draws its bar there, and the same lines
+as below go to the run's log files only (:class:`TerminalProgress`): a log read later says how
+the step went even though the bar was on a screen. Otherwise (stderr piped or redirected to a file,
+a job scheduler's log, ``runtime.progress=false``) no bar can be seen, so the tqdm object writes log
+lines instead (:class:`LogProgress`): one at most every ``runtime.log_every`` seconds with what is
+done of the total, the rate and the time left, and one when the step ends. They go through the
+caller's logger, so they reach ``clipeval.log`` and stderr like every other line. A step shorter
+than ``log_every`` writes none: the lines that say when it starts and what it did suffice.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any
 
 from tqdm.auto import tqdm as terminal_tqdm
 from tqdm.std import tqdm
+
+from clipeval.logs import to_log_files
 
 
 def progress(total: int | None, desc: str, unit: str, runtime: Any, logger: logging.Logger) -> tqdm:
@@ -26,7 +30,7 @@ def progress(total: int | None, desc: str, unit: str, runtime: Any, logger: logg
     :class:`clipeval.config.runtime.Runtime`.
     """
     if runtime.progress and _is_terminal(sys.stderr):
-        return terminal_tqdm(total=total, desc=desc, unit=unit)
+        return TerminalProgress(total=total, desc=desc, unit=unit, logger=logger, every=float(runtime.log_every))
     return LogProgress(total=total, desc=desc, unit=unit, logger=logger, every=float(runtime.log_every))
 
 
@@ -60,6 +64,35 @@ class LogProgress(tqdm):
             self._logger.info(progress_line(self.format_dict))
             self._logged = self.n
         return True
+
+
+class TerminalProgress(terminal_tqdm):
+    """tqdm's bar on the terminal, and a :func:`progress_line` in the run's log files (not on the terminal, where
+    the bar is) at most every ``every`` seconds, plus one when the step ends if any was written before it."""
+
+    def __init__(self, *, total: int | None, desc: str, unit: str, logger: logging.Logger, every: float):
+        self._logger_name, self._every = logger.name, every
+        self._logged_at: float | None = None
+        self._logged_n = 0
+        self._started = time.monotonic()
+        super().__init__(total=total, desc=desc, unit=unit)
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool | None:
+        shown = super().display(msg, pos)
+        if msg is None and time.monotonic() - (self._logged_at or self._started) >= self._every:
+            self._to_log_files()
+        return shown
+
+    def close(self) -> None:
+        was_logged = self._logged_at is not None and not self.disable
+        super().close()
+        if was_logged:  # the end of a step whose progress was logged
+            self._to_log_files()
+
+    def _to_log_files(self) -> None:
+        if self.n != self._logged_n:  # news only
+            to_log_files(progress_line(self.format_dict), name=self._logger_name)
+            self._logged_at, self._logged_n = time.monotonic(), self.n
 
 
 def progress_line(meter: dict[str, Any]) -> str:

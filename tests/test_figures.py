@@ -29,13 +29,20 @@ def data_axes(fig) -> list:
 
 
 def check_paper_rules(fig) -> None:
-    """A title on the figure or on each panel; no text or legend over a plotting area; accuracy axes that end at
+    """Nothing cut off at the figure's edges; a title on the figure or on each panel; no text or legend over a plotting area; accuracy axes that end at
     100% (percent) or below 1 (logit axes, fractions)."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     panels = data_axes(fig)
     assert panels
     assert all(ax.get_title() for ax in panels) or (fig._suptitle is not None and fig._suptitle.get_text())
+    inked = fig.get_tightbbox(renderer)  # inches: every label, tick label, title and legend drawn
+    width, height = fig.get_size_inches()
+    tolerance = 1 / fig.dpi  # a pixel
+    assert inked.x0 >= -tolerance and inked.y0 >= -tolerance, f"text cut off at the left or bottom edge: {inked}"
+    assert inked.x1 <= width + tolerance and inked.y1 <= height + tolerance, (
+        f"text cut off at the right or top edge: {inked} on a {width} x {height} in figure"
+    )
     texts = [t for ax in fig.axes for t in ax.texts if t.get_text() and t.get_visible()] + list(fig.texts)
     legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)]
     for ax in panels:
@@ -194,6 +201,24 @@ def test_the_attack_figure_draws_every_points_interval_within_0_to_100(tmp_path,
     lo, hi = ax.get_xlim()
     assert lo < 0 and 8 < hi < 9  # every eps in view
     matplotlib.pyplot.close(fig)
+
+
+LONG_NAME = "tiny_digits (ckpt_100) · open_clip ViT-B-32 laion2b_s34b_b79k, a sweep's third checkpoint"
+
+
+def test_a_long_model_name_is_wrapped_not_cut_off_at_the_figures_edges(report, tmp_path, monkeypatch):
+    """Run labels name the weights, and can be long: every one-run figure still fits its canvas."""
+    drawn = [
+        figures.scatter_grid_figure(report, LONG_NAME),
+        figures.average_panel_figure(report, LONG_NAME),
+        figures.paired_bars_figure(report, LONG_NAME),
+    ]
+    monkeypatch.setattr(figures, "save", lambda fig, path: drawn.append(fig) or path)
+    figures.record_figures(few_shot_records() + attack_records(), LONG_NAME, tmp_path)
+    assert len(drawn) == 5
+    for fig in drawn:
+        check_paper_rules(fig)  # nothing past the figure's edges
+        matplotlib.pyplot.close(fig)
 
 
 # ---------------------------------------------------------------- figures across runs

@@ -7,11 +7,15 @@ seconds with done/total, the rate and the time left.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import pty
 import re
+import struct
 import subprocess
 import sys
+import termios
 import types
 
 import numpy as np
@@ -85,6 +89,53 @@ def test_bars_stay_for_terminals(monkeypatch):
         assert isinstance(bar, LogProgress)
 
 
+class _Terminal:
+    """A stderr that is a terminal, keeping what was drawn on it."""
+
+    def __init__(self):
+        self.drawn: list[str] = []
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.drawn.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _steps_under_a_bar(monkeypatch, tmp_path, log_every: float) -> tuple[str, str]:
+    """Three steps of an 'encode images' bar on a terminal, with a log file on the root logger: (log file, screen)."""
+    terminal = _Terminal()
+    monkeypatch.setattr(progress_module.sys, "stderr", terminal)
+    log_file = logging.FileHandler(tmp_path / "clipeval.log")
+    logging.getLogger().addHandler(log_file)
+    try:
+        runtime = types.SimpleNamespace(progress=True, log_every=log_every)
+        with progress(3, "encode images", "image", runtime, logging.getLogger("clipeval.test")) as bar:
+            for _ in range(3):
+                bar.update(1)
+    finally:
+        logging.getLogger().removeHandler(log_file)
+        log_file.close()
+    return (tmp_path / "clipeval.log").read_text(), "".join(terminal.drawn)
+
+
+def test_under_a_terminal_bar_the_log_file_still_gets_the_progress_lines(monkeypatch, tmp_path):
+    """A log is read later, when the bar is gone: it gets the same lines as a piped run, the screen only the bar."""
+    log_text, screen = _steps_under_a_bar(monkeypatch, tmp_path, log_every=0)
+    assert re.search(r"encode images: 3/3 images \(100%\), [\d.,]+ images/s, \d\d:\d\d elapsed$", log_text, re.M)
+    assert "\r" not in log_text
+    assert "3/3 images (100%)" not in screen and "3/3" in screen  # tqdm's own bar, not the log line
+
+
+def test_under_a_terminal_bar_a_short_step_writes_no_progress_lines_to_the_log_file(monkeypatch, tmp_path):
+    log_text, screen = _steps_under_a_bar(monkeypatch, tmp_path, log_every=30)
+    assert "encode images" not in log_text and "3/3" in screen
+
+
 def test_a_piped_run_writes_progress_lines_to_its_log_file_and_stderr(tiny_open_clip, image_folder, tmp_path):
     """The real thing: `python -m clipeval ... 2>&1 | tee`, stderr a pipe, Hydra's log file."""
     env = {**os.environ, "CLIPEVAL_CACHE": str(tmp_path / "cache"), "CLIPEVAL_STORE": str(tmp_path / "store")}
@@ -102,6 +153,42 @@ def test_a_piped_run_writes_progress_lines_to_its_log_file_and_stderr(tiny_open_
         )
         assert re.search(r"\] - encode prompts: 3/3 prompts \(100%\)", text)
         assert "\r" not in text  # no bar redraws
+
+
+def test_a_run_on_a_terminal_draws_bars_and_logs_progress_lines_to_its_file(tiny_open_clip, image_folder, tmp_path):
+    """The real thing on a pseudo-terminal: bars on the screen, progress lines in ``clipeval.log`` only."""
+    env = {**os.environ, "CLIPEVAL_CACHE": str(tmp_path / "cache"), "CLIPEVAL_STORE": str(tmp_path / "store")}
+    args = [*folder_run(tiny_open_clip, image_folder, "runtime.log_every=0"), f"hydra.run.dir={tmp_path / 'run'}"]
+    screen, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 0 columns: tqdm draws nothing
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "clipeval", *args, "runtime.workers=0"],
+            stdout=subprocess.DEVNULL, stderr=terminal, env=env, cwd=tmp_path, timeout=300,
+        )  # fmt: skip
+        os.close(terminal)
+        drawn = _read_all(screen)
+    finally:
+        os.close(screen)
+    assert done.returncode == 0, drawn[-2000:]
+    log_file = (tmp_path / "run" / "clipeval.log").read_text()
+    assert re.search(r"\] - encode images: 12/12 images \(100%\), [\d.,]+ images/s", log_file)
+    assert re.search(r"\] - encode prompts: 3/3 prompts \(100%\)", log_file)
+    assert re.search(r"encode images: 100%.*12/12", drawn)  # tqdm's bars on the screen
+    assert "12/12 images (100%)" not in drawn  # the log lines are not
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the other side is closed and everything was read
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
 
 
 def test_long_steps_first_say_what_they_do_and_how_big_it_is(

@@ -70,7 +70,7 @@ def test_a_subset_of_classes_gets_the_full_classifiers_rows_bit_for_bit(tiny_ope
 def test_each_class_is_encoded_once_across_tasks_and_runs(tiny_open_clip, tmp_path, caplog):
     """ImageNet-R's classes, then ImageNet-A's (some shared), then all 1,000, each call a new run (a
     new model object) on one cache folder: every distinct class name is encoded exactly once."""
-    caplog.set_level(logging.INFO, logger="clipeval")
+    caplog.set_level(logging.DEBUG, logger="clipeval")
     templates, cache = TEMPLATES[:2], TensorCache(tmp_path / "cache")
     r_names, a_names = [NAMES[i] for i in R], [NAMES[i] for i in A]
     shared = set(r_names) & set(a_names)

@@ -120,13 +120,13 @@ def _load_or_build(
     stamp = cache.stamp(KIND, key)
     missing = _take(known, _cached(cache, key), missing)
     if not missing:
-        log.info("Text prototypes of %s: cache hit", what)
+        log.debug("Text prototypes of %s: cache hit", what)
         return
     with cache.lock(KIND, key, f"the text prototypes of {len(missing)} classes") as waited:
         if waited or cache.stamp(KIND, key) != stamp:  # what another run cached meanwhile
             missing = _take(known, _cached(cache, key), missing)
         if not missing:
-            log.info("Text prototypes of %s: cache hit (built by another run meanwhile)", what)
+            log.debug("Text prototypes of %s: cache hit (built by another run meanwhile)", what)
             return
         log.info(
             "Text prototypes of %s: %d already built, encoding %d prompts for the other %d classes",

@@ -35,7 +35,7 @@ import pandas as pd
 
 from clipeval.config.paths import conf_dir
 from clipeval.errors import ClipevalError
-from clipeval.report.figures import cap_percent, logit_axes, logit_limits, note_below, plt
+from clipeval.report.figures import cap_percent, fitted, logit_axes, logit_limits, note_below, plt
 from clipeval.report.inputs import (
     accuracies,
     labels,
@@ -428,10 +428,12 @@ def cross_run_figure(cross: CrossRun, reference: Reference | None = None):
     for ax in list(axes.flat)[:n]:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=3, fontsize=7, frameon=False)
+    labels = [fitted(label, fig.get_figwidth() / 3, 7) for label in handles]  # run labels name weights: can be long
+    fig.legend(list(handles.values()), labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
     against = f"the supervised baselines ({cross.spec.baselines_label})"
     against += f" and {reference.label}" if reference is not None else ""
-    fig.suptitle(f"{len(cross.runs)} stored run(s) against {against}; logit axes, 95% intervals", fontsize=10)
+    title = f"{len(cross.runs)} stored run(s) against {against}; logit axes, 95% intervals"
+    fig.suptitle(fitted(title, fig.get_figwidth(), 10), fontsize=10)
     legend_rows = math.ceil(len(handles) / 3)
     fig.tight_layout(rect=(0, min(0.4, 0.028 * legend_rows + 0.02), 1, 0.97))
     return fig
@@ -483,9 +485,10 @@ def step_figure(cross: CrossRun):
     for ax in list(axes.flat)[len(titles) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, [f"{label} (95% intervals)" for label in labels], loc="lower center", ncol=3, fontsize=7,
-               frameon=False)  # fmt: skip
-    fig.suptitle(f"Checkpoint series: {', '.join(f'{n} ({len(r)} steps)' for n, r in series.items())}", fontsize=10)
+    fig.legend(handles, [fitted(f"{label} (95% intervals)", fig.get_figwidth() / 3, 7) for label in labels],
+               loc="lower center", ncol=3, fontsize=7, frameon=False)  # fmt: skip
+    title = f"Checkpoint series: {', '.join(f'{n} ({len(r)} steps)' for n, r in series.items())}"
+    fig.suptitle(fitted(title, fig.get_figwidth(), 10), fontsize=10)
     fig.tight_layout(rect=(0, (0.2 + 0.15 * math.ceil(len(labels) / 3)) / fig.get_figheight(), 1, 1))
     return fig
 

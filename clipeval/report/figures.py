@@ -3,7 +3,8 @@
 Every figure follows the same rules, which the tests check on the Figure objects:
 
 - each interval the data has is drawn (error bars on points, bands on fits and lines), not only written;
-- each figure has a title, and each panel its own;
+- each figure has a title, and each panel its own; titles and labels that name a model are wrapped
+  (:func:`fitted`) so that nothing is cut off at the figure's edges, however long the model's name;
 - no text is drawn inside a plotting area, over points or lines: numbers go to titles, legends, a
   secondary axis' tick labels or notes under the x-axis label, and legends sit outside the axes;
 - accuracy axes end at 100% (logit axes below it, at 99.8%);
@@ -14,6 +15,7 @@ Every figure follows the same rules, which the tests check on the Figure objects
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -21,6 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.font_manager import FontProperties  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from clipeval.atomic import atomic_write, safe_file_name  # noqa: E402
@@ -32,6 +35,15 @@ from clipeval.results.record import Record  # noqa: E402
 LIMIT = (0.005, 0.998)  # accuracies are clipped here: logit axes cannot show 0 or 1
 TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
 MODEL_COLOR = "tab:red"
+EM_PER_CHARACTER = 0.62  # DejaVu Sans, matplotlib's default font: wider than its average letter, so lines fit
+
+
+def fitted(text: str, inches: float, fontsize: float | str = "large") -> str:
+    """``text`` with each line wrapped at spaces to fit ``inches`` at ``fontsize`` (points, or a matplotlib size
+    name; titles are "large"). A model's name can be long (``tiny (ckpt_100) · open_clip ViT-B-32 laion2b...``)."""
+    points = FontProperties(size=fontsize).get_size_in_points()
+    width = max(20, int(inches * 72 / (EM_PER_CHARACTER * points)))
+    return "\n".join(textwrap.fill(line, width, break_on_hyphens=False) or line for line in text.splitlines())
 
 
 def logit_limits(values: np.ndarray, margin: float = 0.6) -> tuple[float, float]:
@@ -85,7 +97,7 @@ def shift_panel(ax, result: ShiftResult, model: str) -> None:
         ms=13,
         color=MODEL_COLOR,
         capsize=2,
-        label=f"{model} (95% intervals)",
+        label=fitted(f"{model} (95% intervals)", ax.figure.get_figwidth() / 3, 7),  # the legend has 3 columns
         zorder=4,
     )
     logit_axes(ax, limits)
@@ -113,7 +125,8 @@ def scatter_grid_figure(report: RobustnessReport, model: str):
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
     label, value, ci = report.headline
-    fig.suptitle(f"Effective robustness of {model}: {label} {er_text(value, ci)} ({n} shifts; logit axes)")
+    title = f"Effective robustness of {model}: {label} {er_text(value, ci)} ({n} shifts; logit axes)"
+    fig.suptitle(fitted(title, fig.get_figwidth()))
     fig.tight_layout(rect=(0, 0.5 / fig.get_figheight(), 1, 1))  # the legend's two rows below the panels
     return fig
 
@@ -146,7 +159,8 @@ def paired_bars_figure(report: RobustnessReport, model: str):
         width = np.array([100 * v for v, _ in values])
         err = np.array([[100 * (v - lo), 100 * (hi - v)] for v, (lo, hi) in values]).T
         ax.barh(y + offset, width, height=0.4, color=color, xerr=err, capsize=2,
-                error_kw={"elinewidth": 0.8, "ecolor": "0.15"}, label=f"{label} (95% interval)")  # fmt: skip
+                error_kw={"elinewidth": 0.8, "ecolor": "0.15"},
+                label=fitted(f"{label} (95% interval)", fig.get_figwidth(), 7))  # fmt: skip
     ax.set_yticks(y, [s.shift.name for s in shifts])
     ax.set_xlim(0, 100)
     ax.set_xlabel("top-1 (%)")
@@ -159,7 +173,7 @@ def paired_bars_figure(report: RobustnessReport, model: str):
     right.set_ylabel("effective robustness, pp [95% interval]", fontsize=8)
     right.tick_params(labelsize=8)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
-    ax.set_title(f"{model} vs the supervised line: top-1 per shift (95% intervals)")
+    ax.set_title(fitted(f"{model} vs the supervised line: top-1 per shift (95% intervals)", fig.get_figwidth()))
     fig.tight_layout()
     return fig
 
@@ -187,10 +201,10 @@ def average_panel_figure(report: RobustnessReport, model: str):
     ax.plot(grid, grid, ls="--", color="0.7", lw=1, label="y = x", zorder=0)
     ax.errorbar(avg.id_top1, avg.mean_top1, xerr=[[avg.id_top1 - x_lo], [x_hi - avg.id_top1]],
                 yerr=[[avg.mean_top1 - y_lo], [y_hi - avg.mean_top1]], fmt="*", ms=13, color=MODEL_COLOR,
-                capsize=2, label=f"{model} (95% intervals)", zorder=4)  # fmt: skip
+                capsize=2, label=fitted(f"{model} (95% intervals)", fig.get_figwidth() / 2, 7), zorder=4)  # fmt: skip
     logit_axes(ax, limits)
-    ax.set_title(f"{model}: average over {len(avg.shifts)} shifts\n"
-                 f"{er_text(avg.effective_robustness, avg.effective_robustness_ci)}", fontsize=10)  # fmt: skip
+    ax.set_title(fitted(f"{model}: average over {len(avg.shifts)} shifts", fig.get_figwidth(), 10) + "\n"
+                 + er_text(avg.effective_robustness, avg.effective_robustness_ci), fontsize=10)  # fmt: skip
     ax.set_xlabel(f"in-distribution top-1 ({', '.join(avg.in_distribution.datasets)})")
     ax.set_ylabel(f"mean top-1 over {len(avg.shifts)} shifts")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
@@ -238,7 +252,8 @@ def few_shot_figure(ks, means, stds, zero_shot: float, match: float | None, mode
     if cis is not None and np.any(stds > 0):
         ax.fill_between(ks, means - stds, means + stds, color="0.3", alpha=0.15, lw=0, label="± sd over seeds")
     ax.axhline(100 * zero_shot, color=MODEL_COLOR, ls="--",
-               label=f"zero-shot {model}" + (" (95% interval)" if zero_ci is not None else ""))  # fmt: skip
+               label=fitted(f"zero-shot {model}" + (" (95% interval)" if zero_ci is not None else ""),
+                            fig.get_figwidth(), 7))  # fmt: skip
     if zero_ci is not None:
         ax.axhspan(100 * zero_ci[0], 100 * zero_ci[1], color=MODEL_COLOR, alpha=0.12, lw=0)
     if match is not None:
@@ -250,7 +265,7 @@ def few_shot_figure(ks, means, stds, zero_shot: float, match: float | None, mode
     ax.set_ylabel("top-1 (%)")
     cap_percent(ax)
     ax.grid(alpha=0.3)
-    ax.set_title(title or f"Few-shot linear probe vs zero-shot {model}", fontsize=10)
+    ax.set_title(fitted(title or f"Few-shot linear probe vs zero-shot {model}", fig.get_figwidth(), 10), fontsize=10)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False)
     fig.tight_layout()
     return fig
@@ -287,7 +302,8 @@ def robust_accuracy_figure(clean: Record, robust: list[Record], model: str):
     ax.set_ylim(0, 100)
     top = max(float(r.params["eps"]) for r in robust)  # the dodged error bars do not autoscale the x axis
     ax.set_xlim(-0.05 * top, 1.05 * top)
-    ax.set_title(f"Adversarial robustness of zero-shot {model} on {clean.label}", fontsize=10)
+    title = f"Adversarial robustness of zero-shot {model} on {clean.label}"
+    ax.set_title(fitted(title, fig.get_figwidth(), 10), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="95% intervals", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1),
               frameon=False)  # fmt: skip
