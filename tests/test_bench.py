@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 from conftest import open_clip_overrides
+from PIL import Image
 from test_models import load_tiny
 
 from clipeval.bench import memory, peer, suite, throughput
 from clipeval.bench.__main__ import main
-from clipeval.bench.fixtures import CLASSNAMES, jpeg_folder
+from clipeval.bench.fixtures import CLASSNAMES, jpeg_folder, photo_folder
 from clipeval.data.folder import ImageFolderSource
 
 
@@ -21,6 +23,20 @@ def test_throughput_parts_run_and_the_trimmed_text_pass_agrees(tiny_open_clip, t
     assert len(source) == 12 and source.classnames[:2] == CLASSNAMES[:2]
     images = throughput.image_side(model, source, batch=4, workers=0, scratch=tmp_path)
     assert images["ceiling"] > 0 and images["end_to_end"] > 0
+
+
+def test_the_photo_folder_holds_distinct_crops_of_real_photographs(tmp_path):
+    folder = photo_folder(tmp_path / "photos", 12, size=(100, 75))
+    files = sorted(folder.rglob("*.jpg"))
+    assert len(files) == 12 and sorted({f.parent.name for f in files}) == CLASSNAMES
+    pixels = [np.asarray(Image.open(f)) for f in files]
+    assert all(p.shape == (75, 100, 3) for p in pixels)
+    assert len({p.tobytes() for p in pixels}) == 12  # each a different crop
+    again = photo_folder(tmp_path / "again", 12, size=(100, 75))
+    assert all(
+        np.array_equal(np.asarray(Image.open(again / f.relative_to(folder))), p)
+        for f, p in zip(files, pixels, strict=True)
+    )
 
 
 def test_suite_passes_counts_one_pass_per_dataset_read(tiny_open_clip, image_folder, tmp_path):

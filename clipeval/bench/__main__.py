@@ -13,13 +13,14 @@ import torch
 
 import clipeval.bench as bench
 from clipeval.bench import memory, peer, precision, prompts, suite, throughput
-from clipeval.bench.fixtures import imagenet_family, jpeg_folder, random_checkpoint
+from clipeval.bench.fixtures import imagenet_family, jpeg_folder, photo_folder, random_checkpoint
 from clipeval.config.runtime import Runtime
 from clipeval.data.folder import ImageFolderSource
 from clipeval.models.open_clip import OpenClipEncoder
 
 SECTIONS = ("throughput", "precision", "suite", "prompts", "memory", "peer")
 WIDTH = 60
+IMAGE_SOURCES = {"photos": "crops of real photographs", "generated": "generated wave-and-noise fields"}
 
 
 def row(label: str, value: str) -> None:
@@ -31,6 +32,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
     parser.add_argument("--arch", default="ViT-B-32", help="open_clip architecture (random weights)")
     parser.add_argument("--images", type=int, default=300, help="images in the few-class folder (10 classes)")
+    parser.add_argument(
+        "--image-source",
+        choices=("photos", "generated"),
+        default="photos",
+        help="the folder's JPEGs: crops of real photographs (scikit-learn's samples) or generated wave-and-noise",
+    )
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--workers", default="auto", help="dataloader workers (auto: as clipeval's runtime chooses)")
     parser.add_argument("--classes", type=int, default=10, help="ImageNet classes x 80 templates for the text pass")
@@ -58,7 +65,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     print(f"clipeval benchmarks: {args.arch} fp32 on cpu, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
-    print(f"batch {args.batch}, {args.workers} dataloader worker(s); models have random weights\n")
+    print(f"batch {args.batch}, {args.workers} dataloader worker(s); models have random weights")
+    print(f"image folder: {args.images} JPEGs, 500x375, {IMAGE_SOURCES[args.image_source]}\n")
     version = peer.peer_version(args.peer_python) if "peer" in args.sections else None
     if "peer" in args.sections and version is None:
         where = f"not importable with {args.peer_python}" if args.peer_python else "no --peer-python given"
@@ -68,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
         scratch = Path(tmp)
         if {"throughput", "peer"} & set(args.sections) or ("prompts" in args.sections and args.headline):
             checkpoint = random_checkpoint(args.arch, scratch)
-            images = jpeg_folder(scratch / "images", args.images)
+            make = photo_folder if args.image_source == "photos" else jpeg_folder
+            images = make(scratch / "images", args.images)
         if "throughput" in args.sections:
             model = OpenClipEncoder(args.arch, pretrained=str(checkpoint))
             show_throughput(args, model, ImageFolderSource(images), scratch)
