@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -81,9 +81,12 @@ def _feed(digest: Any, value: Any) -> None:
 
 
 class TensorCache:
-    def __init__(self, root: Path, enabled: bool = True):
+    def __init__(self, root: Path, enabled: bool = True, writes: Collection[str] | None = None):
+        """``writes``: the only kinds this process saves (and locks), None for all. Under torchrun the ranks
+        other than 0 save only their chunks of image features; rank 0 saves the rest (clipeval.distributed)."""
         self.root = Path(shown(root))  # messages show it absolute
         self.enabled = enabled
+        self.writes = None if writes is None else frozenset(writes)
         #: entries read and written by kind, for the run's one summary line (each entry's path is at DEBUG)
         self.read: collections.Counter[str] = collections.Counter()
         self.written: collections.Counter[str] = collections.Counter()
@@ -91,6 +94,7 @@ class TensorCache:
         self.writable = enabled
         #: file digests, memoised in this cache (enabled) or not kept beyond the process (disabled)
         self.digests = FileDigests(self.root / "file_digests" if enabled else None, on_write_error=self.write_failed)
+        self.digests.writable = self.digests.writable and writes is None
         blocker = _file_in_the_way(self.root) if enabled else None
         if blocker is not None:  # nothing can be read from it nor written to it: say so now, once
             self.write_failed(NotADirectoryError(errno.ENOTDIR, f"{blocker} is a file, not a folder"))
@@ -158,7 +162,7 @@ class TensorCache:
 
     def save(self, kind: str, key: str, entry: dict[str, Any]) -> Path | None:
         """Write ``entry`` atomically; None when the cache is off or cannot be written (warned once)."""
-        if not self.enabled or not self.writable:
+        if not self.enabled or not self.writable or not self._saves(kind):
             return None
         entry = {**entry, "key": key}
         entry["checksum"] = entry_checksum(entry)
@@ -170,6 +174,9 @@ class TensorCache:
         self.written[kind] += 1
         log.debug("Wrote cache entry %s", path)
         return path
+
+    def _saves(self, kind: str) -> bool:
+        return self.writes is None or kind in self.writes
 
     def summary(self) -> str:
         """One line: the folder, and the entries read and written by kind."""
@@ -206,7 +213,7 @@ class TensorCache:
 
         held = None
         waited = False
-        if self.enabled and self.writable:
+        if self.enabled and self.writable and self._saves(kind):
             path = self.lock_path(kind, key)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)

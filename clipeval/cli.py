@@ -16,6 +16,7 @@ import gc
 import itertools
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -196,7 +197,32 @@ def _main(argv: list[str]) -> None:
         argv = selection_overrides(argv)
     except ClipevalError as exc:
         fail(str(exc))
-    _check_output_dir(argv)
+    with _as_launched_rank(argv) as argv:
+        _check_output_dir(argv)
+        _run_app(argv)
+
+
+@contextlib.contextmanager
+def _as_launched_rank(argv: list[str]) -> Iterator[list[str]]:
+    """Under torchrun, a rank other than 0 runs with a throwaway Hydra output folder, no log file and no progress
+    bars (rank 0 writes the run's folder, log and results); a sweep (``-m``) is refused on every rank."""
+    from clipeval.distributed import launched_ranks
+
+    rank, size = launched_ranks()
+    if size > 1 and ("-m" in argv or "--multirun" in argv):
+        fail(
+            "A sweep (-m) cannot run under torchrun: start one torchrun per job, or run the sweep on a Hydra "
+            "launcher (see the README's Scaling out)."
+        )
+    if size <= 1 or rank == 0 or _INFO_FLAGS.intersection(argv):
+        yield argv
+        return
+    with tempfile.TemporaryDirectory(prefix=f"clipeval-rank{rank}-") as scratch:
+        yield [*argv, f"hydra.run.dir={scratch}", "hydra.output_subdir=null", "hydra/job_logging=other_rank",
+               "runtime.progress=false"]  # fmt: skip
+
+
+def _run_app(argv: list[str]) -> None:
     sys.argv = [sys.argv[0], *argv]
     try:
         with _hydra_errors():

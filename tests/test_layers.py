@@ -1,6 +1,6 @@
 """The import graph follows the layers: nothing imports a layer above it.
 
-    foundation (clipeval, errors, atomic, cache, contracts, interrupt, logs, progress, config)
+    foundation (clipeval, errors, atomic, cache, contracts, interrupt, logs, progress, distributed, config)
       <- results (records, samples, metrics, the store)
       <- data, models (neither imports the other)
       <- features
@@ -36,6 +36,7 @@ FOUNDATION_MODULES = {
     "clipeval.interrupt",
     "clipeval.logs",
     "clipeval.progress",
+    "clipeval.distributed",
 }
 FOUNDATION_PACKAGES = {"config"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -10,6 +11,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from clipeval.contracts import EvaluationContext
+from clipeval.distributed import world
 from clipeval.errors import ClipevalError
 from clipeval.evaluators.attacks import DLR_TARGETED_MIN_CLASSES, ZeroShotLogits, apgd, pgd
 from clipeval.results.metrics import clopper_pearson
@@ -34,7 +36,8 @@ def split_preprocess(preprocess):
 
 
 class Adversarial:
-    """Attacks a fixed, seeded sample of ``dataset`` at each eps (in units of 1/``eps_scale``).
+    """Attacks a fixed, seeded sample of ``dataset`` at each eps (in units of 1/``eps_scale``); under torchrun
+    the ranks share the batches of each attack.
 
     As in AutoAttack and RobustBench, only the samples the model classifies correctly are
     attacked: a sample counts as robust under an attack if it is classified correctly both
@@ -173,9 +176,9 @@ class Adversarial:
                 start = time.perf_counter()
                 robust = torch.zeros_like(clean)
                 if len(attacked):
-                    robust[attacked] = torch.cat(
-                        [self._run(attack, f, xb, yb, e, tb, targets) for xb, yb, tb in batches]
-                    )
+                    run = functools.partial(self._run, attack, f, eps=e, targets=targets)
+                    outcomes = _each_batch(lambda xb, yb, tb, run=run: run(xb, yb, wrong_first=tb), batches)
+                    robust[attacked] = torch.cat(outcomes).to(robust.device)
                 out[f"{attack}@{eps:g}"] = robust.cpu()
                 worst &= robust
                 log.info(
@@ -226,6 +229,15 @@ class Adversarial:
                 strength = {"targets": targets} if a == "apgd-t" or (a == "worst" and "apgd-t" in attacks) else {}
                 records.append(record("robust_top1", f"{a}@{eps:g}", attack=a, **setting, **strength))
         return records
+
+
+def _each_batch(attack: Callable[..., torch.Tensor], batches: list[tuple]) -> list[torch.Tensor]:
+    """``attack(*batch)`` of every batch, in order. Under torchrun each rank attacks its span of the batches and
+    every rank gets all the outcomes (:mod:`clipeval.distributed`); each attack is seeded per batch, so the
+    outcomes do not depend on which rank ran them."""
+    ranks = world()
+    mine = [attack(*batches[i]).cpu() for i in ranks.span(len(batches))]
+    return [outcome for share in ranks.gather(mine) for outcome in share]
 
 
 def _weights(model) -> list[torch.nn.Parameter]:

@@ -34,6 +34,7 @@ from clipeval.cache import TensorCache, cache_key
 from clipeval.config.runtime import Runtime
 from clipeval.contracts import DualEncoder
 from clipeval.data.base import Item, MapSource, Source
+from clipeval.distributed import world
 from clipeval.errors import ClipevalError
 from clipeval.interrupt import during
 from clipeval.models.base import LOOSEST_NORM_TOLERANCE, check_embeddings, embedding_fault
@@ -83,37 +84,23 @@ def chunk_key(key: str, start: int, stop: int, batch_size: int) -> str:
 
 
 def image_features(model: DualEncoder, source: Source, runtime: Runtime, cache: TensorCache) -> FeatureSet:
+    """The features of ``source``: from the cache, else encoded (and cached). Under torchrun every rank calls it
+    in the same order: rank 0 looks in the cache and tells the others, each rank encodes its share of the
+    chunks, and every rank gets all of them (see :mod:`clipeval.distributed`)."""
+    w = world()
     key = feature_key(model, source, runtime)
     what = source.describe() + (f", first {runtime.limit} used" if runtime.limit else "")
     stamp = cache.stamp("features", key)
-    fs = _cached(cache, key)
+    fs = w.share(_cached(cache, key) if w.is_main else None)
     if fs is None:
-        with cache.lock("features", key, f"the image features of {what}") as waited:
-            if waited or cache.stamp("features", key) != stamp:  # what another run cached meanwhile
+        with cache.lock("features", key, f"the image features of {what}") as waited:  # rank 0's lock only
+            if w.is_main and (waited or cache.stamp("features", key) != stamp):  # what another run cached meanwhile
                 fs = _cached(cache, key)
+            fs = w.share(fs)
             if fs is None:
                 fs, chunks, written = _encode(model, source, runtime, cache, key, what)
-                saved = cache.save(
-                    "features",
-                    key,
-                    {
-                        "features": fs.features,
-                        "labels": fs.labels,
-                        "ids": fs.ids,
-                        "skipped": [list(s) for s in fs.skipped],
-                    },
-                )
-                if saved:
-                    log.debug("Cached image features at %s", saved)
-                    for chunk in chunks:  # the whole entry holds them now
-                        cache.remove(CHUNK_KIND, chunk)
-                elif written:  # the cache could not take the entry (warned): free what this run put there
-                    removed = sum(cache.remove(CHUNK_KIND, chunk) for chunk in written)
-                    log.info(
-                        "Removed the %d chunk(s) of these features that this run cached%s",
-                        removed,
-                        "" if removed == len(written) else f" ({len(written) - removed} could not be removed)",
-                    )
+                if w.is_main:
+                    _save_entry(cache, key, fs, chunks, written)
     if fs.from_cache:
         log.debug(
             "Image features of %s: cache hit (%d samples), not re-encoding",
@@ -122,6 +109,24 @@ def image_features(model: DualEncoder, source: Source, runtime: Runtime, cache: 
         )
     _report_skipped(fs, source)
     return fs
+
+
+def _save_entry(cache: TensorCache, key: str, fs: FeatureSet, chunks: list[str], written: list[str]) -> None:
+    """Cache the whole entry and delete its chunks; when the cache cannot take it, delete the chunks this run
+    cached (they hold the space the entry lacked)."""
+    entry = {"features": fs.features, "labels": fs.labels, "ids": fs.ids, "skipped": [list(s) for s in fs.skipped]}
+    saved = cache.save("features", key, entry)
+    if saved:
+        log.debug("Cached image features at %s", saved)
+        for chunk in chunks:  # the whole entry holds them now
+            cache.remove(CHUNK_KIND, chunk)
+    elif written:  # the cache could not take the entry (warned): free what this run put there
+        removed = sum(cache.remove(CHUNK_KIND, chunk) for chunk in written)
+        log.info(
+            "Removed the %d chunk(s) of these features that this run cached%s",
+            removed,
+            "" if removed == len(written) else f" ({len(written) - removed} could not be removed)",
+        )
 
 
 def _cached(cache: TensorCache, key: str) -> FeatureSet | None:
@@ -208,27 +213,33 @@ def _encode(
         "its images (streamed: their number is known at the end)" if streamed else f"{len(dataset)} images",
     )
     if streamed:
-        loader = torch.utils.data.DataLoader(dataset, batch_size=runtime.batch_size, collate_fn=collate, **options)
-        part = _Part()
-        with during(f"encoding the image features of {what}; none of them is cached"):
-            _encode_batches(model, runtime, loader, decode, [(part, None)], None, None)
-        fs = _feature_set([part.entry()], source)
-        if options["num_workers"] > 0:
-            # Workers interleave shards in an order that depends on timing; sort for reproducible outputs.
-            order = sorted(range(len(fs.ids)), key=fs.ids.__getitem__)
-            fs = FeatureSet(fs.features[order], fs.labels[order], [fs.ids[i] for i in order], fs.skipped)
-        return fs, [], []
+        return _encode_stream(model, runtime, dataset, options, collate, decode, source, what), [], []
 
+    w = world()
     n, bs = len(dataset), runtime.batch_size
     step = chunk_images(runtime)
     ranges = [(start, min(start + step, n)) for start in range(0, n, step)]
     keys = [chunk_key(key, start, stop, bs) for start, stop in ranges] if len(ranges) > 1 and cache.writable else []
+    mine = w.span(len(ranges))  # under torchrun: this rank's chunks (all of them otherwise)
+    if w.distributed:
+        log.info(
+            "Rank %d of %d encodes chunks %d-%d of %d (images %d-%d)",
+            w.rank,
+            w.size,
+            mine.start,
+            mine.stop - 1,
+            len(ranges),
+            ranges[mine.start][0] if mine else 0,
+            ranges[mine.stop - 1][1] - 1 if mine else -1,
+        )
     parts: dict[int, dict] = {}
-    for i, chunk in enumerate(keys):
-        entry = _cached_chunk(cache, chunk, ranges[i][1] - ranges[i][0])
+    for i in mine if keys else []:
+        entry = _cached_chunk(cache, keys[i], ranges[i][1] - ranges[i][0])
         if entry is not None:
             parts[i] = entry
     resumed = sum(ranges[i][1] - ranges[i][0] for i in parts)
+    todo = [i for i in mine if i not in parts]
+    left = sum(ranges[i][1] - ranges[i][0] for i in todo)
     if parts:
         log.info(
             "Image features of %s: resumed from %d images (%d of %d chunks) cached by a run that did not finish; "
@@ -237,9 +248,8 @@ def _encode(
             resumed,
             len(parts),
             len(ranges),
-            n - resumed,
+            left,
         )
-    todo = [i for i in range(len(ranges)) if i not in parts]
     written: list[str] = []
     batches = [list(range(b, min(b + bs, ranges[i][1]))) for i in todo for b in range(*ranges[i], bs)]
     if batches:
@@ -261,8 +271,29 @@ def _encode(
             return f"{cached[0]} of {n} images are cached and a rerun resumes from there"
 
         with during(lambda: f"encoding the image features of {what}; {where()}"):
-            _encode_batches(model, runtime, loader, decode, fresh, done, n - resumed)
+            _encode_batches(model, runtime, loader, decode, fresh, done, left)
+    if w.distributed:  # every rank's chunks, on every rank
+        for share in w.gather({i: parts[i] for i in mine}):
+            parts.update(share)
     return _feature_set([parts[i] for i in range(len(ranges))], source), keys, written
+
+
+def _encode_stream(model, runtime, dataset, options, collate, decode, source: Source, what: str) -> FeatureSet:
+    """The features of a streamed source (no random access, so no chunks): encoded in one go, by rank 0 alone
+    under torchrun (the others receive them)."""
+    w = world()
+    fs = None
+    if w.is_main:
+        loader = torch.utils.data.DataLoader(dataset, batch_size=runtime.batch_size, collate_fn=collate, **options)
+        part = _Part()
+        with during(f"encoding the image features of {what}; none of them is cached"):
+            _encode_batches(model, runtime, loader, decode, [(part, None)], None, None)
+        fs = _feature_set([part.entry()], source)
+        if options["num_workers"] > 0:
+            # Workers interleave shards in an order that depends on timing; sort for reproducible outputs.
+            order = sorted(range(len(fs.ids)), key=fs.ids.__getitem__)
+            fs = FeatureSet(fs.features[order], fs.labels[order], [fs.ids[i] for i in order], fs.skipped)
+    return w.share(fs)
 
 
 def _encode_batches(

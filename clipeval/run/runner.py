@@ -27,8 +27,10 @@ from clipeval.config.paths import cache_dir
 from clipeval.config.runtime import Runtime
 from clipeval.config.schema import validate_config
 from clipeval.contracts import DualEncoder
+from clipeval.distributed import World, joined, world
 from clipeval.errors import ClipevalError
 from clipeval.features.bank import FeatureBank
+from clipeval.features.encode import CHUNK_KIND
 from clipeval.interrupt import during
 from clipeval.logs import route_library_output, shown, to_log_files
 from clipeval.models.base import check_dual_encoder, weights_label
@@ -122,18 +124,26 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     check_targets(cfg)  # every object's options, before anything is built (the model's construction is deferred)
     _guard_log_files()
     route_library_output()
+    with joined(settings.runtime.device) as ranks:
+        return _run_in(cfg, Path(run_dir), settings, ranks)
+
+
+def _run_in(cfg: DictConfig, run_dir: Path, settings: Any, ranks: World) -> dict[str, Any]:
+    """The run, in this process's rank (rank 0 of 1 outside torchrun): rank 0 alone writes results."""
     run_dir, store = Path(shown(run_dir)), Path(shown(cfg.store))  # messages show paths absolute
-    for folder, what, how in (
+    folders = [
         (run_dir, "run directory", "hydra.run.dir=DIR"),
         (store, "results store", "store=DIR (or CLIPEVAL_STORE)"),
-    ):
+    ]
+    for folder, what, how in folders if ranks.is_main else []:
         require_writable(folder, what, how, "nothing was run")
-    cache = TensorCache(cache_dir(settings.cache_dir), enabled=settings.runtime.cache)
+    writes = None if ranks.is_main else [CHUNK_KIND]  # the other ranks save their chunks of features only
+    cache = TensorCache(cache_dir(settings.cache_dir), enabled=settings.runtime.cache, writes=writes)
     with use_cache(cache):
         try:
             return _run(cfg, run_dir, cache)
         finally:
-            if cache.read or cache.written:
+            if ranks.is_main and (cache.read or cache.written):
                 log.info("%s", cache.summary())
 
 
@@ -160,6 +170,8 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
     with during("loading the model; no results were written"):
         model = load_model(cfg.model, runtime, cache)
     evaluation = _evaluate(tasks, FeatureBank(model, runtime, cache))
+    if not world().is_main:  # rank 0 has the same records, and writes them
+        return _other_rank_ends(evaluation)
     interrupted = evaluation.interrupted
     if interrupted is not None and not evaluation.records:
         raise KeyboardInterrupt(f"{interrupted}; no results were written")
@@ -230,6 +242,15 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
         ) from exc
     _show_summary(summary(parsed))
     return document
+
+
+def _other_rank_ends(evaluation: Evaluation) -> dict[str, Any]:
+    """A rank other than 0 under torchrun: it writes nothing; it fails as rank 0 does, or ends with no document."""
+    if evaluation.failure is not None:
+        raise evaluation.failure.error
+    if evaluation.interrupted is not None:
+        raise KeyboardInterrupt(evaluation.interrupted)
+    return {}
 
 
 def _show_summary(text: str) -> None:

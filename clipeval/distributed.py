@@ -1,0 +1,133 @@
+"""The ranks of a torchrun launch: which share of the work each process does, and how the shares meet.
+
+``torchrun --nproc_per_node N -m clipeval task=... model=...`` (``torch.distributed.run``) starts N
+copies of the run with ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``
+set. :func:`joined` joins them into one process group: NCCL when the run's device is CUDA (each rank
+on GPU ``LOCAL_RANK``), gloo otherwise (CPU). Outside torchrun it does nothing and :func:`world` is a
+world of one, so every caller has one code path.
+
+All ranks run the same configuration through the same code, so they reach the same collective calls in
+the same order: each encodes its :meth:`World.span` of a dataset's chunks (clipeval.features.encode) or
+of an attack's batches (clipeval.evaluators.adversarial), :meth:`World.gather` gives every rank all the
+shares in rank order, and :meth:`World.share` gives every rank what rank 0 decided (a cache hit). After
+a gather every rank holds the same numbers; rank 0 alone writes the results (clipeval.run.runner).
+
+A rank that fails exits non-zero, and torchrun then stops the others; collectives wait at most
+:data:`TIMEOUT` for a rank that is still working (a slow shard, a cache lock held by another run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from clipeval.errors import ClipevalError
+
+#: how long a collective waits for the slowest rank (encoding a shard of a large dataset on CPUs takes hours)
+TIMEOUT = datetime.timedelta(hours=12)
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+    """This process's rank among ``size`` (rank 0 of 1 outside torchrun), its GPU index on its node, the backend."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the rank that decides what the cache holds and writes the results."""
+        return self.rank == 0
+
+    def span(self, n: int) -> range:
+        """This rank's contiguous share of ``n`` items: ``[rank * n // size, (rank + 1) * n // size)``.
+
+        The spans of all ranks are disjoint, in rank order, and cover ``range(n)``; they differ in length by
+        at most one (a rank gets none when ``n < size``)."""
+        return range(self.rank * n // self.size, (self.rank + 1) * n // self.size)
+
+    def gather(self, share: Any) -> list[Any]:
+        """Every rank's ``share`` (picklable), in rank order, on every rank (``all_gather_object``)."""
+        if not self.distributed:
+            return [share]
+        import torch.distributed as dist
+
+        shares: list[Any] = [None] * self.size
+        dist.all_gather_object(shares, share)
+        return shares
+
+    def share(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank (``broadcast_object_list``); the others' values are ignored."""
+        if not self.distributed:
+            return value
+        import torch.distributed as dist
+
+        box = [value if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+_current = World()
+
+
+def world() -> World:
+    """The world of the running process: set by :func:`joined`, a world of one otherwise."""
+    return _current
+
+
+def launched_ranks() -> tuple[int, int]:
+    """(rank, world size) that torchrun put in the environment; (0, 1) when not launched by it."""
+    try:
+        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 0, 1
+
+
+@contextlib.contextmanager
+def joined(device: str) -> Iterator[World]:
+    """Join torchrun's process group for the block, and leave it after; a world of one outside torchrun.
+
+    ``device``: the run's ``runtime.device`` setting (``auto``, ``cpu``, ``cuda``, ``cuda:K``). CUDA ranks use
+    NCCL and GPU ``LOCAL_RANK`` (``cuda:K`` is refused: every rank would use GPU K); the others gloo.
+    Raises ClipevalError when CUDA is asked for but the node has fewer GPUs than ranks on it.
+    """
+    global _current
+    rank, size = launched_ranks()
+    if size <= 1:
+        yield _current
+        return
+    import torch
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if cuda:
+        if device.startswith("cuda:"):
+            raise ClipevalError(
+                f"runtime.device={device} under torchrun would put every rank on one GPU. Use runtime.device=cuda "
+                "(or auto): each rank then uses the GPU of its LOCAL_RANK."
+            )
+        if local_rank >= torch.cuda.device_count():
+            raise ClipevalError(
+                f"Rank {rank} has LOCAL_RANK {local_rank} but this node has {torch.cuda.device_count()} GPU(s): "
+                "start at most one process per GPU (--nproc_per_node), or use runtime.device=cpu."
+            )
+        torch.cuda.set_device(local_rank)
+    backend = "nccl" if cuda else "gloo"
+    dist.init_process_group(backend, timeout=TIMEOUT)
+    _current = World(rank, size, local_rank, backend)
+    try:
+        yield _current
+    finally:
+        _current = World()
+        dist.destroy_process_group()

@@ -1,0 +1,174 @@
+"""torchrun: N processes share one run. Each rank encodes a contiguous span of every dataset's chunks and of
+every attack's batches, every rank gets all of them, and rank 0 alone writes: the same numbers, bit for bit,
+as one process (clipeval.distributed)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import exit_2, make_image_folder
+
+from clipeval.cache import TensorCache
+from clipeval.config.runtime import Runtime
+from clipeval.data.folder import ImageFolderSource
+from clipeval.distributed import World, joined, world
+from clipeval.errors import ClipevalError
+from clipeval.features import encode
+from clipeval.features.encode import CHUNK_KIND, image_features
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SHARDED_TASK = f"""
+name: sharded
+version: 1
+classnames: null
+templates: {ROOT / "tasks" / "digits" / "templates.txt"}
+datasets:
+  test: {{_target_: clipeval.embedded.source.DigitsSource, split: test}}
+evaluators:
+  zeroshot: {{_target_: clipeval.evaluators.zeroshot.ZeroShot}}
+  adversarial:
+    _target_: clipeval.evaluators.adversarial.Adversarial
+    dataset: test
+    eps: [2, 8]
+    attacks: [pgd, apgd-ce]
+    steps: 3
+    limit: 40
+    batch_size: 8
+"""
+# 360 test digits in batches of 32 and chunks of 64: 6 chunks, 3 per rank of 2
+ARGS = ["task=sharded", "runtime.batch_size=32", "runtime.chunk_size=64", "runtime.workers=0", "runtime.progress=false"]
+
+
+def test_the_ranks_spans_are_contiguous_disjoint_in_rank_order_and_cover_every_item():
+    for size in range(1, 6):
+        for n in range(0, 18):
+            spans = [World(rank, size).span(n) for rank in range(size)]
+            assert [i for span in spans for i in span] == list(range(n))
+            assert max(map(len, spans)) - min(map(len, spans)) <= 1
+
+
+def test_outside_torchrun_the_world_is_one_process_that_gathers_and_shares_its_own_values():
+    with joined("auto") as ranks:
+        assert ranks == world() == World() and not ranks.distributed and ranks.is_main
+        assert ranks.gather({"a": 1}) == [{"a": 1}] and ranks.share([2]) == [2]
+
+
+def test_a_gpu_index_under_torchrun_is_refused_every_rank_would_use_it(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    refused = pytest.raises(ClipevalError, match=r"runtime.device=cuda:1 under torchrun would put every rank on one GPU")
+    with refused, joined("cuda:1"):
+        pass
+    assert world() == World()
+
+
+def test_a_sweep_under_torchrun_is_refused_with_exit_2(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    message = exit_2(["-m", "task=digits,digits_sketch"], capsys)
+    assert "A sweep (-m) cannot run under torchrun" in message
+
+
+class _DiesBeforeGather(World):
+    """Rank 1 of 2, killed once it has encoded (and cached) its chunks, before the ranks meet."""
+
+    def share(self, value):
+        return value  # rank 0 found nothing in the cache either
+
+    def gather(self, share):
+        raise KeyboardInterrupt("killed before the gather")
+
+
+def test_chunks_cached_by_a_rank_of_one_launch_are_reused_by_a_launch_of_another_size(tmp_path, monkeypatch, caplog):
+    """Chunk keys name the images and the batch size, never the rank or the number of ranks."""
+    caplog.set_level(logging.INFO, logger="clipeval")
+    source = ImageFolderSource(make_image_folder(tmp_path / "images", per_class=4))  # 12 images: 3 chunks of 4
+    runtime = Runtime.create(device="cpu", workers=0, progress=False, batch_size=2, chunk_size=4)
+    model = _model()
+    monkeypatch.setattr(encode, "world", lambda: _DiesBeforeGather(rank=1, size=2))
+    with pytest.raises(KeyboardInterrupt):  # rank 1 encodes chunks 1 and 2, then dies
+        image_features(model, source, runtime, TensorCache(tmp_path / "cache", writes=[CHUNK_KIND]))
+    assert len(list((tmp_path / "cache" / CHUNK_KIND).rglob("*.pt"))) == 2
+    monkeypatch.setattr(encode, "world", World)  # one process now
+    caplog.clear()
+    resumed = image_features(model, source, runtime, TensorCache(tmp_path / "cache"))
+    assert "resumed from 8 images (2 of 3 chunks) cached by a run that did not finish; encoding the other 4" in (
+        caplog.text
+    )
+    fresh = image_features(model, source, runtime, TensorCache(tmp_path / "fresh"))
+    assert torch.equal(resumed.features, fresh.features) and resumed.ids == fresh.ids
+
+
+def _model():
+    from fault_models import FaultyColour
+
+    return FaultyColour()
+
+
+@pytest.mark.slow
+def test_two_ranks_with_gloo_give_the_features_records_and_predictions_of_one_process(tmp_path):
+    tasks = tmp_path / "tasks" / "sharded"
+    tasks.mkdir(parents=True)
+    (tasks / "task.yaml").write_text(SHARDED_TASK)
+    (tmp_path / "tmp").mkdir()
+    one = _launch([sys.executable, "-m", "clipeval"], tmp_path, "one")
+    two = _launch(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "clipeval"],
+        tmp_path,
+        "two",
+    )
+    features = [_entries(tmp_path / name / "cache", "features") for name in ("one", "two")]
+    assert len(features[0]) == len(features[1]) == 1
+    for field in ("features", "labels"):
+        assert torch.equal(features[0][0][field], features[1][0][field])  # bit-identical
+    assert features[0][0]["ids"] == features[1][0]["ids"]
+    assert _entries(tmp_path / "two" / "cache", CHUNK_KIND) == []  # rank 0 removed every rank's chunks
+
+    records = [json.loads((run / "results.json").read_text())["records"] for run in (one, two)]
+    robust = [r for r in records[0] if r["metric"] == "robust_top1"]
+    assert len(robust) == 2 * 3 and any(r["value"] < 1 for r in robust)  # (pgd, apgd-ce, worst) x 2 eps
+    assert records[0] == records[1]
+    predictions = [sorted((run / "predictions").iterdir()) for run in (one, two)]
+    assert [p.name for p in predictions[0]] == [p.name for p in predictions[1]] and predictions[0]
+    for a, b in zip(*predictions, strict=True):
+        pd.testing.assert_frame_equal(pd.read_parquet(a), pd.read_parquet(b))
+
+    log = (two / "clipeval.log").read_text()
+    assert "Rank 0 of 2 encodes chunks 0-2 of 6 (images 0-191)" in log
+    # rank 1 wrote nothing else: one run folder, one store entry, no folder of its own left behind
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["cache", "run", "store"]
+    assert len(list((tmp_path / "two" / "store").glob("*.json"))) == 1
+    assert list((tmp_path / "tmp").glob("clipeval-rank*")) == []
+
+
+def _launch(command: list[str], tmp_path: Path, name: str) -> Path:
+    """Run ``command ARGS`` with its own cache and store under ``tmp_path/name``; the run folder."""
+    folder = tmp_path / name
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
+        "CLIPEVAL_TASKS": str(tmp_path / "tasks"),
+        "CLIPEVAL_CACHE": str(folder / "cache"),
+        "CLIPEVAL_STORE": str(folder / "store"),
+        "TMPDIR": str(tmp_path / "tmp"),
+        "OMP_NUM_THREADS": "1",
+    }
+    done = subprocess.run(
+        [*command, *ARGS, f"hydra.run.dir={folder / 'run'}"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    return folder / "run"
+
+
+def _entries(cache: Path, kind: str) -> list[dict]:
+    return [torch.load(path, weights_only=True) for path in sorted((cache / kind).rglob("*.pt"))]
