@@ -65,7 +65,9 @@ def test_outside_torchrun_the_world_is_one_process_that_gathers_and_shares_its_o
 def test_a_gpu_index_under_torchrun_is_refused_every_rank_would_use_it(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
-    refused = pytest.raises(ClipevalError, match=r"runtime.device=cuda:1 under torchrun would put every rank on one GPU")
+    refused = pytest.raises(
+        ClipevalError, match=r"runtime.device=cuda:1 under torchrun would put every rank on one GPU"
+    )
     with refused, joined("cuda:1"):
         pass
     assert world() == World()
