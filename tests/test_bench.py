@@ -9,7 +9,7 @@ from conftest import open_clip_overrides
 from PIL import Image
 from test_models import load_tiny
 
-from clipeval.bench import memory, peer, suite, throughput
+from clipeval.bench import memory, peer, ranks, suite, throughput
 from clipeval.bench.__main__ import main
 from clipeval.bench.fixtures import CLASSNAMES, jpeg_folder, photo_folder
 from clipeval.data.folder import ImageFolderSource
@@ -48,6 +48,12 @@ def test_peak_memory_reports_each_size_from_a_fresh_process(tmp_path):
     small, large = memory.peak_memory((10, 30), tmp_path)
     assert (small["images"], large["images"]) == (10, 30)
     assert large["features_mb"] == 3 * small["features_mb"] and small["peak_mb"] > 0
+
+
+def test_simulated_ranks_gather_every_chunk_and_time_it(tmp_path):
+    one, two = ranks.gather_costs((1, 2), images=5000, dim=8, scratch=tmp_path, repeats=1)  # 2 chunks of 4,096
+    assert (one["ranks"], two["ranks"]) == (1, 2)
+    assert one["gather"] >= 0 and two["gather"] > 0 and two["merge"] > 0  # each rank checked the merged shape
 
 
 def test_the_peer_section_is_skipped_with_a_hint_when_clip_benchmark_is_absent(capsys):

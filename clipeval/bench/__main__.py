@@ -12,13 +12,13 @@ from pathlib import Path
 import torch
 
 import clipeval.bench as bench
-from clipeval.bench import memory, peer, precision, prompts, suite, throughput
+from clipeval.bench import memory, peer, precision, prompts, ranks, suite, throughput
 from clipeval.bench.fixtures import imagenet_family, jpeg_folder, photo_folder, random_checkpoint
 from clipeval.config.runtime import Runtime
 from clipeval.data.folder import ImageFolderSource
 from clipeval.models.open_clip import OpenClipEncoder
 
-SECTIONS = ("throughput", "precision", "suite", "prompts", "memory", "peer")
+SECTIONS = ("throughput", "precision", "suite", "prompts", "memory", "ranks", "peer")
 WIDTH = 60
 IMAGE_SOURCES = {"photos": "crops of real photographs", "generated": "generated wave-and-noise fields"}
 
@@ -48,6 +48,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--headline", action=argparse.BooleanOptionalAction, default=True, help="time task=imagenet_r with --arch"
     )
     parser.add_argument("--memory-sizes", default="500,2500", help="two dataset sizes for the peak-memory measurement")
+    parser.add_argument("--ranks", default="1,2,4,8", help="numbers of simulated torchrun ranks for the gather cost")
+    parser.add_argument("--rank-images", type=int, default=50_000, help="images (512-d features) the ranks gather")
     parser.add_argument(
         "--peer-python",
         default=os.environ.get("CLIPEVAL_PEER_PYTHON"),
@@ -90,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
             show_prompts(args, checkpoint if args.headline else None, scratch / "prompts")
         if "memory" in args.sections:
             show_memory(args, scratch)
+        if "ranks" in args.sections:
+            show_ranks(args, scratch)
         if "peer" in args.sections:
             try:
                 show_peer(args, version, checkpoint, images, scratch)
@@ -155,6 +159,17 @@ def show_memory(args, scratch: Path) -> None:
     for r in memory.peak_memory(sizes, scratch):
         row(f"peak memory, {r['images']} images of 320x240 (tiny model, no workers)", f"{r['peak_mb']:.0f} MB")
         row("  features / all decoded images, were they held", f"{r['features_mb']:.1f} / {r['held_images_mb']:.0f} MB")
+
+
+def show_ranks(args, scratch: Path) -> None:
+    sizes = tuple(int(s) for s in args.ranks.split(","))
+    rows = ranks.gather_costs(sizes, args.rank_images, 512, scratch)
+    print(
+        f"\ntorchrun's gather, simulated: {args.rank_images:,} features of 512 floats ({rows[0]['megabytes']:.0f} MB)"
+    )
+    print("in chunks of 4,096, each rank a process on this machine (gloo); rank 0's median of 3:")
+    for r in rows:
+        row(f"  {r['ranks']} rank(s): gather / merge, s", f"{r['gather']:.3f} / {r['merge']:.3f}")
 
 
 def show_peer(args, version: str, checkpoint: Path, images: Path, scratch: Path) -> None:
