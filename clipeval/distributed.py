@@ -124,7 +124,13 @@ def joined(device: str) -> Iterator[World]:
             )
         torch.cuda.set_device(local_rank)
     backend = "nccl" if cuda else "gloo"
-    dist.init_process_group(backend, timeout=TIMEOUT)
+    try:
+        dist.init_process_group(backend, timeout=TIMEOUT)
+    except (ValueError, RuntimeError) as exc:  # torch.distributed's DistError is a RuntimeError
+        raise ClipevalError(
+            f"Could not join the process group of rank {rank} of {size} ({backend}): {exc}. RANK and WORLD_SIZE are "
+            "set in the environment: start the run with torchrun, or unset them to run in one process."
+        ) from exc
     _current = World(rank, size, local_rank, backend)
     try:
         yield _current

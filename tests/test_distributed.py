@@ -73,6 +73,16 @@ def test_a_gpu_index_under_torchrun_is_refused_every_rank_would_use_it(monkeypat
     assert world() == World()
 
 
+def test_rank_variables_without_torchrun_are_exit_2_with_what_to_do(monkeypatch, capsys, tmp_path):
+    for name in ("MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    message = exit_2(["task=digits", "runtime.device=cpu", f"hydra.run.dir={tmp_path / 'run'}"], capsys)
+    assert "Could not join the process group of rank 0 of 2 (gloo)" in message
+    assert "start the run with torchrun, or unset them" in message
+
+
 def test_a_sweep_under_torchrun_is_refused_with_exit_2(monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
