@@ -82,8 +82,9 @@ def _feed(digest: Any, value: Any) -> None:
 
 class TensorCache:
     def __init__(self, root: Path, enabled: bool = True, writes: Collection[str] | None = None):
-        """``writes``: the only kinds this process saves (and locks), None for all. Under torchrun the ranks
-        other than 0 save only their chunks of image features; rank 0 saves the rest (clipeval.distributed)."""
+        """``writes``: the only kinds this process saves (and locks), None for all; with a list, the file-digest
+        memo is read but not written either. Under torchrun the ranks other than 0 save only their chunks of
+        image features; rank 0 saves the rest (clipeval.distributed)."""
         self.root = Path(shown(root))  # messages show it absolute
         self.enabled = enabled
         self.writes = None if writes is None else frozenset(writes)

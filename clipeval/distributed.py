@@ -8,9 +8,11 @@ world of one, so every caller has one code path.
 
 All ranks run the same configuration through the same code, so they reach the same collective calls in
 the same order: each encodes its :meth:`World.span` of a dataset's chunks (clipeval.features.encode) or
-of an attack's batches (clipeval.evaluators.adversarial), :meth:`World.gather` gives every rank all the
-shares in rank order, and :meth:`World.share` gives every rank what rank 0 decided (a cache hit). After
-a gather every rank holds the same numbers; rank 0 alone writes the results (clipeval.run.runner).
+of an attack's batches (clipeval.evaluators.adversarial), :meth:`World.each` gives every rank all the
+results in rank order, and :meth:`World.on_main` and :meth:`World.broadcast` give every rank what rank 0
+computed or decided (text prototypes, a cache hit). Every rank then holds the same numbers; rank 0 alone
+writes the results (clipeval.run.runner). A failure inside ``each`` or ``on_main`` is raised on every
+rank, so the ranks stop at the same point and rank 0 still writes what finished.
 
 A rank that fails exits non-zero, and torchrun then stops the others; collectives wait at most
 :data:`TIMEOUT` for a rank that is still working (a slow shard, a cache lock held by another run).
@@ -22,10 +24,12 @@ import contextlib
 import dataclasses
 import datetime
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from clipeval.errors import ClipevalError
+
+T = TypeVar("T")
 
 #: how long a collective waits for the slowest rank (encoding a shard of a large dataset on CPUs takes hours)
 TIMEOUT = datetime.timedelta(hours=12)
@@ -50,11 +54,13 @@ class World:
         return self.rank == 0
 
     def span(self, n: int) -> range:
-        """This rank's contiguous share of ``n`` items: ``[rank * n // size, (rank + 1) * n // size)``.
+        """This rank's contiguous share of ``n`` items (the first ``n % size`` ranks get one more).
 
-        The spans of all ranks are disjoint, in rank order, and cover ``range(n)``; they differ in length by
-        at most one (a rank gets none when ``n < size``)."""
-        return range(self.rank * n // self.size, (self.rank + 1) * n // self.size)
+        The spans of all ranks are disjoint, in rank order, and cover ``range(n)``; rank 0's is never shorter
+        than another's, and a rank gets none when ``n < size``."""
+        base, extra = divmod(n, self.size)
+        start = self.rank * base + min(self.rank, extra)
+        return range(start, start + base + (self.rank < extra))
 
     def gather(self, share: Any) -> list[Any]:
         """Every rank's ``share`` (picklable), in rank order, on every rank (``all_gather_object``)."""
@@ -66,8 +72,8 @@ class World:
         dist.all_gather_object(shares, share)
         return shares
 
-    def share(self, value: Any) -> Any:
-        """Rank 0's ``value`` on every rank (``broadcast_object_list``); the others' values are ignored."""
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's ``value`` (picklable) on every rank (``broadcast_object_list``); the others' are ignored."""
         if not self.distributed:
             return value
         import torch.distributed as dist
@@ -75,6 +81,48 @@ class World:
         box = [value if self.is_main else None]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def each(self, work: Callable[[], T], what: str) -> list[T]:
+        """``work()`` on every rank, then every rank's result in rank order on every rank.
+
+        When ``work`` raises on some rank, every rank raises, so that all of them leave at the same point
+        (and the run's evaluator failure is the same on each): the failing rank its own exception, the others
+        a ClipevalError naming it and its message. ``what``: what the ranks were doing, for that message."""
+        if not self.distributed:
+            return [work()]
+        try:
+            result, error = work(), None
+        except Exception as exc:  # KeyboardInterrupt is not coordinated: torchrun stops every rank
+            result, error = None, exc
+        shares = self.gather((result, None if error is None else f"{type(error).__name__}: {error}"))
+        if error is not None:
+            raise error
+        _raise_first_failure(shares, self.size, what)
+        return [result for result, _ in shares]
+
+    def on_main(self, work: Callable[[], T], what: str) -> T:
+        """``work()`` on rank 0 alone, its result on every rank (:meth:`broadcast`); when it raises on rank 0, the
+        other ranks raise a ClipevalError naming it, as :meth:`each` does."""
+        if not self.distributed:
+            return work()
+        result = error = None
+        if self.is_main:
+            try:
+                result = work()
+            except Exception as exc:
+                error = exc
+        shared = self.broadcast((result, None if error is None else f"{type(error).__name__}: {error}"))
+        if error is not None:
+            raise error
+        _raise_first_failure([shared], self.size, what)
+        return shared[0]
+
+
+def _raise_first_failure(shares: list[tuple[Any, str | None]], size: int, what: str) -> None:
+    failed = [(rank, message) for rank, (_, message) in enumerate(shares) if message is not None]
+    if failed:
+        rank, message = failed[0]
+        raise ClipevalError(f"Rank {rank} of {size} failed while {what}: {message}")
 
 
 _current = World()

@@ -33,3 +33,12 @@ class FaultyColour(MeanColourEncoder):
                 f.write(f"{len(images)}\n")
         time.sleep(float(os.environ.get("FAULT_SLEEP", "0")))
         return super().encode_image(images)
+
+
+class RefusingEvaluator:
+    """An evaluator that fails on the user's input (a ClipevalError) once the evaluation has started."""
+
+    def evaluate(self, ctx):
+        from clipeval.errors import ClipevalError
+
+        raise ClipevalError("the data say no")

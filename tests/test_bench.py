@@ -53,7 +53,7 @@ def test_peak_memory_reports_each_size_from_a_fresh_process(tmp_path):
 def test_simulated_ranks_gather_every_chunk_and_time_it(tmp_path):
     one, two = ranks.gather_costs((1, 2), images=5000, dim=8, scratch=tmp_path, repeats=1)  # 2 chunks of 4,096
     assert (one["ranks"], two["ranks"]) == (1, 2)
-    assert one["gather"] >= 0 and two["gather"] > 0 and two["merge"] > 0  # each rank checked the merged shape
+    assert one["merged"] == two["merged"] == 5000  # rank 0 holds every rank's chunks, merged in order
 
 
 def test_the_peer_section_is_skipped_with_a_hint_when_clip_benchmark_is_absent(capsys):

@@ -54,12 +54,14 @@ def test_the_ranks_spans_are_contiguous_disjoint_in_rank_order_and_cover_every_i
             spans = [World(rank, size).span(n) for rank in range(size)]
             assert [i for span in spans for i in span] == list(range(n))
             assert max(map(len, spans)) - min(map(len, spans)) <= 1
+            assert len(spans[0]) == max(map(len, spans))  # rank 0 is never idle while another rank works
 
 
 def test_outside_torchrun_the_world_is_one_process_that_gathers_and_shares_its_own_values():
     with joined("auto") as ranks:
         assert ranks == world() == World() and not ranks.distributed and ranks.is_main
-        assert ranks.gather({"a": 1}) == [{"a": 1}] and ranks.share([2]) == [2]
+        assert ranks.gather({"a": 1}) == [{"a": 1}] and ranks.broadcast([2]) == [2]
+        assert ranks.each(lambda: 3, "counting") == [3] and ranks.on_main(lambda: 4, "counting") == 4
 
 
 def test_a_gpu_index_under_torchrun_is_refused_every_rank_would_use_it(monkeypatch):
@@ -90,10 +92,35 @@ def test_a_sweep_under_torchrun_is_refused_with_exit_2(monkeypatch, capsys):
     assert "A sweep (-m) cannot run under torchrun" in message
 
 
-class _DiesBeforeGather(World):
-    """Rank 1 of 2, killed once it has encoded (and cached) its chunks, before the ranks meet."""
+class _Gathers(World):
+    """Rank ``rank`` of a world whose other ranks gave ``others`` (what they sent to a gather)."""
 
-    def share(self, value):
+    def __init__(self, rank: int, size: int, others: dict[int, object]):
+        super().__init__(rank, size)
+        object.__setattr__(self, "others", others)
+
+    def gather(self, share):
+        return [share if r == self.rank else self.others[r] for r in range(self.size)]
+
+
+def test_a_failure_on_one_rank_is_raised_on_every_rank_so_that_all_stop_at_the_same_point():
+    failed_on_rank_0 = _Gathers(1, 2, {0: (None, "ClipevalError: image 7 is not an image")})
+    with pytest.raises(ClipevalError, match=r"Rank 0 of 2 failed while encoding x: ClipevalError: image 7 is not"):
+        failed_on_rank_0.each(lambda: "my chunks", "encoding x")
+    fine = _Gathers(1, 2, {0: ("its chunks", None)})
+    assert fine.each(lambda: "my chunks", "encoding x") == ["its chunks", "my chunks"]
+
+    def broken():
+        raise ValueError("a bug here")
+
+    with pytest.raises(ValueError, match="a bug here"):  # the failing rank raises its own exception
+        fine.each(broken, "encoding x")
+
+
+class _DiesBeforeGather(World):
+    """A rank killed once it has encoded (and cached) its chunks, before the ranks meet."""
+
+    def broadcast(self, value):
         return value  # rank 0 found nothing in the cache either
 
     def gather(self, share):
@@ -106,9 +133,9 @@ def test_chunks_cached_by_a_rank_of_one_launch_are_reused_by_a_launch_of_another
     source = ImageFolderSource(make_image_folder(tmp_path / "images", per_class=4))  # 12 images: 3 chunks of 4
     runtime = Runtime.create(device="cpu", workers=0, progress=False, batch_size=2, chunk_size=4)
     model = _model()
-    monkeypatch.setattr(encode, "world", lambda: _DiesBeforeGather(rank=1, size=2))
-    with pytest.raises(KeyboardInterrupt):  # rank 1 encodes chunks 1 and 2, then dies
-        image_features(model, source, runtime, TensorCache(tmp_path / "cache", writes=[CHUNK_KIND]))
+    monkeypatch.setattr(encode, "world", lambda: _DiesBeforeGather(rank=0, size=2))
+    with pytest.raises(KeyboardInterrupt):  # rank 0 of 2 encodes chunks 0 and 1 (rank 1 would do chunk 2), then dies
+        image_features(model, source, runtime, TensorCache(tmp_path / "cache"))
     assert len(list((tmp_path / "cache" / CHUNK_KIND).rglob("*.pt"))) == 2
     monkeypatch.setattr(encode, "world", World)  # one process now
     caplog.clear()
@@ -155,15 +182,36 @@ def test_two_ranks_with_gloo_give_the_features_records_and_predictions_of_one_pr
         pd.testing.assert_frame_equal(pd.read_parquet(a), pd.read_parquet(b))
 
     log = (two / "clipeval.log").read_text()
-    assert "Rank 0 of 2 encodes chunks 0-2 of 6 (images 0-191)" in log
+    assert "Rank 0 of 2 encodes chunks 0-2 of 6 (images 0-191 of 360)" in log
+    assert "Rank 0 of 2 attacks batches 0-" in log
+    assert "0 entries read, 6 written (feature_chunks 3, features 1" in log  # rank 1 cached the other 3 chunks
     # rank 1 wrote nothing else: one run folder, one store entry, no folder of its own left behind
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["cache", "run", "store"]
     assert len(list((tmp_path / "two" / "store").glob("*.json"))) == 1
     assert list((tmp_path / "tmp").glob("clipeval-rank*")) == []
 
 
-def _launch(command: list[str], tmp_path: Path, name: str) -> Path:
-    """Run ``command ARGS`` with its own cache and store under ``tmp_path/name``; the run folder."""
+@pytest.mark.slow
+def test_when_an_evaluator_fails_on_every_rank_rank_0_still_writes_what_finished_and_all_exit_2(tmp_path):
+    tasks = tmp_path / "tasks" / "sharded"
+    tasks.mkdir(parents=True)
+    (tasks / "task.yaml").write_text(SHARDED_TASK.split("  adversarial:")[0] + REFUSING)
+    (tmp_path / "tmp").mkdir()
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    run, stderr = _launch([*torchrun, "-m", "clipeval"], tmp_path, "two", returncode=1)
+    assert "Evaluator 'refuses' of task 'sharded' failed: the data say no" in stderr  # rank 0 (exit 2)
+    assert "[rank 1]" in stderr and "the data say no" in stderr.split("[rank 1]", 1)[1]  # rank 1 says it too
+    document = json.loads((run / "results.json").read_text())
+    assert [r["metric"] for r in document["records"]] and document["failures"][0]["evaluator"] == "refuses"
+
+
+REFUSING = """  refuses: {_target_: fault_models.RefusingEvaluator}
+"""
+
+
+def _launch(command: list[str], tmp_path: Path, name: str, returncode: int = 0):
+    """Run ``command ARGS`` with its own cache and store under ``tmp_path/name``; the run folder (and stderr when
+    ``returncode`` is not 0: torchrun exits 1 when a rank fails)."""
     folder = tmp_path / name
     env = {
         **os.environ,
@@ -178,8 +226,8 @@ def _launch(command: list[str], tmp_path: Path, name: str) -> Path:
         [*command, *ARGS, f"hydra.run.dir={folder / 'run'}"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-4000:]
-    return folder / "run"
+    assert done.returncode == returncode, done.stderr[-4000:]
+    return folder / "run" if returncode == 0 else (folder / "run", done.stderr)
 
 
 def _entries(cache: Path, kind: str) -> list[dict]:

@@ -53,9 +53,10 @@ def photo_folder(folder: Path, count: int, size: tuple[int, int] = (500, 375), s
     folders as :func:`jpeg_folder` does.
 
     No image dataset can be downloaded here; scikit-learn ships two real 640x427 photographs. Each JPEG is a
-    random crop of one of them (a quarter to all of its area, at the output's aspect ratio), resized, flipped
-    at random and saved at quality 90: natural-image statistics, so decoding and resizing cost what they cost
-    on real data (unlike a noise field, which compresses worse and decodes slower).
+    random crop of one of them (a quarter to all of its area, at the output's aspect ratio), resized (mostly
+    upscaled), flipped at random and saved at quality 90. They are closer to real data than noise fields, but
+    smoother than real ImageNet photographs: about 48 KiB per file against about 110 KiB, decoded and resized
+    slightly faster (109 against 100 images/s per process, measured once here).
     """
     from sklearn.datasets import load_sample_image
 

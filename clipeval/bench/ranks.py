@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,14 +23,14 @@ import torch
 CHUNK = 4096
 
 
-def _rank(rank: int, size: int, images: int, dim: int, repeats: int, scratch: str) -> None:
+def _rank(rank: int, size: int, images: int, dim: int, repeats: int, scratch: str, rendezvous: str) -> None:
     import torch.distributed as dist
 
     from clipeval.distributed import World
     from clipeval.features.encode import _feature_set
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{scratch}/rendezvous_{size}", rank=rank, world_size=size)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=size)
     world = World(rank, size, backend="gloo")
     ranges = [(start, min(start + CHUNK, images)) for start in range(0, images, CHUNK)]
     mine = world.span(len(ranges))
@@ -56,7 +57,7 @@ def _rank(rank: int, size: int, images: int, dim: int, repeats: int, scratch: st
         merges.append(time.perf_counter() - gathered)
         assert fs.features.shape == (images, dim)
     if rank == 0:
-        result = {"gather": statistics.median(gathers), "merge": statistics.median(merges)}
+        result = {"gather": statistics.median(gathers), "merge": statistics.median(merges), "merged": len(fs)}
         Path(scratch, f"ranks_{size}.json").write_text(json.dumps(result))
     dist.destroy_process_group()
 
@@ -67,22 +68,21 @@ class _Simulated:
 
 
 def gather_costs(sizes: tuple[int, ...], images: int, dim: int, scratch: Path, repeats: int = 3) -> list[dict]:
-    """For each number of ranks: the median seconds of the gather and of the merge on rank 0."""
+    """For each number of ranks: the median seconds of the gather and of the merge on rank 0, and how many features
+    rank 0 held after the merge (``images``)."""
     import torch.multiprocessing as mp
 
     rows = []
     for size in sizes:
-        mp.start_processes(
-            _rank, args=(size, images, dim, repeats, str(scratch)), nprocs=size, start_method="spawn", join=True
-        )
+        rendezvous = Path(tempfile.mkdtemp(dir=scratch)) / "rendezvous"  # a file per group: never a stale one
+        arguments = (size, images, dim, repeats, str(scratch), str(rendezvous))
+        mp.start_processes(_rank, args=arguments, nprocs=size, start_method="spawn", join=True)
         result = json.loads((scratch / f"ranks_{size}.json").read_text())
         rows.append({"ranks": size, **result, "megabytes": images * dim * 4 / 2**20})
     return rows
 
 
 if __name__ == "__main__":  # pragma: no cover - a quick look: python -m clipeval.bench.ranks [images]
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         for row in gather_costs((1, 2, 4), int(sys.argv[1]) if len(sys.argv) > 1 else 50_000, 512, Path(tmp)):
             print(row)

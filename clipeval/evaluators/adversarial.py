@@ -164,11 +164,14 @@ class Adversarial:
         with torch.no_grad():
             clean_logits = torch.cat([f(b) for b in x.split(self.batch_size)])
         clean = clean_logits.argmax(1) == y
-        out = {"clean": clean.cpu()}
         wrong_first = clean_logits.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
+        # under torchrun, rank 0's: every rank then cuts the same batches (:func:`_each_batch`)
+        clean, wrong_first = (t.to(x.device) for t in world().broadcast((clean.cpu(), wrong_first.cpu())))
+        out = {"clean": clean.cpu()}
         # only the correctly classified samples are attacked (AutoAttack's rule): the rest are not robust
         attacked = clean.nonzero().flatten()
         batches = list(zip(*(t[attacked].split(self.batch_size) for t in (x, y, wrong_first)), strict=True))
+        _log_span(len(batches))
         for eps in self.eps:
             e = eps / self.eps_scale
             worst = clean.clone()
@@ -177,7 +180,9 @@ class Adversarial:
                 robust = torch.zeros_like(clean)
                 if len(attacked):
                     run = functools.partial(self._run, attack, f, eps=e, targets=targets)
-                    outcomes = _each_batch(lambda xb, yb, tb, run=run: run(xb, yb, wrong_first=tb), batches)
+                    outcomes = _each_batch(
+                        lambda xb, yb, tb, run=run: run(xb, yb, wrong_first=tb), batches, f"{attack} at eps {eps:g}"
+                    )
                     robust[attacked] = torch.cat(outcomes).to(robust.device)
                 out[f"{attack}@{eps:g}"] = robust.cpu()
                 worst &= robust
@@ -231,13 +236,27 @@ class Adversarial:
         return records
 
 
-def _each_batch(attack: Callable[..., torch.Tensor], batches: list[tuple]) -> list[torch.Tensor]:
+def _each_batch(attack: Callable[..., torch.Tensor], batches: list[tuple], what: str) -> list[torch.Tensor]:
     """``attack(*batch)`` of every batch, in order. Under torchrun each rank attacks its span of the batches and
-    every rank gets all the outcomes (:mod:`clipeval.distributed`); each attack is seeded per batch, so the
-    outcomes do not depend on which rank ran them."""
+    every rank gets all the outcomes (:meth:`clipeval.distributed.World.each`); each attack is seeded per batch,
+    so the outcomes do not depend on which rank ran them."""
     ranks = world()
-    mine = [attack(*batches[i]).cpu() for i in ranks.span(len(batches))]
-    return [outcome for share in ranks.gather(mine) for outcome in share]
+    mine = ranks.span(len(batches))
+    shares = ranks.each(lambda: [attack(*batches[i]).cpu() for i in mine], f"attacking ({what})")
+    return [outcome for share in shares for outcome in share]
+
+
+def _log_span(batches: int) -> None:
+    ranks = world()
+    if ranks.distributed:
+        mine = ranks.span(batches)
+        log.info(
+            "Rank %d of %d attacks batches %s of %d",
+            ranks.rank,
+            ranks.size,
+            f"{mine.start}-{mine.stop - 1}" if mine else "none",
+            batches,
+        )
 
 
 def _weights(model) -> list[torch.nn.Parameter]:

@@ -37,6 +37,7 @@ import torch
 from clipeval.cache import TensorCache, cache_key
 from clipeval.config.runtime import Runtime
 from clipeval.contracts import DualEncoder
+from clipeval.distributed import world
 from clipeval.errors import ClipevalError
 from clipeval.interrupt import during
 from clipeval.models.base import UNIT_NORM_TOLERANCE, check_embeddings, embedding_fault, normalize
@@ -90,6 +91,7 @@ def zeroshot_classifier(
     Only the classes that neither ``known`` (this run's prototypes of these templates, by class
     name, as :class:`clipeval.features.bank.FeatureBank` keeps them; filled in here) nor the cache
     holds are encoded. A name given twice is encoded once (its prompts, and so its rows, are equal).
+    Under torchrun rank 0 encodes them and shares them (:mod:`clipeval.distributed`).
     """
     templates = check_templates(templates)
     known = {} if known is None else known
@@ -100,7 +102,14 @@ def zeroshot_classifier(
             f" ({len(distinct)} distinct names)" if len(distinct) < len(classnames) else ""
         )
         what = f"{what} x {len(templates)} templates"
-        _load_or_build(model, missing, len(distinct), templates, runtime, cache, known, what)
+
+        def build() -> dict[str, torch.Tensor]:
+            built: dict[str, torch.Tensor] = {}
+            _load_or_build(model, missing, len(distinct), templates, runtime, cache, built, what)
+            return built
+
+        # under torchrun rank 0 builds them and the other ranks receive them: every rank scores with the same rows
+        known.update(world().on_main(build, f"building the text prototypes of {what}"))
     return torch.stack([known[n] for n in classnames])
 
 

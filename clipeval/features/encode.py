@@ -34,7 +34,7 @@ from clipeval.cache import TensorCache, cache_key
 from clipeval.config.runtime import Runtime
 from clipeval.contracts import DualEncoder
 from clipeval.data.base import Item, MapSource, Source
-from clipeval.distributed import world
+from clipeval.distributed import World, world
 from clipeval.errors import ClipevalError
 from clipeval.interrupt import during
 from clipeval.models.base import LOOSEST_NORM_TOLERANCE, check_embeddings, embedding_fault
@@ -87,20 +87,22 @@ def image_features(model: DualEncoder, source: Source, runtime: Runtime, cache: 
     """The features of ``source``: from the cache, else encoded (and cached). Under torchrun every rank calls it
     in the same order: rank 0 looks in the cache and tells the others, each rank encodes its share of the
     chunks, and every rank gets all of them (see :mod:`clipeval.distributed`)."""
-    w = world()
+    ranks = world()
     key = feature_key(model, source, runtime)
     what = source.describe() + (f", first {runtime.limit} used" if runtime.limit else "")
     stamp = cache.stamp("features", key)
-    fs = w.share(_cached(cache, key) if w.is_main else None)
+    fs = ranks.broadcast(_cached(cache, key) if ranks.is_main else None)
     if fs is None:
         with cache.lock("features", key, f"the image features of {what}") as waited:  # rank 0's lock only
-            if w.is_main and (waited or cache.stamp("features", key) != stamp):  # what another run cached meanwhile
+            if ranks.is_main and (waited or cache.stamp("features", key) != stamp):  # cached by another run meanwhile
                 fs = _cached(cache, key)
-            fs = w.share(fs)
+            fs = ranks.broadcast(fs)
             if fs is None:
                 fs, chunks, written = _encode(model, source, runtime, cache, key, what)
-                if w.is_main:
-                    _save_entry(cache, key, fs, chunks, written)
+                ranks.on_main(lambda: _save_entry(cache, key, fs, chunks, written), f"caching the features of {what}")
+                if not ranks.is_main:  # rank 0 has saved the whole entry (or the cache could not take it)
+                    for chunk in written:
+                        cache.remove(CHUNK_KIND, chunk)
     if fs.from_cache:
         log.debug(
             "Image features of %s: cache hit (%d samples), not re-encoding",
@@ -111,9 +113,9 @@ def image_features(model: DualEncoder, source: Source, runtime: Runtime, cache: 
     return fs
 
 
-def _save_entry(cache: TensorCache, key: str, fs: FeatureSet, chunks: list[str], written: list[str]) -> None:
+def _save_entry(cache: TensorCache, key: str, fs: FeatureSet, chunks: list[str], written: list[str]) -> bool:
     """Cache the whole entry and delete its chunks; when the cache cannot take it, delete the chunks this run
-    cached (they hold the space the entry lacked)."""
+    cached (they hold the space the entry lacked). Whether the entry was saved."""
     entry = {"features": fs.features, "labels": fs.labels, "ids": fs.ids, "skipped": [list(s) for s in fs.skipped]}
     saved = cache.save("features", key, entry)
     if saved:
@@ -127,6 +129,7 @@ def _save_entry(cache: TensorCache, key: str, fs: FeatureSet, chunks: list[str],
             removed,
             "" if removed == len(written) else f" ({len(written) - removed} could not be removed)",
         )
+    return saved is not None
 
 
 def _cached(cache: TensorCache, key: str) -> FeatureSet | None:
@@ -215,75 +218,134 @@ def _encode(
     if streamed:
         return _encode_stream(model, runtime, dataset, options, collate, decode, source, what), [], []
 
-    w = world()
-    n, bs = len(dataset), runtime.batch_size
-    step = chunk_images(runtime)
-    ranges = [(start, min(start + step, n)) for start in range(0, n, step)]
-    keys = [chunk_key(key, start, stop, bs) for start, stop in ranges] if len(ranges) > 1 and cache.writable else []
-    mine = w.span(len(ranges))  # under torchrun: this rank's chunks (all of them otherwise)
-    if w.distributed:
+    ranks = world()
+    chunks = _Chunks.of(len(dataset), runtime, cache, key)
+    mine = ranks.span(len(chunks.ranges))  # under torchrun: this rank's chunks (all of them otherwise)
+    if ranks.distributed:
+        _log_span(ranks, mine, chunks)
+
+    def work() -> tuple[dict[int, dict], list[str]]:
+        parts = _resumed(cache, chunks, mine, what)
+        todo = [i for i in mine if i not in parts]
+        written = _encode_chunks(model, runtime, (dataset, options, collate, decode), chunks, todo, parts, cache, what)
+        return {i: parts[i] for i in mine}, written
+
+    shares = ranks.each(work, f"encoding the image features of {what}")  # every rank's chunks, on every rank
+    parts = {i: entry for share, _ in shares for i, entry in share.items()}
+    return _feature_set([parts[i] for i in range(len(chunks.ranges))], source), chunks.keys, shares[ranks.rank][1]
+
+
+@dataclass
+class _Chunks:
+    """The chunks of a dataset of ``n`` images: their image ranges, and their cache keys (none when the dataset is
+    one chunk, whose entry is the whole entry, or when the cache cannot be written)."""
+
+    n: int
+    batch_size: int
+    ranges: list[tuple[int, int]]
+    keys: list[str]
+
+    @classmethod
+    def of(cls, n: int, runtime: Runtime, cache: TensorCache, key: str) -> _Chunks:
+        step, bs = chunk_images(runtime), runtime.batch_size
+        ranges = [(start, min(start + step, n)) for start in range(0, n, step)]
+        keys = [chunk_key(key, start, stop, bs) for start, stop in ranges] if len(ranges) > 1 and cache.writable else []
+        return cls(n, bs, ranges, keys)
+
+    def size(self, i: int) -> int:
+        return self.ranges[i][1] - self.ranges[i][0]
+
+
+def _log_span(ranks: World, mine: range, chunks: _Chunks) -> None:
+    if not mine:
         log.info(
-            "Rank %d of %d encodes chunks %d-%d of %d (images %d-%d)",
-            w.rank,
-            w.size,
-            mine.start,
-            mine.stop - 1,
-            len(ranges),
-            ranges[mine.start][0] if mine else 0,
-            ranges[mine.stop - 1][1] - 1 if mine else -1,
+            "Rank %d of %d encodes none of the %d chunk(s) of %d images: fewer chunks than ranks (a smaller "
+            "runtime.chunk_size shares a dataset out more finely)",
+            ranks.rank,
+            ranks.size,
+            len(chunks.ranges),
+            chunks.n,
         )
+        return
+    first, last = chunks.ranges[mine.start][0], chunks.ranges[mine.stop - 1][1] - 1
+    log.info(
+        "Rank %d of %d encodes chunks %d-%d of %d (images %d-%d of %d)",
+        ranks.rank,
+        ranks.size,
+        mine.start,
+        mine.stop - 1,
+        len(chunks.ranges),
+        first,
+        last,
+        chunks.n,
+    )
+
+
+def _resumed(cache: TensorCache, chunks: _Chunks, mine: range, what: str) -> dict[int, dict]:
+    """The chunks of ``mine`` that a run which did not finish cached (and that pass the checks)."""
     parts: dict[int, dict] = {}
-    for i in mine if keys else []:
-        entry = _cached_chunk(cache, keys[i], ranges[i][1] - ranges[i][0])
+    for i in mine if chunks.keys else []:
+        entry = _cached_chunk(cache, chunks.keys[i], chunks.size(i))
         if entry is not None:
             parts[i] = entry
-    resumed = sum(ranges[i][1] - ranges[i][0] for i in parts)
-    todo = [i for i in mine if i not in parts]
-    left = sum(ranges[i][1] - ranges[i][0] for i in todo)
     if parts:
+        resumed = sum(chunks.size(i) for i in parts)
         log.info(
             "Image features of %s: resumed from %d images (%d of %d chunks) cached by a run that did not finish; "
             "encoding the other %d",
             what,
             resumed,
             len(parts),
-            len(ranges),
-            left,
+            len(chunks.ranges),
+            sum(chunks.size(i) for i in mine) - resumed,
         )
-    written: list[str] = []
-    batches = [list(range(b, min(b + bs, ranges[i][1]))) for i in todo for b in range(*ranges[i], bs)]
-    if batches:
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate, **options)
-        fresh = [(_Part(), math.ceil((ranges[i][1] - ranges[i][0]) / bs)) for i in todo]
+    return parts
 
-        cached = [resumed]
 
-        def done(index: int) -> None:  # chunk todo[index] is encoded: cache it now
-            i = todo[index]
-            parts[i] = fresh[index][0].entry()
-            if keys and cache.save(CHUNK_KIND, keys[i], parts[i]) is not None:
-                cached[0] += ranges[i][1] - ranges[i][0]
-                written.append(keys[i])
+def _encode_chunks(
+    model: DualEncoder,
+    runtime: Runtime,
+    data: tuple,
+    chunks: _Chunks,
+    todo: list[int],
+    parts: dict[int, dict],
+    cache: TensorCache,
+    what: str,
+) -> list[str]:
+    """Encode the chunks ``todo`` into ``parts``, caching each as it is done; the keys of those cached.
 
-        def where() -> str:
-            if not cached[0]:
-                return "none of them is cached"
-            return f"{cached[0]} of {n} images are cached and a rerun resumes from there"
+    ``data``: (dataset, DataLoader options, collate function, decoder) as :func:`_dataset` gives them."""
+    dataset, options, collate, decode = data
+    bs, written = chunks.batch_size, []
+    batches = [list(range(b, min(b + bs, chunks.ranges[i][1]))) for i in todo for b in range(*chunks.ranges[i], bs)]
+    if not batches:
+        return written
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate, **options)
+    fresh = [(_Part(), math.ceil(chunks.size(i) / bs)) for i in todo]
+    cached = [sum(chunks.size(i) for i in parts)]
 
-        with during(lambda: f"encoding the image features of {what}; {where()}"):
-            _encode_batches(model, runtime, loader, decode, fresh, done, left)
-    if w.distributed:  # every rank's chunks, on every rank
-        for share in w.gather({i: parts[i] for i in mine}):
-            parts.update(share)
-    return _feature_set([parts[i] for i in range(len(ranges))], source), keys, written
+    def done(index: int) -> None:  # chunk todo[index] is encoded: cache it now
+        i = todo[index]
+        parts[i] = fresh[index][0].entry()
+        if chunks.keys and cache.save(CHUNK_KIND, chunks.keys[i], parts[i]) is not None:
+            cached[0] += chunks.size(i)
+            written.append(chunks.keys[i])
+
+    def where() -> str:
+        if not cached[0]:
+            return "none of them is cached"
+        return f"{cached[0]} of {chunks.n} images are cached and a rerun resumes from there"
+
+    with during(lambda: f"encoding the image features of {what}; {where()}"):
+        _encode_batches(model, runtime, loader, decode, fresh, done, sum(chunks.size(i) for i in todo))
+    return written
 
 
 def _encode_stream(model, runtime, dataset, options, collate, decode, source: Source, what: str) -> FeatureSet:
     """The features of a streamed source (no random access, so no chunks): encoded in one go, by rank 0 alone
     under torchrun (the others receive them)."""
-    w = world()
-    fs = None
-    if w.is_main:
+
+    def work() -> FeatureSet:
         loader = torch.utils.data.DataLoader(dataset, batch_size=runtime.batch_size, collate_fn=collate, **options)
         part = _Part()
         with during(f"encoding the image features of {what}; none of them is cached"):
@@ -293,7 +355,9 @@ def _encode_stream(model, runtime, dataset, options, collate, decode, source: So
             # Workers interleave shards in an order that depends on timing; sort for reproducible outputs.
             order = sorted(range(len(fs.ids)), key=fs.ids.__getitem__)
             fs = FeatureSet(fs.features[order], fs.labels[order], [fs.ids[i] for i in order], fs.skipped)
-    return w.share(fs)
+        return fs
+
+    return world().on_main(work, f"encoding the image features of {what}")
 
 
 def _encode_batches(

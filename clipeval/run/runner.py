@@ -145,6 +145,10 @@ def _run_in(cfg: DictConfig, run_dir: Path, settings: Any, ranks: World) -> dict
         finally:
             if ranks.is_main and (cache.read or cache.written):
                 log.info("%s", cache.summary())
+            if ranks.distributed and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+                # the other ranks leave (and may exit non-zero, which makes torchrun stop every rank) only once
+                # rank 0 has written what finished; Ctrl-C reaches every rank from torchrun, so no one waits then
+                ranks.gather(None)
 
 
 def _record_normalised_runtime(cfg: DictConfig, runtime: dict[str, Any]) -> None:
