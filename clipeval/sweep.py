@@ -116,7 +116,7 @@ class sweep_job:  # noqa: N801 (a decorator)
 
 def check_launcher(overrides: Sequence[str]) -> None:
     """ClipevalError for ``hydra/launcher=<name>`` when the package the launcher needs is not installed, or when
-    ``submitit_slurm`` has no ``sbatch`` to submit with; nothing else is looked at."""
+    ``submitit_slurm`` has no ``sbatch`` or ``srun`` (not a SLURM login node); nothing else is looked at."""
     for arg in overrides:
         key, _, name = arg.partition("=")
         if key.lstrip("+") != "hydra/launcher" or name not in LAUNCHER_PACKAGES:
@@ -127,11 +127,13 @@ def check_launcher(overrides: Sequence[str]) -> None:
                 f"hydra/launcher={name} needs the {package} package, which is not installed: "
                 f"pip install 'clipeval[launchers]' (or pip install {package})."
             )
-        if name == "submitit_slurm" and shutil.which("sbatch") is None:
+        missing = [command for command in ("sbatch", "srun") if shutil.which(command) is None]
+        if name == "submitit_slurm" and missing:
             raise ClipevalError(
-                "hydra/launcher=submitit_slurm submits the sweep's jobs with SLURM's sbatch, which is not on this "
-                "machine's PATH: run the command on the cluster's login node, or try the sweep on this machine "
-                "with hydra/launcher=submitit_local or hydra/launcher=joblib."
+                "hydra/launcher=submitit_slurm submits the sweep's jobs with SLURM's sbatch and srun, and "
+                f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not on this machine's PATH: run the "
+                "command on the cluster's login node, or try the sweep on this machine with "
+                "hydra/launcher=submitit_local or hydra/launcher=joblib."
             )
 
 

@@ -99,7 +99,10 @@ def test_a_launcher_whose_package_is_missing_is_exit_2_saying_what_to_install(mo
 def test_slurm_without_sbatch_is_exit_2_before_anything_is_submitted(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch on it
     err = exit_2(["-m", "task=digits", "hydra/launcher=submitit_slurm", f"hydra.sweep.dir={tmp_path / 'sw'}"], capsys)
-    assert "submits the sweep's jobs with SLURM's sbatch, which is not on this machine's PATH" in err
+    assert (
+        "submits the sweep's jobs with SLURM's sbatch and srun, and sbatch and srun are not on this machine's PATH"
+        in err
+    )
     assert not (tmp_path / "sw").exists()
 
 
