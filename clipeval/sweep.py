@@ -16,8 +16,9 @@ Whatever the launcher:
   launched the jobs (:func:`finish`), then: exit 2 with each failed job's message when jobs failed on something
   the user can fix; the first job's traceback when a job met a bug (its whole traceback is also in that job's
   clipeval.log: a traceback does not travel back from another process); exit 0 otherwise;
-- Ctrl-C: a job in this process says what it interrupted; jobs in other processes are stopped by their launcher
-  (each one that finished has written its results), and the message says which jobs were running.
+- Ctrl-C: a job in this process says what it interrupted; jobs in other processes on this machine are stopped
+  by their launcher (each one that finished has written its results), SLURM jobs go on, and the message says
+  which jobs were running and which of these it is.
 """
 
 from __future__ import annotations
