@@ -30,9 +30,13 @@ from clipeval.config.overrides import check_command, check_group_choices, overri
 from clipeval.config.paths import conf_dir
 from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, did_you_mean
 from clipeval.interrupt import INTERRUPTED_EXIT_CODE, calm_sigint
+from clipeval.sweep import JobFailed, check_launcher, current_job, sweep_job
 
 
 def fail(message: str) -> None:
+    """Print ``message`` and exit 2; in a sweep's job, end that job alone (:class:`clipeval.sweep.JobFailed`)."""
+    if current_job() is not None:
+        raise JobFailed(message) from None
     print(f"clipeval: error: {message}", file=sys.stderr)
     raise SystemExit(USAGE_EXIT_CODE)
 
@@ -50,6 +54,7 @@ def missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
+@sweep_job
 def _app(cfg: DictConfig) -> None:
     from clipeval.run.runner import run  # heavy imports (torch, open_clip) only once a run starts
 
@@ -194,6 +199,7 @@ def _main(argv: list[str]) -> None:
     try:
         check_command(argv, COMMANDS)
         check_group_choices(argv)
+        check_launcher(override_args(argv))
         argv = selection_overrides(argv)
     except ClipevalError as exc:
         fail(str(exc))

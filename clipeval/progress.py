@@ -3,8 +3,9 @@
 With ``runtime.progress`` on and stderr a terminal, tqdm draws its bar there, and the same lines
 as below go to the run's log files only (:class:`TerminalProgress`): a log read later says how
 the step went even though the bar was on a screen. Otherwise (stderr piped or redirected to a file,
-a job scheduler's log, ``runtime.progress=false``) no bar can be seen, so the tqdm object writes log
-lines instead (:class:`LogProgress`): one at most every ``runtime.log_every`` seconds with what is
+a job scheduler's log, ``runtime.progress=false``) no bar can be seen, and a sweep job that runs beside
+others (a parallel launcher, :func:`clipeval.sweep.beside_other_jobs`) would draw its bar over theirs,
+so the tqdm object writes log lines instead (:class:`LogProgress`): one at most every ``runtime.log_every`` seconds with what is
 done of the total, the rate and the time left, and one when the step ends. They go through the
 caller's logger, so they reach ``clipeval.log`` and stderr like every other line. A step shorter
 than ``log_every`` writes none: the lines that say when it starts and what it did suffice.
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm as terminal_tqdm
 from tqdm.std import tqdm
 
 from clipeval.logs import to_log_files
+from clipeval.sweep import beside_other_jobs
 
 
 def progress(total: int | None, desc: str, unit: str, runtime: Any, logger: logging.Logger) -> tqdm:
@@ -29,7 +31,7 @@ def progress(total: int | None, desc: str, unit: str, runtime: Any, logger: logg
     ``runtime``: anything with ``progress`` (bool) and ``log_every`` (seconds), as
     :class:`clipeval.config.runtime.Runtime`.
     """
-    if runtime.progress and _is_terminal(sys.stderr):
+    if runtime.progress and _is_terminal(sys.stderr) and not beside_other_jobs():  # a parallel sweep shares the console
         return TerminalProgress(total=total, desc=desc, unit=unit, logger=logger, every=float(runtime.log_every))
     return LogProgress(total=total, desc=desc, unit=unit, logger=logger, every=float(runtime.log_every))
 

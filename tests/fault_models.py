@@ -6,7 +6,10 @@ what to do wrong from the environment, so a test can set it for a subprocess:
 - ``FAULT_SLEEP``: seconds to sleep per batch (a slow encoder a test can interrupt);
 - ``FAULT_ENCODE_LOG``: a file to which every batch appends its image count (counts encodes across processes);
 - ``FAULT_KILL_AFTER_CHUNKS`` and ``FAULT_CHUNK_DIR``: SIGKILL itself before the next batch once that many
-  chunk files are in that folder (a run killed in the middle of a dataset).
+  chunk files are in that folder (a run killed in the middle of a dataset);
+- ``FAULT_HOLD_UNTIL``: ``FOLDER|TEXT``: before each batch of a dataset (not the 2-image probe of every model build,
+  :func:`clipeval.models.base.check_outputs`), wait until a ``*.log`` file under FOLDER holds TEXT, 120 s at most
+  (two processes that need the same features at once: the encoding one waits until the other says it waits).
 """
 
 from __future__ import annotations
@@ -31,6 +34,14 @@ class FaultyColour(MeanColourEncoder):
         if log := os.environ.get("FAULT_ENCODE_LOG"):
             with open(log, "a") as f:
                 f.write(f"{len(images)}\n")
+        hold = os.environ.get("FAULT_HOLD_UNTIL")
+        if hold and len(images) != 2:
+            folder, _, text = hold.partition("|")
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not any(
+                text in log.read_text(errors="replace") for log in Path(folder).rglob("*.log")
+            ):
+                time.sleep(0.1)
         time.sleep(float(os.environ.get("FAULT_SLEEP", "0")))
         return super().encode_image(images)
 

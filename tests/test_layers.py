@@ -1,6 +1,7 @@
 """The import graph follows the layers: nothing imports a layer above it.
 
-    foundation (clipeval, errors, atomic, cache, contracts, interrupt, logs, progress, distributed, config)
+    foundation (clipeval, errors, atomic, cache, contracts, interrupt, logs, progress, distributed, sweep,
+                config)
       <- results (records, samples, metrics, the store)
       <- data, models (neither imports the other)
       <- features
@@ -12,7 +13,7 @@
 Every ``import`` counts, at module level or inside a function, and under ``if TYPE_CHECKING:``
 too, except in ``clipeval/contracts.py``, whose job is to name the types the layers exchange
 (Record, FeatureSet, Runtime) for type checkers only. ``hydra_plugins/`` (the task-folder config
-source) may use the foundation only.
+source, the sweeper) may use the foundation only.
 
 ``python tests/test_layers.py`` prints the graph: each layer and the layers it imports.
 """
@@ -37,6 +38,7 @@ FOUNDATION_MODULES = {
     "clipeval.logs",
     "clipeval.progress",
     "clipeval.distributed",
+    "clipeval.sweep",  # a sweep's job context (what fail() and progress ask) and the sweeper's summary
 }
 FOUNDATION_PACKAGES = {"config"}
 
