@@ -1,0 +1,278 @@
+"""Webdataset mirrors streamed from a URL or a ``pipe:`` command, against an HTTP server on 127.0.0.1.
+
+The data key of a remote shard comes from the server's strong ETag (and size), from a commit pinned in the
+URL, or from ``task.revision``; with none of them the source is refused, never keyed by its URL alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import logging
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import exit_2, make_wds, open_clip_overrides, run_in_process, synthetic_image
+from torchvision import transforms
+
+from clipeval.data import DataNotFound
+from clipeval.data.remote import RemoteError
+from clipeval.data.wds import WebDatasetSource
+from clipeval.errors import ClipevalError
+
+TO_TENSOR = transforms.Compose([transforms.Resize((16, 16)), transforms.ToTensor()])
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    """Static files with a strong ETag (the sha256 of the bytes), a weak one, or none (``server.etags``).
+
+    ``/hub/<rev>/...`` mimics the Hugging Face hub: a 302 to the file that carries the ETag and size as
+    ``X-Linked-Etag`` / ``X-Linked-Size``; the file itself then answers without an ETag, as a CDN may.
+    Paths in ``server.stall`` get no answer until the test ends.
+    """
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.server.requests.append((self.command, self.path))
+        if self._redirected():
+            return
+        if any(self.path.endswith(p) for p in self.server.stall):
+            self.server.release.wait(30)
+            return
+        super().do_GET()
+
+    do_HEAD = do_GET
+
+    def _redirected(self) -> bool:
+        if not self.path.startswith("/hub/"):
+            return False
+        rel = self.path.split("/", 3)[3]
+        file = Path(self.directory) / rel
+        self.send_response(302)
+        self.send_header("Location", f"/{rel}")
+        if file.is_file():
+            self.send_header("X-Linked-Etag", f'"{hashlib.sha256(file.read_bytes()).hexdigest()}"')
+            self.send_header("X-Linked-Size", str(file.stat().st_size))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return True
+
+    def end_headers(self):
+        file = Path(self.translate_path(self.path))
+        if file.is_file() and self.server.etags != "none" and not self.path.startswith("/hub/"):
+            tag = f'"{hashlib.sha256(file.read_bytes()).hexdigest()[:16]}"'
+            self.send_header("ETag", "W/" + tag if self.server.etags == "weak" else tag)
+        super().end_headers()
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A server on 127.0.0.1 (a free port) serving ``server.folder``; stopped, and its threads released, after
+    the test."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    httpd.daemon_threads = True
+    httpd.folder, httpd.etags, httpd.stall, httpd.requests = folder, "strong", [], []
+    httpd.release = threading.Event()
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.release.set()
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(5)
+
+
+@pytest.fixture
+def mirror(server):
+    """A two-shard mirror on the server: (the local folder, its URL)."""
+    return make_wds(server.folder / "wds"), f"{server.url}/wds"
+
+
+def samples(source, limit=None):
+    return [(it.sample_id, it.label, it.error, it.image) for it in source.dataset(TO_TENSOR, limit)]
+
+
+def same_samples(a, b):
+    assert [s[:3] for s in a] == [s[:3] for s in b]
+    assert all(torch.equal(x[3], y[3]) for x, y in zip(a, b, strict=True))
+
+
+def rewrite_shard(shard: Path, seed: int) -> None:
+    """Replace ``shard`` by one with other images (same names, labels and size)."""
+    import io
+    import tarfile
+
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(shard, "w") as tar:
+        for n, (member, data) in enumerate(members):
+            if member.name.endswith(".png"):
+                buf = io.BytesIO()
+                synthetic_image(0, seed + n).save(buf, format="PNG")
+                data = buf.getvalue()
+                member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+
+
+def test_streamed_shards_give_the_samples_of_the_local_copy_keyed_by_strong_etags(mirror, caplog):
+    local, url = mirror
+    with caplog.at_level(logging.INFO, logger="clipeval.data.wds"):
+        streamed = WebDatasetSource(url)
+    assert "2 streamed shard(s) keyed by the server's strong ETags and sizes" in caplog.text
+    assert streamed.classnames == WebDatasetSource(local).classnames == ["red square", "green circle", "blue triangle"]
+    assert streamed.templates == WebDatasetSource(local).templates
+    same_samples(samples(streamed), samples(WebDatasetSource(local)))
+    assert len(samples(streamed, limit=3)) == 3
+    assert streamed.describe().endswith("(2 shards, streamed)")
+
+
+def test_a_changed_shard_changes_the_key_and_the_same_bytes_keep_it(mirror, server):
+    local, url = mirror
+    key = WebDatasetSource(url).key
+    shard = local / "test" / "1.tar"
+    copy = shard.read_bytes()
+    shard.write_bytes(copy)  # rewritten, same bytes: a new Last-Modified, the same ETag
+    assert WebDatasetSource(url).key == key
+    rewrite_shard(shard, seed=50)
+    assert WebDatasetSource(url).key != key
+    shard.write_bytes(copy)
+    assert WebDatasetSource(url).key == key
+    assert WebDatasetSource(url, split="test").key != WebDatasetSource(local).key  # not confused with a local copy
+
+
+def test_a_shard_changed_while_the_run_reads_it_fails_the_run_instead_of_mixing_versions(mirror):
+    local, url = mirror
+    source = WebDatasetSource(url)
+    rewrite_shard(local / "test" / "1.tar", seed=70)
+    changed = rf"^Shard {url}/test/1.tar changed on the server while this run read it \(ETag .* became .*\)\. Run again"
+    with pytest.raises(RemoteError, match=changed):
+        samples(source)
+    # the same one message from a DataLoader worker (torch rebuilds the exception from its traceback text)
+    loader = torch.utils.data.DataLoader(source.dataset(TO_TENSOR, None), num_workers=2, collate_fn=list)
+    with pytest.raises(RemoteError, match=changed) as info:
+        list(loader)
+    assert "Traceback" not in str(info.value)
+
+
+@pytest.mark.parametrize("etags", ["none", "weak"])
+def test_a_server_without_strong_etags_is_refused_unless_a_revision_is_given(mirror, server, etags, caplog):
+    _, url = mirror
+    server.etags = etags
+    with pytest.raises(ClipevalError) as info:
+        WebDatasetSource(url)
+    message = str(info.value)
+    assert message.startswith(f"Cannot tell whether {url}/test/0.tar has changed since features were cached: ")
+    assert ("a weak ETag (W/" if etags == "weak" else "sends no ETag") in message
+    assert "task.revision=NAME" in message and "resolve/<40-hex commit>" in message
+    with caplog.at_level(logging.INFO, logger="clipeval.data.wds"):
+        v1 = WebDatasetSource(url, revision="v1")
+    assert "keyed by task.revision (given by the user)" in caplog.text
+    assert v1.key != WebDatasetSource(url, revision="v2").key
+    assert len(samples(v1)) == 12
+
+
+def test_hugging_face_hub_urls_key_by_the_linked_etag_or_the_pinned_commit(mirror, server, caplog):
+    local, _ = mirror
+    hub = f"{server.url}/hub/main/wds"  # 302 with X-Linked-Etag / X-Linked-Size, like the hub for LFS files
+    with caplog.at_level(logging.INFO, logger="clipeval.data.wds"):
+        source = WebDatasetSource(hub)
+    assert "keyed by the server's strong ETags" in caplog.text
+    same_samples(samples(source), samples(WebDatasetSource(local)))
+    key = source.key
+    rewrite_shard(local / "test" / "0.tar", seed=90)
+    assert WebDatasetSource(hub).key != key
+
+    server.etags = "none"
+    (server.folder / "resolve" / COMMIT).mkdir(parents=True)
+    shutil.copytree(local, server.folder / "resolve" / COMMIT / "wds")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="clipeval.data.wds"):
+        pinned = WebDatasetSource(f"{server.url}/resolve/{COMMIT}/wds")
+    assert "keyed by the commit pinned in the URL" in caplog.text
+    assert len(samples(pinned)) == 12
+
+
+def test_a_pipe_command_needs_a_revision_and_then_streams_the_same_samples(tmp_path):
+    local = make_wds(tmp_path / "wds")
+    root = f"pipe:cat {local}/{{path}}"
+    with pytest.raises(ClipevalError, match=r"is a pipe: command, whose output cannot be checked .* task\.revision="):
+        WebDatasetSource(root)
+    with pytest.raises(ClipevalError, match=r"must contain \{path\}"):
+        WebDatasetSource(f"pipe:cat {local}/test/0.tar", revision="v1")
+    source = WebDatasetSource(root, revision="v1")
+    assert source.classnames == WebDatasetSource(local).classnames
+    same_samples(samples(source), samples(WebDatasetSource(local)))
+    assert source.key != WebDatasetSource(root, revision="v2").key
+    (local / "test" / "1.tar").unlink()
+    with pytest.raises(RemoteError, match=r"The command `cat .*/test/1.tar` failed \(exit 1: cat: .*No such file"):
+        samples(source)
+
+
+def test_a_missing_mirror_or_shard_and_an_unreachable_server_name_the_url(mirror, server):
+    local, url = mirror
+    with pytest.raises(DataNotFound, match=rf"Looked in:\n  - {server.url}/nowhere/test/nshards.txt\n"):
+        WebDatasetSource(f"{server.url}/nowhere")
+    (local / "test" / "1.tar").unlink()
+    with pytest.raises(DataNotFound, match=rf"Shard 'test/1.tar' .* not found\. Looked in:\n  - {url}/test/1.tar"):
+        WebDatasetSource(url)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/wds"
+    with pytest.raises(RemoteError, match=rf"Could not read {closed}/test/nshards.txt: .*refused"):
+        WebDatasetSource(closed)
+
+
+def test_every_request_waits_at_most_the_timeout(mirror, server):
+    _, url = mirror
+    server.stall = ["/test/1.tar"]
+    start = time.monotonic()
+    with pytest.raises(RemoteError, match=rf"Could not read {url}/test/1.tar: no answer within 0.3 s \(task.timeout\)"):
+        WebDatasetSource(url, timeout=0.3)
+    assert time.monotonic() - start < 5
+    with pytest.raises(ClipevalError, match=r"timeout=0 is not allowed: timeout must be a positive number"):
+        WebDatasetSource(url, timeout=0)
+
+
+def test_a_streamed_run_gives_the_features_and_records_of_a_local_run_and_hits_the_cache_again(
+    tiny_open_clip, mirror, server, tmp_path, caplog
+):
+    local, url = mirror
+    docs, logs = {}, {}
+    for name, root in (("local", local), ("remote", url), ("again", url)):
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            overrides = open_clip_overrides(tiny_open_clip, task="wds", **{"task.root": str(root)})
+            docs[name] = run_in_process(overrides, tmp_path / name)
+        logs[name] = caplog.text
+    assert "cache miss" in logs["remote"] and "cache miss" not in logs["again"]
+    features = [torch.load(p, weights_only=True) for p in sorted((tmp_path / "cache" / "features").rglob("*.pt"))]
+    assert len(features) == 2  # one local entry, one remote (the keys differ), the second remote run a hit
+    for field in ("features", "labels"):
+        assert torch.equal(features[0][field], features[1][field])
+    assert features[0]["ids"] == features[1]["ids"]
+    assert (
+        docs["remote"]["records"] == docs["local"]["records"] == docs["again"]["records"] and docs["local"]["records"]
+    )
+    predictions = {name: sorted((tmp_path / name / "predictions").rglob("*.parquet")) for name in docs}
+    assert len(predictions["local"]) == len(predictions["remote"]) == 1
+    pd.testing.assert_frame_equal(pd.read_parquet(predictions["local"][0]), pd.read_parquet(predictions["remote"][0]))
+
+
+def test_the_cli_refuses_an_unpinned_remote_mirror_with_exit_2(mirror, server, tiny_open_clip, capsys, tmp_path):
+    _, url = mirror
+    server.etags = "none"
+    err = exit_2(open_clip_overrides(tiny_open_clip, task="wds", **{"task.root": url}), capsys)
+    assert f"Cannot tell whether {url}/test/0.tar has changed" in err
