@@ -36,7 +36,8 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
     ``/hub/<rev>/...`` mimics the Hugging Face hub: a 302 to the file that carries the ETag and size as
     ``X-Linked-Etag`` / ``X-Linked-Size``; the file itself then answers without an ETag, as a CDN may.
-    Paths in ``server.stall`` get no answer until the test ends.
+    Paths in ``server.stall`` get no answer until the test ends; those in ``server.cut`` announce their whole
+    size and send half of it.
     """
 
     def log_message(self, *args):
@@ -48,6 +49,14 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             return
         if any(self.path.endswith(p) for p in self.server.stall):
             self.server.release.wait(30)
+            return
+        if self.command == "GET" and any(self.path.endswith(p) for p in self.server.cut):
+            data = Path(self.translate_path(self.path)).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.close_connection = True
             return
         super().do_GET()
 
@@ -83,7 +92,7 @@ def server(tmp_path):
     folder.mkdir()
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
     httpd.daemon_threads = True
-    httpd.folder, httpd.etags, httpd.stall, httpd.requests = folder, "strong", [], []
+    httpd.folder, httpd.etags, httpd.stall, httpd.cut, httpd.requests = folder, "strong", [], [], []
     httpd.release = threading.Event()
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -235,6 +244,14 @@ def test_a_missing_mirror_or_shard_and_an_unreachable_server_name_the_url(mirror
         WebDatasetSource(closed)
 
 
+def test_a_shard_cut_short_fails_the_run_naming_it(mirror, server):
+    _, url = mirror
+    source = WebDatasetSource(url)
+    server.cut = ["/test/1.tar"]
+    with pytest.raises(RemoteError, match=rf"^Reading {url}/test/1.tar ended after \d+ of \d+ bytes"):
+        samples(source)
+
+
 def test_every_request_waits_at_most_the_timeout(mirror, server):
     _, url = mirror
     server.stall = ["/test/1.tar"]
@@ -244,6 +261,18 @@ def test_every_request_waits_at_most_the_timeout(mirror, server):
     assert time.monotonic() - start < 5
     with pytest.raises(ClipevalError, match=r"timeout=0 is not allowed: timeout must be a positive number"):
         WebDatasetSource(url, timeout=0)
+
+
+def test_a_pipe_command_that_stalls_waits_at_most_the_timeout(tmp_path):
+    local = make_wds(tmp_path / "wds", shards=1)
+    stalls = f"pipe:case {{path}} in *.tar) sleep 2;; esac; cat {local}/{{path}}"
+    source = WebDatasetSource(stalls, revision="v1", timeout=0.3)  # the text files come at once
+    start = time.monotonic()
+    with pytest.raises(RemoteError, match=r"^Reading `case test/0.tar in .*` stalled: no data for 0.3 s"):
+        samples(source)
+    assert time.monotonic() - start < 1.5
+    with pytest.raises(RemoteError, match=r"^The command `sleep 2; cat .*nshards.txt` did not finish within 0.3 s"):
+        WebDatasetSource(f"pipe:sleep 2; cat {local}/{{path}}", revision="v1", timeout=0.3)
 
 
 def test_a_streamed_run_gives_the_features_and_records_of_a_local_run_and_hits_the_cache_again(

@@ -26,11 +26,13 @@ text files' commands in all, the shard streams between two reads).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import os
 import re
 import select
 import shlex
+import signal
 import subprocess
 import tarfile
 import urllib.error
@@ -289,28 +291,53 @@ class PipeLocation(Location):
 
     def read_text(self, rel: str, required: bool) -> str | None:
         cmd = self.argv(rel)
+        proc = _spawn(cmd)
         try:
-            done = subprocess.run(cmd, shell=True, capture_output=True, timeout=self.timeout)
+            out, err = proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
+            _end(proc)
             raise RemoteError(f"The command `{cmd}` did not finish within {self.timeout:g} s (task.timeout).") from None
-        if done.returncode != 0:
+        if proc.returncode != 0:
             if not required:
-                log.info("No %s from `%s` (exit %d): not used", rel, cmd, done.returncode)
+                log.info("No %s from `%s` (exit %d): not used", rel, cmd, proc.returncode)
                 return None
             raise DataNotFound(
                 f"'{rel}' of the webdataset mirror {self.root}",
-                [f"the output of `{cmd}` (exit {done.returncode}: {_tail(done.stderr)})"],
+                [f"the output of `{cmd}` (exit {proc.returncode}: {_tail(err)})"],
                 "Check the command in task.root: with {path} replaced it should write that file to stdout.",
             )
-        return done.stdout.decode("utf-8", errors="replace")
+        return out.decode("utf-8", errors="replace")
 
     def validator(self, rel: str) -> Validator:
         return Validator("revision", self.revision, None)
 
     def open(self, rel: str, expected: Validator) -> CheckedStream:
         cmd = self.argv(rel)
-        proc = subprocess.Popen(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = _spawn(cmd)
         return CheckedStream(proc.stdout, f"`{cmd}`", None, self.timeout, proc)
+
+
+def _spawn(cmd: str) -> subprocess.Popen:
+    """``cmd`` in a shell of its own process group, so that :func:`_end` stops what it started too."""
+    return subprocess.Popen(
+        cmd,
+        shell=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def _end(proc: subprocess.Popen) -> None:
+    """Stop ``proc``'s process group (the shell and the commands it runs) if it still runs, and reap it."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
 
 
 def _tail(stderr: bytes) -> str:
@@ -378,13 +405,10 @@ class CheckedStream:
             pass
 
     def close(self) -> None:
-        self.raw.close()
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.proc.wait()
-            if self.proc.stderr:
-                self.proc.stderr.close()
+            _end(self.proc)
+        else:
+            self.raw.close()
 
     def __enter__(self) -> CheckedStream:
         return self
