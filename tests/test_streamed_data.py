@@ -36,7 +36,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
     ``/hub/<rev>/...`` mimics the Hugging Face hub: a 302 to the file that carries the ETag and size as
     ``X-Linked-Etag`` / ``X-Linked-Size``; the file itself then answers without an ETag, as a CDN may.
-    Paths in ``server.stall`` get no answer until the test ends; those in ``server.cut`` announce their whole
+    ``server.head=False`` refuses HEAD requests (405). Paths in ``server.stall`` get no answer until the test ends; those in ``server.cut`` announce their whole
     size and send half of it.
     """
 
@@ -45,6 +45,9 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self):
         self.server.requests.append((self.command, self.path))
+        if self.command == "HEAD" and not self.server.head:
+            self.send_error(405)
+            return
         if self._redirected():
             return
         if any(self.path.endswith(p) for p in self.server.stall):
@@ -93,6 +96,7 @@ def server(tmp_path):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
     httpd.daemon_threads = True
     httpd.folder, httpd.etags, httpd.stall, httpd.cut, httpd.requests = folder, "strong", [], [], []
+    httpd.head = True
     httpd.release = threading.Event()
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -242,6 +246,13 @@ def test_a_missing_mirror_or_shard_and_an_unreachable_server_name_the_url(mirror
         closed = f"http://127.0.0.1:{s.getsockname()[1]}/wds"
     with pytest.raises(RemoteError, match=rf"Could not read {closed}/test/nshards.txt: .*refused"):
         WebDatasetSource(closed)
+
+
+def test_a_server_that_refuses_head_requests_is_asked_with_get(mirror, server):
+    local, url = mirror
+    server.head = False
+    same_samples(samples(WebDatasetSource(url)), samples(WebDatasetSource(local)))
+    assert ("HEAD", "/wds/test/0.tar") in server.requests and ("GET", "/wds/test/0.tar") in server.requests
 
 
 def test_a_shard_cut_short_fails_the_run_naming_it(mirror, server):

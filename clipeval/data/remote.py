@@ -144,42 +144,10 @@ class HttpLocation(Location):
     def describe(self, rel: str) -> str:
         return self.url(rel)
 
-    def _request(self, url: str, method: str) -> tuple[Message, Any]:
-        """The final response to ``method url`` after redirects, and the headers that validate it: those of the
-        first response in the chain that carries an ETag (the URL's own, for the Hugging Face hub), else the
-        final one's. HTTP errors and network failures are :class:`RemoteError` naming ``url``."""
-        validating = None
-        target = url
-        for _ in range(MAX_REDIRECTS + 1):
-            request = urllib.request.Request(
-                target, method=method, headers={"Accept-Encoding": "identity", "User-Agent": "clipeval"}
-            )
-            try:
-                response = _OPENER.open(request, timeout=self.timeout)
-            except urllib.error.HTTPError as exc:
-                exc.close()
-                if exc.code in REDIRECTS and exc.headers.get("Location"):
-                    if validating is None and _etag(exc.headers):
-                        validating = exc.headers
-                    target = urllib.parse.urljoin(target, exc.headers["Location"])
-                    continue
-                if exc.code in (404, 410):
-                    raise _NotThere(url) from None
-                raise RemoteError(f"Could not read {url}: the server answered HTTP {exc.code} {exc.reason}.") from None
-            except (urllib.error.URLError, OSError) as exc:
-                reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-                if isinstance(reason, TimeoutError):
-                    reason = f"no answer within {self.timeout:g} s (task.timeout)"
-                raise RemoteError(
-                    f"Could not read {url}: {reason}. Check the URL and that this machine reaches the server."
-                ) from None
-            return (validating or response.headers), response
-        raise RemoteError(f"Could not read {url}: more than {MAX_REDIRECTS} redirects.")
-
     def read_text(self, rel: str, required: bool) -> str | None:
         url = self.url(rel)
         try:
-            _, response = self._request(url, "GET")
+            _, response = request(url, "GET", self.timeout)
         except _NotThere:
             if required:
                 raise DataNotFound(
@@ -198,7 +166,7 @@ class HttpLocation(Location):
     def validator(self, rel: str) -> Validator:
         url = self.url(rel)
         try:
-            headers, response = self._request(url, "HEAD")
+            headers, response = request(url, "HEAD", self.timeout)
         except _NotThere:
             raise DataNotFound(
                 f"Shard '{rel}' of the webdataset mirror {self.root}",
@@ -206,27 +174,12 @@ class HttpLocation(Location):
                 "The split's nshards.txt names more shards than the server has: check task.root and the mirror.",
             ) from None
         response.close()
-        etag, size = _etag(headers), _size(headers)
-        if etag and not etag.startswith("W/"):
-            return Validator("etag", etag, size)
-        pin = HF_PIN.search(url)
-        if pin:
-            return Validator("pin", pin.group(1), size)
-        if self.revision is not None:
-            return Validator("revision", str(self.revision), size)
-        got = f"a weak ETag ({etag})" if etag else "no ETag"
-        raise ClipevalError(
-            f"Cannot tell whether {url} has changed since features were cached: the server sends {got}, and "
-            "neither the URL nor task.revision pins a revision (Last-Modified and sizes are not trusted: a "
-            "same-second replacement keeps them). Use a URL pinned to a commit (on the Hugging Face hub: "
-            ".../resolve/<40-hex commit>/...), or set task.revision=NAME, a name you change whenever the data "
-            "changes, or serve the files with strong ETags."
-        )
+        return validator(url, headers, self.revision)
 
     def open(self, rel: str, expected: Validator) -> CheckedStream:
         url = self.url(rel)
         try:
-            headers, response = self._request(url, "GET")
+            headers, response = request(url, "GET", self.timeout)
         except _NotThere:
             raise RemoteError(f"Shard {url} is gone from the server (HTTP 404) since the run started.") from None
         etag = _etag(headers)
@@ -237,6 +190,61 @@ class HttpLocation(Location):
                 "Run again to read the new version."
             )
         return CheckedStream(response, url, expected.size, self.timeout)
+
+
+def validator(url: str, headers: Message, revision: str | None) -> Validator:
+    """The rule that keys the file at ``url`` (its response's ``headers``); ClipevalError when none applies."""
+    etag, size = _etag(headers), _size(headers)
+    if etag and not etag.startswith("W/"):
+        return Validator("etag", etag, size)
+    pin = HF_PIN.search(url)
+    if pin:
+        return Validator("pin", pin.group(1), size)
+    if revision is not None:
+        return Validator("revision", str(revision), size)
+    got = f"a weak ETag ({etag})" if etag else "no ETag"
+    raise ClipevalError(
+        f"Cannot tell whether {url} has changed since features were cached: the server sends {got}, and "
+        "neither the URL nor task.revision pins a revision (Last-Modified and sizes are not trusted: a "
+        "same-second replacement keeps them). Use a URL pinned to a commit (on the Hugging Face hub: "
+        ".../resolve/<40-hex commit>/...), or set task.revision=NAME, a name you change whenever the data "
+        "changes, or serve the files with strong ETags."
+    )
+
+
+def request(url: str, method: str, timeout: float) -> tuple[Message, Any]:
+    """The final response to ``method url`` after redirects, and the headers that validate it: those of the
+    first response in the chain that carries an ETag (the URL's own, for the Hugging Face hub), else the
+    final one's. HTTP errors and network failures are :class:`RemoteError` naming ``url``."""
+    validating = None
+    target = url
+    for _ in range(MAX_REDIRECTS + 1):
+        req = urllib.request.Request(
+            target, method=method, headers={"Accept-Encoding": "identity", "User-Agent": "clipeval"}
+        )
+        try:
+            response = _OPENER.open(req, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code in REDIRECTS and exc.headers.get("Location"):
+                if validating is None and _etag(exc.headers):
+                    validating = exc.headers
+                target = urllib.parse.urljoin(target, exc.headers["Location"])
+                continue
+            if exc.code in (404, 410):
+                raise _NotThere(url) from None
+            if method == "HEAD" and exc.code in (403, 405, 501):  # HEAD refused (or a URL signed for GET only)
+                return request(url, "GET", timeout)
+            raise RemoteError(f"Could not read {url}: the server answered HTTP {exc.code} {exc.reason}.") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            if isinstance(reason, TimeoutError):
+                reason = f"no answer within {timeout:g} s (task.timeout)"
+            raise RemoteError(
+                f"Could not read {url}: {reason}. Check the URL and that this machine reaches the server."
+            ) from None
+        return (validating or response.headers), response
+    raise RemoteError(f"Could not read {url}: more than {MAX_REDIRECTS} redirects.")
 
 
 class _NotThere(Exception):
