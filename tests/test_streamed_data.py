@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import exit_2, make_wds, open_clip_overrides, run_in_process, synthetic_image
+from conftest import CLASSES, exit_2, make_wds, open_clip_overrides, run_in_process, synthetic_image
 from torchvision import transforms
 
 from clipeval.data import DataNotFound
@@ -50,7 +50,8 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             return
         if self._redirected():
             return
-        if any(self.path.endswith(p) for p in self.server.stall):
+        stall = self.server.stall + (self.server.stall_get if self.command == "GET" else [])
+        if any(self.path.endswith(p) for p in stall):
             self.server.release.wait(30)
             return
         if self.command == "GET" and any(self.path.endswith(p) for p in self.server.cut):
@@ -96,7 +97,7 @@ def server(tmp_path):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
     httpd.daemon_threads = True
     httpd.folder, httpd.etags, httpd.stall, httpd.cut, httpd.requests = folder, "strong", [], [], []
-    httpd.head = True
+    httpd.head, httpd.stall_get = True, []
     httpd.release = threading.Event()
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -316,3 +317,100 @@ def test_the_cli_refuses_an_unpinned_remote_mirror_with_exit_2(mirror, server, t
     server.etags = "none"
     err = exit_2(open_clip_overrides(tiny_open_clip, task="wds", **{"task.root": url}), capsys)
     assert f"Cannot tell whether {url}/test/0.tar has changed" in err
+
+
+# --- Hugging Face datasets, streamed (task=hf_stream) -------------------------------------------------------------
+
+
+@pytest.fixture
+def parquet(server):
+    """A 9-row dataset (Image, ClassLabel) as a parquet file on the server, and a local copy: (local path, URL)."""
+    import datasets
+
+    features = datasets.Features({"img": datasets.Image(), "y": datasets.ClassLabel(names=CLASSES)})
+    rows = {"img": [synthetic_image(i % 3, i) for i in range(9)], "y": [i % 3 for i in range(9)]}
+    file = server.folder / "test-00000.parquet"
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(file)
+    local = server.folder.parent / "local" / "test-00000.parquet"
+    local.parent.mkdir()
+    shutil.copy(file, local)
+    return local, f"{server.url}/test-00000.parquet"
+
+
+def test_a_streamed_parquet_url_gives_the_rows_of_the_local_file_keyed_by_its_etag(parquet, server, caplog):
+    from clipeval.data.hf import HFDatasetSource
+    from clipeval.data.hf_stream import HFStreamingSource
+
+    local, url = parquet
+    with caplog.at_level(logging.INFO, logger="clipeval.data.hf_stream"):
+        streamed = HFStreamingSource(url)
+    assert "streamed, keyed by the server's strong ETags and sizes" in caplog.text
+    assert (streamed.image_key, streamed.label_key, streamed.classnames) == ("img", "y", CLASSES)
+    same_samples(samples(streamed), samples(HFDatasetSource(str(local))))
+    assert len(samples(streamed, limit=4)) == 4
+
+    key = streamed.key
+    server.folder.joinpath("test-00000.parquet").write_bytes(local.read_bytes())  # same bytes: same key
+    assert HFStreamingSource(url).key == key
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(local)
+    pq.write_table(table.slice(0, 8), server.folder / "test-00000.parquet")  # a row fewer: another key
+    assert HFStreamingSource(url).key != key
+
+
+def test_a_parquet_file_changed_while_streamed_fails_the_run(parquet, server):
+    import pyarrow.parquet as pq
+
+    from clipeval.data.hf_stream import HFStreamingSource
+
+    local, url = parquet
+    source = HFStreamingSource(url)
+    pq.write_table(pq.read_table(local).slice(1), server.folder / "test-00000.parquet")
+    with pytest.raises(RemoteError, match=rf"^{url} changed on the server while this run read it"):
+        samples(source)
+
+
+def test_streaming_without_a_validator_or_a_commit_is_refused(parquet, server):
+    from clipeval.data.hf_stream import HFStreamingSource
+
+    _, url = parquet
+    server.etags = "none"
+    with pytest.raises(ClipevalError, match=rf"^Cannot tell whether {url} has changed since features were cached"):
+        HFStreamingSource(url)
+    assert len(samples(HFStreamingSource(url, revision="v1"))) == 9
+    with pytest.raises(ClipevalError, match=r"hub dataset 'someone/data' needs task.revision=<commit> .* not 'main'"):
+        HFStreamingSource("someone/data", revision="main")
+    with pytest.raises(DataNotFound, match=rf"the Hugging Face hub, at commit {COMMIT}\nLoading failed with: "):
+        HFStreamingSource("someone/data", revision=COMMIT)  # pinned, but the hub is out of reach (offline here)
+    with pytest.raises(DataNotFound, match=rf"Parquet file {server.url}/absent.parquet not found"):
+        HFStreamingSource(f"{server.url}/absent.parquet")
+    with pytest.raises(
+        ClipevalError, match=r"path='/some/file.parquet' is not allowed: .* for local files use task=hf"
+    ):
+        HFStreamingSource("/some/file.parquet")
+
+
+def test_the_hf_stream_task_runs_like_the_hf_task_on_the_same_rows(tiny_open_clip, parquet, tmp_path):
+    local, url = parquet
+    local_doc = run_in_process(
+        open_clip_overrides(tiny_open_clip, task="hf", **{"task.path": str(local)}), tmp_path / "a"
+    )
+    streamed_doc = run_in_process(
+        open_clip_overrides(tiny_open_clip, task="hf_stream", **{"task.path": url}), tmp_path / "b"
+    )
+    strip = lambda doc: [{**r, "task": None, "samples": None} for r in doc["records"]]  # noqa: E731
+    assert strip(streamed_doc) == strip(local_doc) and local_doc["records"]
+    frames = [pd.read_parquet(next((tmp_path / run / "predictions").rglob("*.parquet"))) for run in ("a", "b")]
+    pd.testing.assert_frame_equal(frames[0], frames[1])  # ids, labels and ranked predictions of every row
+
+
+def test_a_stalled_parquet_stream_waits_at_most_the_timeout(parquet, server):
+    from clipeval.data.hf_stream import HFStreamingSource
+
+    _, url = parquet
+    server.stall_get = ["/test-00000.parquet"]
+    start = time.monotonic()
+    with pytest.raises(RemoteError, match=rf"^Could not open {url} for streaming .* task.timeout=0.5 s"):
+        HFStreamingSource(url, timeout=0.5)
+    assert time.monotonic() - start < 10

@@ -148,7 +148,7 @@ class HttpLocation(Location):
         url = self.url(rel)
         try:
             _, response = request(url, "GET", self.timeout)
-        except _NotThere:
+        except NotThere:
             if required:
                 raise DataNotFound(
                     f"'{rel}' of the webdataset mirror {self.root}",
@@ -167,7 +167,7 @@ class HttpLocation(Location):
         url = self.url(rel)
         try:
             headers, response = request(url, "HEAD", self.timeout)
-        except _NotThere:
+        except NotThere:
             raise DataNotFound(
                 f"Shard '{rel}' of the webdataset mirror {self.root}",
                 [url],
@@ -180,7 +180,7 @@ class HttpLocation(Location):
         url = self.url(rel)
         try:
             headers, response = request(url, "GET", self.timeout)
-        except _NotThere:
+        except NotThere:
             raise RemoteError(f"Shard {url} is gone from the server (HTTP 404) since the run started.") from None
         etag = _etag(headers)
         if expected.rule == "etag" and etag != expected.value:
@@ -232,7 +232,7 @@ def request(url: str, method: str, timeout: float) -> tuple[Message, Any]:
                 target = urllib.parse.urljoin(target, exc.headers["Location"])
                 continue
             if exc.code in (404, 410):
-                raise _NotThere(url) from None
+                raise NotThere(url) from None
             if method == "HEAD" and exc.code in (403, 405, 501):  # HEAD refused (or a URL signed for GET only)
                 return request(url, "GET", timeout)
             raise RemoteError(f"Could not read {url}: the server answered HTTP {exc.code} {exc.reason}.") from None
@@ -247,7 +247,7 @@ def request(url: str, method: str, timeout: float) -> tuple[Message, Any]:
     raise RemoteError(f"Could not read {url}: more than {MAX_REDIRECTS} redirects.")
 
 
-class _NotThere(Exception):
+class NotThere(Exception):
     """HTTP 404 or 410."""
 
 
