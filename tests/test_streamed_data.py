@@ -6,13 +6,9 @@ URL, or from ``task.revision``; with none of them the source is refused, never k
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import http.server
 import logging
 import shutil
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -20,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import CLASSES, exit_2, make_wds, open_clip_overrides, run_in_process, synthetic_image
+from http_server import serving
 from torchvision import transforms
 
 from clipeval.data import DataNotFound
@@ -31,82 +28,13 @@ TO_TENSOR = transforms.Compose([transforms.Resize((16, 16)), transforms.ToTensor
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-class Handler(http.server.SimpleHTTPRequestHandler):
-    """Static files with a strong ETag (the sha256 of the bytes), a weak one, or none (``server.etags``).
-
-    ``/hub/<rev>/...`` mimics the Hugging Face hub: a 302 to the file that carries the ETag and size as
-    ``X-Linked-Etag`` / ``X-Linked-Size``; the file itself then answers without an ETag, as a CDN may.
-    ``server.head=False`` refuses HEAD requests (405). Paths in ``server.stall`` get no answer until the test ends; those in ``server.cut`` announce their whole
-    size and send half of it.
-    """
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        self.server.requests.append((self.command, self.path))
-        if self.command == "HEAD" and not self.server.head:
-            self.send_error(405)
-            return
-        if self._redirected():
-            return
-        stall = self.server.stall + (self.server.stall_get if self.command == "GET" else [])
-        if any(self.path.endswith(p) for p in stall):
-            self.server.release.wait(30)
-            return
-        if self.command == "GET" and any(self.path.endswith(p) for p in self.server.cut):
-            data = Path(self.translate_path(self.path)).read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data[: len(data) // 2])
-            self.close_connection = True
-            return
-        super().do_GET()
-
-    do_HEAD = do_GET
-
-    def _redirected(self) -> bool:
-        if not self.path.startswith("/hub/"):
-            return False
-        rel = self.path.split("/", 3)[3]
-        file = Path(self.directory) / rel
-        self.send_response(302)
-        self.send_header("Location", f"/{rel}")
-        if file.is_file():
-            self.send_header("X-Linked-Etag", f'"{hashlib.sha256(file.read_bytes()).hexdigest()}"')
-            self.send_header("X-Linked-Size", str(file.stat().st_size))
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-        return True
-
-    def end_headers(self):
-        file = Path(self.translate_path(self.path))
-        if file.is_file() and self.server.etags != "none" and not self.path.startswith("/hub/"):
-            tag = f'"{hashlib.sha256(file.read_bytes()).hexdigest()[:16]}"'
-            self.send_header("ETag", "W/" + tag if self.server.etags == "weak" else tag)
-        super().end_headers()
-
-
 @pytest.fixture
 def server(tmp_path):
-    """A server on 127.0.0.1 (a free port) serving ``server.folder``; stopped, and its threads released, after
-    the test."""
+    """A server on 127.0.0.1 (a free port) serving ``server.folder``; stopped after the test."""
     folder = tmp_path / "served"
     folder.mkdir()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
-    httpd.daemon_threads = True
-    httpd.folder, httpd.etags, httpd.stall, httpd.cut, httpd.requests = folder, "strong", [], [], []
-    httpd.head, httpd.stall_get = True, []
-    httpd.release = threading.Event()
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.release.set()
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+    with serving(folder) as httpd:
+        yield httpd
 
 
 @pytest.fixture
