@@ -19,6 +19,9 @@ To test a plugin: add its class to the matching list below (or copy the test nex
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import functools
 import importlib
 import inspect
 import json
@@ -33,6 +36,7 @@ import pytest
 import torch
 from array_context import ArrayContext
 from conftest import compose_config, make_image_folder, make_wds, synthetic_image
+from http_server import serving
 
 import clipeval.data
 import clipeval.embedded
@@ -166,6 +170,29 @@ def _hf(root: Path, variant: int):
     return HFDatasetSource(str(root / "hf"))
 
 
+@functools.cache
+def _server_for(folder: Path):
+    """One HTTP server per folder, kept until the session ends (the contract test builds sources one after the
+    other and reads the first one last)."""
+    stack = contextlib.ExitStack()
+    atexit.register(stack.close)
+    return stack.enter_context(serving(folder))
+
+
+def _hf_stream(root: Path, variant: int):
+    """Rows as in ``_hf``, as a parquet file streamed from a server on 127.0.0.1: sources made at different roots
+    with the same variant read the same URL, so the same bytes there must give the same key."""
+    import datasets
+
+    from clipeval.data.hf_stream import HFStreamingSource
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"])})
+    images = [synthetic_image(i % 3, i + (50 if variant and i == 0 else 0)) for i in range(6)]
+    rows = {"image": images, "label": [i % 3 for i in range(6)]}
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(root.parent / f"v{variant}.parquet")
+    return HFStreamingSource(f"{_server_for(root.parent).url}/v{variant}.parquet")
+
+
 def _sampled(root: Path, variant: int):
     from clipeval.data.sampled import SampledSource
 
@@ -185,6 +212,7 @@ SOURCES: dict[str, Callable[[Path, int], Source]] = {
     "ObjectNet": _objectnet_source,
     "WebDatasetSource": _wds,
     "HFDatasetSource": _hf,
+    "HFStreamingSource": _hf_stream,
     "SampledSource": _sampled,
     "DigitsSource": _digits,
 }

@@ -5,6 +5,9 @@ root/
   <split>/0.tar .. N-1.tar   samples: image (.webp/.png/.jpg/.jpeg) + label (.cls)
   classnames.txt             one class name per line, in label order
   zeroshot_classification_templates.txt   one template per line, with {c}
+
+``root`` may also be a URL (``https://...``, e.g. a Hugging Face dataset repository's ``.../resolve/<rev>/``) or
+a ``pipe:`` command with ``{path}``: the shards are then streamed, keyed as :mod:`clipeval.data.remote` says.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 from PIL import Image
 
 from clipeval.cache import file_digests
+from clipeval.data import remote
 from clipeval.data.base import DataNotFound, Item, Source, content_key, decode, is_utf8
 from clipeval.errors import ClipevalError, OptionError
 
@@ -34,9 +38,17 @@ DIGITS = re.compile(rb"[0-9]+")  # ASCII digits only: int() also takes "0_2", "+
 
 
 class WebDatasetSource(Source):
-    def __init__(self, root: str | os.PathLike, split: str = "test"):
-        self.root = Path(root).expanduser().resolve()
+    """A local mirror folder, or a remote one (a URL or ``pipe:`` command: ``revision`` and ``timeout`` apply)."""
+
+    def __init__(
+        self, root: str | os.PathLike, split: str = "test", revision: str | None = None, timeout: float = 60.0
+    ):
         self.split = split
+        self.remote: remote.Location | None = None
+        if remote.is_remote(root):
+            self._init_remote(str(root), split, revision, timeout)
+            return
+        self.root = Path(root).expanduser().resolve()
         nshards_file = self.root / split / "nshards.txt"
         splits = sorted(p.parent.name for p in self.root.glob("*/nshards.txt")) if self.root.is_dir() else []
         if not nshards_file.is_file() and splits:
@@ -65,10 +77,36 @@ class WebDatasetSource(Source):
         digests = file_digests().digests(self.shards)  # sha256 of each shard's bytes: labels and images
         self.key = content_key("wds", [split, [(p.name, d) for p, d in zip(self.shards, digests, strict=True)]])
 
+    def _init_remote(self, root: str, split: str, revision: str | None, timeout: float) -> None:
+        """Read the mirror's text files and key its shards by the rule :mod:`clipeval.data.remote` finds."""
+        self.remote = loc = remote.location(root, revision, timeout)
+        self.root = loc.root
+        count = _shard_count(loc.read_text(f"{split}/nshards.txt", required=True), loc.describe(f"{split}/nshards.txt"))
+        self.shards = [f"{split}/{i}.tar" for i in range(count)]
+        self.validators = loc.validators(self.shards)
+        self.classnames = _lines(loc.read_text("classnames.txt", required=False))
+        self.templates = _lines(loc.read_text("zeroshot_classification_templates.txt", required=False))
+        rules = sorted({v.rule for v in self.validators})
+        self.key = content_key(
+            "wds-remote",
+            [split, loc.root, [[rel, *v.payload()] for rel, v in zip(self.shards, self.validators, strict=True)]],
+        )
+        log.info(
+            "Webdataset %s [%s]: %d streamed shard(s) keyed by %s",
+            loc.root,
+            split,
+            count,
+            " and ".join(remote.RULE_NAMES[r] for r in rules),
+        )
+
     def describe(self) -> str:
-        return f"webdataset {self.root} [{self.split}] ({len(self.shards)} shards)"
+        streamed = ", streamed" if self.remote is not None else ""
+        return f"webdataset {self.root} [{self.split}] ({len(self.shards)} shards{streamed})"
 
     def dataset(self, transform: Callable, limit: int | None) -> torch.utils.data.Dataset:
+        if self.remote is not None:
+            shards = list(zip(self.shards, self.validators, strict=True))
+            return _ShardDataset(shards, transform, limit, self.remote)
         return _ShardDataset([str(p) for p in self.shards], transform, limit)
 
     def loader_options(self, limit: int | None) -> dict[str, Any]:
@@ -77,18 +115,21 @@ class WebDatasetSource(Source):
 
 
 class _ShardDataset(torch.utils.data.IterableDataset):
-    def __init__(self, urls: list[str], transform: Callable, limit: int | None):
-        self.urls, self.transform, self.limit = urls, transform, limit
+    def __init__(self, urls: list, transform: Callable, limit: int | None, location: remote.Location | None = None):
+        self.urls, self.transform, self.limit, self.location = urls, transform, limit, location
 
     def __iter__(self) -> Iterator[Item]:
         import webdataset as wds
 
-        pipeline = wds.WebDataset(self.urls, shardshuffle=False, empty_check=False, nodesplitter=None)
+        if self.location is not None:
+            pipeline = remote.shard_samples(self.location, self.urls)
+        else:
+            pipeline = wds.WebDataset(self.urls, shardshuffle=False, empty_check=False, nodesplitter=None)
         return itertools.islice(map(self._item, pipeline), self.limit)
 
     def _item(self, sample: dict[str, Any]) -> Item:
         """One sample decoded; a sample without an image or an integer ``.cls`` label is skipped with the reason."""
-        sample_id = f"{Path(sample['__url__']).stem}/{sample['__key__']}"
+        sample_id = f"{remote.shard_stem(sample['__url__'])}/{sample['__key__']}"
         data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
         label, why = _label(sample.get("cls"))
         if data is None:
@@ -114,13 +155,14 @@ def _label(raw: bytes | None) -> tuple[int, str | None]:
     return int(text), None
 
 
-def _shard_count(nshards_file: Path) -> int:
-    """The positive integer in ``nshards.txt``; ClipevalError otherwise."""
-    raw = nshards_file.read_bytes()
+def _shard_count(nshards: Path | str, where: str | None = None) -> int:
+    """The positive integer in ``nshards.txt`` (a local file, or the text read from ``where``); ClipevalError
+    otherwise."""
+    raw = nshards.read_bytes() if isinstance(nshards, Path) else nshards.encode()
     text = raw.strip()
     if not DIGITS.fullmatch(text) or int(text) < 1:
         raise ClipevalError(
-            f"{nshards_file} should hold the number of shards (a positive integer), but holds {raw[:60]!r}. "
+            f"{where or nshards} should hold the number of shards (a positive integer), but holds {raw[:60]!r}. "
             "Write the number of <i>.tar files of the split into it."
         )
     return int(text)
@@ -192,4 +234,8 @@ def check_shard(path: Path) -> None:
 def _read_lines(path: Path) -> list[str] | None:
     if not path.is_file():
         return None
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return _lines(path.read_text(encoding="utf-8"))
+
+
+def _lines(text: str | None) -> list[str] | None:
+    return None if text is None else [line.strip() for line in text.splitlines() if line.strip()]
