@@ -27,12 +27,12 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandat
 
 from clipeval.config.overrides import check_command, check_group_choices, override_args, selection_overrides
 from clipeval.config.paths import conf_dir
-from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, did_you_mean
+from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, did_you_mean, printable
 from clipeval.interrupt import INTERRUPTED_EXIT_CODE, calm_sigint
 
 
 def fail(message: str) -> None:
-    print(f"clipeval: error: {message}", file=sys.stderr)
+    print(f"clipeval: error: {printable(message)}", file=sys.stderr)
     raise SystemExit(USAGE_EXIT_CODE)
 
 
@@ -318,6 +318,10 @@ def _composition_error(exc: ConfigCompositionException) -> str:
         keys = [str(k) for k in parent if k != "hydra"] if isinstance(parent, DictConfig) else []
         full_key = str(cause.full_key)
         where = full_key.rpartition(".")[0] or "the top level"
+        if "." not in full_key:  # a group chosen on the command line (task=, suite=) is a top-level key too
+            from clipeval.config import registry
+
+            keys += [g for g in registry.chosen_groups() if g not in keys]
         lines = message.splitlines()
         unknown = f"{where} has no key '{cause.key}'. {did_you_mean(str(cause.key), keys)}"
         return "\n".join([f"{lines[0].rstrip('.')}: {unknown}", *lines[1:]])

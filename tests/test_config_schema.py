@@ -22,7 +22,7 @@ from clipeval.config import registry
 from clipeval.config.construct import check_options
 from clipeval.config.overrides import selection_overrides
 from clipeval.config.runtime import Runtime
-from clipeval.errors import ClipevalError
+from clipeval.errors import ClipevalError, did_you_mean, nearest
 from clipeval.run import runner
 from clipeval.run.task import load_task
 
@@ -430,6 +430,27 @@ def test_an_unknown_key_in_an_override_exits_2_with_the_nearest(capsys, tmp_path
     assert "Did you mean 'batch_size'?" in err
     err = exit_2(["task=digits", "task.datasets.tst.root=x", f"hydra.run.dir={tmp_path}"], capsys)
     assert "task.datasets has no key 'tst'. Available: test. Did you mean 'test'?" in err
+
+
+def test_a_mistyped_group_at_the_top_level_gets_the_group(capsys, tmp_path):
+    """``task`` is not a key of the composed config until a task is chosen; it is still what ``tsk=`` means."""
+    err = exit_2(["tsk=digits", f"hydra.run.dir={tmp_path}"], capsys)
+    assert "the top level has no key 'tsk'." in err and "Did you mean 'task'?" in err
+
+
+def test_the_nearest_name_is_the_same_name_in_other_case_else_the_closest_ignoring_case():
+    assert nearest("renditions", ["in_distribution", "RENDITIONS", "corruptions"]) == "RENDITIONS"
+    assert nearest("SKECH", ["sketch", "rotated"]) == "sketch"
+    assert nearest("tsk", ["tags", "task", "store"]) == "task"
+    assert nearest("zzz", ["tags", "task"]) is None
+
+
+def test_the_suggestion_comes_before_a_long_list_of_choices():
+    with pytest.raises(ClipevalError) as info:
+        Runtime.create(device="cpu", compile="eagr")  # torch has some 20 backends
+    message = str(info.value)
+    assert message.index("Did you mean 'eager'?") < message.index("Available: ")
+    assert did_you_mean("tst", ["test", "val"]) == "Available: test, val. Did you mean 'test'?"  # a short one: after
 
 
 @pytest.mark.parametrize(

@@ -97,6 +97,12 @@ def test_the_missing_column_message_suggests_the_nearest_one(tmp_path):
         read_table(table, ["clean", "sk"])
 
 
+def test_a_column_named_in_other_case_is_the_suggestion(tmp_path):
+    table = write(tmp_path / "t.csv", TABLE.replace(",rend,", ",REND,"))
+    with pytest.raises(ClipevalError, match="Did you mean 'REND'"):  # not 'clean', which is as close by spelling
+        read_table(table, ["clean", "rend"])
+
+
 def test_a_long_table_with_a_setting_twice_is_refused(tmp_path):
     table = write(tmp_path / "long.csv", "model,setting,accuracy\na,val,60\na,val,61\nb,val,70\n")
     with pytest.raises(ClipevalError, match="model 'a' has setting 'val' more than once"):

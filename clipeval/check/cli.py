@@ -31,7 +31,7 @@ from clipeval.check.compare import Options, compare
 from clipeval.check.documents import load_golden, load_run
 from clipeval.check.record import record_golden
 from clipeval.check.table import format_rows
-from clipeval.errors import USAGE_EXIT_CODE, ClipevalError
+from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, printable
 from clipeval.logs import shown
 
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # the reader of our output is gone (| head): clipeval.cli.main ends quietly
         raise
     except (ClipevalError, OSError) as exc:
-        print(f"clipeval check: error: {exc}", file=sys.stderr)
+        print(f"clipeval check: error: {printable(str(exc))}", file=sys.stderr)
         raise SystemExit(USAGE_EXIT_CODE) from None
     print(format_rows(rows))
     failing = {"regressed", "inconclusive"} if args.fail_inconclusive else {"regressed"}

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from clipeval.config.schema import HYDRA_KEYS, Flag
-from clipeval.errors import ClipevalError, OptionError, did_you_mean
+from clipeval.errors import ClipevalError, OptionError, did_you_mean, printable, quoted
 
 #: modules of clipeval 0.1 that moved when the package was split into layers: old prefix -> new prefix,
 #: so that a user's task.yaml naming an old ``_target_`` gets the new name instead of "not found"
@@ -52,7 +52,9 @@ def build(node: Any, what: str) -> Any:
             raise cause from None
         if isinstance(cause, ImportError) or "Error locating target" in str(exc):
             raise _not_importable(str(node["_target_"]), what, _root_cause(exc)) from exc
-        raise ClipevalError(f"Could not build {what}: {exc}") from exc
+        # Hydra's message holds the cause's repr (a UnicodeDecodeError's repr holds the bytes it could not decode)
+        problem = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+        raise ClipevalError(f"Could not build {what}: {printable(problem, 500)}") from exc
 
 
 def locate(target: str, what: str) -> Any:
@@ -131,7 +133,7 @@ def check_options(node: Mapping[str, Any], what: str) -> dict[str, Any]:
             if open_ended:
                 continue
             raise ClipevalError(
-                f"{what}: {node['_target_']} has no option '{key}' (given {key}={value!r}). "
+                f"{what}: {node['_target_']} has no option '{key}' (given {key}={quoted(value, as_json=False)}). "
                 + did_you_mean(str(key), takes)
             )
         if isinstance(value, Mapping) and "_target_" in value:

@@ -30,7 +30,7 @@ from omegaconf.errors import InterpolationResolutionError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
-from clipeval.errors import ClipevalError, did_you_mean
+from clipeval.errors import ClipevalError, did_you_mean, quoted
 
 #: keys Hydra's ``instantiate`` reads itself in a node that has ``_target_``
 HYDRA_KEYS = ("_target_", "_convert_", "_recursive_", "_partial_", "_args_")
@@ -390,8 +390,7 @@ def _line(error: Any, schema: type[BaseModel], path: tuple, prefix: tuple[str, .
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return quoted(value, as_json=False)
 
 
 def _kind(value: Any) -> str:

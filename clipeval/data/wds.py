@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from clipeval.cache import file_digests
+from clipeval.config.files import read_text
 from clipeval.data.base import DataNotFound, Item, Source, content_key, decode, is_utf8
 from clipeval.errors import ClipevalError, OptionError
 
@@ -192,4 +193,5 @@ def check_shard(path: Path) -> None:
 def _read_lines(path: Path) -> list[str] | None:
     if not path.is_file():
         return None
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    _, text = read_text(path, "The webdataset's")
+    return [line.strip() for line in text.splitlines() if line.strip()]

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from clipeval.atomic import output_folder, safe_file_name
-from clipeval.errors import USAGE_EXIT_CODE, ClipevalError
+from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, printable
 from clipeval.logs import shown
 from clipeval.report.robustness import format_report
 from clipeval.report.testbed import PAPER_TO_TESTBED, figure13, testbed_baselines, testbed_inputs, testbed_report
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # the reader of our output is gone (| head): clipeval.cli.main ends quietly
         raise
     except (ClipevalError, OSError) as exc:
-        print(f"clipeval report: error: {exc}", file=sys.stderr)
+        print(f"clipeval report: error: {printable(str(exc))}", file=sys.stderr)
         raise SystemExit(USAGE_EXIT_CODE) from None
 
 
