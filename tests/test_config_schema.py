@@ -410,13 +410,40 @@ def test_a_task_loaded_on_its_own_is_checked_too():
         ("+suite.robustnes={}", "suite has no key 'robustnes'"),
         ("suite.tasks.digits.datasets.test=5", "suite.tasks.digits.datasets must be a mapping of dataset name to"),
         ("suite.tasks.digits.datasets.test=5", ": suite.tasks.digits.datasets.test is 5. (task file: "),
-        ("suite.robustness.figures=abc", "suite.robustness.figures must be a list of figure configs"),
+        ("suite.robustness.figures=abc", "suite.robustness.figures must be a list of figures, each {_target_:"),
     ],
 )
 def test_a_suite_is_checked_before_any_task_runs(checked, override, message):
     with pytest.raises(ClipevalError) as info:
         checked([override])
     assert message in str(info.value)
+
+
+FIGURE = "suite.robustness.figures.0"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (f"{FIGURE}.file=a.txt", f"{FIGURE}.file must be a file name (no folder) ending in .png, .pdf, .svg, which"),
+        (f"{FIGURE}.file=a.txt", "not 'a.txt'"),
+        (f"{FIGURE}.file=plots/a.png", "not 'plots/a.png'"),
+        (f"{FIGURE}.file=''", "not ''"),
+        ("suite.robustness.figures.1.file=effective_robustness.png", "effective_robustness.png would be written by"),
+        (f"+{FIGURE}.dpi=300", f"{FIGURE} has no key 'dpi' ({FIGURE}.dpi=300). Available: _target_, file."),
+        (f"{FIGURE}._target_=clipeval.report.figures.save", "cannot draw a figure: a figure's _target_ is called with"),
+    ],
+)
+def test_a_figure_is_checked_before_the_run_not_when_it_is_drawn(checked, override, message):
+    """A figure is drawn after the evaluation: a file it cannot write, or an option nothing reads, used to show only
+    then (or never)."""
+    with pytest.raises(ClipevalError) as info:
+        checked([override])
+    assert message in str(info.value)
+
+
+def test_a_figure_may_be_a_pdf_or_an_svg_in_any_case(checked):
+    checked([f"{FIGURE}.file=grid.PDF", "suite.robustness.figures.1.file=bars.svg"])
 
 
 # --- the command line: Hydra's errors, commands, help -------------------------------------------------------

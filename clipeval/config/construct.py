@@ -158,12 +158,26 @@ def check_targets(cfg: Any) -> None:
     for path, node in _target_nodes(cfg, ()):
         if _holds_missing(node):
             continue
-        if "figures" in path:  # a figure is a function called with the report; its other keys are for clipeval
-            locate(str(node["_target_"]), _node_name(path, cfg))
+        if "figures" in path:  # a figure is a function called with the report; its file is for clipeval (schema)
+            _check_drawing(str(node["_target_"]), _node_name(path, cfg))
         else:
             if len(path) >= 2 and path[-2] == "datasets":  # `optional` is the task's key, not the source's
                 node = {k: v for k, v in node.items() if k != "optional"}
             check_options(node, _node_name(path, cfg))
+
+
+def _check_drawing(target: str, what: str) -> None:
+    """ClipevalError unless ``target`` imports and can be called as a figure is: ``draw(report, model name, path)``."""
+    draw = locate(target, what)
+    try:
+        inspect.signature(draw).bind(None, None, None)
+    except ValueError:  # no signature to check against
+        return
+    except TypeError:
+        raise ClipevalError(
+            f"{what}: _target_ {target} cannot draw a figure: a figure's _target_ is called with (report, model name, "
+            "path), as clipeval.report.figures.scatter_grid is."
+        ) from None
 
 
 def _node_name(path: tuple[str, ...], cfg: Mapping[str, Any]) -> str:

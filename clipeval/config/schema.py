@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
 from clipeval.errors import ClipevalError, did_you_mean, quoted
@@ -170,6 +170,30 @@ class ShiftConfig(_Closed):
         return {"datasets": value} if isinstance(value, str) else value
 
 
+#: the formats a figure may be written in, by its file's suffix (clipeval.report.figures.save)
+FIGURE_FORMATS = ("png", "pdf", "svg")
+
+
+def _figure_file(name: str) -> str:
+    if Path(name).name != name or Path(name).suffix.lstrip(".").lower() not in FIGURE_FORMATS:
+        raise ValueError("not a figure's file name")
+    return name
+
+
+FIGURE_FILE = (
+    "a file name (no folder) ending in " + ", ".join(f".{f}" for f in FIGURE_FORMATS) + ", which says its format"
+)
+
+
+class FigureConfig(_Closed):
+    """One figure of a suite's robustness report: the drawing function and the file it writes in the run directory."""
+
+    target: str = Field(
+        alias="_target_", description="the import path of a drawing function of (report, model name, path)"
+    )
+    file: Annotated[str, AfterValidator(_figure_file)] = Field(description=FIGURE_FILE)
+
+
 class RobustnessConfig(_Closed):
     """A suite's effective-robustness report."""
 
@@ -178,7 +202,20 @@ class RobustnessConfig(_Closed):
         description="a mapping of shift name to 'task/dataset', 'task', or {datasets: ..., in_distribution: ...}"
     )
     baselines: _Target = Field(description="the baselines' config (a node with _target_)")
-    figures: list[_Target] = Field([], description="a list of figure configs ({_target_: ..., file: ...})")
+    figures: list[FigureConfig] = Field(
+        [], description="a list of figures, each {_target_: <drawing function>, file: <name>.png|.pdf|.svg}"
+    )
+
+    @model_validator(mode="after")
+    def _one_figure_per_file(self) -> RobustnessConfig:
+        files = [f.file for f in self.figures]
+        twice = sorted({f for f in files if files.count(f) > 1})
+        if twice:
+            raise ClipevalError(
+                f"suite.robustness.figures: {', '.join(twice)} would be written by more than one figure: give each "
+                "figure its own file."
+            )
+        return self
 
 
 class SuiteConfig(_Closed):
