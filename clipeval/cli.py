@@ -323,6 +323,13 @@ def _composition_error(exc: ConfigCompositionException) -> str:
 
             keys += [g for g in registry.chosen_groups() if g not in keys]
         lines = message.splitlines()
+        from clipeval.config.schema import PASSED_ON, unused_task_key
+
+        if cause.key in PASSED_ON and isinstance(parent, DictConfig) and "datasets" in parent:  # a task's
+            data = OmegaConf.to_container(parent, resolve=False)
+            return (
+                f"{lines[0].rstrip('.')}: {unused_task_key(data, str(cause.key), where)}"  # not "+ to add it": ignored
+            )
         unknown = f"{where} has no key '{cause.key}'. {did_you_mean(str(cause.key), keys)}"
         return "\n".join([f"{lines[0].rstrip('.')}: {unknown}", *lines[1:]])
     if cause is not None:

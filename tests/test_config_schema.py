@@ -334,7 +334,38 @@ def test_a_key_added_to_a_task_must_be_a_task_key_or_a_variable_of_its_file(chec
 
 def test_a_task_variable_or_a_task_key_may_be_added(checked):
     checked(["task=folder", "task.root=x", "++task.numeric_sort=true", "++task.allow_duplicate_classnames=true"])
-    checked(["task=digits", "++task.class_subset=[0,1]"])  # a task key the task.yaml leaves out
+    checked(["task=digits", "++task.classnames=[a,b,c,d,e,f,g,h,i,j]"])  # a task key the task.yaml leaves out
+    checked(["task=folder", "task.root=x", "task.class_subset=[0,1]"])  # passed on to its evaluator
+
+
+UNUSED = (
+    "task 'digits' does not use class_subset: its task.yaml passes no ${{...class_subset}} on to an evaluator, so the "
+    "value would be ignored"
+)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["task=digits", "+task.class_subset=[0,99]"], "task.class_subset=[0, 99]: " + UNUSED),
+        (["task=digits", "+task.class_subset=[0,99]"], "set its option: task.evaluators.zeroshot.class_subset (+ to"),
+        (["task=digits", "+task.class_subset=[0,99]"], "(task file: {tasks}/digits/task.yaml)"),
+        (["+suite.tasks.digits.class_subset=[0,1]"], "set its option: suite.tasks.digits.evaluators.zeroshot.class_"),
+        (["task=digits_probe", "+task.class_subset=[0,1]"], "None of its evaluators takes a class_subset."),
+    ],
+)
+def test_a_task_key_the_task_does_not_pass_on_is_refused_not_ignored(checked, overrides, message):
+    """``class_subset`` reaches an evaluator only through the task.yaml's ``${...class_subset}`` (folder, hf): on a
+    task without one, ``+task.class_subset=[0,99]`` was kept and silently ignored."""
+    with pytest.raises(ClipevalError) as info:
+        checked(overrides)
+    assert message.format(tasks=ROOT / "tasks") in str(info.value)
+
+
+def test_setting_a_task_key_the_task_file_leaves_out_says_it_is_not_used_not_did_you_mean(capsys, tmp_path):
+    err = exit_2(["task=digits", "task.class_subset=[0,0]", f"hydra.run.dir={tmp_path}"], capsys)
+    assert "Could not override 'task.class_subset': " + UNUSED.format() in err
+    assert "classnames" not in err and "To append" not in err  # neither a wrong suggestion nor a key that is ignored
 
 
 @pytest.mark.parametrize(

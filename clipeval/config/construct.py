@@ -148,6 +148,15 @@ def check_options(node: Mapping[str, Any], what: str) -> dict[str, Any]:
     return out
 
 
+def takes_option(target: str, name: str) -> bool:
+    """Whether the class or function ``target`` names takes an option ``name`` (False when it does not import)."""
+    try:
+        parameters = inspect.signature(_import(target)).parameters
+    except Exception:  # noqa: BLE001 (not importable, or no signature: the build says why when it comes to it)
+        return False
+    return name in parameters
+
+
 def check_targets(cfg: Any) -> None:
     """:func:`check_options` on every node of the composed config that builds an object (the model, each
     dataset and evaluator of each task, a suite's baselines and figures), before anything is built or

@@ -294,33 +294,65 @@ def validate_task(cfg: DictConfig | Mapping[str, Any], key: str = "task") -> Tas
     return task
 
 
+#: task keys the task itself does not read: they reach an evaluator or a dataset only through an interpolation in the
+#: task.yaml (the folder task's ``class_subset: ${...class_subset}``), so a task whose file has none ignores them
+PASSED_ON = ("class_subset",)
+
+
 def check_task_keys(data: Mapping[str, Any], prefix: tuple[str, ...]) -> None:
     """Refuse a key of a composed task that is neither a task key (:class:`TaskConfig`) nor one of the task's own
     variables (see :func:`task_variables`): ``+task.foo=x``, or ``dataset:`` in a task.yaml, would otherwise be kept
-    and ignored. ClipevalError naming the key, its value and the nearest valid key.
+    and ignored. ClipevalError naming the key, its value and the nearest valid key. So is a value for a task key
+    that only an interpolation passes on (:data:`PASSED_ON`) in a task whose file has none: ``+task.class_subset``
+    on a task that gives its evaluators no class subset (see :func:`unused_task_key`).
 
     A task whose folder is unknown, or whose task.yaml has a defaults list (its variables may come from
     elsewhere), keeps its other keys.
     """
     fields = [info.alias or name for name, info in TaskConfig.model_fields.items()]
     extra = [key for key in data if key not in fields]
-    own = task_variables(data.get("dir")) if extra else None
+    passed_on = [key for key in PASSED_ON if data.get(key) is not None]
+    own = task_variables(data.get("dir")) if extra or passed_on else None
     if own is None:
         return
+    where = ".".join(prefix)
     lines = []
     for key in (k for k in extra if k not in own):
-        where = ".".join(prefix)
         lines.append(
             f"{where} has no key '{key}' ({where}.{key}={_show(data[key])}): a task takes its schema's keys and its "
             f"own variables (keys of its {TASK_FILE} that an interpolation uses, like root in ${{...root}}). "
             f"{did_you_mean(str(key), [*fields, *own])} (task file: {data['dir']}/{TASK_FILE})"
         )
+    for key in (k for k in passed_on if k not in own):
+        lines.append(f"{where}.{key}={_show(data[key])}: {unused_task_key(data, key, where)}")
     if len(lines) == 1:
         raise ClipevalError(lines[0])
     if lines:
         raise ClipevalError(
             f"{len(lines)} problems in the configuration:\n" + "\n".join(f"  - {line}" for line in lines)
         )
+
+
+def unused_task_key(data: Mapping[str, Any], key: str, where: str = "task") -> str:
+    """Why the task ``data`` (the config's ``where``) ignores ``key`` (one of :data:`PASSED_ON`), and which of its
+    evaluators take an option of that name: what a message says to a user who set it."""
+    from clipeval.config.construct import takes_option  # construct imports this module
+
+    takers = [
+        name
+        for name, node in (data.get("evaluators") or {}).items()
+        if isinstance(node, Mapping) and "_target_" in node and takes_option(str(node["_target_"]), key)
+    ]
+    prefix = "task" if "dir" not in data else f"task '{data.get('name')}'"
+    if takers:
+        options = " or ".join(f"{where}.evaluators.{name}.{key}" for name in takers)
+        fix = f" To give an evaluator its own, set its option: {options} (+ to add it)."
+    else:
+        fix = f" None of its evaluators takes a {key}."
+    return (
+        f"{prefix} does not use {key}: its {TASK_FILE} passes no ${{...{key}}} on to an evaluator, so the value "
+        f"would be ignored (the folder and hf tasks pass it on).{fix} (task file: {data.get('dir')}/{TASK_FILE})"
+    )
 
 
 def task_variables(folder: Any) -> list[str] | None:

@@ -127,13 +127,21 @@ def parse_class_subset(value: Sequence[int | str]) -> list[int]:
             "Give the indices of the scored classes in the class-name list, counting from 0."
         )
     indices = [int(e) for e in entries]
-    repeated = sorted(i for i, n in Counter(indices).items() if n > 1)
-    if repeated or not indices:
+    if not indices:
+        raise ClipevalError("class_subset is empty: give the indices of the scored classes, at least two.")
+    counts = Counter(indices)
+    repeated = sorted(i for i, n in counts.items() if n > 1)
+    if repeated:
+        shown = ", ".join(f"class {i} {_times(counts[i])}" for i in repeated[:5])
         raise ClipevalError(
-            f"class_subset is empty or lists classes more than once ({repeated[:5]}): give each scored class "
-            "once, in the order of the data's labels."
+            f"class_subset has duplicates: it lists {shown} ({repeated[:5]}); give each scored class once, in the "
+            "order of the data's labels."
         )
     return indices
+
+
+def _times(n: int) -> str:
+    return "twice" if n == 2 else f"{n} times"
 
 
 def _to_group_labels(labels: torch.Tensor, groups: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
