@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import compose_config, exit_2, make_wds
+from omegaconf import OmegaConf
 
 from clipeval.cli import main
 from clipeval.config import registry
@@ -448,6 +449,48 @@ def test_a_suite_is_checked_before_any_task_runs(checked, override, message):
     with pytest.raises(ClipevalError) as info:
         checked([override])
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["+suite.robustness.shifts.extra=digits_probe"],
+            "suite.robustness.shifts.extra='digits_probe' needs zero-shot top-1 records of task 'digits_probe' on "
+            "train, test, renditions, sketch, rotated, which none of its evaluators (linear_probe: LinearProbe, "
+            "few_shot: FewShot) writes",
+        ),
+        (["+suite.robustness.shifts.extra=digits_probe"], "Name a task and dataset that has one: digits/test, "),
+        (["suite.robustness.in_distribution=digits_probe/test"], "in_distribution='digits_probe/test' needs zero-shot"),
+        (
+            ["suite=natural_shifts", "+suite.robustness.shifts.foo=imagenet_r/imagenet-r"],
+            "suite.robustness.shifts names 'foo', which the suite's baselines (clipeval.report.baselines."
+            "TableBaselines) have no points for: they have imagenetv2, imagenet-sketch, objectnet",
+        ),
+    ],
+)
+def test_a_robustness_setting_the_run_cannot_report_is_refused_before_the_run(checked, overrides, message):
+    """A shift naming a task of probes, or a shift the baseline table lacks, used to fail after the evaluation."""
+    with pytest.raises(ClipevalError) as info:
+        checked(overrides)
+    assert message in str(info.value)
+
+
+def test_a_shift_on_a_zero_shot_task_or_an_evaluators_renamed_record_is_accepted(checked):
+    checked(["+suite.robustness.shifts.extra=digits_rotated", "suite.robustness.in_distribution=digits"])
+    from clipeval.config.construct import check_robustness_references
+
+    suite = compose_config(["suite=natural_shifts"])  # objectnet's in-distribution setting: a renamed record
+    check_robustness_references(OmegaConf.to_container(suite, resolve=False))
+
+
+def test_a_task_whose_evaluators_do_not_say_what_they_write_is_not_judged():
+    from clipeval.config.construct import check_robustness_references
+
+    user = {"_target_": "collections.OrderedDict"}  # a user's evaluator: no zero_shot_top1
+    cfg = {"suite": {"tasks": {"mine": {"datasets": {"test": {}}, "evaluators": {"mine": user}}},
+                     "robustness": {"in_distribution": "mine/test", "shifts": {"s": "mine"}}}}  # fmt: skip
+    check_robustness_references(cfg)
 
 
 FIGURE = "suite.robustness.figures.0"

@@ -160,8 +160,9 @@ def takes_option(target: str, name: str) -> bool:
 def check_targets(cfg: Any) -> None:
     """:func:`check_options` on every node of the composed config that builds an object (the model, each
     dataset and evaluator of each task, a suite's baselines and figures), before anything is built or
-    read: a run, a sweep's every job and ``--cfg`` refuse the same options alike. Nodes holding a value
-    still to be given (``???``) are left to the run, which names what is missing."""
+    read: a run, a sweep's every job and ``--cfg`` refuse the same options alike; then a suite's robustness
+    settings against what its tasks' evaluators write (:func:`check_robustness_references`). Nodes holding a
+    value still to be given (``???``) are left to the run, which names what is missing."""
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     for path, node in _target_nodes(cfg, ()):
@@ -173,6 +174,79 @@ def check_targets(cfg: Any) -> None:
             if len(path) >= 2 and path[-2] == "datasets":  # `optional` is the task's key, not the source's
                 node = {k: v for k, v in node.items() if k != "optional"}
             check_options(node, _node_name(path, cfg))
+    check_robustness_references(cfg)
+
+
+def check_robustness_references(cfg: Mapping[str, Any]) -> None:
+    """ClipevalError, before the run, for a robustness setting of the suite in ``cfg`` (resolved) that the run would
+    fail on only after the evaluation: one whose datasets no evaluator of the named task gives a zero-shot top-1
+    record (``+suite.robustness.shifts.extra=digits_probe``: a task of probes), or a shift the baselines have no
+    points for. What an evaluator writes is what its class declares, from its options and the task's datasets
+    (``zero_shot_top1(options, datasets)``, as :class:`clipeval.evaluators.zeroshot.ZeroShot` does); a task with an
+    evaluator that declares nothing (a user's) is not judged. So are baselines without ``shifts_with_points``."""
+    suite = cfg.get("suite") if not cfg.get("task") else None
+    robustness = suite.get("robustness") if isinstance(suite, Mapping) else None
+    if not isinstance(robustness, Mapping) or _holds_missing(robustness):
+        return
+    tasks = suite.get("tasks") or {}
+    written = {name: _zero_shot_top1(task) for name, task in tasks.items() if isinstance(task, Mapping)}
+    settings = {"suite.robustness.in_distribution": robustness.get("in_distribution")}
+    for name, shift in (robustness.get("shifts") or {}).items():
+        shift = shift if isinstance(shift, Mapping) else {"datasets": shift}
+        for part in ("datasets", "in_distribution"):
+            if shift.get(part) is not None:
+                settings[f"suite.robustness.shifts.{name}" + ("" if part == "datasets" else f".{part}")] = shift[part]
+    for key, selector in settings.items():
+        task, _, dataset = str(selector).partition("/")
+        have = written.get(task)
+        if have is None:  # not a task of the suite (the schema says so), or not judged
+            continue
+        needed = [dataset] if dataset else [str(d) for d in tasks[task].get("datasets") or {}]
+        absent = [d for d in needed if d not in have]
+        if absent:
+            with_top1 = [f"{t}/{d}" for t, names in written.items() for d in sorted(names or ())]
+            raise ClipevalError(
+                f"{key}={selector!r} needs zero-shot top-1 records of task '{task}' on {', '.join(absent)}, which "
+                f"none of its evaluators ({', '.join(_evaluators(tasks[task])) or 'none'}) writes: the "
+                "effective-robustness report reads the top-1 of zero-shot evaluators (ZeroShot). Name a task and "
+                f"dataset that has one: {', '.join(with_top1[:12]) or 'none in this suite'}"
+                f"{', ...' if len(with_top1) > 12 else ''}."
+            )
+    baselines = robustness.get("baselines")
+    if isinstance(baselines, Mapping) and "_target_" in baselines:
+        declare = getattr(locate(str(baselines["_target_"]), "the suite's baselines"), "shifts_with_points", None)
+        known = declare(baselines) if declare is not None else None
+        absent = [s for s in robustness.get("shifts") or {} if known is not None and s not in known]
+        if absent:
+            raise ClipevalError(
+                f"suite.robustness.shifts names {', '.join(map(repr, absent))}, which the suite's baselines "
+                f"({baselines['_target_']}) have no points for: they have {', '.join(known) or 'none'}. "
+                "Name the shift as the baselines do, or add it to suite.robustness.baselines.shifts."
+            )
+
+
+def _zero_shot_top1(task: Mapping[str, Any]) -> set[str] | None:
+    """The records of ``task`` (resolved) whose zero-shot top-1 its evaluators declare they write; None when one of
+    them declares nothing."""
+    datasets = [str(d) for d in task.get("datasets") or {}]
+    names: set[str] = set()
+    for name, node in (task.get("evaluators") or {}).items():
+        if node is None:
+            continue
+        if not isinstance(node, Mapping) or "_target_" not in node:
+            return None
+        declare = getattr(locate(str(node["_target_"]), f"evaluator '{name}'"), "zero_shot_top1", None)
+        if declare is None:
+            return None
+        names |= set(declare({k: v for k, v in node.items() if k not in HYDRA_KEYS}, datasets))
+    return names
+
+
+def _evaluators(task: Mapping[str, Any]) -> list[str]:
+    nodes = (task.get("evaluators") or {}).items()
+    return [
+        f"{n}: {str(v['_target_']).rpartition('.')[2]}" for n, v in nodes if isinstance(v, Mapping) and "_target_" in v
+    ]
 
 
 def _check_drawing(target: str, what: str) -> None:

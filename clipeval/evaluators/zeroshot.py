@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -59,6 +59,14 @@ class ZeroShot:
         self.groups_from = groups_from
         if name and (self.datasets is None or len(self.datasets) != 1):
             raise ClipevalError("ZeroShot 'name' renames one dataset: give exactly one in 'datasets'.")
+
+    @staticmethod
+    def zero_shot_top1(options: Mapping[str, Any], datasets: Sequence[str]) -> list[str]:
+        """The names of the zero-shot top-1 records it writes, configured with ``options`` in a task with
+        ``datasets``: each of its datasets (all of the task's by default), or its ``name``."""
+        if options.get("name"):
+            return [str(options["name"])]
+        return [str(d) for d in options.get("datasets") or datasets]
 
     def check(self, task: Task) -> None:
         """Refuse, before anything is encoded, a class subset, class groups or class names that do not fit the data."""
