@@ -110,7 +110,8 @@ class OptionError(ClipevalError):
 
     def __init__(self, option: str, value: object, allowed: str):
         self.option, self.value, self.allowed = option, value, allowed
-        super().__init__(f"{option}={quoted(value, as_json=False)} is not allowed: {option} must be {allowed}.")
+        given = "null" if value is None else quoted(value, as_json=False)  # as the configuration writes it
+        super().__init__(f"{option}={given} is not allowed: {option} must be {allowed}.")
 
 
 #: the most characters of one line of a message the command line prints

@@ -201,7 +201,7 @@ def test_an_unknown_option_of_any_built_node_gets_the_nearest():
         ),
         (
             ["task=digits_corruptions", "~task.datasets.blur_1.severity"],
-            "severity=None is not allowed: severity must be one of 1, 2, 3, 4, 5 with the corruption shift 'blur'.",
+            "severity=null is not allowed: severity must be one of 1, 2, 3, 4, 5 with the corruption shift 'blur'.",
         ),
         (
             ["task=digits", "+task.datasets.test.severity=3"],
@@ -215,14 +215,18 @@ def test_an_unknown_option_of_any_built_node_gets_the_nearest():
         ),
         (["task=folder", "task.root=x", "+task.datasets.test.crop=-2"], "crop must be greater than or equal to 0"),
         (["task=folder", "task.root=x", "task.numeric_sort=maybe"], "numeric_sort must be true or false"),
+        (  # pydantic's own words name Python classes ("Input is not a valid path for <class 'os.PathLike'>")
+            ["task=folder", "task.root=null"],
+            "dataset 'test' of task 'folder': root=null is not allowed: root must be a string, or a path, or a list.",
+        ),
         (
             ["task=imagenet_fewshot", "task.datasets.train.per_class=0"],
             "dataset 'train' of task 'imagenet_fewshot': per_class=0 is not allowed: per_class must be greater than",
         ),
         (
             ["task=imagenet_fewshot", "+task.datasets.train.source.crop=x"],
-            "dataset 'train' of task 'imagenet_fewshot', its source: crop='x' is not allowed: crop must be a valid "
-            "integer.",
+            "dataset 'train' of task 'imagenet_fewshot', its source: crop='x' is not allowed: crop must be a whole "
+            "number.",
         ),
         (
             ["task=digits_probe", "task.evaluators.linear_probe.test=test"],

@@ -332,6 +332,21 @@ def _flags(tp: Any) -> Any:
     return tp
 
 
+#: how messages say the type each pydantic error type asks for (its own wording names Python classes)
+_TYPE_PHRASES = {
+    "string_type": "a string",
+    "path_type": "a path",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "none_required": "null",
+}
+_CLASS_PHRASES = {"Sequence": "a list", "Mapping": "a mapping", "PathLike": "a path"}
+
+
 def _allowed(exc: ValidationError) -> str:
     """What pydantic's errors say is allowed, as one phrase: "'train', 'val' or 'test'", "a valid integer"."""
     phrases = []
@@ -340,6 +355,11 @@ def _allowed(exc: ValidationError) -> str:
             phrase = "a list, not a single string"
         elif error["type"] in ("bool_parsing", "bool_type"):
             phrase = "true or false (or yes/no, on/off, 1/0)"
+        elif error["type"] in _TYPE_PHRASES:
+            phrase = _TYPE_PHRASES[error["type"]]
+        elif error["type"] == "is_instance_of":  # a class pydantic only checks with isinstance (Sequence, Mapping)
+            name = error["msg"].rpartition(" ")[2]
+            phrase = _CLASS_PHRASES.get(name, f"a {name}")
         else:
             phrase = error["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
             phrase = "null" if phrase == "None" else phrase.split(", unable to")[0]

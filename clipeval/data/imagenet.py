@@ -65,7 +65,9 @@ class ObjectNet(ImageFolderSource):
         candidates = [Path(data_root, d).expanduser().resolve() for d in OBJECTNET_DIRS]
         root = next((c for c in candidates if (c / "images").is_dir() and (c / "mappings").is_dir()), None)
         if root is None:
-            raise DataNotFound("ObjectNet 1.0 (images/ and mappings/)", [str(c) for c in candidates], OBJECTNET_HOW)
+            raise DataNotFound(
+                "ObjectNet 1.0 (images/ and mappings/)", [str(c) for c in candidates], OBJECTNET_HOW, kind="folder"
+            )
         folders, groups, names = _objectnet_mapping(root / "mappings")
         super().__init__(
             root / "images",

@@ -48,6 +48,7 @@ class WebDatasetSource(Source):
                 [str(nshards_file)],
                 "Pass task.root=DIR, a folder in the CLIP_benchmark webdataset layout "
                 "(for example a local clone of a clip-benchmark/wds_* dataset repository).",
+                kind="file",
             )
         count = _shard_count(nshards_file)
         self.shards = [self.root / split / f"{i}.tar" for i in range(count)]
