@@ -256,6 +256,8 @@ def check_configs(argv: list[str]) -> None:
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         for i, job in enumerate(jobs):
             cfg = compose(config_name="config", overrides=[*fixed, *job])
+            if prints:
+                _check_package(cfg, _flag_value(argv, "--package", "-p"))
             if missing_keys(cfg):
                 return  # a required value left out: the run says which when it starts
             try:
@@ -267,6 +269,32 @@ def check_configs(argv: list[str]) -> None:
                 if not swept:
                     raise
                 raise ClipevalError(f"Sweep job #{i} ({' '.join(job)}): {exc}\nNo job was run.") from None
+
+
+def _flag_value(argv: list[str], *names: str) -> str | None:
+    """The value of the last of the flags ``names`` in ``argv`` (``--package runtime``, ``--package=runtime``)."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg in names and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif any(arg.startswith(f"{name}=") for name in names):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def _check_package(cfg: DictConfig, package: str | None) -> None:
+    """ClipevalError for a ``--package`` the composed config does not have (Hydra prints a line and exits 1)."""
+    if not package or package == "_global_" or package.split(".")[0] == "hydra":
+        return
+    if OmegaConf.select(cfg, package, throw_on_missing=False) is not None:
+        return
+    parent, _, key = package.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    keys = [str(k) for k in node] if isinstance(node, DictConfig) else []
+    where = f"--package {package}: the config has no '{package}'"
+    if not parent and key in ("task", "suite"):
+        raise ClipevalError(f"{where}: no {key} is chosen (choose one with {key}=<name>; a run has a task or a suite).")
+    raise ClipevalError(f"{where}. {did_you_mean(key, keys)}" if keys else f"{where}: {parent} holds no keys.")
 
 
 @contextlib.contextmanager

@@ -606,6 +606,22 @@ def test_printing_an_invalid_config_exits_2_with_the_message_a_run_gives(capsys,
     assert err == f"clipeval: error: {info.value}\n" and not capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--package", "nope"], "--package nope: the config has no 'nope'. Available: cache_dir, data_root, model,"),
+        (["--package", "runtime.batch_sze"], "the config has no 'runtime.batch_sze'. Available: batch_size, cache,"),
+        (["--package", "runtime.batch_sze"], "Did you mean 'batch_size'?"),
+        (["--package=suite"], "--package suite: the config has no 'suite': no suite is chosen (choose one with suite="),
+    ],
+)
+def test_printing_a_package_the_config_does_not_have_exits_2_with_the_nearest(capsys, argv, message):
+    """Hydra printed "package 'nope' not found in config" and exited 1, which a CI gate reads as a regression."""
+    assert message in exit_2(["task=digits", "--cfg", "job", *argv], capsys)
+    main(["task=digits", "--cfg", "job", "--package", "runtime"])
+    assert "# @package runtime\ndevice: auto\n" in capsys.readouterr().out
+
+
 def test_printing_a_config_with_a_value_still_to_give_shows_it(capsys):
     main(["--cfg", "job", "task=folder"])  # task.root: ??? is what to give, not an error
     assert "root: ???" in capsys.readouterr().out

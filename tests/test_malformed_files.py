@@ -475,3 +475,27 @@ def test_a_percent_value_among_fractions_is_refused_not_rescaled(tmp_path):
         accuracies(table, "t.csv")
     percent = pd.DataFrame({"val": [76.0, 81.0, 70.0], "shift": [0.8, 62.0, 1.5]}, index=["a", "b", "c"])
     assert accuracies(percent, "t.csv")["shift"].tolist() == pytest.approx([0.008, 0.62, 0.015])
+
+
+# ---------------------------------------------------------------- paths on the command line
+
+
+@pytest.mark.parametrize(
+    ("main", "argv", "option"),
+    [
+        (check_main, ["record", "run", "--out", ""], "--out"),
+        (check_main, ["record", " ", "--out", "g.json"], "run"),
+        (check_main, ["compare", "--golden", "", "run"], "--golden"),
+        (report_main, ["store", "--store", ""], "--store"),
+        (report_main, ["store", "--out", ""], "--out"),
+        (report_main, ["testbed", "--table", "", "--model-types", "t", "--model", "m", "--sizes", "s"], "--table"),
+        (report_main, ["figure", "--published", ""], "--published"),
+    ],
+)
+def test_an_empty_path_on_the_command_line_is_exit_2_naming_the_option(main, argv, option, capsys):
+    """``--out ''`` was the current folder: "Could not write . ([Errno 16] Device or resource busy)"."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = error_of(capsys)
+    assert info.value.code == 2
+    assert f"error: argument {option}: an empty path (" in err and "): give a file or folder" in err
