@@ -33,9 +33,9 @@ def read_json(path: str | Path, what: str) -> tuple[Path, Any]:
         at = f"line {exc.lineno}, column {exc.colno}"
         if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string"):  # no more text to parse
             raise ClipevalError(
-                f"{where} is truncated: its JSON ends early ({exc.msg} at {at}). Write or copy it again."
+                f"{where} is truncated: its JSON ends early ({exc.msg.removesuffix(' at')} at {at}). Write or copy it again."
             ) from None
-        raise ClipevalError(f"{where} is not valid JSON ({exc.msg} at {at}).") from None
+        raise ClipevalError(f"{where} is not valid JSON ({exc.msg.removesuffix(' at')} at {at}).") from None
     except RecursionError:
         raise ClipevalError(
             f"{where} is JSON nested too deeply to read (arrays or objects inside each other, deeper than "
