@@ -27,7 +27,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandat
 
 from clipeval.config.overrides import check_command, check_group_choices, override_args, selection_overrides
 from clipeval.config.paths import conf_dir
-from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, did_you_mean, printable
+from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, cut, did_you_mean, printable
 from clipeval.interrupt import INTERRUPTED_EXIT_CODE, calm_sigint
 
 
@@ -58,13 +58,29 @@ def _app(cfg: DictConfig) -> None:
             "Missing required value(s): "
             + " ".join(f"{k}=<value>" for k in missing)
             + "\nSee the comments in the task or model config, or --help."
+            + _sweep_note()
         )
     try:
         run(cfg, Path(HydraConfig.get().runtime.output_dir))
     except ClipevalError as exc:
-        fail(str(exc))
+        fail(str(exc) + _sweep_note())
     except MissingMandatoryValue as exc:
-        fail(f"{exc.full_key} is required: pass {exc.full_key}=<value> on the command line.")
+        fail(f"{exc.full_key} is required: pass {exc.full_key}=<value> on the command line." + _sweep_note())
+
+
+def _sweep_note() -> str:
+    """For a job of a sweep (``-m``) that stops the sweep: a line saying which job it was and that the later jobs
+    did not run (the earlier ones finished, each with its results); '' for a single run."""
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return ""
+    num = int(hydra_cfg.job.num)
+    overrides = " ".join(o for o in hydra_cfg.overrides.task if not o.startswith("~suite"))  # clipeval's own
+    done = "" if num == 0 else "job #0" if num == 1 else f"jobs #0-#{num - 1}"
+    done = f" {done} finished, each with its results in {cut(hydra_cfg.sweep.dir)};" if done else ""
+    return f"\nSweep job #{num} ({cut(overrides, 300)}) stopped the sweep:{done} the later jobs did not run."
 
 
 #: the subcommands, besides a run (``clipeval [key=value ...]``)
@@ -128,7 +144,8 @@ def _output_dir_message(folder: str, error: OSError, sweep: bool, file: str | No
     after ``finished`` jobs) starts."""
     what = "sweep directory" if sweep else "run directory"
     key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
-    detail = f"{file}: {error.strerror}" if file and error.strerror else str(error)
+    folder = cut(folder)  # a path the system refuses as too long is thousands of characters
+    detail = f"{cut(file)}: {error.strerror}" if file and error.strerror else cut(str(error), 400)
     done = "job #0" if finished == 1 else f"jobs #0-#{finished - 1}"
     ran = f"{done} finished, job #{finished} and the later ones did not run" if finished else "nothing was run"
     return (

@@ -61,10 +61,20 @@ def quoted(value: Any, limit: int = QUOTED_CHARACTERS, as_json: bool = True) -> 
     if as_json:
         with contextlib.suppress(TypeError, ValueError):  # not JSON data: its repr
             text = json.dumps(value, ensure_ascii=False, allow_nan=True)
-    text = repr(value) if text is None else text
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return cut(repr(value) if text is None else text, limit)
+
+
+def cut(text: str, limit: int = 200) -> str:
+    """``text`` (a path, a file's line) as a message shows it: control characters and undecodable bytes escaped,
+    and no longer than ``limit`` characters, cut in the middle (a path's start and its file name stay), saying
+    how many characters are left out."""
+    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
     text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text) - limit + 3} characters more)"
+    if len(text) <= limit:
+        return text
+    left = f"... ({len(text) - limit + 40} characters left out) ..."
+    head = (limit - 40) * 2 // 3
+    return text[:head] + left + text[len(text) - (limit - 40 - head) :]
 
 
 def kind_of(value: Any) -> str:

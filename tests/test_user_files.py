@@ -99,7 +99,7 @@ def test_quoted_values_are_json_short_and_escaped():
     assert quoted("a\x00b\x1b[31m") == '"a\\u0000b\\u001b[31m"'
     assert quoted(b"\x89PNG" * 100).startswith("b'\\x89PNG") and len(quoted(b"\x89" * 100)) < 110
     long = quoted("x" * 5000)
-    assert len(long) < 110 and long.endswith("(4925 characters more)")
+    assert len(long) < 110 and "(4962 characters left out)" in long
 
 
 def test_a_printed_message_has_no_control_characters_and_no_endless_line():

@@ -124,7 +124,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     route_library_output()
     run_dir, store = Path(shown(run_dir)), Path(shown(cfg.store))  # messages show paths absolute
     for folder, what, how in (
-        (run_dir, "run directory", "hydra.run.dir=DIR"),
+        (run_dir, "run directory", f"{_run_dir_key()}=DIR"),
         (store, "results store", "store=DIR (or CLIPEVAL_STORE)"),
     ):
         require_writable(folder, what, how, "nothing was run")
@@ -135,6 +135,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         finally:
             if cache.read or cache.written:
                 log.info("%s", cache.summary())
+
+
+def _run_dir_key() -> str:
+    """The option that chooses where the run directory is: ``hydra.sweep.dir`` in a sweep (``-m``)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    return "hydra.sweep.dir" if multirun else "hydra.run.dir"
 
 
 def _record_normalised_runtime(cfg: DictConfig, runtime: dict[str, Any]) -> None:
