@@ -120,6 +120,11 @@ def test_a_compile_backend_torch_does_not_know_is_refused_with_the_nearest():
     ("override", "message"),
     [
         ("tags=abc", "tags must be a list of strings, e.g. tags=[baseline,ablation], not 'abc'"),
+        # text is text: a number is refused, not turned into one ('1.0', and 1e3 as '1000.0')
+        ("tags=[1,2]", "tags must be a list of strings, e.g. tags=[baseline,ablation]: tags.0 is 1, a number (quote"),
+        ("tags=[1e3]", "tags.0 is 1000.0, a number (quote it to give text: '1000.0')"),
+        ("model.name=123", "model.name must be the model's display name (a string), or null, not 123, a number (quo"),
+        ("store=2024", "store must be a folder (a string), not 2024, a number (quote it to give text: '2024')."),
         ("step=abc", "step must be a whole number of at least 0, or null, not 'abc'"),
         ("step=-3", "step must be a whole number of at least 0, or null, not -3"),
         ("data_root=[a,b]", "data_root must be a folder (a string), not ['a', 'b']"),
@@ -146,7 +151,7 @@ def test_every_shipped_config_fits_the_schema(checked):
     for suite in registry.options("suite"):
         checked([f"suite={suite}", "model=vit_b32"])
     for task in registry.options("task"):
-        checked([f"task={task}", "model=rn50", "runtime=smoke", "tags=[a,2024]", "step=3", *required.get(task, [])])
+        checked([f"task={task}", "model=rn50", "runtime=smoke", "tags=[a,'2024']", "step=3", *required.get(task, [])])
 
 
 # --- model options ------------------------------------------------------------------------------------------

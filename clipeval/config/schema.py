@@ -75,15 +75,20 @@ VERSION_HELP = "a whole number, or dot-separated whole numbers as text such as '
 
 
 class _Closed(BaseModel):
-    """A mapping whose keys are all known: an unknown one is an error with a did-you-mean."""
+    """A mapping whose keys are all known: an unknown one is an error with a did-you-mean.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True, populate_by_name=True)
+    Text is text: a number where a string belongs (``tags=[1,2]``, ``model.name: 123``) is refused, not turned into
+    one ("1.0" and "1e3" would come out as '1.0' and '1000.0'); quoting it gives the text.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class _Open(BaseModel):
-    """A mapping with some known keys and any others (a task's own variables, a class's options)."""
+    """A mapping with some known keys and any others (a task's own variables, a class's options); text as in
+    :class:`_Closed`."""
 
-    model_config = ConfigDict(extra="allow", frozen=True, coerce_numbers_to_str=True, populate_by_name=True)
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
 
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -452,10 +457,19 @@ def _line(error: Any, schema: type[BaseModel], path: tuple, prefix: tuple[str, .
     allowed = info.description if info is not None and info.description else error["msg"].lower()
     if error["type"] == "missing":
         return f"{key} is required: {allowed}."
+    given = _show(error["input"]) + _quote_hint(error)
     if field_path == path:
-        return f"{key} must be {allowed}, not {_show(error['input'])}."
+        return f"{key} must be {allowed}, not {given}."
     field_key = ".".join(map(str, (*prefix, *field_path)))
-    return f"{field_key} must be {allowed}: {key} is {_show(error['input'])}."
+    return f"{field_key} must be {allowed}: {key} is {given}."
+
+
+def _quote_hint(error: Any) -> str:
+    """For a number or flag where text belongs: how to give it as text (YAML and Hydra read 1 and true as such)."""
+    value = error["input"]
+    if error["type"] != "string_type" or not isinstance(value, int | float):
+        return ""
+    return f", a {'flag' if isinstance(value, bool) else 'number'} (quote it to give text: '{str(value).lower() if isinstance(value, bool) else value}')"
 
 
 def _show(value: Any) -> str:
