@@ -25,7 +25,13 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
-from clipeval.config.overrides import check_command, check_group_choices, override_args, selection_overrides
+from clipeval.config.overrides import (
+    check_command,
+    check_group_choices,
+    check_no_op_overrides,
+    override_args,
+    selection_overrides,
+)
 from clipeval.config.paths import conf_dir
 from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, cut, did_you_mean, printable
 from clipeval.interrupt import INTERRUPTED_EXIT_CODE, calm_sigint
@@ -61,6 +67,7 @@ def _app(cfg: DictConfig) -> None:
             + _sweep_note()
         )
     try:
+        check_no_op_overrides(cfg, list(HydraConfig.get().overrides.task))
         run(cfg, Path(HydraConfig.get().runtime.output_dir))
     except ClipevalError as exc:
         fail(str(exc) + _sweep_note())
@@ -278,6 +285,7 @@ def check_configs(argv: list[str]) -> None:
             if missing_keys(cfg):
                 return  # a required value left out: the run says which when it starts
             try:
+                check_no_op_overrides(cfg, [*fixed, *job])
                 validate_config(cfg)
                 check_targets(cfg)
             except MissingMandatoryValue:

@@ -301,8 +301,8 @@ def test_a_task_file_that_is_not_a_task_is_refused_naming_the_file(tmp_path, mon
     [
         (
             ["task.datasets.val=5"],
-            "task.datasets must be a mapping of dataset name to its source (a node with _target_): task.datasets.val "
-            "is 5. (task file: {dir}/task.yaml)",
+            "task.datasets must be a mapping of dataset name to its source (a node with _target_), at least one: "
+            "task.datasets.val is 5. (task file: {dir}/task.yaml)",
         ),
         (["+task.datasets.extra={root: x}"], "task.datasets.extra._target_ is required: the import path of the class"),
         (["~task.evaluators"], "task.evaluators is required: a mapping of evaluator name to its config"),
@@ -370,6 +370,34 @@ def test_a_task_key_the_task_does_not_pass_on_is_refused_not_ignored(checked, ov
     with pytest.raises(ClipevalError) as info:
         checked(overrides)
     assert message.format(tasks=ROOT / "tasks") in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["task.evaluators.zeroshot=null"], "task.evaluators must be a mapping of evaluator name to its config (a "),
+        (
+            ["~task.evaluators.zeroshot"],
+            "with at least one evaluator: a task with none has nothing to evaluate, not {}",
+        ),
+        (["~task.datasets.test"], "task.datasets must be a mapping of dataset name to its source (a node with _tar"),
+    ],
+)
+def test_a_task_with_nothing_to_evaluate_is_refused_before_the_run(checked, overrides, message):
+    with pytest.raises(ClipevalError) as info:
+        checked(["task=digits", *overrides])
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("flags", [[], ["--cfg", "job"], ["-m", "runtime.seed=1,2"]])
+def test_an_empty_mapping_override_that_changes_nothing_is_refused(capsys, tmp_path, flags):
+    """Hydra merges ``task.evaluators={}`` into the evaluators there: the run went on with all of them."""
+    err = exit_2(["task=digits", "task.evaluators={}", *flags, f"hydra.run.dir={tmp_path}"], capsys)
+    assert (
+        "task.evaluators={} changes nothing: Hydra merges a mapping into the one already there, so task.evaluators "
+        "keeps zeroshot. To drop an entry, delete it: ~task.evaluators.zeroshot (or task.evaluators.zeroshot=null); "
+        "a task needs at least one."
+    ) in err
 
 
 def test_setting_a_task_key_the_task_file_leaves_out_says_it_is_not_used_not_did_you_mean(capsys, tmp_path):

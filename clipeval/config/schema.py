@@ -143,6 +143,12 @@ class DatasetConfig(_Target):
 _strings_or_file = "a list of strings, a file with one per line, or null"
 
 
+def _some_evaluator(evaluators: dict[str, Any]) -> dict[str, Any]:
+    if not any(node is not None for node in evaluators.values()):
+        raise ValueError("no evaluator")
+    return evaluators
+
+
 class TaskConfig(_Open):
     """A task (``task``, or each of a suite's ``tasks``): one ``task.yaml`` and the overrides on it."""
 
@@ -150,10 +156,11 @@ class TaskConfig(_Open):
     version: Version = Field(1, description=VERSION_HELP)
     dir: str | None = Field(None, description="the task's folder (set by clipeval)")
     datasets: dict[str, DatasetConfig] = Field(
-        description="a mapping of dataset name to its source (a node with _target_)"
+        min_length=1, description="a mapping of dataset name to its source (a node with _target_), at least one"
     )
-    evaluators: dict[str, _Target | None] = Field(
-        description="a mapping of evaluator name to its config (a node with _target_; null drops one)"
+    evaluators: Annotated[dict[str, _Target | None], AfterValidator(_some_evaluator)] = Field(
+        description="a mapping of evaluator name to its config (a node with _target_; null drops one), with at least "
+        "one evaluator: a task with none has nothing to evaluate"
     )
     classnames: list[str] | str | None = Field(None, description=_strings_or_file)
     templates: list[str] | str | None = Field(None, description=_strings_or_file + " (each with {c})")
