@@ -108,3 +108,19 @@ def test_a_printed_message_has_no_control_characters_and_no_endless_line():
     assert "\x1b" not in first and "\\x1b" in first
     assert first.endswith("characters more)") and len(first) < 2100
     assert second == "next line"
+
+
+def test_an_architecture_config_is_read_as_json_text_before_open_clip_reads_it(binary, tmp_path):
+    """open_clip read it itself: a UnicodeDecodeError holding the bytes, and a .txt file was silently not read."""
+    from clipeval.models.open_clip import register_model_config
+
+    arch = tmp_path / "my-arch.json"
+    arch.write_bytes(BINARY)
+    with pytest.raises(ClipevalError) as info:
+        register_model_config("mine", str(arch))
+    assert_names_the_file_without_its_bytes(str(info.value).replace("JSON text", "text"), arch)
+    arch.write_text('{"embed_dim": 32}')
+    with pytest.raises(ClipevalError, match=r"is not an open_clip architecture: it needs embed_dim, vision_cfg, text"):
+        register_model_config("mine", str(arch))
+    with pytest.raises(ClipevalError, match=r"bin.txt is not a .json file: open_clip reads <arch>.json files only"):
+        register_model_config("mine", str(binary))
