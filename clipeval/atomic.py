@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from clipeval.errors import ClipevalError
+from clipeval.errors import ClipevalError, cut
 
 
 def safe_file_name(name: str) -> str:
@@ -72,7 +72,10 @@ def write_error(folder: Path) -> OSError | None:
     way), or None when one can. A folder that does not exist yet is judged by its nearest existing ancestor,
     and nothing is created: the probe is an unnamed temporary file of one block, synced and dropped."""
     folder = Path(folder).absolute()
-    probe = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    try:
+        probe = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    except OSError as exc:  # a name longer than the file system takes (ENAMETOOLONG), a loop of links
+        return OSError(exc.errno, f"{exc.strerror}: the path has {len(str(folder)):,} characters")
     if probe.exists() and not probe.is_dir():
         return NotADirectoryError(errno.ENOTDIR, f"{probe} is a file, not a folder")
     try:
@@ -91,7 +94,7 @@ def require_writable(folder: Path, what: str, how: str, nothing: str = "nothing 
     error = write_error(folder)
     if error is not None:
         raise ClipevalError(
-            f"Cannot write to the {what} {folder} ({error}); {nothing}. "
+            f"Cannot write to the {what} {cut(str(folder))} ({cut(str(error), 400)}); {nothing}. "
             f"Free space or fix its permissions, or pass {how} to write elsewhere."
         )
 

@@ -26,9 +26,15 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
-from clipeval.config.overrides import check_command, check_group_choices, override_args, selection_overrides
+from clipeval.config.overrides import (
+    check_command,
+    check_group_choices,
+    check_no_op_overrides,
+    override_args,
+    selection_overrides,
+)
 from clipeval.config.paths import conf_dir
-from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, did_you_mean
+from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, cut, did_you_mean, printable
 from clipeval.interrupt import INTERRUPTED_EXIT_CODE, calm_sigint
 from clipeval.sweep import JobFailed, check_launcher, current_job, sweep_job
 
@@ -37,7 +43,7 @@ def fail(message: str) -> None:
     """Print ``message`` and exit 2; in a sweep's job, end that job alone (:class:`clipeval.sweep.JobFailed`)."""
     if current_job() is not None:
         raise JobFailed(message) from None
-    print(f"clipeval: error: {message}", file=sys.stderr)
+    print(f"clipeval: error: {printable(message)}", file=sys.stderr)
     raise SystemExit(USAGE_EXIT_CODE)
 
 
@@ -64,13 +70,30 @@ def _app(cfg: DictConfig) -> None:
             "Missing required value(s): "
             + " ".join(f"{k}=<value>" for k in missing)
             + "\nSee the comments in the task or model config, or --help."
+            + _sweep_note()
         )
     try:
+        check_no_op_overrides(cfg, list(HydraConfig.get().overrides.task))
         run(cfg, Path(HydraConfig.get().runtime.output_dir))
     except ClipevalError as exc:
-        fail(str(exc))
+        fail(str(exc) + _sweep_note())
     except MissingMandatoryValue as exc:
-        fail(f"{exc.full_key} is required: pass {exc.full_key}=<value> on the command line.")
+        fail(f"{exc.full_key} is required: pass {exc.full_key}=<value> on the command line." + _sweep_note())
+
+
+def _sweep_note() -> str:
+    """For a job of a sweep (``-m``) that stops the sweep: a line saying which job it was and that the later jobs
+    did not run (the earlier ones finished, each with its results); '' for a single run."""
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return ""
+    num = int(hydra_cfg.job.num)
+    overrides = " ".join(o for o in hydra_cfg.overrides.task if not o.startswith("~suite"))  # clipeval's own
+    done = "" if num == 0 else "job #0" if num == 1 else f"jobs #0-#{num - 1}"
+    done = f" {done} finished, each with its results in {cut(hydra_cfg.sweep.dir)};" if done else ""
+    return f"\nSweep job #{num} ({cut(overrides, 300)}) stopped the sweep:{done} the later jobs did not run."
 
 
 #: the subcommands, besides a run (``clipeval [key=value ...]``)
@@ -134,7 +157,8 @@ def _output_dir_message(folder: str, error: OSError, sweep: bool, file: str | No
     after ``finished`` jobs) starts."""
     what = "sweep directory" if sweep else "run directory"
     key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
-    detail = f"{file}: {error.strerror}" if file and error.strerror else str(error)
+    folder = cut(folder)  # a path the system refuses as too long is thousands of characters
+    detail = f"{cut(file)}: {error.strerror}" if file and error.strerror else cut(str(error), 400)
     done = "job #0" if finished == 1 else f"jobs #0-#{finished - 1}"
     ran = f"{done} finished, job #{finished} and the later ones did not run" if finished else "nothing was run"
     return (
@@ -288,9 +312,12 @@ def check_configs(argv: list[str]) -> None:
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         for i, job in enumerate(jobs):
             cfg = compose(config_name="config", overrides=[*fixed, *job])
+            if prints:
+                _check_package(cfg, _flag_value(argv, "--package", "-p"))
             if missing_keys(cfg):
                 return  # a required value left out: the run says which when it starts
             try:
+                check_no_op_overrides(cfg, [*fixed, *job])
                 validate_config(cfg)
                 check_targets(cfg)
             except MissingMandatoryValue:
@@ -299,6 +326,32 @@ def check_configs(argv: list[str]) -> None:
                 if not swept:
                     raise
                 raise ClipevalError(f"Sweep job #{i} ({' '.join(job)}): {exc}\nNo job was run.") from None
+
+
+def _flag_value(argv: list[str], *names: str) -> str | None:
+    """The value of the last of the flags ``names`` in ``argv`` (``--package runtime``, ``--package=runtime``)."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg in names and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif any(arg.startswith(f"{name}=") for name in names):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def _check_package(cfg: DictConfig, package: str | None) -> None:
+    """ClipevalError for a ``--package`` the composed config does not have (Hydra prints a line and exits 1)."""
+    if not package or package == "_global_" or package.split(".")[0] == "hydra":
+        return
+    if OmegaConf.select(cfg, package, throw_on_missing=False) is not None:
+        return
+    parent, _, key = package.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    keys = [str(k) for k in node] if isinstance(node, DictConfig) else []
+    where = f"--package {package}: the config has no '{package}'"
+    if not parent and key in ("task", "suite"):
+        raise ClipevalError(f"{where}: no {key} is chosen (choose one with {key}=<name>; a run has a task or a suite).")
+    raise ClipevalError(f"{where}. {did_you_mean(key, keys)}" if keys else f"{where}: {parent} holds no keys.")
 
 
 @contextlib.contextmanager
@@ -350,7 +403,18 @@ def _composition_error(exc: ConfigCompositionException) -> str:
         keys = [str(k) for k in parent if k != "hydra"] if isinstance(parent, DictConfig) else []
         full_key = str(cause.full_key)
         where = full_key.rpartition(".")[0] or "the top level"
+        if "." not in full_key:  # a group chosen on the command line (task=, suite=) is a top-level key too
+            from clipeval.config import registry
+
+            keys += [g for g in registry.chosen_groups() if g not in keys]
         lines = message.splitlines()
+        from clipeval.config.schema import PASSED_ON, unused_task_key
+
+        if cause.key in PASSED_ON and isinstance(parent, DictConfig) and "datasets" in parent:  # a task's
+            data = OmegaConf.to_container(parent, resolve=False)
+            return (
+                f"{lines[0].rstrip('.')}: {unused_task_key(data, str(cause.key), where)}"  # not "+ to add it": ignored
+            )
         unknown = f"{where} has no key '{cause.key}'. {did_you_mean(str(cause.key), keys)}"
         return "\n".join([f"{lines[0].rstrip('.')}: {unknown}", *lines[1:]])
     if cause is not None:

@@ -150,7 +150,10 @@ class Evaluator(Protocol):
 
     ``evaluate(ctx)`` returns records and has no other effect (``task`` is filled in by the
     runner). An optional ``check(task)`` runs when the task loads, before any model loads, to
-    refuse inputs that cannot fit the data (raise ClipevalError).
+    refuse inputs that cannot fit the data (raise ClipevalError). An optional static
+    ``zero_shot_top1(options, datasets)`` says, from its config options and the task's dataset
+    names, which zero-shot top-1 records it writes (the datasets, or the names, that a suite's
+    robustness settings may name): a suite naming others is refused before the run.
     """
 
     def evaluate(self, ctx: EvaluationContext) -> list[Record]: ...

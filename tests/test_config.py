@@ -59,7 +59,8 @@ def test_user_task_folders_come_from_clipeval_tasks(tmp_path, monkeypatch):
     [
         (
             ["task=foldr", "model=vit_b32"],
-            "Unknown task 'foldr'. Available: " + ", ".join(TASKS) + ". Did you mean 'folder'?",
+            # a long list has the suggestion first, where it is seen
+            "Unknown task 'foldr'. Did you mean 'folder'? Available: " + ", ".join(TASKS) + ".",
         ),
         (["task=folder", "model=vit_b23"], "Did you mean 'vit_b32'?"),
         (["-m", "task=folder,imagenet_q", "model=vit_b32"], "Unknown task 'imagenet_q'"),

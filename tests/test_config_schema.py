@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pytest
 from conftest import compose_config, exit_2, make_wds
+from omegaconf import OmegaConf
 
 from clipeval.cli import main
 from clipeval.config import registry
 from clipeval.config.construct import check_options
 from clipeval.config.overrides import selection_overrides
 from clipeval.config.runtime import Runtime
-from clipeval.errors import ClipevalError
+from clipeval.errors import ClipevalError, did_you_mean, nearest
 from clipeval.run import runner
 from clipeval.run.task import load_task
 
@@ -119,6 +120,11 @@ def test_a_compile_backend_torch_does_not_know_is_refused_with_the_nearest():
     ("override", "message"),
     [
         ("tags=abc", "tags must be a list of strings, e.g. tags=[baseline,ablation], not 'abc'"),
+        # text is text: a number is refused, not turned into one ('1.0', and 1e3 as '1000.0')
+        ("tags=[1,2]", "tags must be a list of strings, e.g. tags=[baseline,ablation]: tags.0 is 1, a number (quote"),
+        ("tags=[1e3]", "tags.0 is 1000.0, a number (quote it to give text: '1000.0')"),
+        ("model.name=123", "model.name must be the model's display name (a string), or null, not 123, a number (quo"),
+        ("store=2024", "store must be a folder (a string), not 2024, a number (quote it to give text: '2024')."),
         ("step=abc", "step must be a whole number of at least 0, or null, not 'abc'"),
         ("step=-3", "step must be a whole number of at least 0, or null, not -3"),
         ("data_root=[a,b]", "data_root must be a folder (a string), not ['a', 'b']"),
@@ -145,7 +151,7 @@ def test_every_shipped_config_fits_the_schema(checked):
     for suite in registry.options("suite"):
         checked([f"suite={suite}", "model=vit_b32"])
     for task in registry.options("task"):
-        checked([f"task={task}", "model=rn50", "runtime=smoke", "tags=[a,2024]", "step=3", *required.get(task, [])])
+        checked([f"task={task}", "model=rn50", "runtime=smoke", "tags=[a,'2024']", "step=3", *required.get(task, [])])
 
 
 # --- model options ------------------------------------------------------------------------------------------
@@ -200,7 +206,7 @@ def test_an_unknown_option_of_any_built_node_gets_the_nearest():
         ),
         (
             ["task=digits_corruptions", "~task.datasets.blur_1.severity"],
-            "severity=None is not allowed: severity must be one of 1, 2, 3, 4, 5 with the corruption shift 'blur'.",
+            "severity=null is not allowed: severity must be one of 1, 2, 3, 4, 5 with the corruption shift 'blur'.",
         ),
         (
             ["task=digits", "+task.datasets.test.severity=3"],
@@ -214,14 +220,18 @@ def test_an_unknown_option_of_any_built_node_gets_the_nearest():
         ),
         (["task=folder", "task.root=x", "+task.datasets.test.crop=-2"], "crop must be greater than or equal to 0"),
         (["task=folder", "task.root=x", "task.numeric_sort=maybe"], "numeric_sort must be true or false"),
+        (  # pydantic's own words name Python classes ("Input is not a valid path for <class 'os.PathLike'>")
+            ["task=folder", "task.root=null"],
+            "dataset 'test' of task 'folder': root=null is not allowed: root must be a string, or a path, or a list.",
+        ),
         (
             ["task=imagenet_fewshot", "task.datasets.train.per_class=0"],
             "dataset 'train' of task 'imagenet_fewshot': per_class=0 is not allowed: per_class must be greater than",
         ),
         (
             ["task=imagenet_fewshot", "+task.datasets.train.source.crop=x"],
-            "dataset 'train' of task 'imagenet_fewshot', its source: crop='x' is not allowed: crop must be a valid "
-            "integer.",
+            "dataset 'train' of task 'imagenet_fewshot', its source: crop='x' is not allowed: crop must be a whole "
+            "number.",
         ),
         (
             ["task=digits_probe", "task.evaluators.linear_probe.test=test"],
@@ -291,8 +301,8 @@ def test_a_task_file_that_is_not_a_task_is_refused_naming_the_file(tmp_path, mon
     [
         (
             ["task.datasets.val=5"],
-            "task.datasets must be a mapping of dataset name to its source (a node with _target_): task.datasets.val "
-            "is 5. (task file: {dir}/task.yaml)",
+            "task.datasets must be a mapping of dataset name to its source (a node with _target_), at least one: "
+            "task.datasets.val is 5. (task file: {dir}/task.yaml)",
         ),
         (["+task.datasets.extra={root: x}"], "task.datasets.extra._target_ is required: the import path of the class"),
         (["~task.evaluators"], "task.evaluators is required: a mapping of evaluator name to its config"),
@@ -334,7 +344,66 @@ def test_a_key_added_to_a_task_must_be_a_task_key_or_a_variable_of_its_file(chec
 
 def test_a_task_variable_or_a_task_key_may_be_added(checked):
     checked(["task=folder", "task.root=x", "++task.numeric_sort=true", "++task.allow_duplicate_classnames=true"])
-    checked(["task=digits", "++task.class_subset=[0,1]"])  # a task key the task.yaml leaves out
+    checked(["task=digits", "++task.classnames=[a,b,c,d,e,f,g,h,i,j]"])  # a task key the task.yaml leaves out
+    checked(["task=folder", "task.root=x", "task.class_subset=[0,1]"])  # passed on to its evaluator
+
+
+UNUSED = (
+    "task 'digits' does not use class_subset: its task.yaml passes no ${{...class_subset}} on to an evaluator, so the "
+    "value would be ignored"
+)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["task=digits", "+task.class_subset=[0,99]"], "task.class_subset=[0, 99]: " + UNUSED),
+        (["task=digits", "+task.class_subset=[0,99]"], "set its option: task.evaluators.zeroshot.class_subset (+ to"),
+        (["task=digits", "+task.class_subset=[0,99]"], "(task file: {tasks}/digits/task.yaml)"),
+        (["+suite.tasks.digits.class_subset=[0,1]"], "set its option: suite.tasks.digits.evaluators.zeroshot.class_"),
+        (["task=digits_probe", "+task.class_subset=[0,1]"], "None of its evaluators takes a class_subset."),
+    ],
+)
+def test_a_task_key_the_task_does_not_pass_on_is_refused_not_ignored(checked, overrides, message):
+    """``class_subset`` reaches an evaluator only through the task.yaml's ``${...class_subset}`` (folder, hf): on a
+    task without one, ``+task.class_subset=[0,99]`` was kept and silently ignored."""
+    with pytest.raises(ClipevalError) as info:
+        checked(overrides)
+    assert message.format(tasks=ROOT / "tasks") in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["task.evaluators.zeroshot=null"], "task.evaluators must be a mapping of evaluator name to its config (a "),
+        (
+            ["~task.evaluators.zeroshot"],
+            "with at least one evaluator: a task with none has nothing to evaluate, not {}",
+        ),
+        (["~task.datasets.test"], "task.datasets must be a mapping of dataset name to its source (a node with _tar"),
+    ],
+)
+def test_a_task_with_nothing_to_evaluate_is_refused_before_the_run(checked, overrides, message):
+    with pytest.raises(ClipevalError) as info:
+        checked(["task=digits", *overrides])
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("flags", [[], ["--cfg", "job"], ["-m", "runtime.seed=1,2"]])
+def test_an_empty_mapping_override_that_changes_nothing_is_refused(capsys, tmp_path, flags):
+    """Hydra merges ``task.evaluators={}`` into the evaluators there: the run went on with all of them."""
+    err = exit_2(["task=digits", "task.evaluators={}", *flags, f"hydra.run.dir={tmp_path}"], capsys)
+    assert (
+        "task.evaluators={} changes nothing: Hydra merges a mapping into the one already there, so task.evaluators "
+        "keeps zeroshot. To drop an entry, delete it: ~task.evaluators.zeroshot (or task.evaluators.zeroshot=null); "
+        "a task needs at least one."
+    ) in err
+
+
+def test_setting_a_task_key_the_task_file_leaves_out_says_it_is_not_used_not_did_you_mean(capsys, tmp_path):
+    err = exit_2(["task=digits", "task.class_subset=[0,0]", f"hydra.run.dir={tmp_path}"], capsys)
+    assert "Could not override 'task.class_subset': " + UNUSED.format() in err
+    assert "classnames" not in err and "To append" not in err  # neither a wrong suggestion nor a key that is ignored
 
 
 @pytest.mark.parametrize(
@@ -410,13 +479,82 @@ def test_a_task_loaded_on_its_own_is_checked_too():
         ("+suite.robustnes={}", "suite has no key 'robustnes'"),
         ("suite.tasks.digits.datasets.test=5", "suite.tasks.digits.datasets must be a mapping of dataset name to"),
         ("suite.tasks.digits.datasets.test=5", ": suite.tasks.digits.datasets.test is 5. (task file: "),
-        ("suite.robustness.figures=abc", "suite.robustness.figures must be a list of figure configs"),
+        ("suite.robustness.figures=abc", "suite.robustness.figures must be a list of figures, each {_target_:"),
     ],
 )
 def test_a_suite_is_checked_before_any_task_runs(checked, override, message):
     with pytest.raises(ClipevalError) as info:
         checked([override])
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["+suite.robustness.shifts.extra=digits_probe"],
+            "suite.robustness.shifts.extra='digits_probe' needs zero-shot top-1 records of task 'digits_probe' on "
+            "train, test, renditions, sketch, rotated, which none of its evaluators (linear_probe: LinearProbe, "
+            "few_shot: FewShot) writes",
+        ),
+        (["+suite.robustness.shifts.extra=digits_probe"], "Name a task and dataset that has one: digits/test, "),
+        (["suite.robustness.in_distribution=digits_probe/test"], "in_distribution='digits_probe/test' needs zero-shot"),
+        (
+            ["suite=natural_shifts", "+suite.robustness.shifts.foo=imagenet_r/imagenet-r"],
+            "suite.robustness.shifts names 'foo', which the suite's baselines (clipeval.report.baselines."
+            "TableBaselines) have no points for: they have imagenetv2, imagenet-sketch, objectnet",
+        ),
+    ],
+)
+def test_a_robustness_setting_the_run_cannot_report_is_refused_before_the_run(checked, overrides, message):
+    """A shift naming a task of probes, or a shift the baseline table lacks, used to fail after the evaluation."""
+    with pytest.raises(ClipevalError) as info:
+        checked(overrides)
+    assert message in str(info.value)
+
+
+def test_a_shift_on_a_zero_shot_task_or_an_evaluators_renamed_record_is_accepted(checked):
+    checked(["+suite.robustness.shifts.extra=digits_rotated", "suite.robustness.in_distribution=digits"])
+    from clipeval.config.construct import check_robustness_references
+
+    suite = compose_config(["suite=natural_shifts"])  # objectnet's in-distribution setting: a renamed record
+    check_robustness_references(OmegaConf.to_container(suite, resolve=False))
+
+
+def test_a_task_whose_evaluators_do_not_say_what_they_write_is_not_judged():
+    from clipeval.config.construct import check_robustness_references
+
+    user = {"_target_": "collections.OrderedDict"}  # a user's evaluator: no zero_shot_top1
+    cfg = {"suite": {"tasks": {"mine": {"datasets": {"test": {}}, "evaluators": {"mine": user}}},
+                     "robustness": {"in_distribution": "mine/test", "shifts": {"s": "mine"}}}}  # fmt: skip
+    check_robustness_references(cfg)
+
+
+FIGURE = "suite.robustness.figures.0"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (f"{FIGURE}.file=a.txt", f"{FIGURE}.file must be a file name (no folder) ending in .png, .pdf, .svg, which"),
+        (f"{FIGURE}.file=a.txt", "not 'a.txt'"),
+        (f"{FIGURE}.file=plots/a.png", "not 'plots/a.png'"),
+        (f"{FIGURE}.file=''", "not ''"),
+        ("suite.robustness.figures.1.file=effective_robustness.png", "effective_robustness.png would be written by"),
+        (f"+{FIGURE}.dpi=300", f"{FIGURE} has no key 'dpi' ({FIGURE}.dpi=300). Available: _target_, file."),
+        (f"{FIGURE}._target_=clipeval.report.figures.save", "cannot draw a figure: a figure's _target_ is called with"),
+    ],
+)
+def test_a_figure_is_checked_before_the_run_not_when_it_is_drawn(checked, override, message):
+    """A figure is drawn after the evaluation: a file it cannot write, or an option nothing reads, used to show only
+    then (or never)."""
+    with pytest.raises(ClipevalError) as info:
+        checked([override])
+    assert message in str(info.value)
+
+
+def test_a_figure_may_be_a_pdf_or_an_svg_in_any_case(checked):
+    checked([f"{FIGURE}.file=grid.PDF", "suite.robustness.figures.1.file=bars.svg"])
 
 
 # --- the command line: Hydra's errors, commands, help -------------------------------------------------------
@@ -430,6 +568,27 @@ def test_an_unknown_key_in_an_override_exits_2_with_the_nearest(capsys, tmp_path
     assert "Did you mean 'batch_size'?" in err
     err = exit_2(["task=digits", "task.datasets.tst.root=x", f"hydra.run.dir={tmp_path}"], capsys)
     assert "task.datasets has no key 'tst'. Available: test. Did you mean 'test'?" in err
+
+
+def test_a_mistyped_group_at_the_top_level_gets_the_group(capsys, tmp_path):
+    """``task`` is not a key of the composed config until a task is chosen; it is still what ``tsk=`` means."""
+    err = exit_2(["tsk=digits", f"hydra.run.dir={tmp_path}"], capsys)
+    assert "the top level has no key 'tsk'." in err and "Did you mean 'task'?" in err
+
+
+def test_the_nearest_name_is_the_same_name_in_other_case_else_the_closest_ignoring_case():
+    assert nearest("renditions", ["in_distribution", "RENDITIONS", "corruptions"]) == "RENDITIONS"
+    assert nearest("SKECH", ["sketch", "rotated"]) == "sketch"
+    assert nearest("tsk", ["tags", "task", "store"]) == "task"
+    assert nearest("zzz", ["tags", "task"]) is None
+
+
+def test_the_suggestion_comes_before_a_long_list_of_choices():
+    with pytest.raises(ClipevalError) as info:
+        Runtime.create(device="cpu", compile="eagr")  # torch has some 20 backends
+    message = str(info.value)
+    assert message.index("Did you mean 'eager'?") < message.index("Available: ")
+    assert did_you_mean("tst", ["test", "val"]) == "Available: test, val. Did you mean 'test'?"  # a short one: after
 
 
 @pytest.mark.parametrize(
@@ -478,6 +637,22 @@ def test_printing_an_invalid_config_exits_2_with_the_message_a_run_gives(capsys,
         checked(["task=digits", "runtime.cache=1.0", "+task.foo=x"])
     err = exit_2([*flags, "task=digits", "runtime.cache=1.0", "+task.foo=x"], capsys)
     assert err == f"clipeval: error: {info.value}\n" and not capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--package", "nope"], "--package nope: the config has no 'nope'. Available: cache_dir, data_root, model,"),
+        (["--package", "runtime.batch_sze"], "the config has no 'runtime.batch_sze'. Available: batch_size, cache,"),
+        (["--package", "runtime.batch_sze"], "Did you mean 'batch_size'?"),
+        (["--package=suite"], "--package suite: the config has no 'suite': no suite is chosen (choose one with suite="),
+    ],
+)
+def test_printing_a_package_the_config_does_not_have_exits_2_with_the_nearest(capsys, argv, message):
+    """Hydra printed "package 'nope' not found in config" and exited 1, which a CI gate reads as a regression."""
+    assert message in exit_2(["task=digits", "--cfg", "job", *argv], capsys)
+    main(["task=digits", "--cfg", "job", "--package", "runtime"])
+    assert "# @package runtime\ndevice: auto\n" in capsys.readouterr().out
 
 
 def test_printing_a_config_with_a_value_still_to_give_shows_it(capsys):

@@ -288,6 +288,32 @@ def test_a_sweep_whose_disk_fills_during_a_job_says_which_jobs_finished(
     assert no_half_written_yaml(sweep)
 
 
+@pytest.mark.parametrize("job", [0, 1])
+def test_a_sweep_job_whose_results_cannot_be_written_says_the_later_jobs_did_not_run(
+    image_folder, tmp_path, monkeypatch, capsys, job
+):
+    sweep = tmp_path / "sweep"
+    failing = sweep / f"{job}_folder"
+    monkeypatch.setattr(runner, "write_json", fail_under(failing, runner.write_json))
+    monkeypatch.setattr(runner, "atomic_write", fail_under(failing, runner.atomic_write))
+    argv = ["-m", *MODEL, "task=folder", f"task.root={image_folder}", "runtime.seed=1,2,3", f"hydra.sweep.dir={sweep}"]
+    err = exit_2([*argv, *QUIET], capsys)
+    assert f"clipeval: error: Could not write to the run directory {failing} (" in err
+    finished = f" job #0 finished, each with its results in {sweep};" if job else ""
+    assert f"\nSweep job #{job} (model=custom " in err and f"task.root={image_folder} runtime.seed={job + 1} " in err
+    assert f") stopped the sweep:{finished} the later jobs did not run." in err
+    assert not (sweep / f"{job + 1}_folder").exists()
+
+
+def test_a_run_directory_whose_path_is_too_long_is_exit_2_with_a_short_message(tmp_path, capsys):
+    """The system's ENAMETOOLONG was a traceback of some 17 KB, the path in it three times."""
+    long = tmp_path.joinpath(*["d" * 200] * 80)
+    err = exit_2(["task=digits", f"hydra.run.dir={long}"], capsys)
+    assert err.startswith(f"clipeval: error: Cannot write the run directory {str(tmp_path)[:40]}")
+    assert "characters left out) ..." in err and "File name too long: the path has 16," in err
+    assert len(err) < 600
+
+
 # --- ... and while the results are written --------------------------------------------------------
 
 

@@ -202,11 +202,11 @@ def published_golden(tmp_path: Path, value: object = 0.9, tolerance: object = 0.
 @pytest.mark.parametrize(
     "golden_args, expected",
     [
-        ({"tolerance": float("nan")}, "records[0] (t/d top1): tolerance is nan"),
-        ({"tolerance": float("inf")}, "records[0] (t/d top1): tolerance is inf"),
-        ({"value": float("nan")}, "records[0] (t/d top1): value is nan"),
-        ({"value": None}, "records[0] (t/d top1): value is None"),
-        ({"top": {"tolerance": float("nan")}}, "tolerance is nan"),
+        ({"tolerance": float("nan")}, "records[0] (t/d top1): tolerance is NaN"),  # values as the JSON file has them
+        ({"tolerance": float("inf")}, "records[0] (t/d top1): tolerance is Infinity"),
+        ({"value": float("nan")}, "records[0] (t/d top1): value is NaN"),
+        ({"value": None}, "records[0] (t/d top1): value is null"),
+        ({"top": {"tolerance": float("nan")}}, "tolerance is NaN"),
     ],
 )
 def test_nan_or_inf_in_the_golden_file_is_exit_2(tmp_path, capsys, golden_args, expected):
@@ -225,7 +225,9 @@ def test_nan_or_inf_in_a_candidates_records_is_exit_2(tmp_path, capsys, field, b
     doc["records"][2][field] = bad  # mean per-class recall, a metric the golden file does not check
     (run / "results.json").write_text(json.dumps(doc))
     assert check("compare", "--golden", str(published_golden(tmp_path, value=0.8)), str(run)) == 2
-    said = {"value": "value is nan", "ci": "'ci' must be a pair [low, high] of finite numbers (got (0.1, inf))"}[field]
+    said = {"value": "value is NaN", "ci": "'ci' must be a pair [low, high] of finite numbers (got [0.1, Infinity])"}[
+        field
+    ]
     assert f"{run / 'results.json'}: records[2] (t/d mean_per_class_recall): {said}" in capsys.readouterr().err
 
 

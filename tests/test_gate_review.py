@@ -118,13 +118,16 @@ def test_a_record_or_samples_n_that_is_not_a_positive_integer_is_exit_2(tmp_path
     golden.write_text(json.dumps(doc))
     assert check("compare", "--golden", str(golden), str(tmp_path / "cand")) == 2
     err = capsys.readouterr().err  # a whole number, and (in a golden file) at least 1
-    assert f"{golden}: records[0] (t/d top1): 'n' must be a " in err and f"(got {n!r})" in err
+    assert (
+        f"{golden}: records[0] (t/d top1): 'n' must be a " in err and f"(got {json.dumps(n)})" in err
+    )  # as in the file
     doc = json.loads(small_pair(tmp_path / "s", n=40, lost=0).read_text())
     doc["samples"]["t/d"]["n"] = n
     (tmp_path / "s" / "golden.json").write_text(json.dumps(doc))
     assert check("compare", "--golden", str(tmp_path / "s" / "golden.json"), str(tmp_path / "s" / "cand")) == 2
     err = capsys.readouterr().err
-    assert f"{tmp_path / 's' / 'golden.json'}: samples.t/d: n is {n!r}" in err and "positive integer" in err
+    at = f"{tmp_path / 's' / 'golden.json'}: records[0] (t/d top1): samples.t/d: n is {json.dumps(n)}"  # named once
+    assert at in err and "positive integer" in err
 
 
 def test_a_golden_file_without_samples_warns_that_it_falls_back_to_the_tolerance(tmp_path, capsys, caplog):
@@ -153,12 +156,12 @@ def _set(doc: dict, value, *path) -> None:
 
 
 MALFORMED = {  # what is wrong -> (change to the document's text or JSON, what the error says after the file name)
-    "a list": (lambda text: "[1, 2]", " is a JSON list, not a clipeval results document"),
+    "a list": (lambda text: "[1, 2]", " holds a list, not a clipeval results document (a JSON object)"),
     "truncated": (lambda text: text[: len(text) // 2], " is truncated: its JSON ends early ("),
     "binary": (lambda text: bytes(range(256)), " is not a JSON text file (byte 128 is not UTF-8): is it binary, or"),
     "selection.kind neither": (
         lambda doc: _set(doc, "run", "selection", "kind"),
-        ": 'selection.kind' must be 'task' or 'suite' (what the document's selection is), not 'run'.",
+        ": 'selection.kind' must be 'task' or 'suite' (what the document's selection is), not \"run\".",
     ),
     "no selection.kind": (lambda doc: _drop(doc, "selection", "kind"), ": 'selection.kind' is required: 'task' or"),
     "selection.kind a list": (
@@ -171,31 +174,46 @@ MALFORMED = {  # what is wrong -> (change to the document's text or JSON, what t
     ),
     "no records": (lambda doc: _drop(doc, "records"), ": 'records' must be a list"),
     "records not a list": (lambda doc: _set(doc, {"a": 1}, "records"), ": 'records' must be a list"),
-    "a record not an object": (lambda doc: _set(doc, "top1", "records", 0), ": records[0] is str, not an object"),
-    "no value": (lambda doc: _drop(doc, "records", 0, "value"), ": records[0] (t/d top1): value is None"),
-    "a value string": (lambda doc: _set(doc, "0.8", "records", 0, "value"), ": records[0] (t/d top1): value is '0.8'"),
+    "a record not an object": (lambda doc: _set(doc, "top1", "records", 0), ": records[0] is a string, not an object"),
+    "no value": (lambda doc: _drop(doc, "records", 0, "value"), ": records[0] (t/d top1): value is null"),
+    "a value string": (lambda doc: _set(doc, "0.8", "records", 0, "value"), ': records[0] (t/d top1): value is "0.8"'),
     "no metric": (lambda doc: _drop(doc, "records", 0, "metric"), ": records[0]: 'metric' must be a non-empty string"),
     "ci not a pair": (lambda doc: _set(doc, 0.1, "records", 0, "ci"), ": records[0] (t/d top1): 'ci' must be a pair"),
     "bad base64": (
         lambda doc: _set(doc, "not base64!", "samples", "t/d", "topk", "zlib_base64"),
-        ": samples.t/d: topk is not readable packed integer data",
+        ": records[0] (t/d top1): samples.t/d: topk: zlib_base64 is not base64 text.",  # the file named once
     ),
     "not zlib": (
         lambda doc: _set(doc, "AAAA", "samples", "t/d", "labels", "zlib_base64"),
-        ": samples.t/d: labels is not readable packed integer data",
+        ": records[0] (t/d top1): samples.t/d: labels: zlib_base64 does not decompress (zlib): the data are damaged",
+    ),
+    "dtype not an integer type": (  # numpy's own words were "cannot create an OBJECT array from memory buffer"
+        lambda doc: _set(doc, "object", "samples", "t/d", "topk", "dtype"),
+        ': records[0] (t/d top1): samples.t/d: topk: dtype is "object", not an integer type such as "<u2" or "<i8".',
+    ),
+    "shape not a list": (
+        lambda doc: _set(doc, "x", "samples", "t/d", "topk", "shape"),
+        ': records[0] (t/d top1): samples.t/d: topk: shape is "x", not a list of whole numbers.',
+    ),
+    "fewer values than the shape": (
+        lambda doc: _set(doc, [40, 99], "samples", "t/d", "labels", "shape"),
+        ': records[0] (t/d top1): samples.t/d: labels holds 40 values of dtype "<u2", and its shape [40, 99] needs',
     ),
     "short bits": (
         lambda doc: _set(doc, {"top1": "AAAA"}, "samples", "t/d", "correct"),
-        ": samples.t/d: correct.top1 holds 24 bits, fewer than its n = 40 samples",
+        ": records[0] (t/d top1): samples.t/d: correct.top1 holds 24 bits, fewer than its n = 40 samples",
     ),
     "samples without labels": (
         lambda doc: _drop(doc, "samples", "t/d", "labels"),
-        ": samples.t/d: labels is missing; ranked predictions ('topk') need the labels they rank.",
+        ": records[0] (t/d top1): samples.t/d: labels is missing; ranked predictions ('topk') need the labels they",
     ),
-    "samples without topk": (lambda doc: _drop(doc, "samples", "t/d", "topk"), ": samples.t/d: topk is missing;"),
+    "samples without topk": (
+        lambda doc: _drop(doc, "samples", "t/d", "topk"),
+        ": records[0] (t/d top1): samples.t/d: topk is missing;",
+    ),
     "samples without any data": (
         lambda doc: [_drop(doc, "samples", "t/d", k) for k in ("labels", "topk")],
-        ": samples.t/d: labels and topk are missing;",
+        ": records[0] (t/d top1): samples.t/d: labels and topk are missing;",
     ),
     "nested too deeply": (lambda text: "[" * 100_000, " is JSON nested too deeply to read"),
     "samples not held": (

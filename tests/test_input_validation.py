@@ -98,7 +98,8 @@ def test_duplicate_names_are_allowed_only_when_the_task_says_so(four_classes):
 @pytest.mark.parametrize(
     ("subset", "expected"),
     [
-        ("[0,1,1,2]", r"lists classes more than once \(\[1\]\)"),
+        ("[0,1,1,2]", r"class_subset has duplicates: it lists class 1 twice \(\[1\]\)"),
+        ("[0,0,0,1]", r"class_subset has duplicates: it lists class 0 3 times"),
         ("[0,1.5,2,3]", r"must be integer class indices; these are not: \['1.5'\]"),
         ("[0,one,2,3]", r"must be integer class indices; these are not: \['one'\]"),
         ("[]", "class_subset is empty"),

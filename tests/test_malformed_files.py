@@ -97,6 +97,12 @@ def test_the_missing_column_message_suggests_the_nearest_one(tmp_path):
         read_table(table, ["clean", "sk"])
 
 
+def test_a_column_named_in_other_case_is_the_suggestion(tmp_path):
+    table = write(tmp_path / "t.csv", TABLE.replace(",rend,", ",REND,"))
+    with pytest.raises(ClipevalError, match="Did you mean 'REND'"):  # not 'clean', which is as close by spelling
+        read_table(table, ["clean", "rend"])
+
+
 def test_a_long_table_with_a_setting_twice_is_refused(tmp_path):
     table = write(tmp_path / "long.csv", "model,setting,accuracy\na,val,60\na,val,61\nb,val,70\n")
     with pytest.raises(ClipevalError, match="model 'a' has setting 'val' more than once"):
@@ -298,41 +304,40 @@ def test_the_paper_table_is_read_in_percent(tmp_path):
 
 # ---------------------------------------------------------------- store entries (report store, report figure)
 
-BAD_ENTRIES = {  # what is wrong -> (the entry's text from a good one, what the warning says after its path)
-    "truncated": (lambda text: text[:300], " is truncated: its JSON ends early (Expecting "),
-    "binary": (lambda text: BINARY, " is not a JSON text file (byte 128 is not UTF-8): is it binary, or compressed?"),
-    "empty": (lambda text: "", " is empty: it holds no JSON."),
-    "not JSON": (lambda text: text.replace('"kind"', "kind", 1), " is not valid JSON (Expecting property name"),
-    "schema-less": (lambda text: '{"hello": 1}', " is not a clipeval results document"),
+BAD_ENTRIES = {  # what is wrong -> (the entry's text from a good one, the warning after "Skipped <entry>: ")
+    "truncated": (lambda text: text[:300], "it is truncated: its JSON ends early (Expecting "),
+    "binary": (lambda text: BINARY, "it is not a JSON text file (byte 128 is not UTF-8): is it binary, or compressed?"),
+    "empty": (lambda text: "", "it is empty: it holds no JSON."),
+    "not JSON": (lambda text: text.replace('"kind"', "kind", 1), "it is not valid JSON (Expecting property name"),
+    "schema-less": (lambda text: '{"hello": 1}', "it is not a clipeval results document"),
     "selection.kind neither": (
         lambda doc: doc["selection"].update(kind="both"),
-        ": 'selection.kind' must be 'task' or 'suite' (what the document's selection is), not 'both'.",
+        "'selection.kind' must be 'task' or 'suite' (what the document's selection is), not \"both\".",
     ),
-    "tags a number": (lambda doc: doc.update(tags=7), ": 'tags' must be a list of strings, not 7"),
-    "selection.tasks a number": (lambda doc: doc["selection"].update(tasks=3), ": 'selection.tasks' must be an"),
-    "failures text": (lambda doc: doc.update(failures="x"), ": 'failures' must be a list of objects"),
-    "notes text": (lambda doc: doc.update(notes="x"), ": 'notes' must be a list of objects"),
-    "robustness malformed": (lambda doc: doc.update(robustness={"shifts": 3}), ": robustness is malformed"),
+    "tags a number": (lambda doc: doc.update(tags=7), "'tags' must be a list of strings, not 7"),
+    "selection.tasks a number": (lambda doc: doc["selection"].update(tasks=3), "'selection.tasks' must be an"),
+    "failures text": (lambda doc: doc.update(failures="x"), "'failures' must be a list of objects"),
+    "notes text": (lambda doc: doc.update(notes="x"), "'notes' must be a list of objects"),
+    "robustness malformed": (lambda doc: doc.update(robustness={"shifts": 3}), "robustness is malformed"),
     "one baseline point": (
         lambda doc: doc["robustness"]["baselines"]["points"].update(
             imagenetv2={"model": ["a"], "id": [0.5], "shift": [0.3]}
         ),
-        ": robustness is malformed (ValueError: baselines.points.imagenetv2: a fit needs two models",
+        "robustness.baselines.points.imagenetv2: a fit needs two models strictly between 0 and 1 (1 of 1 are).",
     ),
-    "data a string": (lambda doc: doc.update(data="x"), ": 'data' must be an object {task: {dataset: {key, limit}}}"),
+    "data a string": (lambda doc: doc.update(data="x"), "'data' must be an object {task: {dataset: {key, limit}}}"),
     "data of a task a number": (
         lambda doc: doc.update(data={"folder": {"test": 5}}),
-        ": data.folder.test must be an object with a content 'key'",
+        "data.folder.test must be an object with a content 'key'",
     ),
     "baseline points of unequal lengths": (
         lambda doc: doc["robustness"]["baselines"]["points"]["imagenetv2"]["id"].pop(),
-        ": robustness is malformed (ValueError: baselines.points.imagenetv2: 'model', 'id' and 'shift' must be lists "
-        "of equal length",
+        "robustness.baselines.points.imagenetv2: 'model', 'id' and 'shift' must be lists of equal length",
     ),
-    "nested too deeply": (lambda text: "[" * 100_000, " is JSON nested too deeply to read"),
+    "nested too deeply": (lambda text: "[" * 100_000, "it is JSON nested too deeply to read"),
     "a setting without its top-1": (
         lambda doc: doc["robustness"]["in_distribution"].__setitem__(0, {"task": "imagenet", "dataset": "nope"}),
-        ": its robustness settings need zero-shot top-1 on ['imagenet/nope'], which it does not hold",
+        "its robustness settings need zero-shot top-1 on ['imagenet/nope'], which it does not hold",
     ),
 }
 
@@ -362,7 +367,8 @@ def test_an_unreadable_store_entry_is_skipped_with_a_warning_naming_it(tmp_path,
         runs = select_runs(store, Selector())
     assert [r.model["name"] for r in runs] == ["good"]
     warning = next(r.getMessage() for r in caplog.records if bad.name in r.getMessage())
-    assert f"{bad}{BAD_ENTRIES[what][1]}" in warning, warning
+    assert warning.startswith(f"Skipped {bad.name}: {BAD_ENTRIES[what][1]}"), warning
+    assert warning.count(bad.name) == 1 and "Error" not in warning  # named once; no exception's type or repr
 
 
 def test_report_store_reports_the_rest_and_names_the_bad_entry(tmp_path, capsys, caplog):
@@ -370,7 +376,7 @@ def test_report_store_reports_the_rest_and_names_the_bad_entry(tmp_path, capsys,
     with caplog.at_level(logging.WARNING):
         assert report("store", "--store", store, "--out", tmp_path / "out") == 0
     error_of(capsys)
-    assert f"Skipped {bad.name}: {bad}: robustness is malformed" in caplog.text
+    assert f"Skipped {bad.name}: robustness.baselines.points.imagenetv2: a fit needs two models" in caplog.text
     page = (tmp_path / "out" / "report.md").read_text()
     assert "· good" in page and "· bad" not in page
 
@@ -420,7 +426,11 @@ def test_a_store_of_bad_entries_only_is_exit_2(tmp_path, capsys, caplog):
 
 CHECK_FIELDS = {
     "tags a number": (lambda doc: doc.update(tags=5), ": 'tags' must be a list of strings, not 5"),
-    "failures text": (lambda doc: doc.update(failures="boom"), ": 'failures' must be a list of objects, not 'boom'"),
+    "failures text": (lambda doc: doc.update(failures="boom"), ": 'failures' must be a list of objects, not \"boom\""),
+    "notes a huge text": (  # quoted short: the message names the file and the field, not 16 KB of the value
+        lambda doc: doc.update(notes="x" * 16_000),
+        ": 'notes' must be a list of objects, not \"xxxxxxxx",
+    ),
     "selection.tasks a list": (lambda doc: doc["selection"].update(tasks=["t"]), ": 'selection.tasks' must be an"),
 }
 
@@ -435,7 +445,8 @@ def test_a_candidate_with_a_malformed_field_is_exit_2(tmp_path, capsys, what):
     CHECK_FIELDS[what][0](doc)
     (run / "results.json").write_text(json.dumps(doc))
     assert check("compare", "--golden", str(tmp_path / "golden.json"), str(run)) == 2
-    assert f"{run / 'results.json'}{CHECK_FIELDS[what][1]}" in error_of(capsys)
+    err = error_of(capsys)
+    assert f"{run / 'results.json'}{CHECK_FIELDS[what][1]}" in err and len(err) < 600, err
 
 
 def test_check_reads_only_results_json_not_the_predictions_parquet(tmp_path, capsys):
@@ -469,3 +480,27 @@ def test_a_percent_value_among_fractions_is_refused_not_rescaled(tmp_path):
         accuracies(table, "t.csv")
     percent = pd.DataFrame({"val": [76.0, 81.0, 70.0], "shift": [0.8, 62.0, 1.5]}, index=["a", "b", "c"])
     assert accuracies(percent, "t.csv")["shift"].tolist() == pytest.approx([0.008, 0.62, 0.015])
+
+
+# ---------------------------------------------------------------- paths on the command line
+
+
+@pytest.mark.parametrize(
+    ("main", "argv", "option"),
+    [
+        (check_main, ["record", "run", "--out", ""], "--out"),
+        (check_main, ["record", " ", "--out", "g.json"], "run"),
+        (check_main, ["compare", "--golden", "", "run"], "--golden"),
+        (report_main, ["store", "--store", ""], "--store"),
+        (report_main, ["store", "--out", ""], "--out"),
+        (report_main, ["testbed", "--table", "", "--model-types", "t", "--model", "m", "--sizes", "s"], "--table"),
+        (report_main, ["figure", "--published", ""], "--published"),
+    ],
+)
+def test_an_empty_path_on_the_command_line_is_exit_2_naming_the_option(main, argv, option, capsys):
+    """``--out ''`` was the current folder: "Could not write . ([Errno 16] Device or resource busy)"."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = error_of(capsys)
+    assert info.value.code == 2
+    assert f"error: argument {option}: an empty path (" in err and "): give a file or folder" in err

@@ -117,8 +117,22 @@ def test_hf_clip_from_a_local_folder_matches_transformers(tiny_hf_clip):
 
 
 def test_hf_missing_folder_is_a_clear_error(tmp_path):
+    """A local path (/, ./, ../, ~) with nothing there says so, not transformers' rules for hub repo ids."""
+    absent = tmp_path / "absent"
+    with pytest.raises(ClipevalError) as info:
+        HFClipEncoder(str(absent))
+    message = str(info.value)
+    assert message.startswith(f"model.name_or_path='{absent}' is a local path, and {absent} does not exist: ")
+    assert "save_pretrained(DIR)" in message and "a hub id loads only from the local Hugging Face cache" in message
+    assert "Repo id" not in message
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(ClipevalError, match=r"weights.bin is a file, not a folder: a Hugging Face model is a folder"):
+        HFClipEncoder(str(tmp_path / "weights.bin"))
+
+
+def test_hf_hub_id_not_in_the_cache_offline_says_how_to_save_it_where_there_is_network():
     with pytest.raises(ClipevalError, match=r"Could not load Hugging Face model[\s\S]*model.name_or_path=DIR"):
-        HFClipEncoder(str(tmp_path / "absent"))
+        HFClipEncoder("no-such-org/no-such-model")
 
 
 def test_trimmed_text_encoding_equals_the_full_context(tiny_open_clip, monkeypatch):

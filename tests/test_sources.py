@@ -66,6 +66,29 @@ def test_folder_missing_or_empty_says_where_it_looked(tmp_path):
         ImageFolderSource(tmp_path / "empty")
 
 
+def test_a_path_of_the_wrong_kind_says_what_it_is_not_not_found(image_folder, tmp_path):
+    a_file = image_folder / "red_square" / "img00.png"
+    with pytest.raises(DataNotFound, match=r"Image folder '.*img00.png' is a file, not a folder\.\nPass task.root="):
+        ImageFolderSource(a_file)
+    with pytest.raises(DataNotFound, match=r"not found: .*img00.png is a file, not a folder \(looked for .*/test/"):
+        WebDatasetSource(str(a_file))
+    csv = tmp_path / "table.csv"
+    csv.write_text("a,b\n1,2\n")
+    with pytest.raises(DataNotFound, match=r"at '.*table.csv' is a .csv file, not a .parquet file or a folder writ"):
+        HFDatasetSource(str(csv))
+    with pytest.raises(DataNotFound, match=r"is a folder without a saved dataset \(no dataset_info.json, "):
+        HFDatasetSource(str(image_folder))
+
+
+def test_a_data_root_that_is_a_file_is_named_for_each_place_looked_in(tmp_path):
+    from clipeval.data.imagenet import ImageNetVal
+
+    (tmp_path / "data").write_text("x")
+    with pytest.raises(DataNotFound) as info:
+        ImageNetVal(str(tmp_path / "data"), str(tmp_path / "wnids.txt"))
+    assert f"  - {tmp_path}/data/imagenet/val ({tmp_path}/data is a file, not a folder)" in str(info.value)
+
+
 def test_unreadable_images_become_reported_items_not_crashes(image_folder):
     (image_folder / "red_square" / "broken.jpg").write_bytes(b"this is not a jpeg")
     png = (image_folder / "green_circle" / "img00.png").read_bytes()

@@ -81,6 +81,13 @@ def test_streamed_shards_give_the_samples_of_the_local_copy_keyed_by_strong_etag
     assert streamed.describe().endswith("(2 shards, streamed)")
 
 
+def test_a_mirror_list_that_is_not_text_is_refused_naming_its_url(mirror):
+    local, url = mirror
+    (local / "classnames.txt").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(ClipevalError, match=rf"^The webdataset's {url}/classnames.txt is not a text file \(byte"):
+        WebDatasetSource(url)
+
+
 def test_a_changed_shard_changes_the_key_and_the_same_bytes_keep_it(mirror, server):
     local, url = mirror
     key = WebDatasetSource(url).key

@@ -24,14 +24,14 @@ import logging
 import math
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from clipeval.atomic import output_folder
 from clipeval.check.compare import Options, compare
 from clipeval.check.documents import load_golden, load_run
 from clipeval.check.record import record_golden
 from clipeval.check.table import format_rows
-from clipeval.errors import USAGE_EXIT_CODE, ClipevalError
+from clipeval.config.paths import path_argument
+from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, printable
 from clipeval.logs import shown
 
 
@@ -53,11 +53,11 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipeval check", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("record", help="write a golden file: a finished run's results document")
-    rec.add_argument("run", type=Path, help="a run directory, its results.json or a store entry")
-    rec.add_argument("--out", type=Path, required=True)
+    rec.add_argument("run", type=path_argument, help="a run directory, its results.json or a store entry")
+    rec.add_argument("--out", type=path_argument, required=True)
     cmp = sub.add_parser("compare", help="check candidate run(s) against a golden file")
-    cmp.add_argument("runs", type=Path, nargs="+", help="run directories, results.json files or store entries")
-    cmp.add_argument("--golden", type=Path, required=True)
+    cmp.add_argument("runs", type=path_argument, nargs="+", help="run directories, results.json files or store entries")
+    cmp.add_argument("--golden", type=path_argument, required=True)
     cmp.add_argument(
         "--alpha", type=_finite_float(0, 1, True), default=0.05, help="significance level of the paired tests"
     )
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # the reader of our output is gone (| head): clipeval.cli.main ends quietly
         raise
     except (ClipevalError, OSError) as exc:
-        print(f"clipeval check: error: {exc}", file=sys.stderr)
+        print(f"clipeval check: error: {printable(str(exc))}", file=sys.stderr)
         raise SystemExit(USAGE_EXIT_CODE) from None
     print(format_rows(rows))
     failing = {"regressed", "inconclusive"} if args.fail_inconclusive else {"regressed"}

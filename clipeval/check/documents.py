@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clipeval.errors import ClipevalError
+from clipeval.errors import ClipevalError, quoted
 from clipeval.results.record import Metric, Record, finite
 from clipeval.results.samples import Samples
 from clipeval.results.store import ResultsDocument
@@ -92,7 +92,7 @@ def check_golden(doc: ResultsDocument) -> None:
         if record.n is not None and record.n < 1:
             raise ClipevalError(
                 f"{doc.where}: records[{i}] ({describe(record)}): 'n' must be a positive whole number of samples "
-                f"(got {record.n!r}). Fix the golden file."
+                f"(got {quoted(record.n)}). Fix the golden file."
             )
     document_tolerance(doc)
 

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from clipeval.config.schema import HYDRA_KEYS, Flag
-from clipeval.errors import ClipevalError, OptionError, did_you_mean
+from clipeval.errors import ClipevalError, OptionError, did_you_mean, printable, quoted
 
 #: modules of clipeval 0.1 that moved when the package was split into layers: old prefix -> new prefix,
 #: so that a user's task.yaml naming an old ``_target_`` gets the new name instead of "not found"
@@ -52,7 +52,9 @@ def build(node: Any, what: str) -> Any:
             raise cause from None
         if isinstance(cause, ImportError) or "Error locating target" in str(exc):
             raise _not_importable(str(node["_target_"]), what, _root_cause(exc)) from exc
-        raise ClipevalError(f"Could not build {what}: {exc}") from exc
+        # Hydra's message holds the cause's repr (a UnicodeDecodeError's repr holds the bytes it could not decode)
+        problem = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+        raise ClipevalError(f"Could not build {what}: {printable(problem, 500)}") from exc
 
 
 def locate(target: str, what: str) -> Any:
@@ -131,7 +133,7 @@ def check_options(node: Mapping[str, Any], what: str) -> dict[str, Any]:
             if open_ended:
                 continue
             raise ClipevalError(
-                f"{what}: {node['_target_']} has no option '{key}' (given {key}={value!r}). "
+                f"{what}: {node['_target_']} has no option '{key}' (given {key}={quoted(value, as_json=False)}). "
                 + did_you_mean(str(key), takes)
             )
         if isinstance(value, Mapping) and "_target_" in value:
@@ -146,22 +148,119 @@ def check_options(node: Mapping[str, Any], what: str) -> dict[str, Any]:
     return out
 
 
+def takes_option(target: str, name: str) -> bool:
+    """Whether the class or function ``target`` names takes an option ``name`` (False when it does not import)."""
+    try:
+        parameters = inspect.signature(_import(target)).parameters
+    except Exception:  # noqa: BLE001 (not importable, or no signature: the build says why when it comes to it)
+        return False
+    return name in parameters
+
+
 def check_targets(cfg: Any) -> None:
     """:func:`check_options` on every node of the composed config that builds an object (the model, each
     dataset and evaluator of each task, a suite's baselines and figures), before anything is built or
-    read: a run, a sweep's every job and ``--cfg`` refuse the same options alike. Nodes holding a value
-    still to be given (``???``) are left to the run, which names what is missing."""
+    read: a run, a sweep's every job and ``--cfg`` refuse the same options alike; then a suite's robustness
+    settings against what its tasks' evaluators write (:func:`check_robustness_references`). Nodes holding a
+    value still to be given (``???``) are left to the run, which names what is missing."""
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     for path, node in _target_nodes(cfg, ()):
         if _holds_missing(node):
             continue
-        if "figures" in path:  # a figure is a function called with the report; its other keys are for clipeval
-            locate(str(node["_target_"]), _node_name(path, cfg))
+        if "figures" in path:  # a figure is a function called with the report; its file is for clipeval (schema)
+            _check_drawing(str(node["_target_"]), _node_name(path, cfg))
         else:
             if len(path) >= 2 and path[-2] == "datasets":  # `optional` is the task's key, not the source's
                 node = {k: v for k, v in node.items() if k != "optional"}
             check_options(node, _node_name(path, cfg))
+    check_robustness_references(cfg)
+
+
+def check_robustness_references(cfg: Mapping[str, Any]) -> None:
+    """ClipevalError, before the run, for a robustness setting of the suite in ``cfg`` (resolved) that the run would
+    fail on only after the evaluation: one whose datasets no evaluator of the named task gives a zero-shot top-1
+    record (``+suite.robustness.shifts.extra=digits_probe``: a task of probes), or a shift the baselines have no
+    points for. What an evaluator writes is what its class declares, from its options and the task's datasets
+    (``zero_shot_top1(options, datasets)``, as :class:`clipeval.evaluators.zeroshot.ZeroShot` does); a task with an
+    evaluator that declares nothing (a user's) is not judged. So are baselines without ``shifts_with_points``."""
+    suite = cfg.get("suite") if not cfg.get("task") else None
+    robustness = suite.get("robustness") if isinstance(suite, Mapping) else None
+    if not isinstance(robustness, Mapping) or _holds_missing(robustness):
+        return
+    tasks = suite.get("tasks") or {}
+    written = {name: _zero_shot_top1(task) for name, task in tasks.items() if isinstance(task, Mapping)}
+    settings = {"suite.robustness.in_distribution": robustness.get("in_distribution")}
+    for name, shift in (robustness.get("shifts") or {}).items():
+        shift = shift if isinstance(shift, Mapping) else {"datasets": shift}
+        for part in ("datasets", "in_distribution"):
+            if shift.get(part) is not None:
+                settings[f"suite.robustness.shifts.{name}" + ("" if part == "datasets" else f".{part}")] = shift[part]
+    for key, selector in settings.items():
+        task, _, dataset = str(selector).partition("/")
+        have = written.get(task)
+        if have is None:  # not a task of the suite (the schema says so), or not judged
+            continue
+        needed = [dataset] if dataset else [str(d) for d in tasks[task].get("datasets") or {}]
+        absent = [d for d in needed if d not in have]
+        if absent:
+            with_top1 = [f"{t}/{d}" for t, names in written.items() for d in sorted(names or ())]
+            raise ClipevalError(
+                f"{key}={selector!r} needs zero-shot top-1 records of task '{task}' on {', '.join(absent)}, which "
+                f"none of its evaluators ({', '.join(_evaluators(tasks[task])) or 'none'}) writes: the "
+                "effective-robustness report reads the top-1 of zero-shot evaluators (ZeroShot). Name a task and "
+                f"dataset that has one: {', '.join(with_top1[:12]) or 'none in this suite'}"
+                f"{', ...' if len(with_top1) > 12 else ''}."
+            )
+    baselines = robustness.get("baselines")
+    if isinstance(baselines, Mapping) and "_target_" in baselines:
+        declare = getattr(locate(str(baselines["_target_"]), "the suite's baselines"), "shifts_with_points", None)
+        known = declare(baselines) if declare is not None else None
+        absent = [s for s in robustness.get("shifts") or {} if known is not None and s not in known]
+        if absent:
+            raise ClipevalError(
+                f"suite.robustness.shifts names {', '.join(map(repr, absent))}, which the suite's baselines "
+                f"({baselines['_target_']}) have no points for: they have {', '.join(known) or 'none'}. "
+                "Name the shift as the baselines do, or add it to suite.robustness.baselines.shifts."
+            )
+
+
+def _zero_shot_top1(task: Mapping[str, Any]) -> set[str] | None:
+    """The records of ``task`` (resolved) whose zero-shot top-1 its evaluators declare they write; None when one of
+    them declares nothing."""
+    datasets = [str(d) for d in task.get("datasets") or {}]
+    names: set[str] = set()
+    for name, node in (task.get("evaluators") or {}).items():
+        if node is None:
+            continue
+        if not isinstance(node, Mapping) or "_target_" not in node:
+            return None
+        declare = getattr(locate(str(node["_target_"]), f"evaluator '{name}'"), "zero_shot_top1", None)
+        if declare is None:
+            return None
+        names |= set(declare({k: v for k, v in node.items() if k not in HYDRA_KEYS}, datasets))
+    return names
+
+
+def _evaluators(task: Mapping[str, Any]) -> list[str]:
+    nodes = (task.get("evaluators") or {}).items()
+    return [
+        f"{n}: {str(v['_target_']).rpartition('.')[2]}" for n, v in nodes if isinstance(v, Mapping) and "_target_" in v
+    ]
+
+
+def _check_drawing(target: str, what: str) -> None:
+    """ClipevalError unless ``target`` imports and can be called as a figure is: ``draw(report, model name, path)``."""
+    draw = locate(target, what)
+    try:
+        inspect.signature(draw).bind(None, None, None)
+    except ValueError:  # no signature to check against
+        return
+    except TypeError:
+        raise ClipevalError(
+            f"{what}: _target_ {target} cannot draw a figure: a figure's _target_ is called with (report, model name, "
+            "path), as clipeval.report.figures.scatter_grid is."
+        ) from None
 
 
 def _node_name(path: tuple[str, ...], cfg: Mapping[str, Any]) -> str:
@@ -233,6 +332,21 @@ def _flags(tp: Any) -> Any:
     return tp
 
 
+#: how messages say the type each pydantic error type asks for (its own wording names Python classes)
+_TYPE_PHRASES = {
+    "string_type": "a string",
+    "path_type": "a path",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "none_required": "null",
+}
+_CLASS_PHRASES = {"Sequence": "a list", "Mapping": "a mapping", "PathLike": "a path"}
+
+
 def _allowed(exc: ValidationError) -> str:
     """What pydantic's errors say is allowed, as one phrase: "'train', 'val' or 'test'", "a valid integer"."""
     phrases = []
@@ -241,6 +355,11 @@ def _allowed(exc: ValidationError) -> str:
             phrase = "a list, not a single string"
         elif error["type"] in ("bool_parsing", "bool_type"):
             phrase = "true or false (or yes/no, on/off, 1/0)"
+        elif error["type"] in _TYPE_PHRASES:
+            phrase = _TYPE_PHRASES[error["type"]]
+        elif error["type"] == "is_instance_of":  # a class pydantic only checks with isinstance (Sequence, Mapping)
+            name = error["msg"].rpartition(" ")[2]
+            phrase = _CLASS_PHRASES.get(name, f"a {name}")
         else:
             phrase = error["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
             phrase = "null" if phrase == "None" else phrase.split(", unable to")[0]

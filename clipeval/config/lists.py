@@ -8,11 +8,13 @@ from typing import Any
 
 from omegaconf import ListConfig, OmegaConf
 
-from clipeval.errors import ClipevalError
+from clipeval.config.files import read_text
+from clipeval.errors import ClipevalError, quoted
 
 
 def read_strings(value: Any, what: str, base: Path | None = None) -> list[str]:
-    """A list as given, or the non-empty lines of a file (relative paths also tried under ``base``)."""
+    """A list as given, or the non-empty lines of a file (relative paths also tried under ``base``); ClipevalError
+    naming ``what`` and the file when it is not UTF-8 text (:func:`~clipeval.config.files.read_text`)."""
     if isinstance(value, ListConfig):
         value = OmegaConf.to_container(value)
     if isinstance(value, Sequence) and not isinstance(value, str):
@@ -21,7 +23,9 @@ def read_strings(value: Any, what: str, base: Path | None = None) -> list[str]:
     candidates = [path] if path.is_absolute() or base is None else [path, base / path]
     for candidate in candidates:
         if candidate.is_file():
-            return [line.strip() for line in candidate.read_text(encoding="utf-8").splitlines() if line.strip()]
+            _, text = read_text(candidate, f"{what}: file")
+            return [line.strip() for line in text.splitlines() if line.strip()]
     raise ClipevalError(
-        f"{what}: '{value}' is neither a list nor an existing file (looked at {[str(c) for c in candidates]})."
+        f"{what}: {quoted(str(value))} is neither a list nor an existing file "
+        f"(looked at {', '.join(quoted(str(c), 200) for c in candidates)})."
     )

@@ -121,3 +121,32 @@ def _first_override(argv: list[str]) -> int:
             continue
         return i
     return len(argv)
+
+
+def check_no_op_overrides(cfg, overrides: list[str]) -> None:
+    """ClipevalError for an override that sets a mapping to ``{}`` where the composed config ``cfg`` holds a
+    non-empty one (``task.evaluators={}``): Hydra merges a mapping into the one there, so ``{}`` changes nothing
+    and the run would go on with every entry. Says how to drop entries instead."""
+    from omegaconf import DictConfig, OmegaConf
+
+    groups = set(registry.groups())
+    for arg in overrides:
+        try:
+            override = OverridesParser.create().parse_overrides([arg])[0]
+        except Exception:  # noqa: BLE001 (Hydra explains a malformed override)
+            continue
+        key = override.key_or_group
+        if override.is_delete() or key in groups or override.is_sweep_override():
+            continue
+        value = override.value()
+        if not (isinstance(value, dict) and not value):
+            continue
+        node = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if isinstance(node, DictConfig) and len(node):
+            entries = [str(k) for k in node]
+            first = entries[0]
+            raise ClipevalError(
+                f"{key}={{}} changes nothing: Hydra merges a mapping into the one already there, so {key} keeps "
+                f"{', '.join(entries)}. To drop an entry, delete it: ~{key}.{first}"
+                + (f" (or {key}.{first}=null); a task needs at least one." if key.endswith("evaluators") else ".")
+            )

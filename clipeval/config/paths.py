@@ -56,6 +56,16 @@ def cache_dir(configured: str | os.PathLike | None = None) -> Path:
     return Path(os.path.abspath(Path(root).expanduser()))
 
 
+def path_argument(text: str) -> Path:
+    """A command-line option's file or folder (argparse ``type=``): an empty one is refused, which argparse turns
+    into exit 2 naming the option (``argument --out: an empty path``); ``Path("")`` would be the current folder."""
+    import argparse
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"an empty path ({text!r}): give a file or folder")
+    return Path(text)
+
+
 ASSETS = _PACKAGE / "embedded" / "assets"
 
 

@@ -27,10 +27,10 @@ from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
-from clipeval.errors import ClipevalError, did_you_mean
+from clipeval.errors import ClipevalError, did_you_mean, quoted
 
 #: keys Hydra's ``instantiate`` reads itself in a node that has ``_target_``
 HYDRA_KEYS = ("_target_", "_convert_", "_recursive_", "_partial_", "_args_")
@@ -75,15 +75,20 @@ VERSION_HELP = "a whole number, or dot-separated whole numbers as text such as '
 
 
 class _Closed(BaseModel):
-    """A mapping whose keys are all known: an unknown one is an error with a did-you-mean."""
+    """A mapping whose keys are all known: an unknown one is an error with a did-you-mean.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True, populate_by_name=True)
+    Text is text: a number where a string belongs (``tags=[1,2]``, ``model.name: 123``) is refused, not turned into
+    one ("1.0" and "1e3" would come out as '1.0' and '1000.0'); quoting it gives the text.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class _Open(BaseModel):
-    """A mapping with some known keys and any others (a task's own variables, a class's options)."""
+    """A mapping with some known keys and any others (a task's own variables, a class's options); text as in
+    :class:`_Closed`."""
 
-    model_config = ConfigDict(extra="allow", frozen=True, coerce_numbers_to_str=True, populate_by_name=True)
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
 
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -138,6 +143,12 @@ class DatasetConfig(_Target):
 _strings_or_file = "a list of strings, a file with one per line, or null"
 
 
+def _some_evaluator(evaluators: dict[str, Any]) -> dict[str, Any]:
+    if not any(node is not None for node in evaluators.values()):
+        raise ValueError("no evaluator")
+    return evaluators
+
+
 class TaskConfig(_Open):
     """A task (``task``, or each of a suite's ``tasks``): one ``task.yaml`` and the overrides on it."""
 
@@ -145,10 +156,11 @@ class TaskConfig(_Open):
     version: Version = Field(1, description=VERSION_HELP)
     dir: str | None = Field(None, description="the task's folder (set by clipeval)")
     datasets: dict[str, DatasetConfig] = Field(
-        description="a mapping of dataset name to its source (a node with _target_)"
+        min_length=1, description="a mapping of dataset name to its source (a node with _target_), at least one"
     )
-    evaluators: dict[str, _Target | None] = Field(
-        description="a mapping of evaluator name to its config (a node with _target_; null drops one)"
+    evaluators: Annotated[dict[str, _Target | None], AfterValidator(_some_evaluator)] = Field(
+        description="a mapping of evaluator name to its config (a node with _target_; null drops one), with at least "
+        "one evaluator: a task with none has nothing to evaluate"
     )
     classnames: list[str] | str | None = Field(None, description=_strings_or_file)
     templates: list[str] | str | None = Field(None, description=_strings_or_file + " (each with {c})")
@@ -170,6 +182,30 @@ class ShiftConfig(_Closed):
         return {"datasets": value} if isinstance(value, str) else value
 
 
+#: the formats a figure may be written in, by its file's suffix (clipeval.report.figures.save)
+FIGURE_FORMATS = ("png", "pdf", "svg")
+
+
+def _figure_file(name: str) -> str:
+    if Path(name).name != name or Path(name).suffix.lstrip(".").lower() not in FIGURE_FORMATS:
+        raise ValueError("not a figure's file name")
+    return name
+
+
+FIGURE_FILE = (
+    "a file name (no folder) ending in " + ", ".join(f".{f}" for f in FIGURE_FORMATS) + ", which says its format"
+)
+
+
+class FigureConfig(_Closed):
+    """One figure of a suite's robustness report: the drawing function and the file it writes in the run directory."""
+
+    target: str = Field(
+        alias="_target_", description="the import path of a drawing function of (report, model name, path)"
+    )
+    file: Annotated[str, AfterValidator(_figure_file)] = Field(description=FIGURE_FILE)
+
+
 class RobustnessConfig(_Closed):
     """A suite's effective-robustness report."""
 
@@ -178,7 +214,20 @@ class RobustnessConfig(_Closed):
         description="a mapping of shift name to 'task/dataset', 'task', or {datasets: ..., in_distribution: ...}"
     )
     baselines: _Target = Field(description="the baselines' config (a node with _target_)")
-    figures: list[_Target] = Field([], description="a list of figure configs ({_target_: ..., file: ...})")
+    figures: list[FigureConfig] = Field(
+        [], description="a list of figures, each {_target_: <drawing function>, file: <name>.png|.pdf|.svg}"
+    )
+
+    @model_validator(mode="after")
+    def _one_figure_per_file(self) -> RobustnessConfig:
+        files = [f.file for f in self.figures]
+        twice = sorted({f for f in files if files.count(f) > 1})
+        if twice:
+            raise ClipevalError(
+                f"suite.robustness.figures: {', '.join(twice)} would be written by more than one figure: give each "
+                "figure its own file."
+            )
+        return self
 
 
 class SuiteConfig(_Closed):
@@ -257,33 +306,65 @@ def validate_task(cfg: DictConfig | Mapping[str, Any], key: str = "task") -> Tas
     return task
 
 
+#: task keys the task itself does not read: they reach an evaluator or a dataset only through an interpolation in the
+#: task.yaml (the folder task's ``class_subset: ${...class_subset}``), so a task whose file has none ignores them
+PASSED_ON = ("class_subset",)
+
+
 def check_task_keys(data: Mapping[str, Any], prefix: tuple[str, ...]) -> None:
     """Refuse a key of a composed task that is neither a task key (:class:`TaskConfig`) nor one of the task's own
     variables (see :func:`task_variables`): ``+task.foo=x``, or ``dataset:`` in a task.yaml, would otherwise be kept
-    and ignored. ClipevalError naming the key, its value and the nearest valid key.
+    and ignored. ClipevalError naming the key, its value and the nearest valid key. So is a value for a task key
+    that only an interpolation passes on (:data:`PASSED_ON`) in a task whose file has none: ``+task.class_subset``
+    on a task that gives its evaluators no class subset (see :func:`unused_task_key`).
 
     A task whose folder is unknown, or whose task.yaml has a defaults list (its variables may come from
     elsewhere), keeps its other keys.
     """
     fields = [info.alias or name for name, info in TaskConfig.model_fields.items()]
     extra = [key for key in data if key not in fields]
-    own = task_variables(data.get("dir")) if extra else None
+    passed_on = [key for key in PASSED_ON if data.get(key) is not None]
+    own = task_variables(data.get("dir")) if extra or passed_on else None
     if own is None:
         return
+    where = ".".join(prefix)
     lines = []
     for key in (k for k in extra if k not in own):
-        where = ".".join(prefix)
         lines.append(
             f"{where} has no key '{key}' ({where}.{key}={_show(data[key])}): a task takes its schema's keys and its "
             f"own variables (keys of its {TASK_FILE} that an interpolation uses, like root in ${{...root}}). "
             f"{did_you_mean(str(key), [*fields, *own])} (task file: {data['dir']}/{TASK_FILE})"
         )
+    for key in (k for k in passed_on if k not in own):
+        lines.append(f"{where}.{key}={_show(data[key])}: {unused_task_key(data, key, where)}")
     if len(lines) == 1:
         raise ClipevalError(lines[0])
     if lines:
         raise ClipevalError(
             f"{len(lines)} problems in the configuration:\n" + "\n".join(f"  - {line}" for line in lines)
         )
+
+
+def unused_task_key(data: Mapping[str, Any], key: str, where: str = "task") -> str:
+    """Why the task ``data`` (the config's ``where``) ignores ``key`` (one of :data:`PASSED_ON`), and which of its
+    evaluators take an option of that name: what a message says to a user who set it."""
+    from clipeval.config.construct import takes_option  # construct imports this module
+
+    takers = [
+        name
+        for name, node in (data.get("evaluators") or {}).items()
+        if isinstance(node, Mapping) and "_target_" in node and takes_option(str(node["_target_"]), key)
+    ]
+    prefix = "task" if "dir" not in data else f"task '{data.get('name')}'"
+    if takers:
+        options = " or ".join(f"{where}.evaluators.{name}.{key}" for name in takers)
+        fix = f" To give an evaluator its own, set its option: {options} (+ to add it)."
+    else:
+        fix = f" None of its evaluators takes a {key}."
+    return (
+        f"{prefix} does not use {key}: its {TASK_FILE} passes no ${{...{key}}} on to an evaluator, so the value "
+        f"would be ignored (the folder and hf tasks pass it on).{fix} (task file: {data.get('dir')}/{TASK_FILE})"
+    )
 
 
 def task_variables(folder: Any) -> list[str] | None:
@@ -383,15 +464,23 @@ def _line(error: Any, schema: type[BaseModel], path: tuple, prefix: tuple[str, .
     allowed = info.description if info is not None and info.description else error["msg"].lower()
     if error["type"] == "missing":
         return f"{key} is required: {allowed}."
+    given = _show(error["input"]) + _quote_hint(error)
     if field_path == path:
-        return f"{key} must be {allowed}, not {_show(error['input'])}."
+        return f"{key} must be {allowed}, not {given}."
     field_key = ".".join(map(str, (*prefix, *field_path)))
-    return f"{field_key} must be {allowed}: {key} is {_show(error['input'])}."
+    return f"{field_key} must be {allowed}: {key} is {given}."
+
+
+def _quote_hint(error: Any) -> str:
+    """For a number or flag where text belongs: how to give it as text (YAML and Hydra read 1 and true as such)."""
+    value = error["input"]
+    if error["type"] != "string_type" or not isinstance(value, int | float):
+        return ""
+    return f", a {'flag' if isinstance(value, bool) else 'number'} (quote it to give text: '{str(value).lower() if isinstance(value, bool) else value}')"
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return quoted(value, as_json=False)
 
 
 def _kind(value: Any) -> str:

@@ -12,6 +12,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,16 +31,50 @@ IMAGE_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class DataNotFound(ClipevalError):
-    """The data a task needs is not where it was looked for."""
+    """The data a task needs is not where it was looked for.
 
-    def __init__(self, what: str, looked: list[str], how: str):
-        where = "\n".join(f"  - {p}" for p in looked)
+    ``kind`` (``folder`` or ``file``) is what each looked-at path should be: a path that is the other kind, or one
+    under a file, is said to be that (``/data/x.png is a file, not a folder``) rather than "not found". ``found``
+    says what is there when it is not what ``what`` needs in another way (a CSV where a dataset's folder or a
+    parquet file is needed).
+    """
+
+    def __init__(self, what: str, looked: list[str], how: str, kind: str | None = None, found: str | None = None):
+        states = [(p, _what_is_at(p, kind)) for p in looked]
+        found = found or (states[0][1] if len(states) == 1 else None)
+        if found and found.startswith(UNDER):
+            super().__init__(f"{what} not found: {found.removeprefix(UNDER)} (looked for {looked[0]}).\n{how}")
+            return
+        if found:
+            super().__init__(f"{what} is {found}.\n{how}")
+            return
+        where = "\n".join(f"  - {p}" + (f" ({state.removeprefix(UNDER)})" if state else "") for p, state in states)
         super().__init__(f"{what} not found. Looked in:\n{where}\n{how}")
 
     @staticmethod
     def for_task(exc: DataNotFound, task: str) -> ClipevalError:
         """The same message, saying which task needed the data."""
         return ClipevalError(f"Task '{task}': {exc}")
+
+
+def _what_is_at(path: str, kind: str | None) -> str | None:
+    """What is at ``path`` when it is not the ``kind`` (folder or file) that is needed there, in words; else None
+    (nothing there, a path of the right kind, or no path at all)."""
+    place = Path(path)
+    if kind is None or not place.is_absolute():
+        return None
+    try:
+        if place.is_dir():
+            return "a folder, not a file" if kind == "file" else None
+        if place.exists():
+            return "a file, not a folder" if kind == "folder" else None
+        parent = next((p for p in place.parents if p.exists()), None)
+    except OSError:  # a name too long, a folder that cannot be searched: "not found" says enough
+        return None
+    return f"{UNDER}{parent} is a file, not a folder" if parent is not None and not parent.is_dir() else None
+
+
+UNDER = "under a file: "
 
 
 def content_key(kind: str, payload: Any) -> str:

@@ -50,7 +50,7 @@ class ImageFolderSource(MapSource):
         what = what or f"Image folder '{candidates[0]}'"
         how = how_to_get or "Pass task.root=DIR, a folder with one subfolder of images per class."
         if not found:
-            raise DataNotFound(what, [str(Path(c).expanduser().resolve()) for c in candidates], how)
+            raise DataNotFound(what, [str(Path(c).expanduser().resolve()) for c in candidates], how, kind="folder")
         self.root = found[0]
         self.crop = int(crop)
         present = [d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")]

@@ -93,6 +93,8 @@ def _load(path: str, split: str, name: str | None, revision: str | None):
             f"A Hugging Face dataset at '{path}'",
             [str(local)],
             "Expected a folder written by Dataset.save_to_disk, parquet file(s), or a hub id.",
+            kind="folder",
+            found=_not_a_dataset(local),
         )
     try:
         return datasets.load_dataset(path, name, split=split, revision=revision)
@@ -104,6 +106,19 @@ def _load(path: str, split: str, name: str | None, revision: str | None):
             "Download it where there is network (datasets.load_dataset(...).save_to_disk(DIR)) "
             "and pass task.path=DIR.",
         ) from exc
+
+
+def _not_a_dataset(local: Path) -> str | None:
+    """What is at ``local`` instead of a saved dataset or parquet files, in words (None: nothing)."""
+    if local.is_dir():
+        return (
+            "a folder without a saved dataset (no dataset_info.json, dataset_dict.json or state.json, as "
+            "Dataset.save_to_disk writes) and without .parquet files"
+        )
+    if local.is_file():
+        what = f"a {local.suffix} file" if local.suffix else "a file"
+        return f"{what}, not a .parquet file or a folder written by Dataset.save_to_disk"
+    return None
 
 
 def _parquet_cache(files: list[str]) -> str:

@@ -7,7 +7,6 @@ classes onto ImageNet's.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from clipeval.data.base import DataNotFound
 from clipeval.data.folder import ImageFolderSource
 from clipeval.errors import ClipevalError
+from clipeval.results.files import read_json, read_text
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,9 @@ class ObjectNet(ImageFolderSource):
         candidates = [Path(data_root, d).expanduser().resolve() for d in OBJECTNET_DIRS]
         root = next((c for c in candidates if (c / "images").is_dir() and (c / "mappings").is_dir()), None)
         if root is None:
-            raise DataNotFound("ObjectNet 1.0 (images/ and mappings/)", [str(c) for c in candidates], OBJECTNET_HOW)
+            raise DataNotFound(
+                "ObjectNet 1.0 (images/ and mappings/)", [str(c) for c in candidates], OBJECTNET_HOW, kind="folder"
+            )
         folders, groups, names = _objectnet_mapping(root / "mappings")
         super().__init__(
             root / "images",
@@ -86,7 +88,9 @@ def _objectnet_mapping(mappings: Path) -> tuple[list[str], list[list[int]], list
         path = mappings / name
         if not path.is_file():
             raise DataNotFound(f"ObjectNet mapping file {name}", [str(path)], OBJECTNET_HOW)
-        return json.loads(path.read_text()) if name.endswith(".json") else path.read_text().splitlines()
+        if name.endswith(".json"):
+            return read_json(path, "ObjectNet mapping file")[1]
+        return read_text(path, "ObjectNet mapping file")[1].splitlines()
 
     folder_of = {label: folder for folder, label in load("folder_to_objectnet_label.json").items()}
     to_imagenet = load("objectnet_to_imagenet_1k.json")

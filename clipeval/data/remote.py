@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from email.message import Message
 from typing import IO, Any
 
+from clipeval.config.files import decode_text
 from clipeval.data.base import DataNotFound
 from clipeval.errors import ClipevalError, OptionError
 
@@ -161,7 +162,7 @@ class HttpLocation(Location):
             data = _read(response, TEXT_LIMIT + 1, url, self.timeout)
         if len(data) > TEXT_LIMIT:
             raise RemoteError(f"{url} is larger than {TEXT_LIMIT} bytes; it should be a small text file.")
-        return data.decode("utf-8", errors="replace")
+        return decode_text(data, f"The webdataset's {url}")
 
     def validator(self, rel: str) -> Validator:
         url = self.url(rel)
@@ -314,7 +315,7 @@ class PipeLocation(Location):
                 [f"the output of `{cmd}` (exit {proc.returncode}: {_tail(err)})"],
                 "Check the command in task.root: with {path} replaced it should write that file to stdout.",
             )
-        return out.decode("utf-8", errors="replace")
+        return decode_text(out, f"The output of `{cmd}`")
 
     def validator(self, rel: str) -> Validator:
         return Validator("revision", self.revision, None)

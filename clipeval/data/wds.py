@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from clipeval.cache import file_digests
+from clipeval.config.files import read_text
 from clipeval.data import remote
 from clipeval.data.base import DataNotFound, Item, Source, content_key, decode, is_utf8
 from clipeval.errors import ClipevalError, OptionError
@@ -59,6 +60,7 @@ class WebDatasetSource(Source):
                 [str(nshards_file)],
                 "Pass task.root=DIR, a folder in the CLIP_benchmark webdataset layout "
                 "(for example a local clone of a clip-benchmark/wds_* dataset repository).",
+                kind="file",
             )
         count = _shard_count(nshards_file)
         self.shards = [self.root / split / f"{i}.tar" for i in range(count)]
@@ -234,7 +236,8 @@ def check_shard(path: Path) -> None:
 def _read_lines(path: Path) -> list[str] | None:
     if not path.is_file():
         return None
-    return _lines(path.read_text(encoding="utf-8"))
+    _, text = read_text(path, "The webdataset's")
+    return _lines(text)
 
 
 def _lines(text: str | None) -> list[str] | None:

@@ -6,7 +6,8 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -51,6 +52,11 @@ class Adversarial:
     ``worst`` combines the attacks that did run. Raises ClipevalError for a classifier with
     fewer than two classes (nothing to attack) and for settings that make no sense.
     """
+
+    @staticmethod
+    def zero_shot_top1(options: Mapping[str, Any], datasets: Sequence[str]) -> list[str]:
+        """None of the records it writes is a zero-shot top-1 (it writes clean_top1 and robust_top1)."""
+        return []
 
     def __init__(self, dataset: str, eps: Sequence[float] = (1, 2, 4), eps_scale: float = 255, norm: str = "linf",
                  attacks: Sequence[str] = ATTACKS, steps: int = 100, limit: int | None = 500, seed: int = 0,

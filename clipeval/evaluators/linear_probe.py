@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,6 +83,11 @@ class LinearProbe:
     paper's "adapt to ImageNet" experiment (its Figure 14).
     """
 
+    @staticmethod
+    def zero_shot_top1(options: Mapping[str, Any], datasets: Sequence[str]) -> list[str]:
+        """None of the records it writes is a zero-shot top-1 (its top-1 records carry the probe in their params)."""
+        return []
+
     def __init__(self, train: str, test: Sequence[str], val_fraction: float = 0.2, seed: int = 0):
         self.train, self.test, self.val_fraction, self.seed = train, list(test), val_fraction, seed
 
@@ -137,6 +143,11 @@ class FewShot:
     warning and a note in results.json naming those classes; ClipevalError when no k is left.
     Classes without any training examples are named in a note; the probe chooses among the others.
     """
+
+    @staticmethod
+    def zero_shot_top1(options: Mapping[str, Any], datasets: Sequence[str]) -> list[str]:
+        """None of the records it writes is a zero-shot top-1 (its top-1 records carry the probe in their params)."""
+        return []
 
     def __init__(self, train: str, test: str, ks: Sequence[int] = (1, 2, 4, 8, 16), seeds: int = 3,
                  val_fraction: float = 0.25):  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -59,6 +59,14 @@ class ZeroShot:
         self.groups_from = groups_from
         if name and (self.datasets is None or len(self.datasets) != 1):
             raise ClipevalError("ZeroShot 'name' renames one dataset: give exactly one in 'datasets'.")
+
+    @staticmethod
+    def zero_shot_top1(options: Mapping[str, Any], datasets: Sequence[str]) -> list[str]:
+        """The names of the zero-shot top-1 records it writes, configured with ``options`` in a task with
+        ``datasets``: each of its datasets (all of the task's by default), or its ``name``."""
+        if options.get("name"):
+            return [str(options["name"])]
+        return [str(d) for d in options.get("datasets") or datasets]
 
     def check(self, task: Task) -> None:
         """Refuse, before anything is encoded, a class subset, class groups or class names that do not fit the data."""
@@ -127,13 +135,21 @@ def parse_class_subset(value: Sequence[int | str]) -> list[int]:
             "Give the indices of the scored classes in the class-name list, counting from 0."
         )
     indices = [int(e) for e in entries]
-    repeated = sorted(i for i, n in Counter(indices).items() if n > 1)
-    if repeated or not indices:
+    if not indices:
+        raise ClipevalError("class_subset is empty: give the indices of the scored classes, at least two.")
+    counts = Counter(indices)
+    repeated = sorted(i for i, n in counts.items() if n > 1)
+    if repeated:
+        shown = ", ".join(f"class {i} {_times(counts[i])}" for i in repeated[:5])
         raise ClipevalError(
-            f"class_subset is empty or lists classes more than once ({repeated[:5]}): give each scored class "
-            "once, in the order of the data's labels."
+            f"class_subset has duplicates: it lists {shown} ({repeated[:5]}); give each scored class once, in the "
+            "order of the data's labels."
         )
     return indices
+
+
+def _times(n: int) -> str:
+    return "twice" if n == 2 else f"{n} times"
 
 
 def _to_group_labels(labels: torch.Tensor, groups: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -112,6 +112,7 @@ def _load(name_or_path: str, name: str, revision: str | None) -> tuple[Any, Any,
 
     from clipeval.logs import quiet_transformers
 
+    _check_local_path(name_or_path)
     quiet_transformers()  # its warnings to the run's log, no progress bars
     try:
         # mismatched sizes are reported in loading_info (and refused below, naming them) rather than raised bare
@@ -146,6 +147,31 @@ def _load(name_or_path: str, name: str, revision: str | None) -> tuple[Any, Any,
         if not hasattr(model, method):
             raise ClipevalError(f"'{name_or_path}' ({type(model).__name__}) is not a dual encoder: no {method}.")
     return model, tokenizer, image_processor
+
+
+SAVE_HOW = (
+    "model.save_pretrained(DIR) and AutoProcessor.from_pretrained(<hub id>).save_pretrained(DIR) where there is network"
+)
+
+
+def _check_local_path(name_or_path: str) -> None:
+    """ClipevalError for a ``name_or_path`` that is a local path (it starts with /, ./, ../ or ~, or names more
+    than org/name) with no model folder there: transformers would try it as a hub id, and its message would cite
+    the rules for repo ids."""
+    text = str(name_or_path)
+    local = text.startswith(("/", "./", "../", "~", ".\\")) or text.count("/") > 1 or Path(text).exists()
+    if not local:
+        return
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return
+    found = "is a file, not a folder" if path.exists() else "does not exist"
+    raise ClipevalError(
+        f"model.name_or_path={text!r} is a local path, and {path.absolute()} {found}: a Hugging Face model is a "
+        f"folder the model and its processor were saved to ({SAVE_HOW}), or a hub id such as "
+        "openai/clip-vit-base-patch32 (without network, a hub id loads only from the local Hugging Face cache, "
+        "HF_HOME, where an earlier download put it)."
+    )
 
 
 def _check_loading(info: Mapping[str, Any], name: str, name_or_path: str) -> None:

@@ -36,9 +36,10 @@ from typing import Any
 
 import torch
 
-from clipeval.errors import ClipevalError, did_you_mean
+from clipeval.errors import ClipevalError, did_you_mean, kind_of
 from clipeval.logs import dropped
 from clipeval.models.base import WrappedModule, fingerprint, normalize, skip_weight_init
+from clipeval.results.files import read_json
 
 log = logging.getLogger(__name__)
 
@@ -311,8 +312,24 @@ def register_model_config(name: str, model_config: str | None) -> None:
 
     if model_config:
         config_path = Path(model_config).expanduser()
-        if not config_path.is_file():
-            raise ClipevalError(f"Model '{name}': architecture config {config_path} does not exist.")
+        what = f"Model '{name}': architecture config (model.model_config)"
+        if not config_path.exists():
+            raise ClipevalError(f"{what} {config_path} does not exist.")
+        if config_path.is_file() and config_path.suffix != ".json":
+            raise ClipevalError(
+                f"{what} {config_path} is not a .json file: open_clip reads <arch>.json files only (and names the "
+                "architecture after the file)."
+            )
+        # open_clip would read it itself, with a traceback for a file that is not JSON text (and keep failing on it)
+        _, data = read_json(config_path, what)  # a folder, binary, truncated or malformed JSON: said as such
+        needed = ("embed_dim", "vision_cfg", "text_cfg")
+        if not isinstance(data, dict) or not all(k in data for k in needed):
+            have = (
+                f"its keys are {', '.join(map(str, data))}" if isinstance(data, dict) else f"it holds {kind_of(data)}"
+            )
+            raise ClipevalError(
+                f"{what} {config_path} is not an open_clip architecture: it needs {', '.join(needed)} ({have})."
+            )
         open_clip.add_model_config(str(config_path))
 
 

@@ -140,6 +140,12 @@ class TableBaselines:
         self.exclude_names = list(spec.get("exclude_names", []))
         self.label = spec.get("label", "baseline models")
 
+    @staticmethod
+    def shifts_with_points(options: Mapping[str, Any]) -> list[str] | None:
+        """The shifts it has points for, configured with ``options``: its ``shifts``' (checked before a run)."""
+        shifts = options.get("shifts")
+        return [str(s) for s in shifts] if isinstance(shifts, Mapping) else None
+
     def models(self) -> pd.Index:
         keep = self.table.index
         if self.include_types is not None:

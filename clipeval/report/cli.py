@@ -27,7 +27,8 @@ import sys
 from pathlib import Path
 
 from clipeval.atomic import output_folder, safe_file_name
-from clipeval.errors import USAGE_EXIT_CODE, ClipevalError
+from clipeval.config.paths import path_argument
+from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, printable
 from clipeval.logs import shown
 from clipeval.report.robustness import format_report
 from clipeval.report.testbed import PAPER_TO_TESTBED, figure13, testbed_baselines, testbed_inputs, testbed_report
@@ -39,7 +40,7 @@ __all__ = ["PAPER_TO_TESTBED", "figure13", "main", "testbed_baselines", "testbed
 def _store_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--store",
-        type=Path,
+        type=path_argument,
         default=Path(os.environ.get("CLIPEVAL_STORE", "outputs/store")),
         help="the results store (default: $CLIPEVAL_STORE, else outputs/store, as the runs use)",
     )
@@ -60,9 +61,11 @@ def _selector(args: argparse.Namespace) -> Selector:
 def _baseline_options(p: argparse.ArgumentParser, required: bool) -> None:
     what = "re-fit against" if required else "re-fit every selected run against (default: their stored baselines)"
     group = p.add_argument_group(f"baselines to {what}")
-    group.add_argument("--table", required=required, type=Path, help="baselines' accuracies: wide or long CSV")
-    group.add_argument("--model-types", type=Path, help="model,model_type CSV: keep STANDARD models only")
-    group.add_argument("--protocol", type=Path, help="YAML as conf/baselines/testbed.yaml (the default protocol)")
+    group.add_argument("--table", required=required, type=path_argument, help="baselines' accuracies: wide or long CSV")
+    group.add_argument("--model-types", type=path_argument, help="model,model_type CSV: keep STANDARD models only")
+    group.add_argument(
+        "--protocol", type=path_argument, help="YAML as conf/baselines/testbed.yaml (the default protocol)"
+    )
     group.add_argument(
         "--shift",
         action="append",
@@ -96,41 +99,50 @@ def _parser() -> argparse.ArgumentParser:
     store = sub.add_parser("store", help="Markdown and HTML report of the stored runs (figures drawn from them)")
     _store_option(store)
     _selection_options(store)
-    store.add_argument("--out", type=Path, default=Path("reports/out"))
+    store.add_argument("--out", type=path_argument, default=Path("reports/out"))
 
     figure = sub.add_parser("figure", help="every selected stored run on the effective-robustness panels")
     _store_option(figure)
     _selection_options(figure)
-    figure.add_argument("--published", type=Path, help="published results table, e.g. openclip_results.csv")
+    figure.add_argument("--published", type=path_argument, help="published results table, e.g. openclip_results.csv")
     figure.add_argument(
         "--published-map",
-        type=Path,
+        type=path_argument,
         help="YAML mapping the table's columns to the suite's shifts (default conf/published/openclip.yaml)",
     )
     _baseline_options(figure, required=False)
     figure.add_argument(
-        "--out", type=Path, default=Path("reports/out"), help="folder for cross_run.<format>, steps.<format>"
+        "--out", type=path_argument, default=Path("reports/out"), help="folder for cross_run.<format>, steps.<format>"
     )
     figure.add_argument("--format", default="png", choices=["png", "pdf", "svg"])
 
     refit = sub.add_parser("refit", help="a stored run's effective robustness against another baseline table")
-    refit.add_argument("run", type=Path, help="a run directory, its results.json, or a store entry (or its name)")
+    refit.add_argument(
+        "run", type=path_argument, help="a run directory, its results.json, or a store entry (or its name)"
+    )
     _store_option(refit)
     _baseline_options(refit, required=True)
-    refit.add_argument("--out", type=Path, default=Path("reports/out"))
+    refit.add_argument("--out", type=path_argument, default=Path("reports/out"))
 
     for name in ("testbed", "figure13"):
         p = sub.add_parser(name)
-        p.add_argument("--table", required=True, help="imagenet-testbed robustness_top1s.csv")
+        p.add_argument("--table", required=True, type=path_argument, help="imagenet-testbed robustness_top1s.csv")
         p.add_argument(
-            "--model-types", required=True, help="model_types.csv (model,model_type) or plotting/model_types.py"
+            "--model-types",
+            required=True,
+            type=path_argument,
+            help="model_types.csv (model,model_type) or plotting/model_types.py",
         )
-        p.add_argument("--out", type=Path, default=Path("reports/out"))
+        p.add_argument("--out", type=path_argument, default=Path("reports/out"))
     sub.choices["testbed"].add_argument(
         "--model", required=True, help="a row of the table, e.g. vit_b_32_clip_zeroshot"
     )
-    sub.choices["testbed"].add_argument("--sizes", required=True, help="eval_setting_sizes.json (n per setting)")
-    sub.choices["figure13"].add_argument("--published", required=True, help="clip_paper_fig13_table16.csv")
+    sub.choices["testbed"].add_argument(
+        "--sizes", required=True, type=path_argument, help="eval_setting_sizes.json (n per setting)"
+    )
+    sub.choices["figure13"].add_argument(
+        "--published", required=True, type=path_argument, help="clip_paper_fig13_table16.csv"
+    )
     sub.choices["figure13"].add_argument("--format", default="png", choices=["png", "pdf", "svg"])
     return parser
 
@@ -147,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # the reader of our output is gone (| head): clipeval.cli.main ends quietly
         raise
     except (ClipevalError, OSError) as exc:
-        print(f"clipeval report: error: {exc}", file=sys.stderr)
+        print(f"clipeval report: error: {printable(str(exc))}", file=sys.stderr)
         raise SystemExit(USAGE_EXIT_CODE) from None
 
 

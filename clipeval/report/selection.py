@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from clipeval.errors import ClipevalError
-from clipeval.results.store import ResultsDocument, Selector, load_store
+from clipeval.results.store import ResultsDocument, Selector, load_store, skipped
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,7 +44,7 @@ def each_run(
         try:
             yield doc, compute(doc)
         except ClipevalError as exc:
-            log.warning("Skipped %s: %s", _name(doc), exc)
+            log.warning("%s", skipped(doc.path, exc) if doc.path is not None else f"Skipped {doc.where}: {exc}")
         except Exception as exc:  # noqa: BLE001 - one run's fault must not stop the report of the others
             log.warning("Skipped %s: its report could not be computed (%s: %s); the other runs are reported. "
                         "This is a fault of clipeval or of the entry: please report it.", _name(doc),

@@ -14,35 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from clipeval.config.files import read_text
 from clipeval.errors import ClipevalError
 
-
-def read_text(path: str | Path, what: str, kind: str = "text") -> tuple[Path, str]:
-    """(path, its text); ClipevalError when it is absent, a folder, unreadable or not UTF-8 text (binary).
-
-    ``kind`` names the file kind in the message (``is not a JSON text file``).
-    """
-    path = Path(path).expanduser()
-    where = f"{what} {path}".strip()
-    if not path.exists():
-        raise ClipevalError(f"{where} does not exist.")
-    if not path.is_file():
-        raise ClipevalError(f"{where} is not a file.")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ClipevalError(f"{where} cannot be read ({exc.strerror or exc}).") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ClipevalError(
-            f"{where} is not a {kind} file (byte {exc.start} is not UTF-8): is it binary, or compressed?"
-        ) from None
-    if "\x00" in text:
-        raise ClipevalError(
-            f"{where} is not a {kind} file (byte {text.index(chr(0))} is a NUL byte): is it binary, or compressed?"
-        )
-    return path, text
+__all__ = ["read_json", "read_text"]
 
 
 def read_json(path: str | Path, what: str) -> tuple[Path, Any]:
@@ -58,9 +33,9 @@ def read_json(path: str | Path, what: str) -> tuple[Path, Any]:
         at = f"line {exc.lineno}, column {exc.colno}"
         if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string"):  # no more text to parse
             raise ClipevalError(
-                f"{where} is truncated: its JSON ends early ({exc.msg} at {at}). Write or copy it again."
+                f"{where} is truncated: its JSON ends early ({exc.msg.removesuffix(' at')} at {at}). Write or copy it again."
             ) from None
-        raise ClipevalError(f"{where} is not valid JSON ({exc.msg} at {at}).") from None
+        raise ClipevalError(f"{where} is not valid JSON ({exc.msg.removesuffix(' at')} at {at}).") from None
     except RecursionError:
         raise ClipevalError(
             f"{where} is JSON nested too deeply to read (arrays or objects inside each other, deeper than "

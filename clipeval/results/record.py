@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from clipeval.errors import ClipevalError, did_you_mean
+from clipeval.errors import ClipevalError, did_you_mean, kind_of, quoted
 
 #: parameter values are JSON scalars, so that a key survives a round trip through a results file
 ParamValue = str | int | float | bool
@@ -57,13 +57,13 @@ class Metric:
     @classmethod
     def from_json(cls, name: str, data: Any, where: str = "metric") -> Metric:
         if not isinstance(data, Mapping):
-            raise ClipevalError(f"{where} '{name}' is {type(data).__name__}, not an object.")
+            raise ClipevalError(f"{where} '{name}' is {kind_of(data)}, not an object.")
         flags = {k: data.get(k, getattr(cls, k)) for k in ("higher_is_better", "derived", "class_weighted")}
         bad = [k for k, v in flags.items() if not isinstance(v, bool)]
         if bad or data.get("unit", "fraction") not in UNITS:
             raise ClipevalError(
                 f"{where} '{name}': {', '.join(bad) or 'unit'} must be "
-                + ("true or false." if bad else f"one of {', '.join(UNITS)} (got {data.get('unit')!r}).")
+                + ("true or false." if bad else f"one of {', '.join(UNITS)} (got {quoted(data.get('unit'))}).")
             )
         return cls(name, str(data.get("description", "")), unit=data.get("unit", "fraction"), **flags)
 
@@ -200,7 +200,7 @@ class Record:
         """
         for name in ("dataset", "metric"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ClipevalError(f"record: '{name}' must be a non-empty string (got {getattr(self, name)!r}).")
+                raise ClipevalError(f"record: '{name}' must be a non-empty string (got {quoted(getattr(self, name))}).")
         what = (
             f"record ({self.task}/{self.dataset} {self.metric})"
             if self.task
@@ -214,22 +214,22 @@ class Record:
         """The first field that is not allowed (normalising the others in place), or None."""
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
         if not isinstance(self.task, str):
-            return f"'task' must be a string (got {self.task!r})."
+            return f"'task' must be a string (got {quoted(self.task)})."
         if not isinstance(self.value, int | float | np.integer | np.floating) or isinstance(self.value, bool):
-            return f"value is {self.value!r}, not a number."
+            return f"value is {quoted(self.value)}, not a number."
         if not math.isfinite(self.value):
-            return f"value is {self.value!r}, not a finite number."
+            return f"value is {quoted(self.value)}, not a finite number."
         put("value", float(self.value))
         if self.n is None:
             if self.tolerance is None:
-                return "'n' must be a whole number of samples (got None); only a published number with its own 'tolerance' may leave it unknown (null)."
+                return "'n' must be a whole number of samples (got null); only a published number with its own 'tolerance' may leave it unknown (null)."
         elif isinstance(self.n, bool) or not isinstance(self.n, int | np.integer) or self.n < 1:
-            return f"'n' must be a positive whole number of samples (got {self.n!r})."
+            return f"'n' must be a positive whole number of samples (got {quoted(self.n)})."
         else:
             put("n", int(self.n))
         ci = self.ci
         if not (isinstance(ci, list | tuple) and len(ci) == 2) or not all(_is_finite(v) for v in ci):
-            return f"'ci' must be a pair [low, high] of finite numbers (got {ci!r})."
+            return f"'ci' must be a pair [low, high] of finite numbers (got {quoted(ci)})."
         if ci[0] > ci[1]:
             return f"'ci' must be [low, high] with low <= high (got {list(ci)})."
         put("ci", (float(ci[0]), float(ci[1])))
@@ -240,22 +240,22 @@ class Record:
         for name in ("std", "tolerance"):
             value = getattr(self, name)
             if value is not None and not (_is_finite(value) and value >= 0):
-                return f"{name} is {value!r}: it must be a finite number >= 0 (or absent)."
+                return f"{name} is {quoted(value)}: it must be a finite number >= 0 (or absent)."
             if value is not None:
                 put(name, float(value))
         for name in ("samples", "outcome", "ci_method"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
-                return f"'{name}' must be a string (got {getattr(self, name)!r})."
+                return f"'{name}' must be a string (got {quoted(getattr(self, name))})."
         return None
 
     @classmethod
     def from_json(cls, data: Any, where: str = "record") -> Record:
         """A record from its JSON; ClipevalError naming ``where`` and the field when it is malformed."""
         if not isinstance(data, Mapping):
-            raise ClipevalError(f"{where} is {type(data).__name__}, not an object with task, dataset, metric, value.")
+            raise ClipevalError(f"{where} is {kind_of(data)}, not an object with task, dataset, metric, value.")
         for name in ("dataset", "metric"):
             if not isinstance(data.get(name), str) or not data[name]:
-                raise ClipevalError(f"{where}: '{name}' must be a non-empty string (got {data.get(name)!r}).")
+                raise ClipevalError(f"{where}: '{name}' must be a non-empty string (got {quoted(data.get(name))}).")
         ci = data.get("ci")
         try:
             return cls(
@@ -287,13 +287,13 @@ def _is_finite(value: Any) -> bool:
 def _params(params: Any) -> dict[str, ParamValue] | str:
     """``params`` with numpy scalars as Python ones; a message when a key or value is not allowed."""
     if not isinstance(params, Mapping):
-        return f"'params' must map names to strings, numbers or booleans (got {params!r})."
+        return f"'params' must map names to strings, numbers or booleans (got {quoted(params)})."
     out: dict[str, ParamValue] = {}
     for key, value in params.items():
         if isinstance(value, np.generic):
             value = value.item()
         if not isinstance(key, str) or not (isinstance(value, str | bool | int) or _is_finite(value)):
-            return f"'params' must map names to strings, numbers or booleans (got {dict(params)!r})."
+            return f"'params' must map names to strings, numbers or booleans (got {quoted(dict(params))})."
         out[key] = value
     return out
 
@@ -302,7 +302,7 @@ def finite(value: Any, what: str) -> float:
     """``value`` as a float; ClipevalError naming ``what`` unless it is a finite number."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ClipevalError(
-            f"{what} is {value!r}, not a finite number: a NaN or infinite value would make every comparison "
+            f"{what} is {quoted(value)}, not a finite number: a NaN or infinite value would make every comparison "
             "pass or fail silently. Fix the file (or rerun the evaluation that produced it)."
         )
     return float(value)

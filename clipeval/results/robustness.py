@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clipeval.errors import ClipevalError
+from clipeval.errors import ClipevalError, quoted
 from clipeval.results.record import Record
 
 #: a dataset of a task, as records name it: (task, dataset)
@@ -86,8 +86,24 @@ class RobustnessSpec:
             average = base.get("average_points")
             average = None if average is None else _points_frame(average, "baselines.average_points")
             return cls(refs(data["in_distribution"]), shifts, str(base["label"]), points, average)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ClipevalError(f"{where} is malformed ({type(exc).__name__}: {exc}).") from None
+        except _Malformed as exc:
+            raise ClipevalError(f"{where}.{exc}.") from None
+        except KeyError as exc:
+            raise ClipevalError(f"{where} is malformed: it has no {quoted(exc.args[0])}. {SHAPE}") from None
+        except (TypeError, ValueError, AttributeError):
+            raise ClipevalError(f"{where} is malformed: a field is not of its kind. {SHAPE}") from None
+
+
+#: what a document's ``robustness`` holds, for messages about one that does not
+SHAPE = (
+    "It holds in_distribution (a list of {task, dataset}), shifts ({name: {datasets: [...], in_distribution: [...]}}) "
+    "and baselines ({label, points: {shift: {model, id, shift}}, average_points}), as clipeval writes them: run the "
+    "evaluation again, or recompute the report with clipeval report refit."
+)
+
+
+class _Malformed(ValueError):
+    """A field of ``robustness`` that is not what it must be; the message starts with the field."""
 
 
 def _points_json(frame: pd.DataFrame) -> dict[str, list]:
@@ -97,20 +113,20 @@ def _points_json(frame: pd.DataFrame) -> dict[str, list]:
 
 def _points_frame(data: dict[str, list], field: str = "points") -> pd.DataFrame:
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("model", "id", "shift")):
-        raise ValueError(f"{field}: must be an object of lists 'model', 'id' and 'shift'")
+        raise _Malformed(f"{field}: must be an object of lists 'model', 'id' and 'shift'")
     lengths = {k: len(data[k]) for k in ("model", "id", "shift")}
     if len(set(lengths.values())) > 1:
-        raise ValueError(f"{field}: 'model', 'id' and 'shift' must be lists of equal length (one point per model), "
+        raise _Malformed(f"{field}: 'model', 'id' and 'shift' must be lists of equal length (one point per model), "
                          f"not of {', '.join(f'{n} {k}' for k, n in lengths.items())}")  # fmt: skip
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for k in ("id", "shift") for v in data[k]):
-        raise ValueError(f"{field}: 'id' and 'shift' must be lists of numbers (accuracies as fractions)")
+        raise _Malformed(f"{field}: 'id' and 'shift' must be lists of numbers (accuracies as fractions)")
     frame = pd.DataFrame({"id": data["id"], "shift": data["shift"]}, index=pd.Index(data["model"], name="model"))
     values = frame.to_numpy(dtype=float)
     if not np.isfinite(values).all() or (values < 0).any() or (values > 1).any():
-        raise ValueError(f"{field}: baseline accuracies must be fractions in [0, 1]")
+        raise _Malformed(f"{field}: baseline accuracies must be fractions in [0, 1]")
     inside = int(((values > 0) & (values < 1)).all(axis=1).sum())
     if inside < 2:
-        raise ValueError(f"{field}: a fit needs two models strictly between 0 and 1 ({inside} of {len(frame)} are)")
+        raise _Malformed(f"{field}: a fit needs two models strictly between 0 and 1 ({inside} of {len(frame)} are)")
     return frame
 
 

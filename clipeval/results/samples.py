@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from clipeval.errors import ClipevalError
+from clipeval.errors import ClipevalError, kind_of, quoted
 from clipeval.results.record import metric_info
 
 
@@ -32,12 +32,40 @@ def _pack_ints(array: np.ndarray) -> dict[str, Any]:
     return {"dtype": dtype, "shape": list(array.shape), "zlib_base64": base64.b64encode(data).decode()}
 
 
+PACKED = "packed integers {dtype, shape, zlib_base64}, as clipeval writes them"
+
+
 def _unpack_ints(packed: Any, where: str) -> np.ndarray:
+    """The integers ``packed`` holds; ClipevalError naming ``where`` and what is wrong with them, in words."""
+    if not isinstance(packed, Mapping):
+        raise ClipevalError(f"{where} is {kind_of(packed)}, not {PACKED}.")
+    absent = [k for k in ("dtype", "shape", "zlib_base64") if k not in packed]
+    if absent:
+        raise ClipevalError(f"{where} has no {', '.join(absent)}: it must be {PACKED}.")
     try:
-        data = zlib.decompress(base64.b64decode(packed["zlib_base64"], validate=True))
-        return np.frombuffer(data, dtype=np.dtype(packed["dtype"])).reshape(packed["shape"]).astype(np.int64)
-    except (KeyError, TypeError, ValueError, zlib.error) as exc:
-        raise ClipevalError(f"{where} is not readable packed integer data ({type(exc).__name__}: {exc}).") from None
+        dtype = np.dtype(packed["dtype"]) if isinstance(packed["dtype"], str) else None
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind not in "iu":
+        raise ClipevalError(f'{where}: dtype is {quoted(packed["dtype"])}, not an integer type such as "<u2" or "<i8".')
+    shape = packed["shape"]
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise ClipevalError(f"{where}: shape is {quoted(shape)}, not a list of whole numbers.")
+    try:
+        data = base64.b64decode(packed["zlib_base64"], validate=True)
+    except (TypeError, ValueError):
+        raise ClipevalError(f"{where}: zlib_base64 is not base64 text.") from None
+    try:
+        data = zlib.decompress(data)
+    except zlib.error:
+        raise ClipevalError(f"{where}: zlib_base64 does not decompress (zlib): the data are damaged.") from None
+    size = int(np.prod(shape))
+    if len(data) != size * dtype.itemsize:
+        raise ClipevalError(
+            f"{where} holds {len(data) / dtype.itemsize:g} values of dtype {quoted(packed['dtype'])}, and its shape "
+            f"{quoted(shape)} needs {size}."
+        )
+    return np.frombuffer(data, dtype=dtype).reshape(shape).astype(np.int64)
 
 
 def _pack_bits(bits: np.ndarray) -> str:
@@ -47,8 +75,8 @@ def _pack_bits(bits: np.ndarray) -> str:
 def _unpack_bits(text: Any, n: int, where: str) -> np.ndarray:
     try:
         raw = np.frombuffer(base64.b64decode(text, validate=True), dtype=np.uint8)
-    except (TypeError, ValueError) as exc:
-        raise ClipevalError(f"{where} is not base64 of packed bits ({exc}).") from None
+    except (TypeError, ValueError):
+        raise ClipevalError(f"{where} is not base64 text of packed bits.") from None
     if len(raw) * 8 < n:
         raise ClipevalError(f"{where} holds {len(raw) * 8} bits, fewer than its n = {n} samples.")
     return np.unpackbits(raw)[:n].astype(bool)
@@ -141,10 +169,10 @@ class Samples:
     def from_json(cls, data: Any, where: str = "samples") -> Samples:
         """ClipevalError naming ``where`` and the field when the data are malformed or inconsistent."""
         if not isinstance(data, Mapping):
-            raise ClipevalError(f"{where} is {type(data).__name__}, not an object.")
+            raise ClipevalError(f"{where} is {kind_of(data)}, not an object.")
         n = data.get("n")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ClipevalError(f"{where}: n is {n!r}; a number of samples is a positive integer.")
+            raise ClipevalError(f"{where}: n is {quoted(n)}; a number of samples is a positive integer.")
         if not isinstance(data.get("ids_sha256"), str):
             raise ClipevalError(f"{where}: ids_sha256 is missing.")
         if "topk" in data and "labels" not in data:

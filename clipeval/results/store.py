@@ -42,7 +42,7 @@ from typing import Any
 
 import clipeval
 from clipeval.atomic import atomic_write, safe_file_name
-from clipeval.errors import ClipevalError
+from clipeval.errors import ClipevalError, kind_of, quoted, without_file
 from clipeval.results.files import read_json
 from clipeval.results.record import Metric, Record, metric_info
 from clipeval.results.robustness import RobustnessSpec, check_settings
@@ -117,29 +117,31 @@ class ResultsDocument:
         """Validate ``raw``; ClipevalError naming the file and the field that is wrong."""
         where = str(path) if path else "results document"
         if not isinstance(raw, dict):
-            raise ClipevalError(f"{where} is a JSON {type(raw).__name__}, not a clipeval results document.")
+            raise ClipevalError(f"{where} holds {kind_of(raw)}, not a clipeval results document (a JSON object).")
         if raw.get("kind") != KIND:
             raise ClipevalError(
-                f"{where} is not a clipeval results document (kind {raw.get('kind')!r}, not {KIND!r}); "
+                f"{where} is not a clipeval results document (kind {quoted(raw.get('kind'))}, not {quoted(KIND)}); "
                 "documents written before clipeval's schema 3 (no 'kind') are not read: run the evaluation again."
             )
         if raw.get("schema_version") != SCHEMA_VERSION:
             raise ClipevalError(
-                f"{where} has schema_version {raw.get('schema_version')!r}; this clipeval reads {SCHEMA_VERSION}."
+                f"{where} has schema_version {quoted(raw.get('schema_version'))}; this clipeval reads {SCHEMA_VERSION}."
             )
         for name in ("model", "selection"):
             if not isinstance(raw.get(name), dict) or not isinstance(raw[name].get("name"), str):
                 raise ClipevalError(f"{where}: '{name}' must be an object with a 'name'.")
         if not isinstance(raw["model"].get("weights"), str | None):
-            raise ClipevalError(f"{where}: 'model.weights' must be a string or null (got {raw['model']['weights']!r}).")
+            raise ClipevalError(
+                f"{where}: 'model.weights' must be a string or null (got {quoted(raw['model']['weights'])})."
+            )
         _check_selection(raw["selection"], where)
         tags = raw.get("tags")
         if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str | int | float) for t in tags)):
-            raise ClipevalError(f"{where}: 'tags' must be a list of strings, not {tags!r}.")
+            raise ClipevalError(f"{where}: 'tags' must be a list of strings, not {quoted(tags)}.")
         for name in ("failures", "notes"):
             value = raw.get(name)
             if value is not None and not (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
-                raise ClipevalError(f"{where}: '{name}' must be a list of objects, not {value!r}.")
+                raise ClipevalError(f"{where}: '{name}' must be a list of objects, not {quoted(value)}.")
         if not isinstance(raw.get("records"), list):
             raise ClipevalError(f"{where}: 'records' must be a list.")
         records = [Record.from_json(r, f"{where}: records[{i}]") for i, r in enumerate(raw["records"])]
@@ -215,7 +217,7 @@ def _scored(entry: object, where: str) -> Scored:
         raise ClipevalError(f"{where} must be an object with a content 'key' (a non-empty string) and a 'limit'.")
     limit = entry.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise ClipevalError(f"{where}: limit is {limit!r}: a number of samples, or null for all of them.")
+        raise ClipevalError(f"{where}: limit is {quoted(limit)}: a number of samples, or null for all of them.")
     return Scored(entry["key"], limit)
 
 
@@ -272,24 +274,24 @@ def _check_selection(selection: dict[str, Any], where: str) -> None:
     if not isinstance(kind, str) or kind not in SELECTION_KINDS:
         raise ClipevalError(
             f"{where}: 'selection.kind' must be {' or '.join(map(repr, SELECTION_KINDS))} (what the document's "
-            f"selection is), not {kind!r}."
+            f"selection is), not {quoted(kind)}."
         )
     version = selection.get("version")
     if version is not None and (isinstance(version, bool) or not isinstance(version, str | int)):
-        raise ClipevalError(f"{where}: 'selection.version' must be a string or a whole number, not {version!r}.")
+        raise ClipevalError(f"{where}: 'selection.version' must be a string or a whole number, not {quoted(version)}.")
     tasks = selection.get("tasks")
     if tasks is not None and not isinstance(tasks, dict):
-        raise ClipevalError(f"{where}: 'selection.tasks' must be an object {{task: version}}, not {tasks!r}.")
+        raise ClipevalError(f"{where}: 'selection.tasks' must be an object {{task: version}}, not {quoted(tasks)}.")
 
 
 def _check_run_info(raw: dict[str, Any], where: str) -> None:
     """``tags``: a list of strings; ``step``: a number or null (ClipevalError naming the file otherwise)."""
     tags = raw.get("tags") or []
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise ClipevalError(f"{where}: 'tags' must be a list of strings (got {tags!r}).")
+        raise ClipevalError(f"{where}: 'tags' must be a list of strings (got {quoted(tags)}).")
     step = raw.get("step")
     if step is not None and (isinstance(step, bool) or not isinstance(step, int | float) or step != step):
-        raise ClipevalError(f"{where}: 'step' must be a number (the training step) or null (got {step!r}).")
+        raise ClipevalError(f"{where}: 'step' must be a number (the training step) or null (got {quoted(step)}).")
 
 
 def _metric_definitions(data: Any, where: str) -> dict[str, Metric]:
@@ -311,6 +313,12 @@ def add_to_store(store: Path, document: dict[str, Any]) -> Path:
     return write_json(Path(store) / safe_file_name(name), document)
 
 
+def skipped(path: Path, problem: Any) -> str:
+    """The one line that says a store entry is skipped, and why: ``Skipped <entry>: <problem>``, the entry (the
+    store's file) named once."""
+    return f"Skipped {path.name}: {without_file(without_file(str(problem), str(path)), path.name)}"
+
+
 def load_store(store: Path) -> list[ResultsDocument]:
     """Every readable run in the store, oldest first; a file that is not one is skipped with a warning."""
     store = Path(store)
@@ -321,7 +329,7 @@ def load_store(store: Path) -> list[ResultsDocument]:
         try:
             runs.append(ResultsDocument.load(path))
         except ClipevalError as exc:
-            log.warning("Skipped %s: %s", path.name, exc)
+            log.warning("%s", skipped(path, exc))
     return sorted(runs, key=lambda r: r.created)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from clipeval.errors import ClipevalError
+from clipeval.errors import ClipevalError, within
 from clipeval.results.record import Metric, Record
 from clipeval.results.samples import Samples
 
@@ -41,7 +41,7 @@ def check_records(
         try:
             _check_record(record, samples, metric(record.metric))
         except ClipevalError as exc:
-            raise ClipevalError(f"{what}: {exc}") from None
+            raise ClipevalError(within(what, exc)) from None  # the file named once
 
 
 def _check_record(record: Record, samples: Callable[[str], Samples | None], info: Metric) -> None:

@@ -132,7 +132,7 @@ def _run_in(cfg: DictConfig, run_dir: Path, settings: Any, ranks: World) -> dict
     """The run, in this process's rank (rank 0 of 1 outside torchrun): rank 0 alone writes results."""
     run_dir, store = Path(shown(run_dir)), Path(shown(cfg.store))  # messages show paths absolute
     folders = [
-        (run_dir, "run directory", "hydra.run.dir=DIR"),
+        (run_dir, "run directory", f"{_run_dir_key()}=DIR"),
         (store, "results store", "store=DIR (or CLIPEVAL_STORE)"),
     ]
     for folder, what, how in folders if ranks.is_main else []:
@@ -149,6 +149,15 @@ def _run_in(cfg: DictConfig, run_dir: Path, settings: Any, ranks: World) -> dict
                 # the other ranks leave (and may exit non-zero, which makes torchrun stop every rank) only once
                 # rank 0 has written what finished; Ctrl-C reaches every rank from torchrun, so no one waits then
                 ranks.gather(None)
+
+
+def _run_dir_key() -> str:
+    """The option that chooses where the run directory is: ``hydra.sweep.dir`` in a sweep (``-m``)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    return "hydra.sweep.dir" if multirun else "hydra.run.dir"
 
 
 def _record_normalised_runtime(cfg: DictConfig, runtime: dict[str, Any]) -> None:
