@@ -70,30 +70,14 @@ def _app(cfg: DictConfig) -> None:
             "Missing required value(s): "
             + " ".join(f"{k}=<value>" for k in missing)
             + "\nSee the comments in the task or model config, or --help."
-            + _sweep_note()
         )
     try:
         check_no_op_overrides(cfg, list(HydraConfig.get().overrides.task))
         run(cfg, Path(HydraConfig.get().runtime.output_dir))
     except ClipevalError as exc:
-        fail(str(exc) + _sweep_note())
+        fail(str(exc))
     except MissingMandatoryValue as exc:
-        fail(f"{exc.full_key} is required: pass {exc.full_key}=<value> on the command line." + _sweep_note())
-
-
-def _sweep_note() -> str:
-    """For a job of a sweep (``-m``) that stops the sweep: a line saying which job it was and that the later jobs
-    did not run (the earlier ones finished, each with its results); '' for a single run."""
-    from hydra.types import RunMode
-
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return ""
-    num = int(hydra_cfg.job.num)
-    overrides = " ".join(o for o in hydra_cfg.overrides.task if not o.startswith("~suite"))  # clipeval's own
-    done = "" if num == 0 else "job #0" if num == 1 else f"jobs #0-#{num - 1}"
-    done = f" {done} finished, each with its results in {cut(hydra_cfg.sweep.dir)};" if done else ""
-    return f"\nSweep job #{num} ({cut(overrides, 300)}) stopped the sweep:{done} the later jobs did not run."
+        fail(f"{exc.full_key} is required: pass {exc.full_key}=<value> on the command line.")
 
 
 #: the subcommands, besides a run (``clipeval [key=value ...]``)
