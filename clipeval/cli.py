@@ -28,7 +28,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandat
 from clipeval.config.overrides import check_command, check_group_choices, override_args, selection_overrides
 from clipeval.config.paths import conf_dir
 from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, did_you_mean
-from clipeval.interrupt import INTERRUPTED_EXIT_CODE, calm_sigint
+from clipeval.interrupt import calm_signals, during, stopped
 
 
 def fail(message: str) -> None:
@@ -72,19 +72,20 @@ COMMANDS = ("report", "check")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The command line; Ctrl-C ends it with one line saying what was interrupted, and exit code 130."""
+    """The command line; Ctrl-C (SIGTERM) ends it with one line saying what was interrupted, and exit code 130
+    (143)."""
     try:
-        with calm_sigint():
+        with calm_signals():
             try:
                 _main(sys.argv[1:] if argv is None else argv)
             finally:
                 sys.stdout.flush()  # a reader that went away shows here, not as a message at interpreter exit
     except BrokenPipeError:
         _quiet_after_broken_pipe()
-    except KeyboardInterrupt as exc:
-        what = f" while {exc}" if str(exc) else ""  # encode.py and the cache say what they were doing
-        print(f"clipeval: interrupted{what}; nothing half-written remains.", file=sys.stderr)
-        raise SystemExit(INTERRUPTED_EXIT_CODE) from None
+    except KeyboardInterrupt as exc:  # encode.py and the cache say what they were doing
+        line, code = stopped(exc)
+        print(line, file=sys.stderr)
+        raise SystemExit(code) from None
 
 
 #: the exit code of a command whose output's reader went away (``clipeval report testbed | head -1``): 128 + SIGPIPE,
@@ -181,15 +182,24 @@ def _hydra_write_error(exc: OSError, argv: list[str]) -> str | None:
     return _output_dir_message(os.path.abspath(folder), exc, sweep, file and os.path.abspath(file), finished)
 
 
+def _command_line(command: str, args: list[str]) -> str:
+    """The step that Ctrl-C interrupts in ``clipeval report`` and ``clipeval check``: the command, with its
+    subcommand (``report store``)."""
+    sub = next((a for a in args if not a.startswith("-")), None)
+    return f"running `clipeval {command}{f' {sub}' if sub else ''}`"
+
+
 def _main(argv: list[str]) -> None:
     if argv[:1] == ["report"]:
         from clipeval.report.cli import main as report_main
 
-        return report_main(argv[1:])
+        with during(_command_line("report", argv[1:])):
+            return report_main(argv[1:])
     if argv[:1] == ["check"]:
         from clipeval.check.cli import main as check_main
 
-        return check_main(argv[1:])
+        with during(_command_line("check", argv[1:])):
+            return check_main(argv[1:])
     try:
         check_command(argv, COMMANDS)
         check_group_choices(argv)

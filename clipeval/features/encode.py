@@ -35,7 +35,7 @@ from clipeval.config.runtime import Runtime
 from clipeval.contracts import DualEncoder
 from clipeval.data.base import Item, MapSource, Source
 from clipeval.errors import ClipevalError
-from clipeval.interrupt import during
+from clipeval.interrupt import during, workers_share_temp_dir
 from clipeval.models.base import LOOSEST_NORM_TOLERANCE, check_embeddings, embedding_fault
 from clipeval.progress import progress
 
@@ -322,6 +322,8 @@ def _dataset(model: DualEncoder, source: Source, runtime: Runtime):
     batches (None: workers decode)."""
     workers = min(runtime.workers, source.loader_options(runtime.limit).get("max_workers", runtime.workers))
     options = dict(num_workers=workers, pin_memory=runtime.device.type == "cuda")
+    if workers > 0:
+        workers_share_temp_dir()  # a worker stopped by a signal leaves no pymp-* folder behind
     if runtime.decode == "pil":
         return source.dataset(model.preprocess, runtime.limit), dict(options, collate_fn=_collate), None
     from clipeval.data import tensor_decode
