@@ -2,7 +2,9 @@
 
 A step wraps itself in :func:`during`; a ``KeyboardInterrupt`` raised inside it leaves carrying the
 innermost step's description (and what is already safe, e.g. "16 of 42 images are cached"), which
-:func:`clipeval.cli.main` prints as ``clipeval: interrupted while <what>; ...`` with exit code 130.
+:func:`clipeval.cli.main` prints as ``clipeval: interrupted while <what>; ...`` with exit code 130. Between
+steps the line says what finished last (:func:`milestone`: "after the results were written to ..."), and in a
+part of a bigger command (a sweep's job, :func:`part`) which part it was and what finished before it.
 
 :func:`calm_signals` handles SIGINT (Ctrl-C) and SIGTERM (``kill``, ``timeout``, CI cancellers, Slurm) alike:
 the first raises ``KeyboardInterrupt``, so both unwind through the same code, write what is finished and
@@ -69,17 +71,38 @@ class _Story:
     """What the line that ends an interrupted command says besides the innermost step."""
 
     signum: int | None = None  # the first signal received
+    scope: str | None = None  # the part of the command that ran ("in sweep job #1 of 3 (...)")
+    before: str | None = None  # what finished before that part
+    after: str | None = None  # what the part (or the command) finished last
 
 
 _story = _Story()
+
+
+def milestone(what: str) -> None:
+    """Note that ``what`` is done and safe ("the results were written to X"): an interrupt outside every
+    :func:`during` step from now on (until the next :func:`part`) is said to come after it."""
+    _story.after = what
+
+
+@contextlib.contextmanager
+def part(name: str, before: str | None = None) -> Iterator[None]:
+    """Within it, the line names the part of the command that runs (``name``, e.g. "in sweep job #1 of 3") and
+    what finished before it (``before``). An interrupt keeps both for the line; a part that ends normally
+    restores what was there before it."""
+    saved = dataclasses.replace(_story)
+    _story.scope, _story.before, _story.after = name, before, None
+    yield
+    _story.scope, _story.before, _story.after = saved.scope, saved.before, saved.after
 
 
 def stopped(exc: KeyboardInterrupt) -> tuple[str, int]:
     """The one line to print for ``exc``, which ended the command, and the exit code (130, or 143 after SIGTERM)."""
     terminated = _story.signum == signal.SIGTERM
     verb = "terminated (SIGTERM)" if terminated else "interrupted"
-    what = f" while {exc}" if str(exc) else ""
-    line = f"clipeval: {verb}{what}; nothing half-written remains."
+    what = f"while {exc}" if str(exc) else f"after {_story.after}" if _story.after else None
+    head = " ".join(filter(None, [f"clipeval: {verb}", _story.scope, what]))
+    line = "; ".join(filter(None, [head, _story.before, "nothing half-written remains."]))
     return line, TERMINATED_EXIT_CODE if terminated else INTERRUPTED_EXIT_CODE
 
 

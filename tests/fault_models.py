@@ -7,15 +7,19 @@ what to do wrong from the environment, so a test can set it for a subprocess:
 - ``FAULT_ENCODE_LOG``: a file to which every batch appends its image count (counts encodes across processes);
 - ``FAULT_KILL_AFTER_CHUNKS`` and ``FAULT_CHUNK_DIR``: SIGKILL itself before the next batch once that many
   chunk files are in that folder (a run killed in the middle of a dataset).
+
+Two Hydra callbacks stop a sweep between its jobs: :class:`PauseAfterJob` and :class:`InterruptAfterJob`.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
+from hydra.experimental.callback import Callback
 from user_model import MeanColourEncoder
 
 
@@ -33,3 +37,24 @@ class FaultyColour(MeanColourEncoder):
                 f.write(f"{len(images)}\n")
         time.sleep(float(os.environ.get("FAULT_SLEEP", "0")))
         return super().encode_image(images)
+
+
+class PauseAfterJob(Callback):
+    """A Hydra callback (``+hydra.callbacks.pause._target_=fault_models.PauseAfterJob``) that says on stderr when a
+    job has ended (``[fault_models] job #N ended``, a log line) and then waits a minute: a test sends its signal between the jobs of a sweep."""
+
+    def on_job_end(self, config, job_return, **kwargs):
+        print(f"[fault_models] job #{config.hydra.job.get('num', 0)} ended", file=sys.stderr, flush=True)
+        time.sleep(60)
+
+
+class InterruptAfterJob(Callback):
+    """A Hydra callback that raises ``KeyboardInterrupt`` once job ``job`` has ended, as Ctrl-C landing in Hydra's
+    code between two jobs does (``+hydra.callbacks.stop._target_=fault_models.InterruptAfterJob``)."""
+
+    def __init__(self, job: int = 0):
+        self.job = job
+
+    def on_job_end(self, config, job_return, **kwargs):
+        if config.hydra.job.get("num", 0) == self.job:
+            raise KeyboardInterrupt

@@ -405,6 +405,26 @@ def test_sigterm_to_the_process_group_stops_like_ctrl_c_with_exit_143(images, tm
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
+def test_ctrl_c_between_the_jobs_of_a_sweep_says_which_finished_and_where(images, tmp_path):
+    """Ctrl-C in Hydra's code between two jobs printed only "clipeval: interrupted"."""
+    sweep = tmp_path / "sweep"
+    pause = "+hydra.callbacks.pause._target_=fault_models.PauseAfterJob"  # says "job #N ended", then waits
+    args = ["-m", *MODEL, "+model.name=a,b,c", "task=folder", f"task.root={images}", pause, f"hydra.sweep.dir={sweep}"]
+    proc, stderr = spawn(args, tmp_path, "sweep")
+    try:
+        wait_until(lambda: "job #0 ended" in stderr.read_text() or proc.poll() is not None)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130
+    finally:
+        stop(proc)
+    assert one_line(stderr) == (
+        f"clipeval: interrupted after sweep job #0 of 3 finished (results in {sweep / '0_folder'}); "
+        "jobs #1-#2 did not start; nothing half-written remains."
+    )
+    assert (sweep / "0_folder" / "results.json").exists()
+
+
 def test_ctrl_c_after_the_results_are_written_says_where_they_are(tmp_path, monkeypatch, capsys):
     import clipeval.report.run_summary as run_summary
     from clipeval.cli import main
@@ -471,3 +491,63 @@ def test_ctrl_c_after_some_tasks_finished_writes_their_records(tmp_path, monkeyp
     assert doc.raw["interrupted"].endswith("1 of 7 tasks finished")
     assert doc.raw["effective_robustness_error"] == "not computed: the run was interrupted"
     assert len(list((tmp_path / "store").glob("*.json"))) == 1
+
+
+def sweep(images: Path, tmp_path: Path, *extra: str) -> list[str]:
+    """A sweep over three names of the same test model on the image folder, in ``tmp_path/sweep``."""
+    return ["-m", *MODEL, "+model.name=a,b,c", "task=folder", f"task.root={images}", "runtime.workers=0",
+            "runtime.progress=false", f"hydra.sweep.dir={tmp_path / 'sweep'}", *extra]  # fmt: skip
+
+
+def test_ctrl_c_in_a_sweep_job_says_which_job_and_which_finished(images, tmp_path, monkeypatch, capsys):
+    from clipeval.cli import main
+    from clipeval.run.context import RunContext
+
+    real = RunContext.evaluate
+
+    def second_job_interrupted(self):
+        if self.bank.model.name == "b":
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(RunContext, "evaluate", second_job_interrupted)
+    monkeypatch.setenv("CLIPEVAL_STORE", str(tmp_path / "store"))
+    with pytest.raises(SystemExit) as exit:
+        main(sweep(images, tmp_path))
+    assert exit.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "clipeval: interrupted in sweep job #1 of 3 (+model.name=b) while evaluating task 'folder' (1 of 1); "
+        f"no results were written; job #0 finished (results in {tmp_path / 'sweep' / '0_folder'}); "
+        "nothing half-written remains."
+    )
+
+
+@pytest.mark.parametrize("where", ["after a run's results were written", "after the last job of a sweep"])
+def test_ctrl_c_after_the_work_is_done_says_where_the_results_are(where, images, tmp_path, monkeypatch, capsys):
+    """Ctrl-C once the results were written (Hydra's code after the job, the cache summary, the exit) printed
+    only "clipeval: interrupted"."""
+    from clipeval.cli import main
+
+    monkeypatch.setenv("CLIPEVAL_STORE", str(tmp_path / "store"))
+    if where == "after a run's results were written":
+        argv = [*MODEL, "task=folder", f"task.root={images}", "runtime.workers=0", "runtime.progress=false",
+                f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+        last = 0
+    else:
+        argv, last = sweep(images, tmp_path), 2
+    stop_after = ["+hydra.callbacks.stop._target_=fault_models.InterruptAfterJob", f"+hydra.callbacks.stop.job={last}"]
+    with pytest.raises(SystemExit) as exit:
+        main([*argv, *stop_after])
+    assert exit.value.code == 130
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    if where == "after a run's results were written":
+        (entry,) = (tmp_path / "store").glob("*.json")
+        assert line == (
+            f"clipeval: interrupted after the results were written to {tmp_path / 'run' / 'results.json'} and "
+            f"{entry}; nothing half-written remains."
+        )
+    else:
+        assert line == (
+            f"clipeval: interrupted after all 3 sweep jobs finished (results under {tmp_path / 'sweep'}); "
+            "nothing half-written remains."
+        )
