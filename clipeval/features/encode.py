@@ -202,15 +202,14 @@ def _encode(
     dataset, options, decode = _dataset(model, source, runtime)
     collate = options.pop("collate_fn")
     streamed = isinstance(dataset, torch.utils.data.IterableDataset)
-    log.info(
-        "Image features of %s: cache miss, encoding %s",
-        what,
-        "its images (streamed: their number is known at the end)" if streamed else f"{len(dataset)} images",
-    )
     if streamed:
-        loader = torch.utils.data.DataLoader(dataset, batch_size=runtime.batch_size, collate_fn=collate, **options)
         part = _Part()
         with during(f"encoding the image features of {what}; none of them is cached"):
+            log.info(
+                "Image features of %s: cache miss, encoding its images (streamed: their number is known at the end)",
+                what,
+            )
+            loader = torch.utils.data.DataLoader(dataset, batch_size=runtime.batch_size, collate_fn=collate, **options)
             _encode_batches(model, runtime, loader, decode, [(part, None)], None, None)
         fs = _feature_set([part.entry()], source)
         if options["num_workers"] > 0:
@@ -220,47 +219,49 @@ def _encode(
         return fs, [], []
 
     n, bs = len(dataset), runtime.batch_size
-    step = chunk_images(runtime)
-    ranges = [(start, min(start + step, n)) for start in range(0, n, step)]
-    keys = [chunk_key(key, start, stop, bs) for start, stop in ranges] if len(ranges) > 1 and cache.writable else []
-    parts: dict[int, dict] = {}
-    for i, chunk in enumerate(keys):
-        entry = _cached_chunk(cache, chunk, ranges[i][1] - ranges[i][0])
-        if entry is not None:
-            parts[i] = entry
-    resumed = sum(ranges[i][1] - ranges[i][0] for i in parts)
-    if parts:
-        log.info(
-            "Image features of %s: resumed from %d images (%d of %d chunks) cached by a run that did not finish; "
-            "encoding the other %d",
-            what,
-            resumed,
-            len(parts),
-            len(ranges),
-            n - resumed,
-        )
-    todo = [i for i in range(len(ranges)) if i not in parts]
-    written: list[str] = []
-    batches = [list(range(b, min(b + bs, ranges[i][1]))) for i in todo for b in range(*ranges[i], bs)]
-    if batches:
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate, **options)
-        fresh = [(_Part(), math.ceil((ranges[i][1] - ranges[i][0]) / bs)) for i in todo]
+    cached = [0]  # images in cached chunks: a rerun resumes from them
 
-        cached = [resumed]
+    def where() -> str:
+        if not cached[0]:
+            return "none of them is cached"
+        return f"{cached[0]} of {n} images are cached and a rerun resumes from there"
 
-        def done(index: int) -> None:  # chunk todo[index] is encoded: cache it now
-            i = todo[index]
-            parts[i] = fresh[index][0].entry()
-            if keys and cache.save(CHUNK_KIND, keys[i], parts[i]) is not None:
+    with during(lambda: f"encoding the image features of {what}; {where()}"):
+        log.info("Image features of %s: cache miss, encoding %d images", what, n)
+        step = chunk_images(runtime)
+        ranges = [(start, min(start + step, n)) for start in range(0, n, step)]
+        keys = [chunk_key(key, start, stop, bs) for start, stop in ranges] if len(ranges) > 1 and cache.writable else []
+        parts: dict[int, dict] = {}
+        for i, chunk in enumerate(keys):
+            entry = _cached_chunk(cache, chunk, ranges[i][1] - ranges[i][0])
+            if entry is not None:
+                parts[i] = entry
                 cached[0] += ranges[i][1] - ranges[i][0]
-                written.append(keys[i])
+        resumed = cached[0]
+        if parts:
+            log.info(
+                "Image features of %s: resumed from %d images (%d of %d chunks) cached by a run that did not finish; "
+                "encoding the other %d",
+                what,
+                resumed,
+                len(parts),
+                len(ranges),
+                n - resumed,
+            )
+        todo = [i for i in range(len(ranges)) if i not in parts]
+        written: list[str] = []
+        batches = [list(range(b, min(b + bs, ranges[i][1]))) for i in todo for b in range(*ranges[i], bs)]
+        if batches:
+            loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate, **options)
+            fresh = [(_Part(), math.ceil((ranges[i][1] - ranges[i][0]) / bs)) for i in todo]
 
-        def where() -> str:
-            if not cached[0]:
-                return "none of them is cached"
-            return f"{cached[0]} of {n} images are cached and a rerun resumes from there"
+            def done(index: int) -> None:  # chunk todo[index] is encoded: cache it now
+                i = todo[index]
+                parts[i] = fresh[index][0].entry()
+                if keys and cache.save(CHUNK_KIND, keys[i], parts[i]) is not None:
+                    cached[0] += ranges[i][1] - ranges[i][0]
+                    written.append(keys[i])
 
-        with during(lambda: f"encoding the image features of {what}; {where()}"):
             _encode_batches(model, runtime, loader, decode, fresh, done, n - resumed)
     return _feature_set([parts[i] for i in range(len(ranges))], source), keys, written
 
