@@ -12,6 +12,7 @@ run end the same way; the composed config is checked against its schema
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import itertools
 import os
@@ -35,7 +36,7 @@ from clipeval.config.overrides import (
 )
 from clipeval.config.paths import conf_dir
 from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, cut, did_you_mean, printable
-from clipeval.interrupt import INTERRUPTED_EXIT_CODE, calm_sigint
+from clipeval.interrupt import calm_signals, during, milestone, part, stopped
 from clipeval.sweep import JobFailed, check_launcher, current_job, sweep_job
 
 
@@ -71,9 +72,11 @@ def _app(cfg: DictConfig) -> None:
             + " ".join(f"{k}=<value>" for k in missing)
             + "\nSee the comments in the task or model config, or --help."
         )
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         check_no_op_overrides(cfg, list(HydraConfig.get().overrides.task))
-        run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        with _sweep.job(run_dir):
+            run(cfg, run_dir)
     except ClipevalError as exc:
         fail(str(exc))
     except MissingMandatoryValue as exc:
@@ -85,19 +88,20 @@ COMMANDS = ("report", "check")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The command line; Ctrl-C ends it with one line saying what was interrupted, and exit code 130."""
+    """The command line; Ctrl-C (SIGTERM) ends it with one line saying what was interrupted, and exit code 130
+    (143)."""
     try:
-        with calm_sigint():
+        with calm_signals():
             try:
                 _main(sys.argv[1:] if argv is None else argv)
             finally:
                 sys.stdout.flush()  # a reader that went away shows here, not as a message at interpreter exit
     except BrokenPipeError:
         _quiet_after_broken_pipe()
-    except KeyboardInterrupt as exc:
-        what = f" while {exc}" if str(exc) else ""  # encode.py and the cache say what they were doing
-        print(f"clipeval: interrupted{what}; nothing half-written remains.", file=sys.stderr)
-        raise SystemExit(INTERRUPTED_EXIT_CODE) from None
+    except KeyboardInterrupt as exc:  # encode.py, the cache and the runner say what they were doing
+        line, code = stopped(exc)
+        print(line, file=sys.stderr)
+        raise SystemExit(code) from None
 
 
 #: the exit code of a command whose output's reader went away (``clipeval report testbed | head -1``): 128 + SIGPIPE,
@@ -195,15 +199,95 @@ def _hydra_write_error(exc: OSError, argv: list[str]) -> str | None:
     return _output_dir_message(os.path.abspath(folder), exc, sweep, file and os.path.abspath(file), finished)
 
 
+def _command_line(command: str, args: list[str]) -> str:
+    """The step that Ctrl-C interrupts in ``clipeval report`` and ``clipeval check``: the command, with its
+    subcommand (``report store``)."""
+    sub = next((a for a in args if not a.startswith("-")), None)
+    return f"running `clipeval {command}{f' {sub}' if sub else ''}`"
+
+
+@dataclasses.dataclass
+class _Sweep:
+    """The jobs of a sweep (``-m``) that finished so far, for the line that Ctrl-C prints: which job was
+    interrupted, or after which one, and where the results of those that finished are."""
+
+    total: int | None = None  # how many jobs the command line's sweep has (None: not known)
+    swept: frozenset[str] = frozenset()  # the swept overrides' keys as given (``+model.name``)
+    done: list[Path] = dataclasses.field(default_factory=list)  # the run directories of the finished jobs
+    sweep: bool = False
+
+    @classmethod
+    def of(cls, argv: list[str]) -> _Sweep:
+        if "-m" not in argv and "--multirun" not in argv:
+            return cls()
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        total, swept = 1, set()
+        for arg in override_args(argv):
+            try:
+                override = OverridesParser.create().parse_overrides([arg])[0]
+            except Exception:  # Hydra explains a malformed override when it parses it itself
+                return cls(sweep=True)
+            if override.is_sweep_override():
+                swept.add(arg.split("=", 1)[0])
+                total *= len(list(override.sweep_string_iterator()))
+        return cls(total, frozenset(swept), sweep=True)
+
+    @contextlib.contextmanager
+    def job(self, run_dir: Path) -> Iterator[None]:
+        """Within it, the line names this job of the sweep and says which finished before it; once it finished,
+        an interrupt before the next one says so."""
+        if not self.sweep:
+            yield
+            return
+        hydra_cfg = HydraConfig.get()
+        number = hydra_cfg.job.get("num", len(self.done))
+        name = f"in sweep job #{number}" + (f" of {self.total}" if self.total else "")
+        chosen = [o for o in hydra_cfg.overrides.task if o.split("=", 1)[0] in self.swept]
+        if chosen:
+            name += f" ({' '.join(chosen)})"
+        with part(name, self._finished()):
+            yield
+        self.done.append(run_dir)
+        milestone(self._after())
+
+    def _after(self) -> str:
+        """What the line says of an interrupt after the last job that finished."""
+        n, total = len(self.done), self.total
+        if total is not None and n >= total:
+            return f"all {total} sweep jobs finished {self._where()}"
+        line = f"sweep {self._jobs()}{f' of {total}' if total else ''} finished {self._where()}"
+        if total is not None:
+            line += f"; job #{n} did not start" if total == n + 1 else f"; jobs #{n}-#{total - 1} did not start"
+        return line
+
+    def _jobs(self) -> str:
+        return "job #0" if len(self.done) == 1 else f"jobs #0-#{len(self.done) - 1}"
+
+    def _where(self) -> str:
+        if len(self.done) == 1:
+            return f"(results in {self.done[0]})"
+        return f"(results under {os.path.commonpath([str(p) for p in self.done])})"
+
+    def _finished(self) -> str | None:
+        return f"{self._jobs()} finished {self._where()}" if self.done else None
+
+
+_sweep = _Sweep()
+
+
 def _main(argv: list[str]) -> None:
+    global _sweep
     if argv[:1] == ["report"]:
         from clipeval.report.cli import main as report_main
 
-        return report_main(argv[1:])
+        with during(_command_line("report", argv[1:])):
+            return report_main(argv[1:])
     if argv[:1] == ["check"]:
         from clipeval.check.cli import main as check_main
 
-        return check_main(argv[1:])
+        with during(_command_line("check", argv[1:])):
+            return check_main(argv[1:])
     try:
         check_command(argv, COMMANDS)
         check_group_choices(argv)
@@ -213,6 +297,7 @@ def _main(argv: list[str]) -> None:
         fail(str(exc))
     with _as_launched_rank(argv) as argv:
         _check_output_dir(argv)
+        _sweep = _Sweep.of(argv)
         _run_app(argv)
 
 

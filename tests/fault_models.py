@@ -10,15 +10,19 @@ what to do wrong from the environment, so a test can set it for a subprocess:
 - ``FAULT_HOLD_UNTIL``: ``FOLDER|TEXT``: before each batch of a dataset (not the 2-image probe of every model build,
   :func:`clipeval.models.base.check_outputs`), wait until a ``*.log`` file under FOLDER holds TEXT, 120 s at most
   (two processes that need the same features at once: the encoding one waits until the other says it waits).
+
+Two Hydra callbacks stop a sweep between its jobs: :class:`PauseAfterJob` and :class:`InterruptAfterJob`.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
+from hydra.experimental.callback import Callback
 from user_model import MeanColourEncoder
 
 
@@ -53,3 +57,24 @@ class RefusingEvaluator:
         from clipeval.errors import ClipevalError
 
         raise ClipevalError("the data say no")
+
+
+class PauseAfterJob(Callback):
+    """A Hydra callback (``+hydra.callbacks.pause._target_=fault_models.PauseAfterJob``) that says on stderr when a
+    job has ended (``[fault_models] job #N ended``, a log line) and then waits a minute: a test sends its signal between the jobs of a sweep."""
+
+    def on_job_end(self, config, job_return, **kwargs):
+        print(f"[fault_models] job #{config.hydra.job.get('num', 0)} ended", file=sys.stderr, flush=True)
+        time.sleep(60)
+
+
+class InterruptAfterJob(Callback):
+    """A Hydra callback that raises ``KeyboardInterrupt`` once job ``job`` has ended, as Ctrl-C landing in Hydra's
+    code between two jobs does (``+hydra.callbacks.stop._target_=fault_models.InterruptAfterJob``)."""
+
+    def __init__(self, job: int = 0):
+        self.job = job
+
+    def on_job_end(self, config, job_return, **kwargs):
+        if config.hydra.job.get("num", 0) == self.job:
+            raise KeyboardInterrupt

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -38,25 +39,60 @@ def runtime(**options) -> Runtime:
 
 
 def spawn(args: list[str], tmp_path: Path, name: str, **env: str) -> tuple[subprocess.Popen, Path]:
-    """``python -m clipeval ARGS`` with this checkout and tests/ importable; stderr goes to a file read as it grows."""
+    """``python -m clipeval ARGS`` with this checkout and tests/ importable; stderr goes to a file read as it grows.
+    It leads a process group of its own (``os.killpg`` signals it and its loader workers, as a terminal's Ctrl-C
+    or Slurm does), and its temporary files go to ``tmp_path/tmp`` (:func:`left_in_tmp`)."""
     stderr = tmp_path / f"{name}.stderr"
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    flags = [a for a in args if a == "-m"]  # Hydra takes its flags before the overrides
+    args = [a for a in args if a != "-m"]
     environ = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")]),
         "CLIPEVAL_CACHE": str(tmp_path / "cache"),
         "CLIPEVAL_STORE": str(tmp_path / "store"),
         "OMP_NUM_THREADS": "1",
+        "TMPDIR": str(tmp_path / "tmp"),
         **env,
     }
     with open(stderr, "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "clipeval", "runtime.workers=0", "runtime.progress=false", *args],
+            [sys.executable, "-m", "clipeval", *flags, "runtime.workers=0", "runtime.progress=false", *args],
             stdout=subprocess.DEVNULL,
             stderr=err,
             env=environ,
             cwd=tmp_path,
+            start_new_session=True,
         )
     return proc, stderr
+
+
+def left_in_tmp(tmp_path: Path) -> list[str]:
+    """What a process started by :func:`spawn` left in its temporary folder: multiprocessing's ``pymp-*``
+    folders (torch's compile cache folder, made on import, is not a leftover)."""
+    return sorted(p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith("pymp-"))
+
+
+def group_alive(pgid: int) -> list[int]:
+    """The processes of group ``pgid`` that still run (zombies left to a container's init are not running)."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+def one_line(stderr: Path) -> str:
+    """The one line clipeval printed besides its log lines (which start with the time); no traceback."""
+    text = stderr.read_text()
+    assert "Traceback" not in text and "Exception ignored" not in text, text
+    lines = [line for line in text.splitlines() if not line.startswith("[")]
+    assert len(lines) == 1, text
+    return lines[0]
 
 
 def wait_until(condition, timeout: float = 120) -> None:
@@ -282,7 +318,14 @@ def test_a_run_that_dies_holding_the_lock_does_not_block_the_next(images, tmp_pa
         holder.wait()
 
 
-# --- Ctrl-C ---------------------------------------------------------------------------------------
+# --- Ctrl-C and SIGTERM ---------------------------------------------------------------------------
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Kill what is left of a process started by :func:`spawn` (a test that failed midway)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @pytest.mark.slow
@@ -299,44 +342,87 @@ def test_ctrl_c_while_encoding_is_one_line_and_exit_130(images, tmp_path):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 130
     finally:
-        proc.kill()
-    text = stderr.read_text()
-    assert "Traceback" not in text
-    lines = [line for line in text.splitlines() if not line.startswith("[")]  # log lines start with the time
-    assert len(lines) == 1, text
-    assert lines[0].startswith("clipeval: interrupted while encoding the image features of image folder")
+        stop(proc)
+    line = one_line(stderr)
+    assert line.startswith("clipeval: interrupted while encoding the image features of image folder")
     assert (
         "images are cached and a rerun resumes from there; no results were written; nothing half-written remains."
-        in lines[0]
+        in line
     )
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.name.endswith(".tmp")]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("when", ["the loader starts its worker", "a chunk is cached"])
+@pytest.mark.parametrize("when", ["the loader starts its workers", "a chunk is cached"])
 def test_ctrl_c_pressed_four_times_is_still_one_line(images, tmp_path, when):
-    """Users press Ctrl-C again while the first press unwinds. A press landing in a DataLoader's clean-up
-    printed ``Exception ignored in ...`` lines; one landing in a fork hook was swallowed and the run went
-    on (exit 0); one landing while Python shut down killed it with SIGINT (exit -2)."""
+    """Users press Ctrl-C again while the first press unwinds, and the terminal sends each press to the loader's
+    workers too. A press landing in a DataLoader's clean-up printed ``Exception ignored in ...`` lines; one
+    landing in a fork hook was swallowed and the run went on (exit 0); one landing while Python shut down
+    killed it with SIGINT (exit -2); one landing in a worker printed its traceback; one landing while the main
+    process put work in a worker's queue left the queue's lock taken, and the process hung at exit; a worker
+    ended before its clean-up left its ``/tmp/pymp-*`` folder."""
     chunks = tmp_path / "cache" / CHUNK_KIND
-    args = [*MODEL, "task=folder", f"task.root={images}", *CHUNKED, "runtime.workers=1"]
+    args = [*MODEL, "task=folder", f"task.root={images}", *CHUNKED, "runtime.workers=2"]
     proc, stderr = spawn([*args, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, "twice", FAULT_SLEEP="0.3")
     started = {
-        "the loader starts its worker": lambda: "cache miss, encoding" in stderr.read_text(),
+        "the loader starts its workers": lambda: "cache miss, encoding" in stderr.read_text(),
         "a chunk is cached": lambda: len(chunk_files(chunks)) >= 1,
     }[when]
     try:
         wait_until(lambda: started() or proc.poll() is not None)
         for _ in range(4):
-            proc.send_signal(signal.SIGINT)
+            os.killpg(proc.pid, signal.SIGINT)
             time.sleep(0.02)
         assert proc.wait(timeout=120) == 130
+        wait_until(lambda: not group_alive(proc.pid), timeout=60)  # the workers stopped too
     finally:
-        proc.kill()
-    text = stderr.read_text()
-    assert "Exception ignored" not in text and "Traceback" not in text, text
-    lines = [line for line in text.splitlines() if not line.startswith("[")]
-    assert len(lines) == 1 and lines[0].startswith("clipeval: interrupted while encoding"), text
+        stop(proc)
+    assert one_line(stderr).startswith("clipeval: interrupted while encoding")
+    assert left_in_tmp(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_stops_like_ctrl_c_with_exit_143(images, tmp_path):
+    """``kill``, timeout(1), CI cancellers and Slurm send SIGTERM (Slurm to every process of the job, the
+    loader's workers too): it ended the run with no word and exit -15, the workers' ``/tmp/pymp-*`` folders
+    left behind. It stops as Ctrl-C does: one line, the finished chunks kept, nothing half-written."""
+    chunks = tmp_path / "cache" / CHUNK_KIND
+    args = [*MODEL, "task=folder", f"task.root={images}", *CHUNKED, "runtime.workers=2"]
+    proc, stderr = spawn([*args, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, "terminated", FAULT_SLEEP="0.3")
+    try:
+        wait_until(lambda: len(chunk_files(chunks)) >= 1 or proc.poll() is not None)
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=120) == 143
+        wait_until(lambda: not group_alive(proc.pid), timeout=60)
+    finally:
+        stop(proc)
+    line = one_line(stderr)
+    assert line.startswith("clipeval: terminated (SIGTERM) while encoding the image features of image folder")
+    assert line.endswith(
+        "images are cached and a rerun resumes from there; no results were written; nothing half-written remains."
+    )
+    assert left_in_tmp(tmp_path) == []
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.mark.slow
+def test_ctrl_c_between_the_jobs_of_a_sweep_says_which_finished_and_where(images, tmp_path):
+    """Ctrl-C in Hydra's code between two jobs printed only "clipeval: interrupted"."""
+    sweep = tmp_path / "sweep"
+    pause = "+hydra.callbacks.pause._target_=fault_models.PauseAfterJob"  # says "job #N ended", then waits
+    args = ["-m", *MODEL, "+model.name=a,b,c", "task=folder", f"task.root={images}", pause, f"hydra.sweep.dir={sweep}"]
+    proc, stderr = spawn(args, tmp_path, "sweep")
+    try:
+        wait_until(lambda: "job #0 ended" in stderr.read_text() or proc.poll() is not None)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130
+    finally:
+        stop(proc)
+    assert one_line(stderr) == (
+        f"clipeval: interrupted after sweep job #0 of 3 finished (results in {sweep / '0_folder'}); "
+        "jobs #1-#2 did not start; nothing half-written remains."
+    )
+    assert (sweep / "0_folder" / "results.json").exists()
 
 
 def test_ctrl_c_after_the_results_are_written_says_where_they_are(tmp_path, monkeypatch, capsys):
@@ -405,3 +491,63 @@ def test_ctrl_c_after_some_tasks_finished_writes_their_records(tmp_path, monkeyp
     assert doc.raw["interrupted"].endswith("1 of 7 tasks finished")
     assert doc.raw["effective_robustness_error"] == "not computed: the run was interrupted"
     assert len(list((tmp_path / "store").glob("*.json"))) == 1
+
+
+def sweep(images: Path, tmp_path: Path, *extra: str) -> list[str]:
+    """A sweep over three names of the same test model on the image folder, in ``tmp_path/sweep``."""
+    return ["-m", *MODEL, "+model.name=a,b,c", "task=folder", f"task.root={images}", "runtime.workers=0",
+            "runtime.progress=false", f"hydra.sweep.dir={tmp_path / 'sweep'}", *extra]  # fmt: skip
+
+
+def test_ctrl_c_in_a_sweep_job_says_which_job_and_which_finished(images, tmp_path, monkeypatch, capsys):
+    from clipeval.cli import main
+    from clipeval.run.context import RunContext
+
+    real = RunContext.evaluate
+
+    def second_job_interrupted(self):
+        if self.bank.model.name == "b":
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(RunContext, "evaluate", second_job_interrupted)
+    monkeypatch.setenv("CLIPEVAL_STORE", str(tmp_path / "store"))
+    with pytest.raises(SystemExit) as exit:
+        main(sweep(images, tmp_path))
+    assert exit.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "clipeval: interrupted in sweep job #1 of 3 (+model.name=b) while evaluating task 'folder' (1 of 1); "
+        f"no results were written; job #0 finished (results in {tmp_path / 'sweep' / '0_folder'}); "
+        "nothing half-written remains."
+    )
+
+
+@pytest.mark.parametrize("where", ["after a run's results were written", "after the last job of a sweep"])
+def test_ctrl_c_after_the_work_is_done_says_where_the_results_are(where, images, tmp_path, monkeypatch, capsys):
+    """Ctrl-C once the results were written (Hydra's code after the job, the cache summary, the exit) printed
+    only "clipeval: interrupted"."""
+    from clipeval.cli import main
+
+    monkeypatch.setenv("CLIPEVAL_STORE", str(tmp_path / "store"))
+    if where == "after a run's results were written":
+        argv = [*MODEL, "task=folder", f"task.root={images}", "runtime.workers=0", "runtime.progress=false",
+                f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+        last = 0
+    else:
+        argv, last = sweep(images, tmp_path), 2
+    stop_after = ["+hydra.callbacks.stop._target_=fault_models.InterruptAfterJob", f"+hydra.callbacks.stop.job={last}"]
+    with pytest.raises(SystemExit) as exit:
+        main([*argv, *stop_after])
+    assert exit.value.code == 130
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    if where == "after a run's results were written":
+        (entry,) = (tmp_path / "store").glob("*.json")
+        assert line == (
+            f"clipeval: interrupted after the results were written to {tmp_path / 'run' / 'results.json'} and "
+            f"{entry}; nothing half-written remains."
+        )
+    else:
+        assert line == (
+            f"clipeval: interrupted after all 3 sweep jobs finished (results under {tmp_path / 'sweep'}); "
+            "nothing half-written remains."
+        )

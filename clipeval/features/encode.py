@@ -36,7 +36,7 @@ from clipeval.contracts import DualEncoder
 from clipeval.data.base import Item, MapSource, Source
 from clipeval.distributed import World, world
 from clipeval.errors import ClipevalError
-from clipeval.interrupt import during
+from clipeval.interrupt import during, workers_share_temp_dir
 from clipeval.models.base import LOOSEST_NORM_TOLERANCE, check_embeddings, embedding_fault
 from clipeval.progress import progress
 
@@ -210,27 +210,33 @@ def _encode(
     dataset, options, decode = _dataset(model, source, runtime)
     collate = options.pop("collate_fn")
     streamed = isinstance(dataset, torch.utils.data.IterableDataset)
-    log.info(
-        "Image features of %s: cache miss, encoding %s",
-        what,
-        "its images (streamed: their number is known at the end)" if streamed else f"{len(dataset)} images",
-    )
     if streamed:
         return _encode_stream(model, runtime, dataset, options, collate, decode, source, what), [], []
 
     ranks = world()
     chunks = _Chunks.of(len(dataset), runtime, cache, key)
-    mine = ranks.span(len(chunks.ranges))  # under torchrun: this rank's chunks (all of them otherwise)
-    if ranks.distributed:
-        _log_span(ranks, mine, chunks)
+    cached = [0]  # images in cached chunks: a rerun resumes from them
+
+    def where() -> str:
+        if not cached[0]:
+            return "none of them is cached"
+        return f"{cached[0]} of {chunks.n} images are cached and a rerun resumes from there"
 
     def work() -> tuple[dict[int, dict], list[str]]:
         parts = _resumed(cache, chunks, mine, what)
+        cached[0] += sum(chunks.size(i) for i in parts)
         todo = [i for i in mine if i not in parts]
-        written = _encode_chunks(model, runtime, (dataset, options, collate, decode), chunks, todo, parts, cache, what)
+        written = _encode_chunks(
+            model, runtime, (dataset, options, collate, decode), chunks, todo, parts, cache, cached
+        )
         return {i: parts[i] for i in mine}, written
 
-    shares = ranks.each(work, f"encoding the image features of {what}")  # every rank's chunks, on every rank
+    with during(lambda: f"encoding the image features of {what}; {where()}"):  # from the log line on
+        log.info("Image features of %s: cache miss, encoding %d images", what, chunks.n)
+        mine = ranks.span(len(chunks.ranges))  # under torchrun: this rank's chunks (all of them otherwise)
+        if ranks.distributed:
+            _log_span(ranks, mine, chunks)
+        shares = ranks.each(work, f"encoding the image features of {what}")  # every rank's chunks, on every rank
     parts = {i: entry for share, _ in shares for i, entry in share.items()}
     return _feature_set([parts[i] for i in range(len(chunks.ranges))], source), chunks.keys, shares[ranks.rank][1]
 
@@ -310,9 +316,10 @@ def _encode_chunks(
     todo: list[int],
     parts: dict[int, dict],
     cache: TensorCache,
-    what: str,
+    cached: list[int],
 ) -> list[str]:
-    """Encode the chunks ``todo`` into ``parts``, caching each as it is done; the keys of those cached.
+    """Encode the chunks ``todo`` into ``parts``, caching each as it is done (and counting its images in
+    ``cached[0]``); the keys of those cached.
 
     ``data``: (dataset, DataLoader options, collate function, decoder) as :func:`_dataset` gives them."""
     dataset, options, collate, decode = data
@@ -322,7 +329,6 @@ def _encode_chunks(
         return written
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate, **options)
     fresh = [(_Part(), math.ceil(chunks.size(i) / bs)) for i in todo]
-    cached = [sum(chunks.size(i) for i in parts)]
 
     def done(index: int) -> None:  # chunk todo[index] is encoded: cache it now
         i = todo[index]
@@ -331,13 +337,7 @@ def _encode_chunks(
             cached[0] += chunks.size(i)
             written.append(chunks.keys[i])
 
-    def where() -> str:
-        if not cached[0]:
-            return "none of them is cached"
-        return f"{cached[0]} of {chunks.n} images are cached and a rerun resumes from there"
-
-    with during(lambda: f"encoding the image features of {what}; {where()}"):
-        _encode_batches(model, runtime, loader, decode, fresh, done, sum(chunks.size(i) for i in todo))
+    _encode_batches(model, runtime, loader, decode, fresh, done, sum(chunks.size(i) for i in todo))
     return written
 
 
@@ -346,9 +346,13 @@ def _encode_stream(model, runtime, dataset, options, collate, decode, source: So
     under torchrun (the others receive them)."""
 
     def work() -> FeatureSet:
-        loader = torch.utils.data.DataLoader(dataset, batch_size=runtime.batch_size, collate_fn=collate, **options)
         part = _Part()
         with during(f"encoding the image features of {what}; none of them is cached"):
+            log.info(
+                "Image features of %s: cache miss, encoding its images (streamed: their number is known at the end)",
+                what,
+            )
+            loader = torch.utils.data.DataLoader(dataset, batch_size=runtime.batch_size, collate_fn=collate, **options)
             _encode_batches(model, runtime, loader, decode, [(part, None)], None, None)
         fs = _feature_set([part.entry()], source)
         if options["num_workers"] > 0:
@@ -416,6 +420,8 @@ def _dataset(model: DualEncoder, source: Source, runtime: Runtime):
     """The dataset, the DataLoader options (batching aside), and the decoder the main process applies to its
     batches (None: workers decode)."""
     workers = min(runtime.workers, source.loader_options(runtime.limit).get("max_workers", runtime.workers))
+    if workers > 0:
+        workers_share_temp_dir()  # a worker stopped by a signal leaves no pymp-* folder behind
     options = dict(num_workers=workers, pin_memory=runtime.device.type == "cuda")
     if runtime.decode == "pil":
         return source.dataset(model.preprocess, runtime.limit), dict(options, collate_fn=_collate), None

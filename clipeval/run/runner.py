@@ -31,7 +31,7 @@ from clipeval.distributed import World, joined, world
 from clipeval.errors import ClipevalError
 from clipeval.features.bank import FeatureBank
 from clipeval.features.encode import CHUNK_KIND
-from clipeval.interrupt import during
+from clipeval.interrupt import during, milestone
 from clipeval.logs import route_library_output, shown, to_log_files
 from clipeval.models.base import check_dual_encoder, weights_label
 from clipeval.models.deferred import load_deferred
@@ -233,6 +233,7 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
             failure.raise_again(results or stored or run_dir / "results.json")
         raise ClipevalError(problem)
     log.info("Wrote %s and %s", results, stored)
+    milestone(f"the results were written to {results} and {stored}")  # what Ctrl-C says from here on
     if interrupted is not None:
         finished = f"the {evaluation.finished} finished task(s)" if evaluation.interrupted else "all tasks"
         raise KeyboardInterrupt(f"{interrupted}; the records of {finished} are written to {results} and {stored}")
