@@ -23,6 +23,7 @@ Whatever the launcher:
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import functools
@@ -155,19 +156,20 @@ class Recorder:
 
         count = len(job_overrides)
         numbers = f"#{initial_job_idx}" if count == 1 else f"#{initial_job_idx}-#{initial_job_idx + count - 1}"
-        if self.name == "basic":  # a job in this process says what it interrupted itself
-            what = f"running sweep job(s) {numbers} one after another; each that finished wrote its results"
-        elif self.name == "submitit_slurm":
+        what = (
+            None  # the basic launcher's jobs run in this process: the command line names the job, or the last one done
+        )
+        if self.name == "submitit_slurm":
             what = (
                 f"waiting for sweep job(s) {numbers} on SLURM; the jobs go on (squeue lists them, scancel stops them), "
                 "and each adds its results to the store"
             )
-        else:
+        elif self.name != "basic":
             what = (
                 f"running sweep job(s) {numbers} in other processes (hydra/launcher={self.name}); the launcher stopped "
                 "those still running, and each that had finished wrote its results"
             )
-        with during(what):
+        with during(what) if what else contextlib.nullcontext():
             returned = list(self.launcher.launch(job_overrides, initial_job_idx=initial_job_idx))
         self.returns += returned
         return [dataclasses.replace(r, status=JobStatus.COMPLETED, _return_value=None) for r in returned]
