@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -21,12 +22,25 @@ from typing import BinaryIO
 
 from clipeval.errors import ClipevalError, cut
 
+#: the longest file name :func:`safe_file_name` gives, in UTF-8 bytes (file systems take 255)
+MAX_NAME_BYTES = 200
+
 
 def safe_file_name(name: str) -> str:
     """``name`` as one file name that every file system and shell takes as it is: letters, digits, ``.``, ``-`` and
     ``_`` kept, anything else (``:``, ``@``, ``/``, spaces) as ``-``. Store entries, prediction files and figure
-    files are named with it."""
-    return "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in name)
+    files are named with it.
+
+    A name longer than :data:`MAX_NAME_BYTES` keeps its start and its last 40 characters (where the run id and
+    the suffix are) around a digest of the whole name, so that it stays unique and within every file system's
+    limit however long a model's name is."""
+    safe = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in name)
+    if len(safe.encode()) <= MAX_NAME_BYTES:
+        return safe
+    tail, digest = safe[-40:], hashlib.sha256(safe.encode()).hexdigest()[:10]
+    budget = MAX_NAME_BYTES - len(tail.encode()) - len(digest) - 4
+    head = safe.encode()[:budget].decode(errors="ignore")  # whole characters only
+    return f"{head}--{digest}--{tail}"
 
 
 def _umask() -> int:

@@ -204,17 +204,19 @@ def test_the_attack_figure_draws_every_points_interval_within_0_to_100(tmp_path,
 
 
 LONG_NAME = "tiny_digits (ckpt_100) · open_clip ViT-B-32 laion2b_s34b_b79k, a sweep's third checkpoint"
+VERY_LONG_NAME = "model_" + "with_a_very_long_name " * 7  # 160 characters, as a user's model.name can be
 
 
-def test_a_long_model_name_is_wrapped_not_cut_off_at_the_figures_edges(report, tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", [LONG_NAME, VERY_LONG_NAME])
+def test_a_long_model_name_is_wrapped_not_cut_off_at_the_figures_edges(report, tmp_path, monkeypatch, name):
     """Run labels name the weights, and can be long: every one-run figure still fits its canvas."""
     drawn = [
-        figures.scatter_grid_figure(report, LONG_NAME),
-        figures.average_panel_figure(report, LONG_NAME),
-        figures.paired_bars_figure(report, LONG_NAME),
+        figures.scatter_grid_figure(report, name),
+        figures.average_panel_figure(report, name),
+        figures.paired_bars_figure(report, name),
     ]
     monkeypatch.setattr(figures, "save", lambda fig, path: drawn.append(fig) or path)
-    figures.record_figures(few_shot_records() + attack_records(), LONG_NAME, tmp_path)
+    figures.record_figures(few_shot_records() + attack_records(), name, tmp_path)
     assert len(drawn) == 5
     for fig in drawn:
         check_paper_rules(fig)  # nothing past the figure's edges

@@ -27,17 +27,25 @@ WEIGHTS_KEYS = ("checkpoint", "pretrained", "name_or_path", "weights", "path")
 _WEIGHT_SUFFIXES = {".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".pkl"}
 
 
+#: folders that hold a training run's checkpoints: a file in one is named with the run's folder too
+CHECKPOINT_FOLDERS = {"checkpoints", "checkpoint", "ckpts"}
+
+
 def weights_label(config: dict) -> str | None:
     """A short name for the weights a model config points at: a file's stem or a folder's name, else the value
     itself (an open_clip tag such as ``openai``, a hub id); None when the config names none.
 
-    It tells apart runs of one model config with different weights (``model.pretrained=a.pt,b.pt``)."""
+    It tells apart runs of one model config with different weights (``model.pretrained=a.pt,b.pt``). A file in a
+    folder named ``checkpoints`` (open_clip's and most trainers' ``logs/<run>/checkpoints/epoch_N.pt``) is named
+    with its run's folder too (``runA/epoch_32``): the same epoch of two training runs differs."""
     for key in WEIGHTS_KEYS:
         value = config.get(key)
         if not isinstance(value, str) or not value:
             continue
         path = Path(value).expanduser()
         if path.suffix in _WEIGHT_SUFFIXES or path.is_file():
+            if path.parent.name in CHECKPOINT_FOLDERS and path.parent.parent.name:
+                return f"{path.parent.parent.name}/{path.stem}"
             return path.stem
         return path.name if path.is_dir() else value
     return None

@@ -35,7 +35,9 @@ from clipeval.results.record import Record  # noqa: E402
 LIMIT = (0.005, 0.998)  # accuracies are clipped here: logit axes cannot show 0 or 1
 TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
 MODEL_COLOR = "tab:red"
-EM_PER_CHARACTER = 0.62  # DejaVu Sans, matplotlib's default font: wider than its average letter, so lines fit
+EM_PER_CHARACTER = (
+    0.7  # DejaVu Sans, matplotlib's default font: wider than its average letter (w, m: 0.8), so lines fit
+)
 
 
 def fitted(text: str, inches: float, fontsize: float | str = "large") -> str:
@@ -201,7 +203,7 @@ def average_panel_figure(report: RobustnessReport, model: str):
     ax.plot(grid, grid, ls="--", color="0.7", lw=1, label="y = x", zorder=0)
     ax.errorbar(avg.id_top1, avg.mean_top1, xerr=[[avg.id_top1 - x_lo], [x_hi - avg.id_top1]],
                 yerr=[[avg.mean_top1 - y_lo], [y_hi - avg.mean_top1]], fmt="*", ms=13, color=MODEL_COLOR,
-                capsize=2, label=fitted(f"{model} (95% intervals)", fig.get_figwidth() / 2, 7), zorder=4)  # fmt: skip
+                capsize=2, label=fitted(f"{model} (95% intervals)", fig.get_figwidth() / 2 - 0.6, 7), zorder=4)  # fmt: skip
     logit_axes(ax, limits)
     ax.set_title(fitted(f"{model}: average over {len(avg.shifts)} shifts", fig.get_figwidth(), 10) + "\n"
                  + er_text(avg.effective_robustness, avg.effective_robustness_ci), fontsize=10)  # fmt: skip
@@ -303,7 +305,7 @@ def robust_accuracy_figure(clean: Record, robust: list[Record], model: str):
     top = max(float(r.params["eps"]) for r in robust)  # the dodged error bars do not autoscale the x axis
     ax.set_xlim(-0.05 * top, 1.05 * top)
     title = f"Adversarial robustness of zero-shot {model} on {clean.label}"
-    ax.set_title(fitted(title, fig.get_figwidth(), 10), fontsize=10)
+    ax.set_title(fitted(title, 0.7 * fig.get_figwidth(), 10), fontsize=10)  # over the axes: the legend is beside them
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="95% intervals", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1),
               frameon=False)  # fmt: skip

@@ -346,7 +346,8 @@ class Selector:
         tasks = [run.selection["name"], *(run.selection.get("tasks") or {})]
         return all(
             (
-                self.model is None or fnmatch.fnmatchcase(run.model["name"], self.model),
+                self.model is None
+                or any(fnmatch.fnmatchcase(name, self.model) for name in (run.model["name"], run.model_label)),
                 self.task is None or any(fnmatch.fnmatchcase(t, self.task) for t in tasks),
                 self.tag is None or any(fnmatch.fnmatchcase(t, self.tag) for t in run.tags),
                 self.glob is None or (run.path is not None and fnmatch.fnmatchcase(run.path.name, self.glob)),
