@@ -87,35 +87,79 @@ class World:
 
         When ``work`` raises on some rank, every rank raises, so that all of them leave at the same point
         (and the run's evaluator failure is the same on each): the failing rank its own exception, the others
-        a ClipevalError naming it and its message. ``what``: what the ranks were doing, for that message."""
+        a ClipevalError naming it and its message. ``what``: what the ranks were doing, for that message; a
+        rank that meets another doing something else raises :class:`RanksOutOfStep` (see :func:`in_step`)."""
         if not self.distributed:
             return [work()]
-        try:
-            result, error = work(), None
-        except Exception as exc:  # KeyboardInterrupt is not coordinated: torchrun stops every rank
-            result, error = None, exc
-        shares = self.gather((result, None if error is None else f"{type(error).__name__}: {error}"))
+        result, error = _attempt(work)
+        shares = self.gather((what, result, _message(error)))
+        _check_step(shares, what, self.rank)
         if error is not None:
             raise error
-        _raise_first_failure(shares, self.size, what)
-        return [result for result, _ in shares]
+        _raise_first_failure([(share[1], share[2]) for share in shares], self.size, what)
+        return [share[1] for share in shares]
+
+    def agree(self, work: Callable[[], T], what: str) -> T:
+        """``work()`` on every rank, its own result once every rank finished it: when it raised on some rank,
+        every rank raises, as :meth:`each` does (only whether each rank failed travels, not the results)."""
+        if not self.distributed:
+            return work()
+        result, error = _attempt(work)
+        shares = self.gather((what, None, _message(error)))
+        _check_step(shares, what, self.rank)
+        if error is not None:
+            raise error
+        _raise_first_failure([(None, share[2]) for share in shares], self.size, what)
+        return result  # type: ignore[return-value]
 
     def on_main(self, work: Callable[[], T], what: str) -> T:
         """``work()`` on rank 0 alone, its result on every rank (:meth:`broadcast`); when it raises on rank 0, the
         other ranks raise a ClipevalError naming it, as :meth:`each` does."""
         if not self.distributed:
             return work()
-        result = error = None
-        if self.is_main:
-            try:
-                result = work()
-            except Exception as exc:
-                error = exc
-        shared = self.broadcast((result, None if error is None else f"{type(error).__name__}: {error}"))
+        result, error = _attempt(work) if self.is_main else (None, None)
+        shared = self.broadcast((what, result, _message(error)))
+        _check_step([shared], what, self.rank)
         if error is not None:
             raise error
-        _raise_first_failure([shared], self.size, what)
-        return shared[0]
+        _raise_first_failure([(shared[1], shared[2])], self.size, what)
+        return shared[1]
+
+
+class RanksOutOfStep(ClipevalError):
+    """Two ranks met at different steps: one of them failed where the others could not know it."""
+
+
+_out_of_step = False
+
+
+def in_step() -> bool:
+    """False once the ranks met at different steps: no collective can be trusted to pair up any more, so the run
+    ends on each rank without waiting for the others (rank 0 still writes what finished)."""
+    return not _out_of_step
+
+
+def _attempt(work: Callable[[], T]) -> tuple[T | None, Exception | None]:
+    try:
+        return work(), None
+    except Exception as exc:  # KeyboardInterrupt is not coordinated: torchrun stops every rank
+        return None, exc
+
+
+def _message(error: Exception | None) -> str | None:
+    return None if error is None else f"{type(error).__name__}: {error}"
+
+
+def _check_step(shares: list[Any], what: str, rank: int) -> None:
+    global _out_of_step
+    for other, share in enumerate(shares):
+        if not (isinstance(share, tuple) and len(share) == 3 and share[0] == what):
+            _out_of_step = True
+            doing = share[0] if isinstance(share, tuple) and share and isinstance(share[0], str) else "elsewhere"
+            raise RanksOutOfStep(
+                f"The ranks are out of step: rank {rank} was {what} while rank {other} was {doing}. A rank failed "
+                "where the others could not know it (its message is above); the run ends on every rank."
+            )
 
 
 def _raise_first_failure(shares: list[tuple[Any, str | None]], size: int, what: str) -> None:

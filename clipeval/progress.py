@@ -100,11 +100,12 @@ class TerminalProgress(terminal_tqdm):
 def progress_line(meter: dict[str, Any]) -> str:
     """``desc: n/total unit (p%), rate unit/s, elapsed, left`` from tqdm's ``format_dict``."""
     n, total, elapsed, unit = meter["n"], meter["total"], meter["elapsed"], meter["unit"]
-    done = f"{n:,}/{total:,} {unit}s ({100 * n / total:.0f}%)" if total else f"{n:,} {unit}s"
+    units = unit + ("es" if unit.endswith(("s", "x", "ch", "sh")) else "s")  # images, prompts, batches
+    done = f"{n:,}/{total:,} {units} ({100 * n / total:.0f}%)" if total else f"{n:,} {units}"
     parts = [f"{meter['prefix']}: {done}"]
     rate = n / elapsed if elapsed > 0 else None
     if rate:
-        parts.append(f"{rate:,.1f} {unit}s/s")
+        parts.append(f"{rate:,.1f} {units}/s")
     parts.append(f"{tqdm.format_interval(elapsed)} elapsed")
     if total and rate and n < total:
         parts.append(f"{tqdm.format_interval((total - n) / rate)} left")

@@ -59,6 +59,21 @@ class RefusingEvaluator:
         raise ClipevalError("the data say no")
 
 
+class RefusingOnRankOne:
+    """Under torchrun, fails on rank 1 only (a GPU out of memory, a node's disk), after reading the features."""
+
+    def __init__(self, dataset: str = "test"):
+        self.dataset = dataset
+
+    def evaluate(self, ctx):
+        from clipeval.errors import ClipevalError
+
+        ctx.features(self.dataset)
+        if os.environ.get("RANK") == "1":
+            raise ClipevalError("rank 1's disk says no")
+        return []
+
+
 class PauseAfterJob(Callback):
     """A Hydra callback (``+hydra.callbacks.pause._target_=fault_models.PauseAfterJob``) that says on stderr when a
     job has ended (``[fault_models] job #N ended``, a log line) and then waits a minute: a test sends its signal between the jobs of a sweep."""

@@ -104,10 +104,10 @@ class _Gathers(World):
 
 
 def test_a_failure_on_one_rank_is_raised_on_every_rank_so_that_all_stop_at_the_same_point():
-    failed_on_rank_0 = _Gathers(1, 2, {0: (None, "ClipevalError: image 7 is not an image")})
+    failed_on_rank_0 = _Gathers(1, 2, {0: ("encoding x", None, "ClipevalError: image 7 is not an image")})
     with pytest.raises(ClipevalError, match=r"Rank 0 of 2 failed while encoding x: ClipevalError: image 7 is not"):
         failed_on_rank_0.each(lambda: "my chunks", "encoding x")
-    fine = _Gathers(1, 2, {0: ("its chunks", None)})
+    fine = _Gathers(1, 2, {0: ("encoding x", "its chunks", None)})
     assert fine.each(lambda: "my chunks", "encoding x") == ["its chunks", "my chunks"]
 
     def broken():
@@ -115,6 +115,16 @@ def test_a_failure_on_one_rank_is_raised_on_every_rank_so_that_all_stop_at_the_s
 
     with pytest.raises(ValueError, match="a bug here"):  # the failing rank raises its own exception
         fine.each(broken, "encoding x")
+
+
+def test_ranks_that_meet_at_different_steps_stop_instead_of_pairing_wrong_collectives(monkeypatch):
+    import clipeval.distributed as distributed
+
+    monkeypatch.setattr(distributed, "_out_of_step", False)
+    elsewhere = _Gathers(0, 2, {1: ("finishing the run", None, None)})  # rank 1 left its evaluator early
+    with pytest.raises(distributed.RanksOutOfStep, match="rank 0 was encoding x while rank 1 was finishing the run"):
+        elsewhere.each(lambda: "my chunks", "encoding x")
+    assert not distributed.in_step()  # the runner no longer waits for the others at the end
 
 
 class _DiesBeforeGather(World):
@@ -207,6 +217,27 @@ def test_when_an_evaluator_fails_on_every_rank_rank_0_still_writes_what_finished
 
 REFUSING = """  refuses: {_target_: fault_models.RefusingEvaluator}
 """
+
+
+@pytest.mark.slow
+def test_an_evaluator_that_fails_on_one_rank_only_fails_on_every_rank_without_a_hang(tmp_path):
+    """Rank 1 failed inside an evaluator while rank 0 went on to the next one and waited for it for ever."""
+    tasks = tmp_path / "tasks" / "sharded"
+    tasks.mkdir(parents=True)
+    two_datasets = SHARDED_TASK.split("evaluators:")[0].replace(
+        "datasets:\n", "datasets:\n  train: {_target_: clipeval.embedded.source.DigitsSource, split: train}\n"
+    )
+    evaluators = "evaluators:\n  refuses: {_target_: fault_models.RefusingOnRankOne}\n"
+    evaluators += "  zeroshot: {_target_: clipeval.evaluators.zeroshot.ZeroShot, datasets: [train]}\n"
+    (tasks / "task.yaml").write_text(two_datasets + evaluators)
+    (tmp_path / "tmp").mkdir()
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    run, stderr = _launch([*torchrun, "-m", "clipeval"], tmp_path, "two", returncode=1)
+    assert "Rank 1 of 2 failed while running evaluator refuses of sharded: ClipevalError: rank 1's disk says no" in (
+        stderr
+    )
+    document = json.loads((run / "results.json").read_text())
+    assert document["failures"][0]["evaluator"] == "refuses" and document["records"] == []
 
 
 def _launch(command: list[str], tmp_path: Path, name: str, returncode: int = 0):

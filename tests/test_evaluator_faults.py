@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +120,8 @@ def test_robust_top1_counts_only_samples_that_are_right_clean():
 
     y = torch.tensor([0])
     assert f(x).argmax(1).item() == 1  # wrong clean
-    outcomes = Adversarial("test", eps=[8], steps=3, attacks=["pgd"])._attack(f, x, y, ["pgd"], 1)
+    quiet = types.SimpleNamespace(progress=False, log_every=30)
+    outcomes = Adversarial("test", eps=[8], steps=3, attacks=["pgd"])._attack(f, x, y, ["pgd"], 1, quiet)
     assert not outcomes["clean"].any() and not outcomes["pgd@8"].any() and not outcomes["worst@8"].any()
 
 

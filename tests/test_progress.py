@@ -71,6 +71,18 @@ def test_without_a_terminal_progress_reaches_the_log_with_rate_and_time_left(
     assert "Text prototypes of 3 classes x 1 templates: 0 already built, encoding 3 prompts" in caplog.text
 
 
+def test_attacks_log_their_progress_in_batches_too(tmp_path, caplog):
+    """A 50 s APGD-T step wrote no line while it ran: the attacks' batches are counted like images and prompts."""
+    caplog.set_level(logging.INFO, logger="clipeval")
+    adversarial = "task.evaluators.adversarial"
+    small = [f"{adversarial}.{k}={v}" for k, v in (("steps", 2), ("limit", 24), ("eps", "[8]"), ("batch_size", 8))]
+    overrides = ["task=digits_adversarial", f"{adversarial}.attacks=[pgd,apgd-ce]", *small, "runtime.log_every=0"]
+    run_in_process(overrides, tmp_path / "run")
+    lines = [m for m in caplog.messages if m.startswith("attack: ")]
+    assert lines and re.fullmatch(r"attack: (\d+)/\1 batches \(100%\), .*", lines[-1])  # every batch, 2 attacks
+    assert int(lines[-1].split()[1].split("/")[0]) % 2 == 0
+
+
 def test_a_step_shorter_than_log_every_writes_no_progress_lines(tiny_open_clip, image_folder, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="clipeval")
     run_in_process(folder_run(tiny_open_clip, image_folder), tmp_path / "run")  # log_every: 30 s

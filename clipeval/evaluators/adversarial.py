@@ -15,6 +15,7 @@ from clipeval.contracts import EvaluationContext
 from clipeval.distributed import world
 from clipeval.errors import ClipevalError
 from clipeval.evaluators.attacks import DLR_TARGETED_MIN_CLASSES, ZeroShotLogits, apgd, pgd
+from clipeval.progress import progress
 from clipeval.results.metrics import clopper_pearson
 from clipeval.results.record import Record
 
@@ -109,7 +110,9 @@ class Adversarial:
         for p in params:  # only the input needs gradients
             p.requires_grad_(False)
         try:
-            outcomes = self._attack(f, x.to(ctx.runtime.device), y.to(ctx.runtime.device), attacks, targets)
+            outcomes = self._attack(
+                f, x.to(ctx.runtime.device), y.to(ctx.runtime.device), attacks, targets, ctx.runtime
+            )
         finally:
             for p in params:
                 p.requires_grad_(True)
@@ -165,7 +168,7 @@ class Adversarial:
             [it.sample_id for it in items],
         )
 
-    def _attack(self, f, x, y, attacks: list[str], targets: int) -> dict[str, torch.Tensor]:
+    def _attack(self, f, x, y, attacks: list[str], targets: int, runtime) -> dict[str, torch.Tensor]:
         """Per-sample outcomes: "clean", "<attack>@<eps>" and, if an attack ran, "worst@<eps>"."""
         with torch.no_grad():
             clean_logits = torch.cat([f(b) for b in x.split(self.batch_size)])
@@ -178,30 +181,36 @@ class Adversarial:
         attacked = clean.nonzero().flatten()
         batches = list(zip(*(t[attacked].split(self.batch_size) for t in (x, y, wrong_first)), strict=True))
         _log_span(len(batches))
-        for eps in self.eps:
-            e = eps / self.eps_scale
-            worst = clean.clone()
-            for attack in attacks:
-                start = time.perf_counter()
-                robust = torch.zeros_like(clean)
-                if len(attacked):
-                    run = functools.partial(self._run, attack, f, eps=e, targets=targets)
-                    outcomes = _each_batch(
-                        lambda xb, yb, tb, run=run: run(xb, yb, wrong_first=tb), batches, f"{attack} at eps {eps:g}"
+        mine = len(world().span(len(batches))) if len(attacked) else 0
+        total = len(self.eps) * len(attacks) * mine  # this rank's batches to attack, for the progress lines
+        with progress(total, "attack", "batch", runtime, log) as bar:
+            for eps in self.eps:
+                e = eps / self.eps_scale
+                worst = clean.clone()
+                for attack in attacks:
+                    start = time.perf_counter()
+                    robust = torch.zeros_like(clean)
+                    if len(attacked):
+                        run = functools.partial(self._run, attack, f, eps=e, targets=targets)
+                        outcomes = _each_batch(
+                            lambda xb, yb, tb, run=run: run(xb, yb, wrong_first=tb),
+                            batches,
+                            f"{attack} at eps {eps:g}",
+                            bar.update,
+                        )
+                        robust[attacked] = torch.cat(outcomes).to(robust.device)
+                    out[f"{attack}@{eps:g}"] = robust.cpu()
+                    worst &= robust
+                    log.info(
+                        "%s eps=%g/%g: robust top-1 %.3f (%.1f s)",
+                        attack,
+                        eps,
+                        self.eps_scale,
+                        robust.float().mean(),
+                        time.perf_counter() - start,
                     )
-                    robust[attacked] = torch.cat(outcomes).to(robust.device)
-                out[f"{attack}@{eps:g}"] = robust.cpu()
-                worst &= robust
-                log.info(
-                    "%s eps=%g/%g: robust top-1 %.3f (%.1f s)",
-                    attack,
-                    eps,
-                    self.eps_scale,
-                    robust.float().mean(),
-                    time.perf_counter() - start,
-                )
-            if attacks:
-                out[f"worst@{eps:g}"] = worst.cpu()
+                if attacks:
+                    out[f"worst@{eps:g}"] = worst.cpu()
         return out
 
     def _run(self, attack: str, f, x, y, eps: float, wrong_first, targets: int) -> torch.Tensor:
@@ -242,13 +251,24 @@ class Adversarial:
         return records
 
 
-def _each_batch(attack: Callable[..., torch.Tensor], batches: list[tuple], what: str) -> list[torch.Tensor]:
-    """``attack(*batch)`` of every batch, in order. Under torchrun each rank attacks its span of the batches and
-    every rank gets all the outcomes (:meth:`clipeval.distributed.World.each`); each attack is seeded per batch,
-    so the outcomes do not depend on which rank ran them."""
+def _each_batch(
+    attack: Callable[..., torch.Tensor], batches: list[tuple], what: str, done: Callable[[int], object]
+) -> list[torch.Tensor]:
+    """``attack(*batch)`` of every batch, in order, calling ``done(1)`` after each batch this process attacked.
+    Under torchrun each rank attacks its span of the batches and every rank gets all the outcomes
+    (:meth:`clipeval.distributed.World.each`); each attack is seeded per batch, so the outcomes do not depend on
+    which rank ran them."""
     ranks = world()
     mine = ranks.span(len(batches))
-    shares = ranks.each(lambda: [attack(*batches[i]).cpu() for i in mine], f"attacking ({what})")
+
+    def work() -> list[torch.Tensor]:
+        outcomes = []
+        for i in mine:
+            outcomes.append(attack(*batches[i]).cpu())
+            done(1)
+        return outcomes
+
+    shares = ranks.each(work, f"attacking ({what})")
     return [outcome for share in shares for outcome in share]
 
 

@@ -263,6 +263,15 @@ class _Chunks:
 
 
 def _log_span(ranks: World, mine: range, chunks: _Chunks) -> None:
+    if ranks.is_main and len(chunks.ranges) < ranks.size:  # the other ranks log warnings only: rank 0 says it
+        log.info(
+            "%d of %d ranks encode no chunk of these images: they make %d chunk(s) of runtime.chunk_size=%d (a "
+            "smaller chunk_size shares a dataset out more finely)",
+            ranks.size - len(chunks.ranges),
+            ranks.size,
+            len(chunks.ranges),
+            chunks.ranges[0][1] - chunks.ranges[0][0] if chunks.ranges else 0,
+        )
     if not mine:
         log.info(
             "Rank %d of %d encodes none of the %d chunk(s) of %d images: fewer chunks than ranks (a smaller "

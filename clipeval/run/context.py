@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -13,6 +14,7 @@ import torch
 
 from clipeval.atomic import safe_file_name
 from clipeval.config.lists import read_strings
+from clipeval.distributed import world
 from clipeval.errors import ClipevalError
 from clipeval.features.bank import FeatureBank
 from clipeval.features.encode import FeatureSet
@@ -172,7 +174,9 @@ class RunContext:
             self._evaluator = name
             kept_before = set(self.kept.samples)
             try:
-                records += self._accept(records, evaluator.evaluate(self))
+                # under torchrun every rank finishes the evaluator, or every rank fails it (clipeval.distributed)
+                run = functools.partial(self._run_evaluator, evaluator, records)
+                records += world().agree(run, f"running evaluator {name} of {self.task}")
             except Exception as exc:  # kept, and raised again by the runner once the results are written
                 log.error("Task %s: evaluator %s failed: %s", self.task, name, exc)
                 for key in set(self.kept.samples) - kept_before:
@@ -181,6 +185,9 @@ class RunContext:
             finally:
                 self._evaluator = None
         return records, None
+
+    def _run_evaluator(self, evaluator: Any, done: list[Record]) -> list[Record]:
+        return self._accept(done, evaluator.evaluate(self))
 
     def _accept(self, done: list[Record], returned: Any) -> list[Record]:
         """``returned`` as records of this task; ClipevalError saying what the evaluator must return instead."""

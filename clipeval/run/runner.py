@@ -27,7 +27,7 @@ from clipeval.config.paths import cache_dir
 from clipeval.config.runtime import Runtime
 from clipeval.config.schema import validate_config
 from clipeval.contracts import DualEncoder
-from clipeval.distributed import World, joined, world
+from clipeval.distributed import World, in_step, joined, world
 from clipeval.errors import ClipevalError
 from clipeval.features.bank import FeatureBank
 from clipeval.features.encode import CHUNK_KIND
@@ -145,10 +145,10 @@ def _run_in(cfg: DictConfig, run_dir: Path, settings: Any, ranks: World) -> dict
         finally:
             if ranks.is_main and (cache.read or cache.written):
                 log.info("%s", cache.summary())
-            if ranks.distributed and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            if ranks.distributed and in_step() and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
                 # the other ranks leave (and may exit non-zero, which makes torchrun stop every rank) only once
                 # rank 0 has written what finished; Ctrl-C reaches every rank from torchrun, so no one waits then
-                ranks.gather(None)
+                ranks.agree(lambda: None, "finishing the run")
 
 
 def _run_dir_key() -> str:
