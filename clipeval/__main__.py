@@ -1,4 +1,4 @@
-from clipeval.cli import main
+from clipeval.cli import entry_point
 
 if __name__ == "__main__":
-    main()
+    entry_point()

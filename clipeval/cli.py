@@ -16,6 +16,7 @@ import dataclasses
 import gc
 import itertools
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -102,6 +103,16 @@ def main(argv: list[str] | None = None) -> None:
         line, code = stopped(exc)
         print(line, file=sys.stderr)
         raise SystemExit(code) from None
+
+
+def entry_point() -> None:
+    """``clipeval`` and ``python -m clipeval``: :func:`main`, then SIGINT and SIGTERM ignored while the interpreter
+    exits (the command has ended and said how; a late Ctrl-C would otherwise kill it with a signal and no line)."""
+    try:
+        main()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
 
 
 #: the exit code of a command whose output's reader went away (``clipeval report testbed | head -1``): 128 + SIGPIPE,
@@ -279,14 +290,14 @@ _sweep = _Sweep()
 def _main(argv: list[str]) -> None:
     global _sweep
     if argv[:1] == ["report"]:
-        from clipeval.report.cli import main as report_main
+        with during(_command_line("report", argv[1:])):  # its imports too: most of a short command's time
+            from clipeval.report.cli import main as report_main
 
-        with during(_command_line("report", argv[1:])):
             return report_main(argv[1:])
     if argv[:1] == ["check"]:
-        from clipeval.check.cli import main as check_main
-
         with during(_command_line("check", argv[1:])):
+            from clipeval.check.cli import main as check_main
+
             return check_main(argv[1:])
     try:
         check_command(argv, COMMANDS)

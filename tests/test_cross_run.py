@@ -307,6 +307,10 @@ def test_nothing_selected_is_exit_2_with_what_the_store_holds(store, tmp_path, c
     with pytest.raises(SystemExit) as info:
         report_main(["figure", "--store", str(tmp_path / "nowhere")])
     assert info.value.code == 2 and "No results store at" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(SystemExit) as info:
+        report_main(["store", "--store", str(tmp_path / "a_file")])
+    assert info.value.code == 2 and "is a file, not a folder" in capsys.readouterr().err
 
 
 def test_a_bad_published_table_or_mapping_is_exit_2_naming_the_column(store, tmp_path, capsys):

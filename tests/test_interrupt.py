@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -146,3 +147,39 @@ def test_report_and_check_stop_on_a_signal_with_one_line(
     assert exit.value.code == {signal.SIGINT: 130, signal.SIGTERM: 143}[signum]
     what = "report store" if command == "report" else "check compare"
     assert capsys.readouterr().err == f"{line} while running `clipeval {what}`; nothing half-written remains.\n"
+
+
+@pytest.mark.parametrize("command", ["report", "check"])
+def test_a_signal_while_report_or_check_loads_its_modules_names_the_command(command, monkeypatch, capsys, handlers):
+    """Most of a short command's time is its imports: a signal there gave the line without the command."""
+    import types
+
+    from clipeval.cli import main
+
+    class Importing(types.ModuleType):
+        def __getattr__(self, name):
+            raise KeyboardInterrupt  # Ctrl-C while the module's own imports run
+
+    monkeypatch.setitem(sys.modules, f"clipeval.{command}.cli", Importing(f"clipeval.{command}.cli"))
+    with pytest.raises(SystemExit) as exit:
+        main([command, "store" if command == "report" else "compare"])
+    assert exit.value.code == 130
+    what = "report store" if command == "report" else "check compare"
+    assert (
+        capsys.readouterr().err
+        == f"clipeval: interrupted while running `clipeval {what}`; nothing half-written remains.\n"
+    )
+
+
+def test_a_signal_after_the_command_ended_does_not_kill_the_exiting_interpreter():
+    """Ctrl-C in the last moments of `clipeval check` ended it killed by SIGINT, with no line and no exit code."""
+    code = (
+        "import os, signal, clipeval.cli as cli\n"
+        "cli.main = lambda: print('the command ended')\n"
+        "cli.entry_point()\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "print('and the interpreter exits')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (0, "the command ended\nand the interpreter exits\n"), done.stderr

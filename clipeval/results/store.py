@@ -322,6 +322,8 @@ def skipped(path: Path, problem: Any) -> str:
 def load_store(store: Path) -> list[ResultsDocument]:
     """Every readable run in the store, oldest first; a file that is not one is skipped with a warning."""
     store = Path(store)
+    if store.exists() and not store.is_dir():
+        raise ClipevalError(f"The results store {store} is a file, not a folder: pass --store DIR (a folder of runs).")
     if not store.is_dir():
         raise ClipevalError(f"No results store at {store}: run an evaluation first, or pass --store DIR.")
     runs = []
