@@ -228,4 +228,7 @@ def joined(device: str) -> Iterator[World]:
         yield _current
     finally:
         _current = World()
+        if in_step():  # no rank tears its connections down while another still uses them (gloo aborts then)
+            with contextlib.suppress(RuntimeError):  # a rank has gone already: torchrun reports it
+                dist.barrier()
         dist.destroy_process_group()
