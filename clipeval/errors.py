@@ -31,8 +31,15 @@ def nearest(name: str, choices: Iterable[str]) -> str | None:
     folded = {c.casefold(): c for c in reversed(choices)}
     if name.casefold() in folded:
         return folded[name.casefold()]
-    close = difflib.get_close_matches(name.casefold(), list(folded), n=1, cutoff=0.5)
-    return folded[close[0]] if close else None
+    typed = name.casefold()
+
+    def likeness(choice: str) -> tuple[float, float]:  # a typo in the start of a longer name counts: bacth, batch_size
+        whole = difflib.SequenceMatcher(None, typed, choice).ratio()
+        head = difflib.SequenceMatcher(None, typed, choice[: len(typed)]).ratio() if len(typed) >= 4 else 0.0
+        return max(whole, head), whole  # on a tie, the whole name that is closer (digitz: digits, not digits_sketch)
+
+    best = max(sorted(folded), key=likeness, default=None)
+    return folded[best] if best is not None and likeness(best)[0] >= 0.5 else None
 
 
 #: a list of choices longer than this many characters has the suggestion before it, where it is seen

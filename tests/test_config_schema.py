@@ -81,6 +81,16 @@ def test_an_unknown_runtime_key_is_refused_with_the_nearest(checked):
         checked(["task=digits", "+runtime.bacth_size=3"])
     with pytest.raises(ClipevalError, match="runtime has no key 'foo'"):
         Runtime.create(device="cpu", foo=1)
+    with pytest.raises(ClipevalError, match="Did you mean 'batch_size'"):  # a typo in its start: was 'cache'
+        checked(["task=digits", "+runtime.bacth=3"])
+
+
+def test_the_nearest_name_weighs_the_start_of_a_longer_one_and_prefers_the_closer_whole_name():
+    from clipeval.errors import nearest
+
+    assert nearest("bacth", ["batch_size", "cache", "device", "seed"]) == "batch_size"
+    assert nearest("digitz", ["digits", "digits_sketch", "folder"]) == "digits"
+    assert nearest("tsk", ["tags", "task"]) == "task" and nearest("xyz", ["batch_size", "cache"]) is None
 
 
 def test_yes_and_no_are_flags_and_the_run_records_what_it_ran_with(checked):

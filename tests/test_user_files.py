@@ -124,3 +124,14 @@ def test_an_architecture_config_is_read_as_json_text_before_open_clip_reads_it(b
         register_model_config("mine", str(arch))
     with pytest.raises(ClipevalError, match=r"bin.txt is not a .json file: open_clip reads <arch>.json files only"):
         register_model_config("mine", str(binary))
+
+
+def test_an_empty_list_file_is_refused_naming_it(tmp_path, capsys):
+    from conftest import exit_2
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    message = exit_2(
+        ["task=digits", "runtime.limit=16", f"task.templates={empty}", f"hydra.run.dir={tmp_path / 'run'}"], capsys
+    )
+    assert f"task.templates: file {empty} is empty (no line with text)" in message

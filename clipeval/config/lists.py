@@ -24,7 +24,10 @@ def read_strings(value: Any, what: str, base: Path | None = None) -> list[str]:
     for candidate in candidates:
         if candidate.is_file():
             _, text = read_text(candidate, f"{what}: file")
-            return [line.strip() for line in text.splitlines() if line.strip()]
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            if not lines:
+                raise ClipevalError(f"{what}: file {candidate} is empty (no line with text): write one entry per line.")
+            return lines
     raise ClipevalError(
         f"{what}: {quoted(str(value))} is neither a list nor an existing file "
         f"(looked at {', '.join(quoted(str(c), 200) for c in candidates)})."
