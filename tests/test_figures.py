@@ -160,12 +160,17 @@ def attack_records() -> list[Record]:
     return out
 
 
-def test_the_few_shot_figure_draws_each_ks_interval_zero_shots_band_and_the_tables_k(tmp_path, monkeypatch):
+def record_figures_drawn(records: list[Record], model: str, tmp_path, monkeypatch) -> list:
+    """The Figure objects :func:`figures.record_figures` draws for ``records``, instead of saving them."""
     drawn = []
     monkeypatch.setattr(figures, "save", lambda fig, path: drawn.append(fig) or path)
+    figures.record_figures(records, model, tmp_path)
+    return drawn
+
+
+def test_the_few_shot_figure_draws_each_ks_interval_zero_shots_band_and_the_tables_k(tmp_path, monkeypatch):
     records = few_shot_records()
-    figures.record_figures(records, MODEL, tmp_path)
-    (fig,) = drawn
+    (fig,) = record_figures_drawn(records, MODEL, tmp_path, monkeypatch)
     check_paper_rules(fig)
     (ax,) = data_axes(fig)
     assert ax.get_title() == f"Few-shot linear probe vs zero-shot {MODEL} on probe/test"
@@ -182,11 +187,8 @@ def test_the_few_shot_figure_draws_each_ks_interval_zero_shots_band_and_the_tabl
 
 
 def test_the_attack_figure_draws_every_points_interval_within_0_to_100(tmp_path, monkeypatch):
-    drawn = []
-    monkeypatch.setattr(figures, "save", lambda fig, path: drawn.append(fig) or path)
     records = attack_records()
-    figures.record_figures(records, MODEL, tmp_path)
-    (fig,) = drawn
+    (fig,) = record_figures_drawn(records, MODEL, tmp_path, monkeypatch)
     check_paper_rules(fig)
     (ax,) = data_axes(fig)
     assert ax.get_ylim() == (0, 100) and ax.get_title()
@@ -214,9 +216,8 @@ def test_a_long_model_name_is_wrapped_not_cut_off_at_the_figures_edges(report, t
         figures.scatter_grid_figure(report, name),
         figures.average_panel_figure(report, name),
         figures.paired_bars_figure(report, name),
+        *record_figures_drawn(few_shot_records() + attack_records(), name, tmp_path, monkeypatch),
     ]
-    monkeypatch.setattr(figures, "save", lambda fig, path: drawn.append(fig) or path)
-    figures.record_figures(few_shot_records() + attack_records(), name, tmp_path)
     assert len(drawn) == 5
     for fig in drawn:
         check_paper_rules(fig)  # nothing past the figure's edges
