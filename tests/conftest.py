@@ -16,6 +16,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -26,6 +28,13 @@ from PIL import Image
 from clipeval.config.paths import conf_dir
 
 GUARD: Guard | None = None  # set by pytest_configure
+
+# A shell that starts the suite in the background (`nohup pytest &`) hands it SIGINT ignored, and programs it
+# runs inherit that through exec: Ctrl-C tests would then test nothing. Deliver the signals as a terminal does.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 TINY_ARCH = "clipeval-test-tiny"
 TINY_CONFIG = {
