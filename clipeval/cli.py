@@ -36,7 +36,7 @@ from clipeval.config.overrides import (
     selection_overrides,
 )
 from clipeval.config.paths import conf_dir
-from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, cut, did_you_mean, printable
+from clipeval.errors import USAGE_EXIT_CODE, ClipevalError, cut, did_you_mean, nearest, printable
 from clipeval.interrupt import calm_signals, during, milestone, part, stopped
 from clipeval.sweep import JobFailed, check_launcher, current_job, sweep_job
 
@@ -496,6 +496,8 @@ def _composition_error(exc: ConfigCompositionException) -> str:
                 f"{lines[0].rstrip('.')}: {unused_task_key(data, str(cause.key), where)}"  # not "+ to add it": ignored
             )
         unknown = f"{where} has no key '{cause.key}'. {did_you_mean(str(cause.key), keys)}"
+        if nearest(str(cause.key), keys):  # a typo: Hydra's advice to add the key with '+' would mislead
+            lines = [line for line in lines if not line.startswith("To append to your config use +")]
         return "\n".join([f"{lines[0].rstrip('.')}: {unknown}", *lines[1:]])
     if cause is not None:
         message += "\n" + str(cause).split("\n    full_key:")[0]

@@ -576,6 +576,7 @@ def test_an_unknown_key_in_an_override_exits_2_with_the_nearest(capsys, tmp_path
         "clipeval: error: Could not override 'runtime.bacth_size': runtime has no key 'bacth_size'. Available: "
     )
     assert "Did you mean 'batch_size'?" in err
+    assert "+runtime" not in err  # not Hydra's advice to add the mistyped key with '+', which would be refused
     err = exit_2(["task=digits", "task.datasets.tst.root=x", f"hydra.run.dir={tmp_path}"], capsys)
     assert "task.datasets has no key 'tst'. Available: test. Did you mean 'test'?" in err
 
