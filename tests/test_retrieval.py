@@ -311,10 +311,10 @@ def test_missing_images_and_missing_data_say_where_and_how(tmp_path, capsys):
     ("txt", "message"),
     [
         (lambda i, caps: None if i == 3 else "\n".join(caps), "sample 's0003' has no captions (.txt; it has png)"),
-        (lambda i, caps: "" if i == 3 else "\n".join(caps), "sample 's0003': .txt line is an empty caption list"),
+        (lambda i, caps: "" if i == 3 else "\n".join(caps), "sample 's0003': its .txt is an empty caption list"),
         (
             lambda i, caps: "a\n\nb" if i == 3 else "\n".join(caps),
-            "sample 's0003': .txt line[1] is \"\", not a caption",
+            "sample 's0003': .txt line 2 is \"\", not a caption",
         ),
     ],
     ids=["no .txt", "empty .txt", "blank line"],

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,10 @@ from clipeval.data.base import DataNotFound, MapSource, Source, content_key
 from clipeval.errors import ClipevalError, OptionError, quoted
 
 
-def check_captions(captions: Any, where: str) -> list[str]:
+def check_captions(captions: Any, where: str, item: Callable[[int], str] | None = None) -> list[str]:
     """``captions`` of one image as a list of strings; ClipevalError naming ``where`` (file, field, row) when it
-    is not a non-empty list of non-blank strings."""
+    is not a non-empty list of non-blank strings. ``item(j)`` names its j-th caption (default ``where[j]``)."""
+    item = item or (lambda j: f"{where}[{j}]")
     if isinstance(captions, str) or not isinstance(captions, Sequence):
         raise ClipevalError(
             f"{where} should be a list of caption strings, but is {quoted(captions)}. Give each image its captions."
@@ -39,8 +40,7 @@ def check_captions(captions: Any, where: str) -> list[str]:
     for j, caption in enumerate(captions):
         if not isinstance(caption, str) or not caption.strip():
             raise ClipevalError(
-                f"{where}[{j}] is {quoted(caption)}, not a caption (a non-empty string). Remove it or write the "
-                "caption."
+                f"{item(j)} is {quoted(caption)}, not a caption (a non-empty string). Remove it or write the caption."
             )
     return list(captions)
 

@@ -300,7 +300,9 @@ def _read_captions(shards: list[Path]) -> dict[str, list[str]]:
                     raise ClipevalError(
                         f"{where}: its .txt is not UTF-8 text ({exc.reason} at byte {exc.start})."
                     ) from None
-                captions[f"{stem}/{key}"] = check_captions(text.splitlines(), f"{where}: .txt line")
+                captions[f"{stem}/{key}"] = check_captions(
+                    text.splitlines(), f"{where}: its .txt", lambda j, where=where: f"{where}: .txt line {j + 1}"
+                )
     return captions
 
 
