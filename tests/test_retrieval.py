@@ -22,7 +22,7 @@ from scipy import stats
 
 from clipeval.evaluators import retrieval
 from clipeval.evaluators.retrieval import Retrieval
-from clipeval.results.record import METRICS
+from clipeval.results.record import METRICS, Record
 
 KS = (1, 5, 10)
 #: images with 1 to 4 captions each (the Karpathy splits have 5 to 7): 9 images, 21 captions
@@ -349,3 +349,26 @@ def test_a_hugging_face_caption_column_is_checked(extra, cells, message, tmp_pat
     assert message in err
     if cells == "empty":
         assert "row 2 is an empty caption list" in err
+
+
+def test_the_printed_table_keeps_its_columns_with_the_long_metric_names():
+    from clipeval.report.tables import format_records
+
+    rng = np.random.default_rng(1)
+    ctx = ArrayContext(
+        {"test": (rng.normal(size=(6, 4)), np.zeros(6))}, captions={"test": (rng.normal(size=(9, 4)), np.arange(9) % 6)}
+    )
+    lines = format_records("title", Retrieval().evaluate(ctx)).splitlines()[1:]
+    assert len({line.index(" fraction ") for line in lines[1:]}) == 1  # the unit column starts at one place
+    assert lines[0].index("unit") == lines[1].index("fraction")
+
+
+def test_the_gate_table_keeps_its_columns_with_the_long_metric_names():
+    from clipeval.check.compare import Row
+    from clipeval.check.table import format_rows
+
+    rows = [Row(Record("test", m, 0.5, 10, (0.2, 0.8), task="mscoco"), 0.5, "same", "ok")
+            for m in ("top1", "image_retrieval_recall@10")]  # fmt: skip
+    lines = format_rows(rows).splitlines()[:3]
+    assert len({line.index("0.5000") for line in lines[1:]}) == 1
+    assert lines[0].index("reference") + len("reference") == lines[1].index("0.5000") + len("0.5000")
