@@ -280,6 +280,8 @@ BAD_KARPATHY = {
                         "images[0].sentences[].raw is an empty caption list"),
     "a blank caption": (lambda d: {"images": [{**d["images"][0], "sentences": [{"raw": "  "}]}, *d["images"][1:]]},
                         "images[0].sentences[].raw[0] is \"  \", not a caption"),
+    "an image twice": (lambda d: {"images": [*d["images"], d["images"][0]]},
+                        "image '1000.png' appears more than once in split 'test'"),
     "no filename": (lambda d: {"images": [_drop(d["images"][2], "filename"), *d["images"][3:]]},
                     "images[0].filename is null, not a non-empty string"),
 }  # fmt: skip

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -90,10 +91,12 @@ class KarpathySource(MapSource):
         self._ids = [f.as_posix() for f in self._files]
         self._paths = [folder / f for f in self._files]
         self._captions = {sid: [s["raw"] for s in e["sentences"]] for sid, e in zip(self._ids, entries, strict=True)}
-        if len(self._captions) < len(self._ids):
-            seen: set[str] = set()
-            twice = next(s for s in self._ids if s in seen or seen.add(s))
-            raise ClipevalError(f"{self.annotations}: image '{twice}' appears twice in split '{split}'.")
+        twice = [sid for sid, n in Counter(self._ids).items() if n > 1]
+        if twice:
+            raise ClipevalError(
+                f"{self.annotations}: image '{twice[0]}' appears more than once in split '{split}' "
+                f"({len(twice)} such image(s)); give each image one entry with all its sentences."
+            )
         missing = [str(p) for p in self._paths if not p.is_file()]
         if missing:
             raise DataNotFound(
