@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from clipeval.config.runtime import Runtime
-    from clipeval.features.encode import FeatureSet
+    from clipeval.features.encode import CaptionSet, FeatureSet
     from clipeval.results.record import Record
 
 #: What ``tokenize`` returns and ``encode_text`` takes: a (B, L) id tensor, or tensors by name (a
@@ -71,7 +71,8 @@ class Source(Protocol):
     """A dataset of (image, label, sample id) with a key that changes whenever its content does.
 
     ``key``: part of every cache key and of the results' ``data``; ``classnames`` and
-    ``templates``: what the data carries (None if nothing); ``num_classes`` and ``label_range()``
+    ``templates``: what the data carries (None if nothing); an optional ``captions()``: each sample id's
+    captions, for retrieval (:mod:`clipeval.data.captions`; None or absent: none); ``num_classes`` and ``label_range()``
     let a task refuse class lists that do not fit before anything is encoded; ``dataset(transform,
     limit)`` yields :class:`clipeval.data.base.Item`; ``describe()`` names it in messages.
     """
@@ -102,7 +103,10 @@ class EvaluationContext(Protocol):
     templates ([C, D], unit-norm rows); with ``classes`` (indices of the class names), the rows
     of those classes alone, in that order (only they are built: ImageNet-R scores 200 of
     ImageNet's 1,000). ``zero_shot_logits``: features @ classifier.T, the one place zero-shot
-    scores are computed, with the same ``classes``. ``images``: a random-access dataset of the raw samples
+    scores are computed, with the same ``classes``. ``captions``: for retrieval, the captions of the
+    images of ``features`` (a :class:`~clipeval.features.encode.CaptionSet`: text features [T, D],
+    unit norm, encoded in batches and cached by caption, model and precision; ``image`` [T], the
+    features row of each caption's image; ids ``<image id>#<j>``). ``images``: a random-access dataset of the raw samples
     through ``transform`` (for evaluators that run the model themselves, as an attack does).
     ``keep_predictions`` / ``keep_outcomes``: per-sample data behind the records, returned as the
     key a record names in ``samples``. ``note``: something left out or changed, and why (logged,
@@ -120,6 +124,8 @@ class EvaluationContext(Protocol):
     def classnames(self, dataset: str) -> list[str]: ...
 
     def templates(self, dataset: str) -> list[str]: ...
+
+    def captions(self, dataset: str) -> CaptionSet: ...
 
     def classifier(self, dataset: str, classes: Sequence[int] | None = None) -> torch.Tensor: ...
 

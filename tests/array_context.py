@@ -20,7 +20,7 @@ from clipeval.config.runtime import Runtime
 from clipeval.contracts import DualEncoder, EvaluationContext
 from clipeval.data.base import Item
 from clipeval.errors import ClipevalError
-from clipeval.features.encode import FeatureSet
+from clipeval.features.encode import CaptionSet, FeatureSet
 from clipeval.results.samples import Samples
 from clipeval.run.context import RunContext
 
@@ -36,6 +36,8 @@ class ArrayContext:
     dataset itself), a zero row for a class without samples. ``images``: {dataset: [(PIL image,
     label, sample id)]} for evaluators that run the model (an attack), with the ``model``
     (default None: the probes never touch it). ``class_groups``: {dataset: groups} as ObjectNet's.
+    ``captions``: {dataset: (t [T, D] float, image [T] int)} caption features (handed out L2-normalised) and
+    the row of each caption's image, for retrieval.
 
     What evaluators keep is in ``kept`` ({key: Samples}) and their notes in ``notes``.
     """
@@ -52,6 +54,7 @@ class ArrayContext:
         model: DualEncoder | None = None,
         images: Mapping[str, Sequence[tuple[Any, int, str]]] | None = None,
         class_groups: Mapping[str, list[list[int]]] | None = None,
+        captions: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
         task: str = "arrays",
         task_dir: Path | None = None,
         runtime: Runtime | None = None,
@@ -64,6 +67,7 @@ class ArrayContext:
         self._templates = list(templates)
         self._prototypes_from, self._images = prototypes_from, dict(images or {})
         self._groups, self._dir = dict(class_groups or {}), task_dir
+        self._captions = dict(captions or {})
         self.kept: dict[str, Samples] = {}
         self.notes: list[dict[str, Any]] = []
 
@@ -90,6 +94,15 @@ class ArrayContext:
     def templates(self, dataset: str) -> list[str]:
         self._data(dataset)
         return list(self._templates)
+
+    def captions(self, dataset: str) -> CaptionSet:
+        if dataset not in self._captions:
+            raise ClipevalError(f"ArrayContext has no captions of '{dataset}': pass captions={{'{dataset}': ...}}.")
+        t, image = (np.asarray(a) for a in self._captions[dataset])
+        unit = t / np.linalg.norm(t, axis=1, keepdims=True).clip(1e-12)
+        ids = [f"{dataset}/{int(i):05d}#{j}" for j, i in enumerate(image)]
+        texts = [f"caption {j}" for j in range(len(image))]
+        return CaptionSet(torch.tensor(unit, dtype=torch.float32), torch.tensor(image, dtype=torch.int64), ids, texts)
 
     def classifier(self, dataset: str, classes: Sequence[int] | None = None) -> torch.Tensor:
         fs = self.features(self._prototypes_from or dataset)

@@ -158,6 +158,7 @@ def test_several_problems_are_listed_together(checked):
 
 def test_every_shipped_config_fits_the_schema(checked):
     required = {"folder": ["task.root=x"], "wds": ["task.root=x"], "hf": ["task.path=x"], "hf_stream": ["task.path=x"]}
+    required |= {"retrieval_wds": ["task.root=x"], "retrieval_hf": ["task.path=x"]}
     for suite in registry.options("suite"):
         checked([f"suite={suite}", "model=vit_b32"])
     for task in registry.options("task"):

@@ -193,6 +193,20 @@ def _hf_stream(root: Path, variant: int):
     return HFStreamingSource(f"{_server_for(root.parent).url}/v{variant}.parquet")
 
 
+def _karpathy(root: Path, variant: int):
+    """A Karpathy-split folder: 6 images with 1 or 2 captions each, and a train image left out."""
+    from clipeval.data.captions import KarpathySource
+
+    (root / "images").mkdir(parents=True)
+    entries = []
+    for i in range(7):
+        synthetic_image(i % 3, i + (50 if variant and i == 0 else 0)).save(root / "images" / f"{i}.png")
+        captions = [{"raw": f"picture {i}"}, {"raw": f"another view of picture {i}"}][: 1 + i % 2]
+        entries.append({"filename": f"{i}.png", "split": "train" if i == 6 else "test", "sentences": captions})
+    (root / "captions.json").write_text(json.dumps({"images": entries}))
+    return KarpathySource(str(root), "captions.json", "images")
+
+
 def _sampled(root: Path, variant: int):
     from clipeval.data.sampled import SampledSource
 
@@ -213,6 +227,7 @@ SOURCES: dict[str, Callable[[Path, int], Source]] = {
     "WebDatasetSource": _wds,
     "HFDatasetSource": _hf,
     "HFStreamingSource": _hf_stream,
+    "KarpathySource": _karpathy,
     "SampledSource": _sampled,
     "DigitsSource": _digits,
 }
@@ -339,9 +354,11 @@ def test_the_runners_context_and_the_tests_array_context_are_evaluation_contexts
 def _evaluators() -> dict[str, Evaluator]:
     from clipeval.evaluators.adversarial import Adversarial
     from clipeval.evaluators.linear_probe import FewShot, LinearProbe
+    from clipeval.evaluators.retrieval import Retrieval
     from clipeval.evaluators.zeroshot import ZeroShot
 
     return {
+        "Retrieval": Retrieval(),
         "ZeroShot": ZeroShot(),
         "LinearProbe": LinearProbe("test", ["test"]),
         "FewShot": FewShot("test", "test", ks=[1, 2], seeds=2),
@@ -363,6 +380,18 @@ def tree(root: Path) -> dict[str, tuple[int, int]]:
 def test_an_evaluator_returns_records_and_nothing_else(name, folder_task, run_context, tmp_path, monkeypatch, capsys):
     evaluator = _evaluators()[name]
     assert_implements(evaluator, Evaluator)
+    if name == "Retrieval":  # it needs captions: the same kind of images, described by a Karpathy-split JSON
+        _karpathy(tmp_path / "captioned" / "flickr30k", 0)
+        (tmp_path / "captioned" / "flickr30k" / "captions.json").rename(
+            tmp_path / "captioned" / "flickr30k" / "dataset_flickr30k.json"
+        )
+        (tmp_path / "captioned" / "flickr30k" / "images").rename(
+            tmp_path / "captioned" / "flickr30k" / "flickr30k-images"
+        )
+        folder_task = load_task(compose_config(["task=flickr30k", f"data_root={tmp_path / 'captioned'}"]).task)
+        run_context = RunContext(
+            FeatureBank(run_context.model, run_context.runtime, run_context.bank.cache), folder_task
+        )
     evaluator.check(folder_task)  # the optional check, as the runner calls it when the task loads
     cwd = tmp_path / "cwd"
     cwd.mkdir()

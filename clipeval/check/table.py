@@ -9,13 +9,14 @@ def format_rows(rows: list[Row]) -> str:
     """The table of ``rows`` (label, metric, reference, candidate, change, verdict, evidence) and a summary line,
     then the regressed and inconclusive records by name."""
     width = max([12, *(len(r.label) for r in rows)])
+    named = max([22, *(len(r.metric) for r in rows)])  # image_retrieval_recall@10 is longer than the others
     lines = [
-        f"{'record':<{width}} {'metric':<22} {'reference':>9} {'candidate':>9} {'change':>8}  {'verdict':<12} evidence"
+        f"{'record':<{width}} {'metric':<{named}} {'reference':>9} {'candidate':>9} {'change':>8}  {'verdict':<12} evidence"
     ]
     for r in rows:
         mark = {"regressed": "REGRESSED", "inconclusive": "INCONCLUSIVE"}.get(r.verdict, r.verdict)
         lines.append(
-            f"{r.label:<{width}} {r.metric:<22} {r.reference:9.4f} {r.candidate:9.4f} "
+            f"{r.label:<{width}} {r.metric:<{named}} {r.reference:9.4f} {r.candidate:9.4f} "
             f"{r.candidate - r.reference:+8.4f}  {mark:<12} {r.evidence}"
         )
     bad = [r for r in rows if r.verdict == "regressed"]

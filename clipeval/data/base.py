@@ -192,6 +192,11 @@ class Source(ABC):
         """Extra DataLoader arguments a source needs (iterable sources restrict workers)."""
         return {}
 
+    def captions(self) -> dict[str, list[str]] | None:
+        """Each sample id's captions (one or more non-empty strings, in order), for retrieval; None: the data has
+        none (:mod:`clipeval.data.captions`)."""
+        return None
+
 
 class MapSource(Source):
     """A source with random access: subclasses say how many samples, and open one."""

@@ -12,6 +12,7 @@ from PIL import Image
 
 from clipeval.cache import file_digests
 from clipeval.data.base import DataNotFound, MapSource, content_key
+from clipeval.data.captions import check_captions
 from clipeval.errors import ClipevalError, OptionError
 
 
@@ -20,6 +21,12 @@ class HFDatasetSource(MapSource):
 
     Images are read undecoded (``Image(decode=False)``) and opened here, so that a corrupt
     image is reported by index instead of aborting the whole pass inside ``datasets``.
+
+    For retrieval, ``caption_key`` names a column holding each image's list of captions (nlphuji/flickr30k:
+    ``caption``; yerevann/coco-karpathy: ``sentences``); there is no label column then (labels are row
+    positions). ``split_column`` keeps the rows whose value in that column is ``split_value`` (default:
+    ``split``), for datasets that ship every Karpathy split in one hub split with a ``split`` column
+    (nlphuji/flickr30k). Sample ids are the row numbers in the hub split.
     """
 
     def __init__(
@@ -30,6 +37,9 @@ class HFDatasetSource(MapSource):
         revision: str | None = None,
         image_key: str | None = None,
         label_key: str | None = None,
+        caption_key: str | None = None,
+        split_column: str | None = None,
+        split_value: str | None = None,
     ):
         import datasets
 
@@ -37,6 +47,11 @@ class HFDatasetSource(MapSource):
         ds = _load(self.path, split, name, revision)
         self.image_key = image_key or _find_column(ds, datasets.Image, "image")
         self.label_key = label_key or _find_column(ds, datasets.ClassLabel, "label")
+        self._rows: list[int] | None = None
+        self._captions: dict[str, list[str]] | None = None
+        if caption_key is not None:
+            self._init_captions(ds, caption_key, split_column, split_value or split)
+            return
         for option, key in (("image_key", self.image_key), ("label_key", self.label_key)):
             if key not in ds.column_names:
                 columns = ", ".join(map(repr, ds.column_names))
@@ -49,14 +64,51 @@ class HFDatasetSource(MapSource):
             "hf", [ds._fingerprint, split, self.image_key, self.label_key, *_data_digests(ds, self._ds)]
         )
 
+    def _init_captions(self, ds, caption_key: str, split_column: str | None, split_value: str) -> None:
+        """A captioned split: the rows of ``split_column`` == ``split_value`` (all without one), their captions."""
+        import datasets
+
+        for option, key in (
+            ("image_key", self.image_key),
+            ("caption_key", caption_key),
+            ("split_column", split_column),
+        ):
+            if key is not None and key not in ds.column_names:
+                columns = ", ".join(map(repr, ds.column_names))
+                raise OptionError(option, key, f"a column of dataset {self.path}: {columns} (task.{option})")
+        rows = list(range(len(ds)))
+        if split_column is not None:
+            values = ds.with_format("arrow")[split_column].to_pylist()
+            rows = [i for i, v in enumerate(values) if v == split_value]
+            if not rows:
+                have = ", ".join(f"'{v}'" for v in sorted({str(v) for v in values})[:10])
+                raise OptionError(
+                    "split_value", split_value, f"a value of column '{split_column}' of {self.path}: {have}"
+                )
+        cells = ds.with_format("arrow")[caption_key].to_pylist()
+        where = f"Caption column '{caption_key}' of dataset {self.path}, row"
+        self._captions = {str(i): check_captions(cells[i], f"{where} {i}") for i in rows}
+        self._rows, self.label_key = rows, None
+        self._labels = list(range(len(rows)))
+        picked = ds.select(rows) if split_column is not None else ds
+        self._ds = picked.cast_column(self.image_key, datasets.Image(decode=False)).select_columns([self.image_key])
+        self.key = content_key(
+            "hf-captions",
+            [ds._fingerprint, self.split, self.image_key, caption_key, split_column, split_value,
+             *_data_digests(ds, self._ds)],
+        )  # fmt: skip
+
     def describe(self) -> str:
         return f"Hugging Face dataset {self.path} [{self.split}] ({len(self)} images)"
+
+    def captions(self) -> dict[str, list[str]] | None:
+        return self._captions
 
     def __len__(self) -> int:
         return len(self._labels)
 
     def sample_id(self, index: int) -> str:
-        return str(index)
+        return str(index if self._rows is None else self._rows[index])
 
     def label(self, index: int) -> int:
         return self._labels[index]

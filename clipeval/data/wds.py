@@ -5,6 +5,10 @@ root/
   <split>/0.tar .. N-1.tar   samples: image (.webp/.png/.jpg/.jpeg) + label (.cls)
   classnames.txt             one class name per line, in label order
   zeroshot_classification_templates.txt   one template per line, with {c}
+  dataset_type.txt           "retrieval" for captioned data: each sample has a .txt of its captions instead of
+                             .cls, one caption per line (CLIP_benchmark's convert_retrieval_dataset writes them
+                             joined by newlines, a newline inside a caption as the two characters \\n; its reader
+                             splits them with str.splitlines, as here)
 
 ``root`` may also be a URL (``https://...``, e.g. a Hugging Face dataset repository's ``.../resolve/<rev>/``) or
 a ``pipe:`` command with ``{path}``: the shards are then streamed, keyed as :mod:`clipeval.data.remote` says.
@@ -76,6 +80,7 @@ class WebDatasetSource(Source):
             check_shard(shard)
         self.classnames = _read_lines(self.root / "classnames.txt")
         self.templates = _read_lines(self.root / "zeroshot_classification_templates.txt")
+        self._captions = _read_captions(self.shards) if _is_retrieval(_read_lines(self.root / TYPE_FILE)) else None
         digests = file_digests().digests(self.shards)  # sha256 of each shard's bytes: labels and images
         self.key = content_key("wds", [split, [(p.name, d) for p, d in zip(self.shards, digests, strict=True)]])
 
@@ -88,6 +93,13 @@ class WebDatasetSource(Source):
         self.validators = loc.validators(self.shards)
         self.classnames = _lines(loc.read_text("classnames.txt", required=False))
         self.templates = _lines(loc.read_text("zeroshot_classification_templates.txt", required=False))
+        self._captions = None
+        if _is_retrieval(_lines(loc.read_text(TYPE_FILE, required=False))):
+            raise ClipevalError(
+                f"{loc.describe(TYPE_FILE)} says this is a retrieval dataset; the captions of a streamed webdataset "
+                "are not read. Download the mirror (git lfs, or huggingface-cli download --repo-type dataset) and "
+                "pass its folder."
+            )
         rules = sorted({v.rule for v in self.validators})
         self.key = content_key(
             "wds-remote",
@@ -105,11 +117,15 @@ class WebDatasetSource(Source):
         streamed = ", streamed" if self.remote is not None else ""
         return f"webdataset {self.root} [{self.split}] ({len(self.shards)} shards{streamed})"
 
+    def captions(self) -> dict[str, list[str]] | None:
+        return self._captions
+
     def dataset(self, transform: Callable, limit: int | None) -> torch.utils.data.Dataset:
         if self.remote is not None:
             shards = list(zip(self.shards, self.validators, strict=True))
             return _ShardDataset(shards, transform, limit, self.remote)
-        return _ShardDataset([str(p) for p in self.shards], transform, limit)
+        index = None if self._captions is None else {sid: i for i, sid in enumerate(self._captions)}
+        return _ShardDataset([str(p) for p in self.shards], transform, limit, index=index)
 
     def loader_options(self, limit: int | None) -> dict[str, Any]:
         # Shards are split between workers; "the first N" is only well defined in one process.
@@ -117,8 +133,17 @@ class WebDatasetSource(Source):
 
 
 class _ShardDataset(torch.utils.data.IterableDataset):
-    def __init__(self, urls: list, transform: Callable, limit: int | None, location: remote.Location | None = None):
-        self.urls, self.transform, self.limit, self.location = urls, transform, limit, location
+    """``index``: for captioned data, each sample id's label (its position); no ``.cls`` is read then."""
+
+    def __init__(
+        self,
+        urls: list,
+        transform: Callable,
+        limit: int | None,
+        location: remote.Location | None = None,
+        index: dict[str, int] | None = None,
+    ):
+        self.urls, self.transform, self.limit, self.location, self.index = urls, transform, limit, location, index
 
     def __iter__(self) -> Iterator[Item]:
         import webdataset as wds
@@ -133,7 +158,10 @@ class _ShardDataset(torch.utils.data.IterableDataset):
         """One sample decoded; a sample without an image or an integer ``.cls`` label is skipped with the reason."""
         sample_id = f"{remote.shard_stem(sample['__url__'])}/{sample['__key__']}"
         data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
-        label, why = _label(sample.get("cls"))
+        if self.index is not None:
+            label, why = self.index.get(sample_id, -1), None
+        else:
+            label, why = _label(sample.get("cls"))
         if data is None:
             why = f"no image ({'/'.join(IMAGE_KEYS)}) in sample (keys: {sorted(sample)})"
         if why is not None:
@@ -231,6 +259,51 @@ def check_shard(path: Path) -> None:
             f"Shard {path} has {len(bad)} member name(s) that are not valid UTF-8 (e.g. {bad[0]!r}); they would "
             "become sample ids that cannot be written. Rewrite the shard with UTF-8 names."
         )
+
+
+TYPE_FILE = "dataset_type.txt"
+KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's split of a member name into sample key and field
+
+
+def _is_retrieval(dataset_type: list[str] | None) -> bool:
+    return bool(dataset_type) and dataset_type[0].lower() == "retrieval"
+
+
+def _read_captions(shards: list[Path]) -> dict[str, list[str]]:
+    """Each sample id's captions from the ``.txt`` members of local ``shards`` (images are not read): one caption
+    per line (str.splitlines, as CLIP_benchmark reads them). ClipevalError naming the shard and sample for a
+    sample with an image but no ``.txt``, a ``.txt`` that is not UTF-8, or one with no caption or a blank line."""
+    from clipeval.data.captions import check_captions
+
+    captions: dict[str, list[str]] = {}
+    for shard in shards:
+        stem = remote.shard_stem(str(shard))
+        fields: dict[str, dict[str, tarfile.TarInfo]] = {}
+        with tarfile.open(shard, "r:") as tar:
+            for member in tar:
+                match = KEY.match(member.name) if member.isfile() else None
+                if match:
+                    fields.setdefault(match.group(1), {})[match.group(2).lower()] = member
+            for key, members in fields.items():
+                where = f"Shard {shard}, sample '{key}'"
+                if "txt" not in members:
+                    if any(k in members for k in IMAGE_KEYS):
+                        raise ClipevalError(
+                            f"{where} has no captions (.txt; it has {', '.join(sorted(members))}), but the mirror's "
+                            f"{TYPE_FILE} says 'retrieval'. Give every image a .txt with one caption per line."
+                        )
+                    continue
+                raw = tar.extractfile(members["txt"]).read()
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise ClipevalError(
+                        f"{where}: its .txt is not UTF-8 text ({exc.reason} at byte {exc.start})."
+                    ) from None
+                captions[f"{stem}/{key}"] = check_captions(
+                    text.splitlines(), f"{where}: its .txt", lambda j, where=where: f"{where}: .txt line {j + 1}"
+                )
+    return captions
 
 
 def _read_lines(path: Path) -> list[str] | None:

@@ -9,7 +9,7 @@ from clipeval.config.runtime import Runtime
 from clipeval.contracts import DualEncoder
 from clipeval.data.base import Source
 from clipeval.errors import ClipevalError
-from clipeval.features.classifier import zeroshot_classifier
+from clipeval.features.classifier import text_embeddings, zeroshot_classifier
 from clipeval.features.encode import FeatureSet, feature_key, image_features
 
 
@@ -27,6 +27,7 @@ class FeatureBank:
         self.model, self.runtime, self.cache = model, runtime, cache
         self._features: dict[str, FeatureSet] = {}
         self._prototypes: dict[tuple[str, ...], dict[str, torch.Tensor]] = {}  # templates -> class name -> row
+        self._texts: dict[str, torch.Tensor] = {}  # caption -> row (text_embeddings)
         self._widths: dict[str, int] = {}  # tower -> embedding width seen
 
     def features(self, source: Source) -> FeatureSet:
@@ -44,6 +45,13 @@ class FeatureBank:
         weights = zeroshot_classifier(self.model, classnames, templates, self.runtime, self.cache, known)
         self._check_width("text", weights.shape[1])
         return weights
+
+    def texts(self, texts: list[str]) -> torch.Tensor:
+        """[T, D] embeddings of ``texts`` (captions), each encoded once per run and cached across runs
+        (:func:`clipeval.features.classifier.text_embeddings`)."""
+        rows = text_embeddings(self.model, texts, self.runtime, self.cache, self._texts)
+        self._check_width("text", rows.shape[1])
+        return rows
 
     def _check_width(self, tower: str, width: int) -> None:
         other = [f"{t} embeddings have width {w}" for t, w in self._widths.items() if w != width]

@@ -24,6 +24,15 @@ after every :data:`PROMPTS_PER_SAVE` prompts or so, so a build that is killed ke
 classes it finished. One entry rather than one per class: measured on this machine, writing
 1,000 per-class entries took 4.2 s (each is synced to disk) and reading them 0.55 s, against
 0.02 s and 0.01 s for one entry of 1,000 rows (2 MB at width 512).
+
+Captions (retrieval) take the same path with :func:`text_embeddings`: each caption is a "class" with the
+one template ``{c}``, and its row is its own embedding. Tens of thousands of captions are too many to encode
+one per batch, so they are encoded ``runtime.batch_size`` captions to a batch (``batch_classes``), under a
+cache entry of their own (the key says ``batching``), apart from the classification rows above whose bits
+must not depend on the batch. A caption's row is then the one of the batch it was first encoded in: the
+same captions in the same order give the same batches and bits, and a caption already cached (from any
+dataset) is read back, not encoded again; on this CPU a text encoded in another batch differs in the
+last bits only (1e-6).
 """
 
 from __future__ import annotations
@@ -69,13 +78,31 @@ def prompts(classnames: Sequence[str], templates: Sequence[str]) -> list[str]:
     return [t.replace(PLACEHOLDER, name) for name in classnames for t in templates]
 
 
-def prototypes_key(model: DualEncoder, templates: Sequence[str], precision: str) -> str:
-    """The cache entry of ``model``'s prototypes for ``templates`` at ``precision``, whatever the classes.
+def prototypes_key(model: DualEncoder, templates: Sequence[str], precision: str, batch_classes: bool = False) -> str:
+    """The cache entry of ``model``'s prototypes for ``templates`` at ``precision``, whatever the classes
+    (``batch_classes``: the entry of rows encoded several classes to a batch, :func:`text_embeddings`).
 
     The templates are kept as the exact list: their order does not change a mean in exact
     arithmetic, but it changes the order of the floating-point sum.
     """
-    return cache_key(kind=KIND, model=model.fingerprint, templates=list(templates), precision=precision)
+    extra = {"batching": "classes"} if batch_classes else {}
+    return cache_key(kind=KIND, model=model.fingerprint, templates=list(templates), precision=precision, **extra)
+
+
+def text_embeddings(
+    model: DualEncoder,
+    texts: Sequence[str],
+    runtime: Runtime,
+    cache: TensorCache,
+    known: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """[T, D] float32, unit norm: the embedding of each text of ``texts`` (captions), in order.
+
+    The path of :func:`zeroshot_classifier` with each text a class of the template ``{c}``, encoded
+    ``runtime.batch_size`` texts to a batch and cached by text under (model fingerprint, precision): a
+    text already in ``known`` or the cache is not encoded again; a new or changed one is.
+    """
+    return zeroshot_classifier(model, texts, [PLACEHOLDER], runtime, cache, known, batch_classes=True)
 
 
 def zeroshot_classifier(
@@ -85,13 +112,15 @@ def zeroshot_classifier(
     runtime: Runtime,
     cache: TensorCache,
     known: dict[str, torch.Tensor] | None = None,
+    batch_classes: bool = False,
 ) -> torch.Tensor:
     """[C, D] float32 class prototypes, unit norm: one row per name of ``classnames``, in order.
 
     Only the classes that neither ``known`` (this run's prototypes of these templates, by class
     name, as :class:`clipeval.features.bank.FeatureBank` keeps them; filled in here) nor the cache
     holds are encoded. A name given twice is encoded once (its prompts, and so its rows, are equal).
-    Under torchrun rank 0 encodes them and shares them (:mod:`clipeval.distributed`).
+    Under torchrun rank 0 encodes them and shares them (:mod:`clipeval.distributed`). ``batch_classes``:
+    one template only, and several classes' prompts to a batch (:func:`text_embeddings`).
     """
     templates = check_templates(templates)
     known = {} if known is None else known
@@ -105,7 +134,7 @@ def zeroshot_classifier(
 
         def build() -> dict[str, torch.Tensor]:
             built: dict[str, torch.Tensor] = {}
-            _load_or_build(model, missing, len(distinct), templates, runtime, cache, built, what)
+            _load_or_build(model, missing, len(distinct), templates, runtime, cache, built, what, batch_classes)
             return built
 
         # under torchrun rank 0 builds them and the other ranks receive them: every rank scores with the same rows
@@ -122,10 +151,11 @@ def _load_or_build(
     cache: TensorCache,
     known: dict[str, torch.Tensor],
     what: str,
+    batch_classes: bool = False,
 ) -> None:
     """Put the prototypes of ``missing`` (of ``distinct`` classes asked for) into ``known``: from the cache, else
     built (under the entry's lock, so that a concurrent run that needs them waits and reads them) and cached."""
-    key = prototypes_key(model, templates, runtime.precision)
+    key = prototypes_key(model, templates, runtime.precision, batch_classes)
     stamp = cache.stamp(KIND, key)
     missing = _take(known, _cached(cache, key), missing)
     if not missing:
@@ -153,7 +183,7 @@ def _load_or_build(
             return f"{saved[0]} of them are cached and a rerun starts from there" if saved[0] else "none is cached"
 
         with during(lambda: f"building the text prototypes of {len(missing)} classes; {where()}"):
-            _build(model, missing, templates, runtime, known, keep)
+            _build(model, missing, templates, runtime, known, keep, batch_classes)
 
 
 def _take(known: dict[str, torch.Tensor], cached: Mapping[str, torch.Tensor], missing: list[str]) -> list[str]:
@@ -169,6 +199,7 @@ def _build(
     runtime: Runtime,
     known: dict[str, torch.Tensor],
     save: Callable[[dict[str, torch.Tensor]], None],
+    batch_classes: bool = False,
 ) -> None:
     """Encode the prompts of ``names`` in groups of about :data:`PROMPTS_PER_SAVE`, saving each group's rows."""
     total, per_group = len(names) * len(templates), max(1, PROMPTS_PER_SAVE // len(templates))
@@ -176,7 +207,8 @@ def _build(
     with progress(total, "encode prompts", "prompt", runtime, log) as bar:
         for first in range(0, len(names), per_group):
             group = names[first : first + per_group]
-            rows = _encode_group(model, group, templates, runtime, bar.update)
+            encode = _encode_batched if batch_classes else _encode_group
+            rows = encode(model, group, templates, runtime, bar.update)
             known.update(rows)
             save(rows)
     elapsed = time.perf_counter() - start
@@ -207,6 +239,23 @@ def _encode_group(
                 chunks.append(check_embeddings(embedded, len(batch), model.name, "text").float().cpu())
                 done(len(batch))
             rows[name] = normalize(torch.cat(chunks).mean(dim=0, keepdim=True))[0]
+    return rows
+
+
+def _encode_batched(
+    model: DualEncoder, names: list[str], templates: list[str], runtime: Runtime, done: Callable[[int], object]
+) -> dict[str, torch.Tensor]:
+    """The rows of ``names`` under one template, ``runtime.batch_size`` names to a batch (:func:`text_embeddings`)."""
+    (template,) = templates
+    rows = {}
+    with torch.inference_mode():
+        for first in range(0, len(names), runtime.batch_size):
+            batch = names[first : first + runtime.batch_size]
+            with runtime.autocast():
+                embedded = model.encode_text(model.tokenize(prompts(batch, [template])).to(runtime.device))
+            embedded = normalize(check_embeddings(embedded, len(batch), model.name, "text").float().cpu())
+            rows.update(zip(batch, embedded, strict=True))
+            done(len(batch))
     return rows
 
 

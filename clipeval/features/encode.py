@@ -60,6 +60,24 @@ class FeatureSet:
         return len(self.ids)
 
 
+@dataclass
+class CaptionSet:
+    """The captions of a dataset's encoded images, for retrieval (:meth:`clipeval.run.context.RunContext.captions`).
+
+    ``features``: [T, D] float32, unit norm, one row per caption; ``image``: [T] int64, the row of each
+    caption's image in the dataset's :class:`FeatureSet`; ``ids``: [T] ``<image sample id>#<j>`` (its j-th
+    caption, from 0); ``texts``: [T] the captions.
+    """
+
+    features: torch.Tensor
+    image: torch.Tensor
+    ids: list[str]
+    texts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 def feature_key(model: DualEncoder, source: Source, runtime: Runtime) -> str:
     return cache_key(
         kind="image_features",

@@ -57,14 +57,15 @@ def format_records(title: str, records: Sequence[Record]) -> str:
     """A plain-text table of ``records`` under ``title`` (values as fractions or counts, 4 decimals; the unit
     column says which)."""
     width = max([len(HEAD[0]), *(len(r.label) for r in records)])
-    lines = [title, f"{HEAD[0]:<{width}} {'metric':<22} {'unit':<10} {'value':>7}  {'95% interval':<17} {'n':>7}"]
+    named = max([22, *(len(r.metric) for r in records)])  # image_retrieval_recall@10 is longer than the others
+    lines = [title, f"{HEAD[0]:<{width}} {'metric':<{named}} {'unit':<10} {'value':>7}  {'95% interval':<17} {'n':>7}"]
     for r in records:
         lo, hi = r.ci
         spread = f"  sd {r.std:.4f}" if r.std is not None else ""
         n = "?" if r.n is None else r.n  # a published number whose sample count is not stated
         unit = TEXT_UNITS[r.info.unit]
         lines.append(
-            f"{r.label:<{width}} {r.metric:<22} {unit:<10} {r.value:>7.4f}  [{lo:.4f}, {hi:.4f}] {n:>7}{spread}"
+            f"{r.label:<{width}} {r.metric:<{named}} {unit:<10} {r.value:>7.4f}  [{lo:.4f}, {hi:.4f}] {n:>7}{spread}"
         )
     return "\n".join(lines)
 

@@ -14,10 +14,11 @@ import torch
 
 from clipeval.atomic import safe_file_name
 from clipeval.config.lists import read_strings
+from clipeval.data.captions import no_captions
 from clipeval.distributed import world
 from clipeval.errors import ClipevalError
 from clipeval.features.bank import FeatureBank
-from clipeval.features.encode import FeatureSet
+from clipeval.features.encode import CaptionSet, FeatureSet
 from clipeval.results.record import Record, metric_info
 from clipeval.results.samples import Samples
 from clipeval.results.validate import check_records
@@ -65,6 +66,33 @@ class RunContext:
 
     def classnames(self, dataset: str) -> list[str]:
         return self._task.classnames(dataset)
+
+    def captions(self, dataset: str) -> CaptionSet:
+        """The captions of the images of ``features(dataset)``, in the order of its rows, with their text features
+        (encoded in batches once per run and cached). Images that could not be read take their captions with
+        them; ClipevalError when the data carries no captions."""
+        source = self._task.source(dataset)
+        by_image = source.captions() if callable(getattr(source, "captions", None)) else None
+        if by_image is None:
+            raise no_captions(source, dataset)
+        fs = self._read[dataset] if dataset in self._read else self.features(dataset)
+        absent = [sid for sid in fs.ids if sid not in by_image]
+        if absent:
+            raise ClipevalError(
+                f"Dataset '{dataset}': image '{absent[0]}' (and {len(absent) - 1} more) has no captions."
+            )
+        texts, image, ids = [], [], []
+        for row, sid in enumerate(fs.ids):
+            for j, caption in enumerate(by_image[sid]):
+                texts.append(caption)
+                image.append(row)
+                ids.append(f"{sid}#{j}")
+        if fs.skipped:
+            self.note(
+                f"{len(fs.skipped)} image(s) of '{dataset}' could not be read: they and their captions are left out",
+                dataset=dataset,
+            )
+        return CaptionSet(self.bank.texts(texts), torch.tensor(image, dtype=torch.int64), ids, texts)
 
     def templates(self, dataset: str) -> list[str]:
         return self._task.templates(dataset)

@@ -1,0 +1,191 @@
+"""Zero-shot image-text retrieval: recall@k from images to captions and back (CLIP paper, Table 13).
+
+Definitions (CLIP_benchmark's ``clip_benchmark/metrics/zeroshot_retrieval.py``, whose metric names the
+records take):
+
+- ``text_retrieval_recall@k`` (image -> text): the share of images with at least one of their own
+  captions among the k captions most similar to the image; n = the number of images.
+- ``image_retrieval_recall@k`` (text -> image): the share of captions whose image is among the k images
+  most similar to the caption; n = the number of captions.
+- ``mean_recall@k``: the mean of the two (DataComp, ``eval_utils/retr_eval.py``, takes ``mean_recall@1`` as
+  its retrieval datasets' main metric); n = the number of images.
+
+Similarity is the cosine of unit-norm image and text features; ranks come from ``torch.topk``. The
+similarity matrix is never held whole: top-k is taken in blocks of rows (:data:`BLOCK_ELEMENTS` scores at
+a time), so 100,000 captions take as little memory as 1,000.
+
+Intervals (95%): Clopper–Pearson for ``text_retrieval_recall@k``, whose images are independent. A
+caption's outcome is not independent of the other captions of its image (they are retrieved against
+the same image), so ``image_retrieval_recall@k`` and ``mean_recall@k`` take a cluster-robust interval
+with images as clusters: the Korn–Graubard interval (Korn & Graubard 1998, Survey Methodology 24:193),
+a Clopper–Pearson interval at the effective sample size n* = p(1 - p) / v, where v is the
+cluster-robust (linearised, images as clusters) variance of the estimate p; n* is at most the record's
+n, and is n when v is 0 (every outcome alike). No degrees-of-freedom correction is applied. Closed
+form, so deterministic.
+
+Per-sample outcomes are kept: per image (``<dataset>.text_retrieval``, outcomes ``recall@k``) and per
+caption (``<dataset>.image_retrieval``, ids ``<image id>#<j>``, labels the image's row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from scipy.special import betaincinv
+
+from clipeval.contracts import EvaluationContext
+from clipeval.data.captions import no_captions
+from clipeval.errors import ClipevalError
+from clipeval.results.metrics import CONFIDENCE, clopper_pearson
+from clipeval.results.record import Metric, Record, register_metric
+
+KS = (1, 5, 10)
+#: scores held at once while ranking: rows per block = BLOCK_ELEMENTS // columns (64 MiB of float32)
+BLOCK_ELEMENTS = 1 << 24
+CLUSTER_CI = "korn-graubard-clustered-by-image"
+
+Task = object  # clipeval.run.task.Task, not imported (evaluators stay below the runner)
+
+
+def register_retrieval_metrics(ks: Sequence[int]) -> None:
+    """Register the three recall metrics of each k (their names carry k, as CLIP_benchmark's do)."""
+    for k in ks:
+        register_metric(
+            Metric(
+                f"image_retrieval_recall@{k}",
+                f"text -> image: share of captions whose image is among the {k} images most similar to it",
+                summary=k == 1,
+            )
+        )
+        register_metric(
+            Metric(
+                f"text_retrieval_recall@{k}",
+                f"image -> text: share of images with one of their captions among the {k} most similar captions",
+                summary=k == 1,
+            )
+        )
+        register_metric(
+            Metric(
+                f"mean_recall@{k}",
+                f"mean of image_retrieval_recall@{k} and text_retrieval_recall@{k} (DataComp's retrieval metric)",
+                derived=True,
+                summary=k == 1,
+            )
+        )
+
+
+register_retrieval_metrics(KS)
+
+
+class Retrieval:
+    """Recall@k both ways over the images of each dataset and their captions.
+
+    ``datasets``: which of the task's datasets (default: all present); ``ks``: the k of recall@k
+    (default 1, 5, 10). With fewer images (captions) than k, every image (caption) is retrieved at k.
+    """
+
+    def __init__(self, datasets: Sequence[str] | None = None, ks: Sequence[int] = KS):
+        if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
+            raise ClipevalError(f"Retrieval ks must be positive whole numbers (the k of recall@k), not {list(ks)}.")
+        self.datasets = list(datasets) if datasets else None
+        self.ks = sorted(set(ks))
+        register_retrieval_metrics(self.ks)
+
+    def check(self, task: Task) -> None:
+        """Refuse, before a model loads, a dataset that carries no captions."""
+        for dataset in self.datasets or list(task.sources):
+            if dataset in task.missing:
+                continue
+            source = task.source(dataset)
+            if getattr(source, "captions", None) is None or source.captions() is None:
+                raise no_captions(source, dataset)
+
+    def evaluate(self, ctx: EvaluationContext) -> list[Record]:
+        records: list[Record] = []
+        for dataset in self.datasets or ctx.datasets():
+            if dataset not in ctx.datasets():
+                continue  # an optional dataset that is absent; the task has said so
+            fs = ctx.features(dataset)
+            caps = ctx.captions(dataset)
+            by_image, by_caption = retrieval_hits(fs.features, caps.features, caps.image, self.ks)
+            records += self._records(ctx, dataset, fs.ids, caps, by_image, by_caption)
+        return records
+
+    def _records(self, ctx, dataset, image_ids, caps, by_image, by_caption) -> list[Record]:
+        n_images, n_captions = len(image_ids), len(caps)
+        rows = torch.arange(n_images)
+        names = [f"recall@{k}" for k in self.ks]
+        per_image = ctx.keep_outcomes(
+            dataset, image_ids, rows, dict(zip(names, by_image, strict=True)), name=f"{dataset}.text_retrieval"
+        )
+        per_caption = ctx.keep_outcomes(
+            dataset, caps.ids, caps.image, dict(zip(names, by_caption, strict=True)), name=f"{dataset}.image_retrieval"
+        )
+        owner = caps.image.numpy()
+        sizes = np.bincount(owner, minlength=n_images).astype(np.float64)
+        records = []
+        for k, name, image_hits, caption_hits in zip(self.ks, names, by_image, by_caption, strict=True):
+            hits_i = image_hits.numpy().astype(np.float64)
+            hits_c = np.bincount(owner, weights=caption_hits.numpy().astype(np.float64), minlength=n_images)
+            text_r = hits_i.mean()
+            image_r = hits_c.sum() / sizes.sum()
+            # each image's share of the estimate's deviation (linearisation; images are the clusters)
+            image_infl = (hits_c - image_r * sizes) / sizes.sum()
+            mean_infl = 0.5 * ((hits_i - text_r) / n_images + image_infl)
+            records += [
+                Record(dataset, f"text_retrieval_recall@{k}", text_r, n_images,
+                       clopper_pearson(int(hits_i.sum()), n_images), samples=per_image, outcome=name),
+                Record(dataset, f"image_retrieval_recall@{k}", image_r, n_captions,
+                       korn_graubard(image_r, clustered_variance(image_infl), n_captions), CLUSTER_CI,
+                       samples=per_caption, outcome=name),
+                Record(dataset, f"mean_recall@{k}", 0.5 * (text_r + image_r), n_images,
+                       korn_graubard(0.5 * (text_r + image_r), clustered_variance(mean_infl), n_images), CLUSTER_CI),
+            ]  # fmt: skip
+        return records
+
+
+def retrieval_hits(
+    images: torch.Tensor, texts: torch.Tensor, image_of: torch.Tensor, ks: Sequence[int]
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Who is retrieved at each k of ``ks``.
+
+    ``images``: [N, D], ``texts``: [T, D] unit-norm features; ``image_of``: [T] the row of each text's image.
+    Returns ([N] bool per k: the image has one of its texts among its k most similar texts,
+    [T] bool per k: the text's image is among its k most similar images). Ranked in blocks of rows.
+    """
+    image_of = image_of.long()
+    rows = torch.arange(len(images))
+    deepest = max(ks)
+    by_image = _ranked(images, texts, min(deepest, len(texts)), lambda top, span: image_of[top] == rows[span, None])
+    by_text = _ranked(texts, images, min(deepest, len(images)), lambda top, span: top == image_of[span, None])
+    per_k = lambda right: [right[:, : min(k, right.shape[1])].any(dim=1) for k in ks]  # noqa: E731
+    return per_k(by_image), per_k(by_text)
+
+
+def _ranked(queries: torch.Tensor, keys: torch.Tensor, depth: int, right) -> torch.Tensor:
+    """[Q, depth] bool: whether each query's i-th most similar key is a right one (``right(top, span)``)."""
+    step = max(1, BLOCK_ELEMENTS // max(1, len(keys)))
+    out = []
+    for start in range(0, len(queries), step):
+        span = slice(start, start + step)
+        top = (queries[span] @ keys.T).topk(depth, dim=1).indices
+        out.append(right(top, span))
+    return torch.cat(out)
+
+
+def clustered_variance(influence: np.ndarray) -> float:
+    """The variance of an estimate from each cluster's influence on it (sum of squares, times C / (C - 1))."""
+    c = len(influence)
+    return float(np.sum(influence**2) * c / (c - 1)) if c > 1 else 0.0
+
+
+def korn_graubard(p: float, variance: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Clopper–Pearson at the effective sample size n* = p(1 - p) / ``variance`` (at most ``n``, at least 1; ``n``
+    when the variance is 0 or p is 0 or 1), with p·n* "successes" (Korn & Graubard 1998)."""
+    n_eff = float(n) if variance <= 0 or p <= 0 or p >= 1 else min(float(n), max(1.0, p * (1 - p) / variance))
+    x, alpha = p * n_eff, 1.0 - confidence
+    lo = 0.0 if x <= 0 else float(betaincinv(x, n_eff - x + 1, alpha / 2))
+    hi = 1.0 if x >= n_eff else float(betaincinv(x + 1, n_eff - x, 1 - alpha / 2))
+    return min(lo, p), max(hi, p)
