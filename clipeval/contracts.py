@@ -109,7 +109,8 @@ class EvaluationContext(Protocol):
     features row of each caption's image; ids ``<image id>#<j>``). ``images``: a random-access dataset of the raw samples
     through ``transform`` (for evaluators that run the model themselves, as an attack does).
     ``keep_predictions`` / ``keep_outcomes``: per-sample data behind the records, returned as the
-    key a record names in ``samples``. ``note``: something left out or changed, and why (logged,
+    key a record names in ``samples``: ranked predictions with named per-sample ``scores`` (a
+    confidence), or named outcomes, each [N] bool (right or wrong) or [N] float (a score). ``note``: something left out or changed, and why (logged,
     and kept in the results' ``notes``).
     """
 
@@ -140,7 +141,13 @@ class EvaluationContext(Protocol):
     def check_labels(self, dataset: str, labels: torch.Tensor, num_classes: int) -> None: ...
 
     def keep_predictions(
-        self, dataset: str, ids: Sequence[str], labels: torch.Tensor, topk: torch.Tensor, name: str | None = None
+        self,
+        dataset: str,
+        ids: Sequence[str],
+        labels: torch.Tensor,
+        topk: torch.Tensor,
+        name: str | None = None,
+        scores: Mapping[str, torch.Tensor] | None = None,
     ) -> str: ...
 
     def keep_outcomes(

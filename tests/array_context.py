@@ -131,15 +131,23 @@ class ArrayContext:
     # ---------------------------------------------------------------- keeping
 
     def keep_predictions(
-        self, dataset: str, ids: Sequence[str], labels: torch.Tensor, topk: torch.Tensor, name: str | None = None
+        self,
+        dataset: str,
+        ids: Sequence[str],
+        labels: torch.Tensor,
+        topk: torch.Tensor,
+        name: str | None = None,
+        scores: Mapping[str, torch.Tensor] | None = None,
     ) -> str:
-        return self._keep(name or dataset, Samples.from_arrays(ids, labels.numpy(), topk.numpy()))
+        floats = {k: v.numpy() for k, v in (scores or {}).items()}
+        return self._keep(name or dataset, Samples.from_arrays(ids, labels.numpy(), topk.numpy(), scores=floats))
 
     def keep_outcomes(
         self, dataset: str, ids: Sequence[str], labels: torch.Tensor, outcomes: Mapping[str, torch.Tensor], name: str
     ) -> str:
-        correct = {k: v.numpy() for k, v in outcomes.items()}
-        return self._keep(name, Samples.from_arrays(ids, labels.numpy(), correct=correct))
+        correct = {k: v.numpy() for k, v in outcomes.items() if v.dtype == torch.bool}
+        scores = {k: v.numpy() for k, v in outcomes.items() if v.dtype != torch.bool}
+        return self._keep(name, Samples.from_arrays(ids, labels.numpy(), correct=correct, scores=scores))
 
     def _keep(self, name: str, samples: Samples) -> str:
         key = f"{self.task}/{name}"

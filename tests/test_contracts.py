@@ -354,12 +354,14 @@ def test_the_runners_context_and_the_tests_array_context_are_evaluation_contexts
 def _evaluators() -> dict[str, Evaluator]:
     from clipeval.evaluators.adversarial import Adversarial
     from clipeval.evaluators.linear_probe import FewShot, LinearProbe
+    from clipeval.evaluators.ood import OutOfDistribution
     from clipeval.evaluators.retrieval import Retrieval
     from clipeval.evaluators.zeroshot import ZeroShot
 
     return {
         "Retrieval": Retrieval(),
-        "ZeroShot": ZeroShot(),
+        "ZeroShot": ZeroShot(calibration=True),
+        "OutOfDistribution": OutOfDistribution("test", "test", in_distribution_labels="subset", resamples=50),
         "LinearProbe": LinearProbe("test", ["test"]),
         "FewShot": FewShot("test", "test", ks=[1, 2], seeds=2),
         "Adversarial": Adversarial("test", eps=[0, 4], steps=2, limit=6, attacks=["pgd", "apgd-ce"]),

@@ -21,7 +21,7 @@ from clipeval.config.paths import builtin_tasks_dir
 from clipeval.data.imagenet import ObjectNet
 from clipeval.errors import ClipevalError
 from clipeval.models.open_clip import OpenClipEncoder
-from clipeval.results.store import load_store
+from clipeval.results.store import ResultsDocument, load_store
 from clipeval.run.task import load_task
 
 TASKS = builtin_tasks_dir()
@@ -29,6 +29,7 @@ WNIDS = (TASKS / "imagenet" / "wnids.txt").read_text().split()
 NAMES = (TASKS / "imagenet" / "classnames.txt").read_text().splitlines()
 R_WNIDS = (TASKS / "imagenet_r" / "wnids.txt").read_text().split()
 A_WNIDS = (TASKS / "imagenet_a" / "wnids.txt").read_text().split()
+O_WNIDS = (TASKS / "imagenet_o" / "wnids.txt").read_text().split()
 ONE_TEMPLATE = "task.templates=['a photo of a {c}.']"
 # A sweep over tasks composes first without any task, so a task key needs "++" (add or override).
 
@@ -63,6 +64,8 @@ def data_root(tmp_path_factory) -> Path:
         for i in range(3):
             write_images(root / name / wnids[i], i, 2)
     (root / "imagenet-a" / "README.txt").write_text("ImageNet-A")
+    for i in range(3):  # ImageNet-O: 3 of its 200 folders (the first, goldfish, has val images above: R_WNIDS[0])
+        write_images(root / "imagenet-o" / O_WNIDS[i], 20 + i, 2)
     for k in (0, 5, 999):
         write_images(root / "sketch" / WNIDS[k], k, 2)
     onet = root / "objectnet-1.0"
@@ -85,6 +88,42 @@ def data_root(tmp_path_factory) -> Path:
 
 def task_of(name: str, data_root: Path, *extra: str):
     return load_task(compose_config([f"task={name}", f"data_root={data_root}", *extra]).task)
+
+
+def test_imagenet_o_class_list_is_the_published_one():
+    """The 200 wnids of hendrycks/natural-adv-examples (eval_many_models.py) and CLIP_benchmark, sorted; the class
+    indices are their positions in ImageNet's list."""
+    indices = [int(i) for i in (TASKS / "imagenet_o" / "class_indices.txt").read_text().split()]
+    assert len(O_WNIDS) == len(set(O_WNIDS)) == 200 and sorted(O_WNIDS) == O_WNIDS
+    assert [WNIDS[i] for i in indices] == O_WNIDS
+    assert O_WNIDS[:3] == ["n01443537", "n01704323", "n01770081"] and O_WNIDS[-1] == "n13052670"
+
+
+def test_imagenet_o_detects_its_images_among_val_images_of_its_classes(tiny_open_clip, data_root, tmp_path):
+    doc = run_in_process(
+        [*open_clip_overrides(tiny_open_clip), "task=imagenet_o", f"data_root={data_root}", ONE_TEMPLATE], tmp_path
+    )
+    records = {r["metric"]: r for r in doc["records"]}
+    assert set(records) == {"ood_aupr", "ood_auroc", "ood_fpr95"}
+    in_distribution = sum(1 for w in O_WNIDS if (data_root / "imagenet" / "val" / w).is_dir()) * 2
+    assert in_distribution >= 2 and {r["n"] for r in records.values()} == {in_distribution + 6}
+    parsed = ResultsDocument.parse(doc)
+    samples = parsed.samples(records["ood_aupr"]["samples"])
+    anomaly, score = samples.correct["anomaly"], samples.scores["neg_log_msp"]
+    assert anomaly.sum() == 6
+    sk = pytest.importorskip("sklearn.metrics")
+    assert records["ood_aupr"]["value"] == pytest.approx(sk.average_precision_score(anomaly, score), abs=1e-9)
+    assert records["ood_auroc"]["value"] == pytest.approx(sk.roc_auc_score(anomaly, score), abs=1e-9)
+    for r in records.values():
+        assert r["ci"][0] <= r["value"] <= r["ci"][1] and r["params"] == {"score": "msp"}
+
+
+def test_imagenet_o_needs_imagenet_val(tmp_path):
+    only_o = tmp_path / "only_o"
+    write_images(only_o / "imagenet-o" / O_WNIDS[0], 0, 1)
+    with pytest.raises(ClipevalError, match="ImageNet validation") as info:
+        task_of("imagenet_o", only_o)
+    assert "imagenet/val" in str(info.value)
 
 
 def test_class_lists_are_the_published_ones():
@@ -218,6 +257,7 @@ def test_shift_task_runs_without_imagenet_val(tiny_open_clip, data_root, tmp_pat
         ),
         ("imagenet_r", ["Task 'imagenet_r': ImageNet-R", "imagenet-r", "imagenet-r.tar", "MIT licence"]),
         ("imagenet_a", ["Task 'imagenet_a': ImageNet-A", "imagenet-a.tar"]),
+        ("imagenet_o", ["Task 'imagenet_o': ImageNet-O", "imagenet-o", "imagenet-o.tar", "MIT licence"]),
         ("imagenet_sketch", ["Task 'imagenet_sketch': ImageNet-Sketch", "/sketch", "ImageNet-Sketch.zip"]),
         ("objectnet", ["Task 'objectnet': ObjectNet 1.0", "objectnet-1.0", "objectnet.dev", "no redistribution"]),
         ("imagenet_fewshot", ["Task 'imagenet_fewshot': ImageNet-1k training set", "imagenet/train", "image-net.org"]),
@@ -265,6 +305,37 @@ def test_suite_encodes_imagenet_val_once(tiny_open_clip, data_root, tmp_path, ca
         assert set(shifts) == {"imagenetv2", "imagenet-sketch", "objectnet", "imagenet-r", "imagenet-a"}
         assert shifts["imagenet-r"]["in_distribution"]["datasets"] == ["imagenet_r/val-on-imagenet-r-classes"]
         assert (tmp_path / "suite" / "effective_robustness.png").is_file()
+    check_calibration_under_shift(doc, tmp_path / "suite", datasets)
+
+
+def check_calibration_under_shift(doc: dict, run_dir: Path, datasets: set) -> None:
+    """Every scored dataset of the suite has its ECE (with n and an interval) and each sample's confidence; the run
+    draws their reliability diagrams; its summary and report pages put ECE beside effective robustness."""
+    from clipeval.report.pages import run_section
+    from clipeval.report.run_summary import summary
+    from clipeval.report.tables import CALIBRATION_HEAD
+    from clipeval.results.scores import expected_calibration_error
+
+    parsed = ResultsDocument.parse(doc)
+    ece = {(r.task, r.dataset): r for r in parsed.records if r.metric == "ece"}
+    assert set(ece) == datasets
+    for r in ece.values():
+        samples = parsed.samples(r.samples)
+        assert r.params == {"bins": 15} and r.n == samples.n and r.ci[0] <= r.value <= r.ci[1]
+        assert expected_calibration_error(samples.scores["confidence"], samples.outcome("top1")) == r.value
+    assert (run_dir / "reliability.png").is_file()
+    section = run_section(parsed)
+    table = section.table(CALIBRATION_HEAD)
+    assert table is not None and len(table.rows) == len(datasets)
+    assert "ECE" in table.caption and "bootstrap" in table.caption
+    rows = {row[0]: row for row in table.rows}
+    r_row = rows["imagenet_r/imagenet-r"]
+    assert r_row[CALIBRATION_HEAD.index("n")] == str(ece[("imagenet_r", "imagenet-r")].n)
+    assert r_row[CALIBRATION_HEAD.index("ECE (%)")] == f"{100 * ece[('imagenet_r', 'imagenet-r')].value:.2f}"
+    if "effective_robustness" in doc:
+        assert r_row[CALIBRATION_HEAD.index("setting")] == "imagenet-r" and r_row[CALIBRATION_HEAD.index("ER (pp)")]
+        assert rows["imagenet_r/val-on-imagenet-r-classes"][1] == "imagenet-r (ID)"
+        assert "ECE (%)" in summary(parsed)
 
 
 def encoded_prompts(caplog) -> list[int]:

@@ -80,20 +80,20 @@ def test_a_metric_is_registered_once_and_an_unregistered_one_is_refused():
     with pytest.raises(ClipevalError, match="already registered"):
         register_metric(Metric("top1", "lower is better now", higher_is_better=False))
     assert METRICS["top1"].higher_is_better
-    with pytest.raises(ClipevalError, match="Metric 'ece' is not registered.*register_metric"):
-        metric_info("ece")
+    with pytest.raises(ClipevalError, match="Metric 'plugin_error' is not registered.*register_metric"):
+        metric_info("plugin_error")
 
 
 def test_a_document_carries_its_metrics_so_a_reader_needs_no_plugin(tmp_path):
     """A plugin's lower-is-better metric is read as such by a process that never imported the plugin."""
-    record = Record("test", "ece", 0.3, 4, clopper_pearson(1, 4), task="t")
+    record = Record("test", "plugin_error", 0.3, 4, clopper_pearson(1, 4), task="t")
     raw = {"kind": "clipeval-results", "schema_version": 3, "model": {"name": "m", "fingerprint": "f"},
            "selection": {"name": "t", "version": "1", "kind": "task", "tasks": {"t": "1"}},
            "records": [record.to_json()],
-           "metrics": {"ece": {"higher_is_better": False, "unit": "fraction", "derived": False}}}  # fmt: skip
+           "metrics": {"plugin_error": {"higher_is_better": False, "unit": "fraction", "derived": False}}}  # fmt: skip
     doc = ResultsDocument.parse(raw)
-    assert doc.metric("ece").higher_is_better is False
-    with pytest.raises(ClipevalError, match="Metric 'ece' is not registered"):
+    assert doc.metric("plugin_error").higher_is_better is False
+    with pytest.raises(ClipevalError, match="Metric 'plugin_error' is not registered"):
         ResultsDocument.parse(raw | {"metrics": {}})
 
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 
 from clipeval.config.lists import read_strings
 from clipeval.contracts import EvaluationContext
 from clipeval.errors import ClipevalError
+from clipeval.models.base import check_logit_scale
 from clipeval.results.metrics import classification_records
 from clipeval.results.record import Record
+from clipeval.results.scores import BOOTSTRAP, ECE_BINS, bootstrap_interval, expected_calibration_error
 
 #: the task being loaded (clipeval.run.task.Task, given by the runner): ``sources``, ``missing``, ``dir``,
 #: ``source(name)`` and ``check_classes(...)``; not imported, so that evaluators stay below the runner
@@ -40,6 +43,13 @@ class ZeroShot:
     ImageNet val to a shift's classes). ``groups_from`` takes the class groups of another
     dataset of the task (ImageNet val scored on ObjectNet's classes). ``name`` renames the
     dataset in the records.
+
+    ``calibration``: also write the expected calibration error (``ece``, with ``calibration_bins``
+    equal-width bins; clipeval.results.scores) of the top prediction's softmax probability over the
+    scored classes at the model's own logit scale, and keep each sample's confidence with its
+    predictions (the reliability diagram is drawn from them). Off by default: it adds a float per
+    sample to the results document and a record that a regression gate then compares, which a run
+    that asks for accuracy alone should not get; the ImageNet shift tasks turn it on.
     """
 
     def __init__(
@@ -49,6 +59,8 @@ class ZeroShot:
         labels: str = "subset",
         name: str | None = None,
         groups_from: str | None = None,
+        calibration: bool = False,
+        calibration_bins: Annotated[int, Field(ge=1)] = ECE_BINS,
     ):
         if labels not in LABEL_SPACES:
             raise ClipevalError(f"ZeroShot labels must be one of {LABEL_SPACES}, not '{labels}'.")
@@ -57,6 +69,7 @@ class ZeroShot:
         self.labels = labels
         self.name = name
         self.groups_from = groups_from
+        self.calibration, self.calibration_bins = bool(calibration), int(calibration_bins)
         if name and (self.datasets is None or len(self.datasets) != 1):
             raise ClipevalError("ZeroShot 'name' renames one dataset: give exactly one in 'datasets'.")
 
@@ -102,8 +115,14 @@ class ZeroShot:
             out = self.name or dataset
             ctx.check_labels(out, labels, logits.shape[1])
             topk = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            samples = ctx.keep_predictions(dataset, ids, labels, topk, name=out)
+            if not self.calibration:
+                samples = ctx.keep_predictions(dataset, ids, labels, topk, name=out)
+                records += classification_records(out, topk, labels, logits.shape[1], samples=samples)
+                continue
+            confidence = top_confidence(logits, check_logit_scale(ctx.model))
+            samples = ctx.keep_predictions(dataset, ids, labels, topk, name=out, scores={"confidence": confidence})
             records += classification_records(out, topk, labels, logits.shape[1], samples=samples)
+            records.append(calibration_record(out, confidence, topk[:, 0] == labels, self.calibration_bins, samples))
         return records
 
     def _groups(self, task: Task, dataset: str) -> list[list[int]] | None:
@@ -120,6 +139,21 @@ class ZeroShot:
             entries = read(self.class_subset) if isinstance(self.class_subset, str) else self.class_subset
             groups = [[i] for i in parse_class_subset(entries)]
         return groups
+
+
+def top_confidence(cosines: torch.Tensor, logit_scale: float) -> torch.Tensor:
+    """[N] float32: the largest softmax probability of ``logit_scale`` times the cosine similarities ([N, C])."""
+    return torch.softmax(logit_scale * cosines.double(), dim=1).amax(dim=1).float()
+
+
+def calibration_record(
+    dataset: str, confidence: torch.Tensor, correct: torch.Tensor, bins: int = ECE_BINS, samples: str | None = None
+) -> Record:
+    """The ``ece`` record of confidences and right/wrong top-1 outcomes, with its seeded bootstrap interval."""
+    conf, right = confidence.double().numpy(), correct.numpy().astype(bool)
+    value = expected_calibration_error(conf, right, bins)
+    ci = bootstrap_interval(lambda i: expected_calibration_error(conf[i], right[i], bins), value, len(conf))
+    return Record(dataset, "ece", value, len(conf), ci, BOOTSTRAP, params={"bins": bins}, samples=samples)
 
 
 def parse_class_subset(value: Sequence[int | str]) -> list[int]:

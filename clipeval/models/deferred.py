@@ -12,9 +12,11 @@ and loading the weights.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -26,7 +28,7 @@ import torch
 from clipeval.cache import FileDigests, TensorCache, cache_key, file_digests
 from clipeval.contracts import DualEncoder
 from clipeval.errors import ClipevalError
-from clipeval.models.base import check_outputs
+from clipeval.models.base import check_logit_scale, check_outputs
 from clipeval.models.open_clip import HUB_PREFIX
 
 log = logging.getLogger(__name__)
@@ -151,12 +153,25 @@ def _versions() -> dict[str, str | None]:
 
 
 class DeferredModel:
-    """Name and fingerprint from the card; everything else from the model, built on first use."""
+    """Name, fingerprint and logit scale from the card; everything else from the model, built on first use."""
 
-    def __init__(self, name: str, fingerprint: str, build: Callable[[], DualEncoder], device: torch.device):
+    def __init__(
+        self,
+        name: str,
+        fingerprint: str,
+        build: Callable[[], DualEncoder],
+        device: torch.device,
+        logit_scale: float | None = None,
+    ):
         self.name, self.fingerprint = name, fingerprint
         self._build, self._device = build, device
         self._model: DualEncoder | None = None
+        self._logit_scale = logit_scale
+
+    @property
+    def logit_scale(self) -> float:
+        """From the card when it has it (a calibrated score on cached features loads no weights), else the model's."""
+        return self._logit_scale if self._logit_scale is not None else self.materialize().logit_scale
 
     @property
     def loaded(self) -> bool:
@@ -194,10 +209,13 @@ def load_deferred(
 ) -> DualEncoder:
     """The model of ``config``: deferred when a card knows it, else built now (and its card written)."""
     key = card_key(config, cache.digests)
-    identity = _card_identity(cache.load(CARD_KIND, key))
+    card = cache.load(CARD_KIND, key)
+    identity = _card_identity(card)
     if identity is not None:
         log.info("Model %s (fingerprint %s): known from its card; weights load when needed", *identity)
-        return DeferredModel(*identity, build=build, device=device)  # type: ignore[return-value]
+        scale = card.get("logit_scale")
+        scale = float(scale) if isinstance(scale, float) and math.isfinite(scale) and scale > 0 else None
+        return DeferredModel(*identity, build=build, device=device, logit_scale=scale)  # type: ignore[return-value]
     log.info(
         "Loading model %s on %s (its first run: no model card yet)",
         config.get("name") or config.get("_target_"),
@@ -212,7 +230,10 @@ def load_deferred(
         device,
         time.perf_counter() - start,
     )
-    cache.save(CARD_KIND, key, {"identity": [model.name, model.fingerprint]})
+    card: dict[str, Any] = {"identity": [model.name, model.fingerprint]}
+    with contextlib.suppress(ClipevalError):  # the scale too: a calibrated score of cached features loads no weights
+        card["logit_scale"] = check_logit_scale(model)
+    cache.save(CARD_KIND, key, card)
     return model
 
 

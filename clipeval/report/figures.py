@@ -346,3 +346,69 @@ def record_figures(records: list[Record], model: str, out: Path) -> list[Path]:
         )
         written.append(robust_accuracy_curve(clean, mine, model, out / name))
     return written
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def reliability_panel(ax, label: str, ece: Record, confidence: np.ndarray, correct: np.ndarray) -> None:
+    """One dataset's reliability diagram: each non-empty confidence bin's accuracy (bars over the bin, and a point
+    at the bin's mean confidence with its Clopper-Pearson 95% interval) against y = x; the ECE in the title."""
+    from clipeval.results.metrics import clopper_pearson
+    from clipeval.results.scores import calibration_bins
+
+    bins = int(ece.params.get("bins", 15))
+    count, mean_conf, acc = calibration_bins(confidence, correct, bins)
+    used = np.flatnonzero(count > 0)
+    edges = np.linspace(0, 100, bins + 1)
+    ax.bar(edges[used], 100 * acc[used], width=100 / bins, align="edge", color="0.8", edgecolor="0.5", lw=0.5,
+           label="accuracy of each confidence bin", zorder=1)  # fmt: skip
+    ax.plot([0, 100], [0, 100], ls="--", color="0.3", lw=1, label="perfect calibration (y = x)", zorder=2)
+    ci = np.array([clopper_pearson(int(round(acc[m] * count[m])), int(count[m])) for m in used]).reshape(-1, 2)
+    y = 100 * acc[used]
+    ax.errorbar(100 * mean_conf[used], y, yerr=[y - 100 * ci[:, 0], 100 * ci[:, 1] - y], fmt="o", ms=3,
+                color=MODEL_COLOR, capsize=2, elinewidth=0.8, zorder=3,
+                label="at the bin's mean confidence (95% interval)")  # fmt: skip
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("confidence (%)")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    lo, hi = ece.ci
+    stats = f"ECE {page_number('fraction', ece.value)}% [{page_number('fraction', lo)}, {page_number('fraction', hi)}]"
+    ax.set_title(f"{fitted(label, ax.figure.get_figwidth() / 3, 10)}\n{stats} · n {ece.n}", fontsize=10)
+
+
+def reliability_figure(panels: list[tuple[str, Record, np.ndarray, np.ndarray]], model: str):
+    """One reliability diagram per (label, ece record, confidences, right/wrong) in a grid; the legend below."""
+    n = len(panels)
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.3 * rows + 0.6), squeeze=False)
+    for ax, (label, ece, confidence, correct) in zip(axes.flat, panels, strict=False):
+        reliability_panel(ax, label, ece, confidence, correct)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3 if cols == 3 else 1, fontsize=7, frameon=False)
+    bins = int(panels[0][1].params.get("bins", 15))
+    title = f"Reliability of zero-shot {model} (softmax at its logit scale, {bins} equal-width bins)"
+    fig.suptitle(fitted(title, fig.get_figwidth()))
+    legend_rows = 1 if cols == 3 else 3
+    fig.tight_layout(rect=(0, (0.2 + 0.15 * legend_rows) / fig.get_figheight(), 1, 1))
+    return fig
+
+
+def calibration_figures(doc, out: Path) -> list[Path]:
+    """``reliability.png``: a reliability diagram per ``ece`` record of ``doc`` (a ResultsDocument) whose per-sample
+    data hold each sample's confidence; nothing when there are none."""
+    panels = []
+    for record in (r for r in doc.records if r.metric == "ece"):
+        samples = doc.samples(record.samples)
+        if samples is None or "confidence" not in (samples.scores or {}) or samples.outcome("top1") is None:
+            continue
+        where = f"{record.task}/{record.dataset}" if record.task else record.dataset  # the bins are in the title
+        panels.append((where, record, samples.scores["confidence"], samples.outcome("top1")))
+    if not panels:
+        return []
+    return [save(reliability_figure(panels, doc.model_label), Path(out) / "reliability.png")]

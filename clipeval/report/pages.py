@@ -2,7 +2,8 @@
 
 Each run's section is computed from its document (clipeval.results.store.ResultsDocument): the
 effective-robustness table first, under its caption, recomputed from the records and the stored
-baseline points; then the long table of every record (:mod:`clipeval.report.tables`), collapsed
+baseline points; the calibration table (ECE beside top-1 and effective robustness) when the run has
+``ece`` records; then the long table of every record (:mod:`clipeval.report.tables`), collapsed
 (``<details>``); then the run's figures, drawn again from the document into the report's folder
 (``figures/<store entry>/``). Nothing is read from a run
 directory, so a store copied to another machine reports the same. Both files are written from
@@ -25,7 +26,15 @@ from typing import Any
 from clipeval.atomic import atomic_write
 from clipeval.errors import ClipevalError
 from clipeval.report.run_summary import draw_run_figures, robustness_report, run_label
-from clipeval.report.tables import HEAD, ROBUSTNESS_HEAD, record_rows, robustness_rows
+from clipeval.report.tables import (
+    CALIBRATION_HEAD,
+    HEAD,
+    ROBUSTNESS_HEAD,
+    calibration_caption,
+    calibration_rows,
+    record_rows,
+    robustness_rows,
+)
 from clipeval.results.store import ResultsDocument, Selector
 
 
@@ -78,6 +87,10 @@ def run_section(doc: ResultsDocument, figures: Path | None = None) -> Section:
                 f"Effective robustness against {escape(report.baselines_label)}, recomputed from the stored records "
                 "and baseline points (accuracies in %, effective robustness (ER) in percentage points, pp):",
             )
+        )
+    if any(r.metric == "ece" for r in doc.records):
+        section.tables.append(
+            Table(CALIBRATION_HEAD, calibration_rows(doc.records, report), escape(calibration_caption(doc.records)))
         )
     records = [r for r in doc.records if r.metric != "effective_robustness"]
     section.tables.append(

@@ -14,7 +14,14 @@ from typing import Any
 
 from clipeval.config.construct import build
 from clipeval.report.robustness import RobustnessReport, build_report
-from clipeval.report.tables import format_records, format_report
+from clipeval.report.tables import (
+    CALIBRATION_HEAD,
+    calibration_caption,
+    calibration_rows,
+    format_records,
+    format_report,
+    text_table,
+)
 from clipeval.results.robustness import RobustnessSpec
 from clipeval.results.store import ResultsDocument
 
@@ -55,12 +62,25 @@ def _tables(doc: ResultsDocument) -> str:
     spec = stored_spec(doc)
     if spec is None:
         return format_records(f"{title} · {doc.model_label}", doc.records)
-    table = format_report(build_report(spec, doc.records), doc.model_label, title)
     covered = {t for t, _ in spec.in_distribution}
     covered |= {t for s in spec.shifts.values() for t, _ in s.datasets + (s.in_distribution or [])}
     covered.add(doc.selection["name"])  # the effective-robustness records themselves
     rest = [r for r in doc.records if r.task not in covered and r.info.in_summary(r)]
+    report = build_report(spec, doc.records)
+    table = format_report(report, doc.model_label, title) + _calibration(doc, report)
     return table + ("\n\n" + format_records(f"{title} · {doc.model_label}", rest) if rest else "")
+
+
+def _calibration(doc: ResultsDocument, report: RobustnessReport) -> str:
+    """The calibration table printed under the robustness table ('' when the run has no ``ece`` records)."""
+    if not any(r.metric == "ece" for r in doc.records):
+        return ""
+    return (
+        "\n\n"
+        + calibration_caption(doc.records)
+        + "\n"
+        + text_table(CALIBRATION_HEAD, calibration_rows(doc.records, report))
+    )
 
 
 def format_notes(document: dict[str, Any]) -> str:
@@ -88,9 +108,10 @@ def draw_run_figures(
     ``figures`` ({_target_: drawing function of (report, model name, path), file}; None:
     :data:`ROBUSTNESS_FIGURES`, the average panel only when the baselines give an average) are
     drawn when the run has a robustness report (``report``, else computed from the document),
-    then the record figures (:func:`clipeval.report.figures.record_figures`).
+    then the record figures (:func:`clipeval.report.figures.record_figures`) and the reliability diagrams of the
+    ``ece`` records (:func:`clipeval.report.figures.calibration_figures`).
     """
-    from clipeval.report.figures import record_figures
+    from clipeval.report.figures import calibration_figures, record_figures
 
     written = []
     report = report if report is not None else robustness_report(doc)
@@ -102,4 +123,4 @@ def draw_run_figures(
                 {k: v for k, v in spec.items() if k != "file"} | {"_partial_": True}, f"figure {spec.get('file')}"
             )
             written.append(draw(report, doc.model_label, Path(out) / spec["file"]))
-    return written + record_figures(doc.records, doc.model_label, Path(out))
+    return written + record_figures(doc.records, doc.model_label, Path(out)) + calibration_figures(doc, Path(out))

@@ -180,6 +180,60 @@ def format_report(report: RobustnessReport, model: str, title: str) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- calibration beside effective robustness
+
+CALIBRATION_HEAD = ["task/dataset", "setting", "top-1 (%)", "ECE (%)", "95% interval (%)", "n", "ER (pp)",
+                    "95% interval (pp)"]  # fmt: skip
+CALIBRATION_CAPTION = (
+    "Calibration: expected calibration error (ECE) of the top prediction's softmax confidence at the model's own "
+    "logit scale ({bins} equal-width bins; 95% interval: percentile bootstrap, 1,000 resamples, seed 0), beside "
+    "each dataset's top-1 and, where it is one setting of the robustness table, its effective robustness (ER):"
+)
+
+
+def calibration_values(records: Sequence[Record], report: RobustnessReport | None = None) -> list[list]:
+    """For each ``ece`` record: [label, setting, top-1 record or None, ece record, ER or None, ER interval or None].
+
+    ``setting``: the robustness setting made of this dataset alone (a shift, the in-distribution setting, or a
+    shift's paired in-distribution setting, named ``<shift> (ID)``), '' when none."""
+    top1 = {(r.task, r.dataset): r for r in records if r.metric == "top1" and not r.params}
+    settings: dict[str, tuple[str, float | None, tuple[float, float] | None]] = {}
+    if report is not None:
+        settings[_only(report.in_distribution.datasets)] = (report.in_distribution.name, None, None)
+        for s in report.shifts:
+            settings.setdefault(_only(s.in_distribution.datasets), (f"{s.shift.name} (ID)", None, None))
+            settings[_only(s.shift.datasets)] = (s.shift.name, s.effective_robustness, s.effective_robustness_ci)
+    rows = []
+    for r in (r for r in records if r.metric == "ece"):
+        name, er, er_ci = settings.get(f"{r.task}/{r.dataset}", ("", None, None))
+        rows.append([_where(r), name, top1.get((r.task, r.dataset)), r, er, er_ci])
+    return rows
+
+
+def _where(record: Record) -> str:
+    """``task/dataset`` (the bins are in the caption)."""
+    return f"{record.task}/{record.dataset}" if record.task else record.dataset
+
+
+def _only(datasets: Sequence[str]) -> str:
+    return datasets[0] if len(datasets) == 1 else ""
+
+
+def calibration_rows(records: Sequence[Record], report: RobustnessReport | None = None) -> list[list[str]]:
+    """Rows of :data:`CALIBRATION_HEAD`: accuracies and ECE in percent (ECE with 2 decimals), ER in pp."""
+    return [
+        [label, setting, percent(top.value if top else None), page_number("fraction", ece.value),
+         f"[{page_number('fraction', ece.ci[0])}, {page_number('fraction', ece.ci[1])}]", str(ece.n), points(er),
+         interval(er_ci, points)]
+        for label, setting, top, ece, er, er_ci in calibration_values(records, report)
+    ]  # fmt: skip
+
+
+def calibration_caption(records: Sequence[Record]) -> str:
+    bins = sorted({str(r.params.get("bins", "?")) for r in records if r.metric == "ece"})
+    return CALIBRATION_CAPTION.format(bins=" or ".join(bins))
+
+
 # ---------------------------------------------------------------- generic
 
 

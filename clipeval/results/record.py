@@ -115,6 +115,26 @@ for _m in (
         summary=True,
     ),
     Metric(
+        "ece",
+        "expected calibration error of the top prediction's softmax confidence at the model's logit scale: the "
+        "bin-size-weighted mean |accuracy - mean confidence| over equal-width confidence bins (params: bins; Guo et "
+        "al. 2017)",
+        higher_is_better=False,
+    ),
+    Metric(
+        "ood_aupr",
+        "area under the precision-recall curve (average precision) of detecting the anomalies (positives) among "
+        "in-distribution samples by an anomaly score (params: score; Hendrycks et al. 2021, ImageNet-O)",
+        summary=True,
+    ),
+    Metric("ood_auroc", "area under the ROC curve of detecting the anomalies by the anomaly score (params: score)"),
+    Metric(
+        "ood_fpr95",
+        "share of in-distribution samples flagged as anomalies at the threshold that finds 95% of the anomalies "
+        "(params: score)",
+        higher_is_better=False,
+    ),
+    Metric(
         "effective_robustness",
         "shift top-1 minus the baselines' logit-linear fit at the in-distribution top-1 (Taori et al. 2020)",
         unit="difference",

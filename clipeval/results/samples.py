@@ -1,14 +1,17 @@
 """Per-sample outcomes behind records, kept in the results document so runs can be compared sample by sample.
 
 A :class:`Samples` holds one scored sample set in sorted-sample-id order: a hash of the ids,
-the labels and ranked predictions (``topk``) when the evaluator has them, and named boolean
-outcomes (``correct``) for what is not a prediction (an attack's "still right after the attack").
+the labels and ranked predictions (``topk``) when the evaluator has them, named boolean
+outcomes (``correct``) for what is not a prediction (an attack's "still right after the attack"),
+and named per-sample numbers (``scores``: a prediction's confidence, an anomaly score) that a
+record computed from scores (calibration error, AUPR) and its figures are drawn from.
 A record points at it by key (``Record.samples``) and, for a named outcome, by name
 (``Record.outcome``). :meth:`Samples.value` recomputes a record's value from them, by the
 metric's definition; the regression gate checks that it matches before it trusts them.
 
 JSON: ``ids_sha256``, ``n``, ``labels`` and ``topk`` as base64 of zlib-compressed little-endian
-integers (``dtype``, ``shape``, ``zlib_base64``), ``correct`` as base64 of packed bits per name.
+integers (``dtype``, ``shape``, ``zlib_base64``), ``correct`` as base64 of packed bits per name,
+``scores`` as the same packed form of little-endian float32 (``dtype`` ``<f4``) per name.
 """
 
 from __future__ import annotations
@@ -68,6 +71,29 @@ def _unpack_ints(packed: Any, where: str) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype).reshape(shape).astype(np.int64)
 
 
+def _pack_floats(array: np.ndarray) -> dict[str, Any]:
+    data = zlib.compress(np.ascontiguousarray(array, dtype="<f4").tobytes(), 6)
+    return {"dtype": "<f4", "shape": list(array.shape), "zlib_base64": base64.b64encode(data).decode()}
+
+
+def _unpack_floats(packed: Any, where: str, n: int) -> np.ndarray:
+    """The float32 numbers ``packed`` holds; ClipevalError naming ``where`` when they are not n finite float32."""
+    if not isinstance(packed, Mapping) or packed.get("dtype") != "<f4" or packed.get("shape") != [n]:
+        raise ClipevalError(f'{where} is not {n} packed float32 numbers {{dtype: "<f4", shape: [{n}], zlib_base64}}.')
+    try:
+        data = zlib.decompress(base64.b64decode(packed.get("zlib_base64"), validate=True))
+    except (TypeError, ValueError, zlib.error):
+        raise ClipevalError(
+            f"{where}: zlib_base64 is not base64 of zlib-compressed data: the data are damaged."
+        ) from None
+    if len(data) != 4 * n:
+        raise ClipevalError(f"{where} holds {len(data) / 4:g} float32 numbers, not n = {n}.")
+    values = np.frombuffer(data, dtype="<f4").astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ClipevalError(f"{where} holds NaN or infinite numbers; per-sample scores are finite.")
+    return values
+
+
 def _pack_bits(bits: np.ndarray) -> str:
     return base64.b64encode(np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes()).decode()
 
@@ -92,7 +118,8 @@ class Samples:
     """Per-sample data of one sample set, in sorted-sample-id order.
 
     ``labels``: [n] int and ``topk``: [n, k] ranked class indices, when predictions were made;
-    ``correct``: {outcome name: [n] bool} for outcomes that are not predictions.
+    ``correct``: {outcome name: [n] bool} for outcomes that are not predictions; ``scores``: {name: [n]
+    float} per-sample numbers (kept as float32).
     """
 
     ids_sha256: str
@@ -100,6 +127,7 @@ class Samples:
     labels: np.ndarray | None = None
     topk: np.ndarray | None = None
     correct: dict[str, np.ndarray] | None = None
+    scores: dict[str, np.ndarray] | None = None
 
     @classmethod
     def from_arrays(
@@ -108,6 +136,7 @@ class Samples:
         labels: Any = None,
         topk: Any = None,
         correct: Mapping[str, Any] | None = None,
+        scores: Mapping[str, Any] | None = None,
     ) -> Samples:
         """From arrays in any order of ``ids`` (tensors or arrays); sorts them by sample id."""
         order = np.argsort(np.asarray(ids, dtype=object).astype(str), kind="stable")
@@ -119,6 +148,8 @@ class Samples:
             None if labels_ is None else labels_.astype(np.int64),
             None if topk_ is None else topk_.astype(np.int64).reshape(len(ids), -1),
             {name: take(bits).astype(bool) for name, bits in correct.items()} if correct else None,
+            # float32 as stored, so that a number computed from them here equals the one computed from the document
+            {name: take(v).astype(np.float32).astype(np.float64) for name, v in scores.items()} if scores else None,
         )
 
     def outcome(self, metric: str, outcome: str | None = None) -> np.ndarray | None:
@@ -163,6 +194,8 @@ class Samples:
             out["topk"] = _pack_ints(self.topk)
         if self.correct:
             out["correct"] = {name: _pack_bits(bits) for name, bits in self.correct.items()}
+        if self.scores:
+            out["scores"] = {name: _pack_floats(values) for name, values in self.scores.items()}
         return out
 
     @classmethod
@@ -192,10 +225,14 @@ class Samples:
         if not isinstance(correct_json, Mapping):
             raise ClipevalError(f"{where}: correct is not an object of named outcomes.")
         correct = {m: _unpack_bits(v, n, f"{where}: correct.{m}") for m, v in correct_json.items()} or None
+        scores_json = data.get("scores") or {}
+        if not isinstance(scores_json, Mapping):
+            raise ClipevalError(f"{where}: scores is not an object of named per-sample numbers.")
+        scores = {m: _unpack_floats(v, f"{where}: scores.{m}", n) for m, v in scores_json.items()} or None
         for name, array in (("labels", labels), ("topk", topk), *(correct or {}).items()):
             if array is not None and len(array) != n:
                 raise ClipevalError(f"{where}: '{name}' has {len(array)} entries, not n = {n}.")
-        return cls(data["ids_sha256"], n, labels, topk, correct)
+        return cls(data["ids_sha256"], n, labels, topk, correct, scores)
 
 
 def _weighted(metric: str, class_weighted: bool | None) -> bool:

@@ -145,18 +145,29 @@ class RunContext:
     # ---------------------------------------------------------------- keeping
 
     def keep_predictions(
-        self, dataset: str, ids: Sequence[str], labels: torch.Tensor, topk: torch.Tensor, name: str | None = None
+        self,
+        dataset: str,
+        ids: Sequence[str],
+        labels: torch.Tensor,
+        topk: torch.Tensor,
+        name: str | None = None,
+        scores: Mapping[str, torch.Tensor] | None = None,
     ) -> str:
-        """Keep ranked predictions ([N, k] class indices) of ``dataset``; returns the key records name."""
-        frame = {"sample_id": list(ids), "label": labels.numpy(), "topk": topk.numpy().tolist()}
-        return self._keep(name or dataset, Samples.from_arrays(ids, labels.numpy(), topk.numpy()), frame)
+        """Keep ranked predictions ([N, k] class indices) of ``dataset``, with named per-sample ``scores`` ([N] float
+        each: the top prediction's confidence); returns the key records name."""
+        floats = {k: v.float().numpy() for k, v in (scores or {}).items()}
+        frame = {"sample_id": list(ids), "label": labels.numpy(), "topk": topk.numpy().tolist(), **floats}
+        return self._keep(name or dataset, Samples.from_arrays(ids, labels.numpy(), topk.numpy(), scores=floats), frame)
 
     def keep_outcomes(
         self, dataset: str, ids: Sequence[str], labels: torch.Tensor, outcomes: Mapping[str, torch.Tensor], name: str
     ) -> str:
-        """Keep named per-sample outcomes ([N] bool each) of ``dataset``; returns the key records name."""
+        """Keep named per-sample outcomes of ``dataset``: [N] bool (right or wrong) or [N] float (a score, such as an
+        anomaly score) each; returns the key records name."""
         arrays = {k: v.numpy() for k, v in outcomes.items()}
-        samples = Samples.from_arrays(ids, labels.numpy(), correct=arrays)
+        correct = {k: v for k, v in arrays.items() if v.dtype == bool}
+        scores = {k: v.astype("float32") for k, v in arrays.items() if v.dtype != bool}
+        samples = Samples.from_arrays(ids, labels.numpy(), correct=correct, scores=scores)
         return self._keep(name, samples, {"sample_id": list(ids), "label": labels.numpy(), **arrays})
 
     def _keep(self, name: str, samples: Samples, frame: dict[str, Any]) -> str:
