@@ -102,7 +102,8 @@ class EvaluationContext(Protocol):
     templates ([C, D], unit-norm rows); with ``classes`` (indices of the class names), the rows
     of those classes alone, in that order (only they are built: ImageNet-R scores 200 of
     ImageNet's 1,000). ``zero_shot_logits``: features @ classifier.T, the one place zero-shot
-    scores are computed, with the same ``classes``. ``images``: a random-access dataset of the raw samples
+    scores are computed, with the same ``classes``. ``sample_metadata``: each sample's metadata array by sample id, when the source ships one (the
+    webdataset mirrors of the WILDS and fairness sets: group fields in ``.npy``), else None. ``images``: a random-access dataset of the raw samples
     through ``transform`` (for evaluators that run the model themselves, as an attack does).
     ``keep_predictions`` / ``keep_outcomes``: per-sample data behind the records, returned as the
     key a record names in ``samples``. ``note``: something left out or changed, and why (logged,
@@ -126,6 +127,8 @@ class EvaluationContext(Protocol):
     def zero_shot_logits(self, dataset: str, classes: Sequence[int] | None = None) -> torch.Tensor: ...
 
     def class_groups(self, dataset: str) -> list[list[int]] | None: ...
+
+    def sample_metadata(self, dataset: str) -> Mapping[str, Any] | None: ...
 
     def task_file(self, path: str, what: str = ...) -> list[str]: ...
 

@@ -36,6 +36,7 @@ class ArrayContext:
     dataset itself), a zero row for a class without samples. ``images``: {dataset: [(PIL image,
     label, sample id)]} for evaluators that run the model (an attack), with the ``model``
     (default None: the probes never touch it). ``class_groups``: {dataset: groups} as ObjectNet's.
+    ``sample_metadata``: {dataset: {sample id: metadata array}} (the WILDS and fairness mirrors' ``.npy``).
 
     What evaluators keep is in ``kept`` ({key: Samples}) and their notes in ``notes``.
     """
@@ -52,6 +53,7 @@ class ArrayContext:
         model: DualEncoder | None = None,
         images: Mapping[str, Sequence[tuple[Any, int, str]]] | None = None,
         class_groups: Mapping[str, list[list[int]]] | None = None,
+        sample_metadata: Mapping[str, Mapping[str, Any]] | None = None,
         task: str = "arrays",
         task_dir: Path | None = None,
         runtime: Runtime | None = None,
@@ -64,6 +66,7 @@ class ArrayContext:
         self._templates = list(templates)
         self._prototypes_from, self._images = prototypes_from, dict(images or {})
         self._groups, self._dir = dict(class_groups or {}), task_dir
+        self._metadata = dict(sample_metadata or {})
         self.kept: dict[str, Samples] = {}
         self.notes: list[dict[str, Any]] = []
 
@@ -106,6 +109,9 @@ class ArrayContext:
 
     def class_groups(self, dataset: str) -> list[list[int]] | None:
         return self._groups.get(dataset)
+
+    def sample_metadata(self, dataset: str) -> Mapping[str, Any] | None:
+        return self._metadata.get(dataset)
 
     def task_file(self, path: str, what: str = "a task file") -> list[str]:
         return read_strings(path, what, self._dir)
