@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from clipeval.results.benchmark import BenchmarkResult
 from clipeval.results.record import Record
 
 if TYPE_CHECKING:
@@ -189,3 +190,43 @@ def text_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
     )
     return "\n".join([fmt(head), *(fmt(r) for r in rows)])
+
+
+# ---------------------------------------------------------------- benchmark average
+
+
+def format_benchmark(title: str, result: BenchmarkResult) -> str:
+    """The benchmark's table: each dataset's main metric, interval and n (or why it is missing), then the average
+    over all datasets, or INCOMPLETE with the number missing and the mean of those present, labelled as such."""
+    rows = result.rows
+    width = max(len("dataset"), *(len(r.entry.name) for r in rows))
+    source = max(len("task/dataset"), *(len(f"{r.entry.task}/{r.entry.dataset or '?'}") for r in rows))
+    lines = [
+        f"{title} · {result.spec.label}",
+        f"{'dataset':<{width}} {'task/dataset':<{source}} {'main metric':<24} {'value':>7}  {'95% interval':<17} "
+        f"{'n':>7}",
+    ]
+    for row in rows:
+        where = f"{row.entry.task}/{row.entry.dataset or '?'}"
+        metric = row.entry.metric or "?"
+        if row.entry.params:
+            metric += " " + " ".join(f"{k}={v}" for k, v in sorted(row.entry.params.items()))
+        if row.record is None:
+            lines.append(f"{row.entry.name:<{width}} {where:<{source}} {metric:<24} {'-':>7}  {row.status}")
+            continue
+        r = row.record
+        n = "?" if r.n is None else r.n
+        lines.append(
+            f"{row.entry.name:<{width}} {where:<{source}} {metric:<24} {r.value:>7.4f}  [{r.ci[0]:.4f}, {r.ci[1]:.4f}] "
+            f"{n:>7}"
+        )
+    total = len(rows)
+    if result.complete:
+        lines.append(f"average over {total} datasets: {result.average:.4f}")
+    else:
+        missing = total - len(result.present)
+        partial = result.mean_of_present
+        shown = f"; mean of the {len(result.present)} present (not the benchmark's average): {partial:.4f}" if (
+            partial is not None) else ""  # fmt: skip
+        lines.append(f"average over {total} datasets: INCOMPLETE ({missing} of {total} missing){shown}")
+    return "\n".join(lines)
