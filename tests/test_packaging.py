@@ -69,7 +69,8 @@ def test_wheel_carries_configs_and_tasks_and_runs_from_an_install(tmp_path):
         timeout=120,
     )
     assert help_run.returncode == 0, help_run.stderr
-    assert "imagenet_sketch, imagenet_v2, objectnet, wds" in help_run.stdout and "tiny_digits" in help_run.stdout
+    assert "imagenet_sketch, imagenet_v2, iwildcam" in help_run.stdout and "tiny_digits" in help_run.stdout
+    assert "objectnet, pcam" in help_run.stdout and "wds, wds_imagenet1k" in help_run.stdout  # the 38-dataset tasks
     where = subprocess.run(
         [
             sys.executable,
