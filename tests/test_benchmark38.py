@@ -157,11 +157,11 @@ def benchmark_run(tiny_open_clip, tmp_path_factory):
         doc = run_in_process(
             ["suite=openclip_benchmark", f"data_root={data}", *open_clip_overrides(tiny_open_clip)], run_dir
         )
-    return doc, out.getvalue(), run_dir, groups
+    return doc, out.getvalue(), run_dir, groups, base / "store"
 
 
 def test_the_benchmark_runs_the_datasets_present_and_lists_every_other_as_missing(benchmark_run):
-    doc, printed, _, _ = benchmark_run
+    doc, printed, *_ = benchmark_run
     spec = BenchmarkSpec.from_json(doc["benchmark"])
     missing = {e.name: e.missing for e in spec.entries if e.missing}
     assert sorted(set(ENTRIES) - set(missing)) == ["GeoDE", "Stanford Cars"]
@@ -180,7 +180,7 @@ def test_the_benchmark_runs_the_datasets_present_and_lists_every_other_as_missin
 def test_the_worst_group_record_equals_a_plain_loop_over_the_kept_predictions(benchmark_run):
     import pyarrow.parquet as pq
 
-    doc, _, run_dir, groups = benchmark_run
+    doc, _, run_dir, groups, _ = benchmark_run
     kept = pq.read_table(run_dir / "predictions" / "geode" / "test.parquet").to_pydict()  # the zero-shot evaluator's
     ids, labels = kept["sample_id"], kept["label"]
     top1 = [row[0] for row in kept["topk"]]
@@ -192,6 +192,17 @@ def test_the_worst_group_record_equals_a_plain_loop_over_the_kept_predictions(be
     record = next(r for r in doc["records"] if r["metric"] == "worst_group_top1")
     assert record["value"] == pytest.approx(worst, abs=1e-12)
     assert record["n"] in [len(h) for h in by_group.values() if sum(h) / len(h) == worst]
+
+
+def test_the_store_report_shows_the_benchmark_table_from_the_stored_document(benchmark_run, tmp_path):
+    from clipeval.report.pages import write_store_report
+
+    store = benchmark_run[4]
+    markdown, _ = write_store_report(store, tmp_path / "report")
+    text = markdown.read_text()
+    assert "INCOMPLETE (36 of 38 datasets missing); mean of the 2 present" in text
+    cars = next(line for line in text.splitlines() if line.startswith("| Stanford Cars"))
+    assert "| 12 |" in cars  # n per dataset
 
 
 # ---------------------------------------------------------------- the average
@@ -311,7 +322,7 @@ def test_a_generated_mirror_compared_with_a_golden_file_reports_each_dataset(ben
     from clipeval.check.documents import load_golden
     from clipeval.results.store import ResultsDocument
 
-    doc, _, run_dir, _ = benchmark_run
+    doc, _, run_dir, *_ = benchmark_run
     raw = json.loads(GOLDEN[0].read_text())
     raw["records"] = [r for r in raw["records"] if r["task"] == "cars"]
     raw["selection"]["tasks"] = {"cars": "1"}

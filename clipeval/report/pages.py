@@ -24,8 +24,16 @@ from typing import Any
 
 from clipeval.atomic import atomic_write
 from clipeval.errors import ClipevalError
-from clipeval.report.run_summary import draw_run_figures, robustness_report, run_label
-from clipeval.report.tables import HEAD, ROBUSTNESS_HEAD, record_rows, robustness_rows
+from clipeval.report.run_summary import benchmark, draw_run_figures, robustness_report, run_label
+from clipeval.report.tables import (
+    BENCHMARK_HEAD,
+    HEAD,
+    ROBUSTNESS_HEAD,
+    benchmark_caption,
+    benchmark_rows,
+    record_rows,
+    robustness_rows,
+)
 from clipeval.results.store import ResultsDocument, Selector
 
 
@@ -79,6 +87,9 @@ def run_section(doc: ResultsDocument, figures: Path | None = None) -> Section:
                 "and baseline points (accuracies in %, effective robustness (ER) in percentage points, pp):",
             )
         )
+    result = benchmark(doc)
+    if result is not None:
+        section.tables.append(Table(BENCHMARK_HEAD, benchmark_rows(result), escape(benchmark_caption(result)) + ":"))
     records = [r for r in doc.records if r.metric != "effective_robustness"]
     section.tables.append(
         Table(HEAD, record_rows(records), f"All {len(records)} records (each value in its row's unit)", collapsed=True)

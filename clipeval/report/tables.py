@@ -230,3 +230,33 @@ def format_benchmark(title: str, result: BenchmarkResult) -> str:
             partial is not None) else ""  # fmt: skip
         lines.append(f"average over {total} datasets: INCOMPLETE ({missing} of {total} missing){shown}")
     return "\n".join(lines)
+
+
+BENCHMARK_HEAD = ["dataset", "task/dataset", "main metric", "value (%)", "95% interval (%)", "n"]
+
+
+def benchmark_rows(result: BenchmarkResult) -> list[list[str]]:
+    """The benchmark's rows for pages (percent): each dataset's main metric, or why it is missing."""
+    rows = []
+    for row in result.rows:
+        where = f"{row.entry.task}/{row.entry.dataset or '?'}"
+        metric = " ".join([row.entry.metric or "?", *(f"{k}={v}" for k, v in sorted(row.entry.params.items()))])
+        if row.record is None:
+            rows.append([row.entry.name, where, metric, "", row.status, ""])
+            continue
+        r = row.record
+        rows.append([row.entry.name, where, metric, f"{100 * r.value:.2f}",
+                     f"[{100 * r.ci[0]:.2f}, {100 * r.ci[1]:.2f}]", "?" if r.n is None else str(r.n)])  # fmt: skip
+    return rows
+
+
+def benchmark_caption(result: BenchmarkResult) -> str:
+    """The benchmark's headline: the average over all its datasets, or INCOMPLETE with how many are missing."""
+    total = len(result.rows)
+    if result.complete:
+        return f"{result.spec.label}: {100 * result.average:.2f}% (average over {total} datasets)"
+    missing = total - len(result.present)
+    partial = result.mean_of_present
+    shown = "" if partial is None else (
+        f"; mean of the {len(result.present)} present, not the benchmark's average: {100 * partial:.2f}%")  # fmt: skip
+    return f"{result.spec.label}: INCOMPLETE ({missing} of {total} datasets missing){shown}"
