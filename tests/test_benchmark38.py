@@ -329,3 +329,34 @@ def test_a_generated_mirror_compared_with_a_golden_file_reports_each_dataset(ben
     (tmp_path / "g.json").write_text(json.dumps(raw))
     rows = compare(load_golden(tmp_path / "g.json"), [ResultsDocument.load(run_dir / "results.json")])
     assert [(r.record.task, r.record.metric) for r in rows] == [("cars", "top1")]
+
+
+# ---------------------------------------------------------------- the hub
+
+
+@pytest.mark.parametrize(
+    ("root", "url"),
+    [
+        (
+            "hf://datasets/clip-benchmark/wds_cars",
+            "https://huggingface.co/datasets/clip-benchmark/wds_cars/resolve/main/",
+        ),
+        (
+            "hf://datasets/djghosh/wds_geode_test@" + "a" * 40 + "/",
+            "https://huggingface.co/datasets/djghosh/wds_geode_test/resolve/" + "a" * 40 + "/",
+        ),
+        ("hf://datasets/o/n@v1/sub/dir", "https://huggingface.co/datasets/o/n/resolve/v1/sub/dir/"),
+    ],
+)
+def test_an_hf_root_is_the_hubs_download_url_of_the_dataset_repository(root, url):
+    from clipeval.data.remote import HF_PIN, hub_url, is_remote
+
+    assert is_remote(root) and hub_url(root) == url
+    assert bool(HF_PIN.search(url)) == ("a" * 40 in root)  # a commit in the root pins the cached features
+
+
+def test_an_hf_root_of_another_form_is_refused_with_the_form_to_use():
+    from clipeval.data.remote import hub_url
+
+    with pytest.raises(ClipevalError, match=r"hf://datasets/<owner>/<name>\[@<revision>\]"):
+        hub_url("hf://clip-benchmark/wds_cars")
