@@ -194,6 +194,21 @@ def test_the_worst_group_record_equals_a_plain_loop_over_the_kept_predictions(be
     assert record["n"] in [len(h) for h in by_group.values() if sum(h) / len(h) == worst]
 
 
+def test_a_complete_benchmark_records_its_average(tiny_open_clip, tmp_path, capsys):
+    """The suite cut to two datasets that are both present: the average is recorded, as a derived record."""
+    make_wds(tmp_path / "data" / "wds_cars", ["sedan", "pickup truck", "convertible"], per_class=3, shards=1)
+    make_wds(tmp_path / "data" / "wds_vtab-pets", ["cat", "dog"], per_class=4, shards=1)
+    overrides = ["suite=openclip_benchmark", f"data_root={tmp_path / 'data'}", "~suite.benchmark.datasets",
+                 "+suite.benchmark.datasets={Stanford Cars: cars, Oxford-IIIT Pet: pets}"]  # fmt: skip
+    doc = run_in_process([*overrides, *open_clip_overrides(tiny_open_clip)], tmp_path / "run")
+    main = [next(r for r in doc["records"] if (r["task"], r["metric"]) == key)
+            for key in (("cars", "top1"), ("pets", "mean_per_class_recall"))]  # fmt: skip
+    average = next(r for r in doc["records"] if r["metric"] == "benchmark_average")
+    assert average["task"] == "openclip_benchmark" and average["n"] == 9 + 8
+    assert average["value"] == pytest.approx((main[0]["value"] + main[1]["value"]) / 2, abs=1e-12)
+    assert "average over 2 datasets: " in capsys.readouterr().out
+
+
 def test_the_store_report_shows_the_benchmark_table_from_the_stored_document(benchmark_run, tmp_path):
     from clipeval.report.pages import write_store_report
 
