@@ -119,6 +119,12 @@ def test_a_benchmark_task_without_its_data_exits_2_saying_where_and_how_to_get_i
     assert "huggingface-cli download --repo-type dataset clip-benchmark/wds_cars" in err
 
 
+def test_the_benchmark_with_no_data_at_all_exits_2_naming_the_data_root(tmp_path, capsys):
+    err = exit_2(["suite=openclip_benchmark", f"data_root={tmp_path}"], capsys)
+    assert "the data of none of its 38 datasets is present" in err
+    assert f"looked in {tmp_path}/wds_imagenet1k/test/nshards.txt" in err and "set data_root=DIR" in err
+
+
 # ---------------------------------------------------------------- a real run: two mirrors present, 36 absent
 
 

@@ -182,6 +182,13 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
         from clipeval.results.benchmark import benchmark_spec
 
         benchmark = benchmark_spec(OmegaConf.to_container(selection.benchmark, resolve=True), tasks)
+        absent = [e for e in benchmark.entries if e.missing and e.task in tasks]
+        if absent and all(e.missing for e in benchmark.entries):
+            raise ClipevalError(
+                f"Suite '{selection.name}': the data of none of its {len(benchmark.entries)} datasets is present "
+                f"({absent[0].name}: {absent[0].missing}; the others alike). Download the webdataset mirrors under the "
+                "data root (each task's README says how), or set data_root=DIR (or CLIPEVAL_DATA) to where they are."
+            )
     baselines = None
     if selection.robustness is not None:
         from clipeval.run.robustness import load_baselines
