@@ -106,7 +106,9 @@ class EvaluationContext(Protocol):
     scores are computed, with the same ``classes``. ``captions``: for retrieval, the captions of the
     images of ``features`` (a :class:`~clipeval.features.encode.CaptionSet`: text features [T, D],
     unit norm, encoded in batches and cached by caption, model and precision; ``image`` [T], the
-    features row of each caption's image; ids ``<image id>#<j>``). ``images``: a random-access dataset of the raw samples
+    features row of each caption's image; ids ``<image id>#<j>``). ``sample_metadata``: each sample's metadata
+    array by sample id, when the source ships one (the webdataset mirrors of the WILDS and fairness sets: group
+    fields in ``.npy``), else None. ``images``: a random-access dataset of the raw samples
     through ``transform`` (for evaluators that run the model themselves, as an attack does).
     ``keep_predictions`` / ``keep_outcomes``: per-sample data behind the records, returned as the
     key a record names in ``samples``: ranked predictions with named per-sample ``scores`` (a
@@ -133,6 +135,8 @@ class EvaluationContext(Protocol):
     def zero_shot_logits(self, dataset: str, classes: Sequence[int] | None = None) -> torch.Tensor: ...
 
     def class_groups(self, dataset: str) -> list[list[int]] | None: ...
+
+    def sample_metadata(self, dataset: str) -> Mapping[str, Any] | None: ...
 
     def task_file(self, path: str, what: str = ...) -> list[str]: ...
 

@@ -38,6 +38,7 @@ class ArrayContext:
     (default None: the probes never touch it). ``class_groups``: {dataset: groups} as ObjectNet's.
     ``captions``: {dataset: (t [T, D] float, image [T] int)} caption features (handed out L2-normalised) and
     the row of each caption's image, for retrieval.
+    ``sample_metadata``: {dataset: {sample id: metadata array}} (the WILDS and fairness mirrors' ``.npy``).
 
     What evaluators keep is in ``kept`` ({key: Samples}) and their notes in ``notes``.
     """
@@ -55,6 +56,7 @@ class ArrayContext:
         images: Mapping[str, Sequence[tuple[Any, int, str]]] | None = None,
         class_groups: Mapping[str, list[list[int]]] | None = None,
         captions: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+        sample_metadata: Mapping[str, Mapping[str, Any]] | None = None,
         task: str = "arrays",
         task_dir: Path | None = None,
         runtime: Runtime | None = None,
@@ -68,6 +70,7 @@ class ArrayContext:
         self._prototypes_from, self._images = prototypes_from, dict(images or {})
         self._groups, self._dir = dict(class_groups or {}), task_dir
         self._captions = dict(captions or {})
+        self._metadata = dict(sample_metadata or {})
         self.kept: dict[str, Samples] = {}
         self.notes: list[dict[str, Any]] = []
 
@@ -119,6 +122,9 @@ class ArrayContext:
 
     def class_groups(self, dataset: str) -> list[list[int]] | None:
         return self._groups.get(dataset)
+
+    def sample_metadata(self, dataset: str) -> Mapping[str, Any] | None:
+        return self._metadata.get(dataset)
 
     def task_file(self, path: str, what: str = "a task file") -> list[str]:
         return read_strings(path, what, self._dir)

@@ -337,7 +337,7 @@ def test_a_composed_task_is_checked_naming_the_key_and_the_task_file(checked, ov
             ["task=digits", "+task.foo=x"],
             "task has no key 'foo' (task.foo='x'): a task takes its schema's keys and its own variables (keys of its "
             "task.yaml that an interpolation uses, like root in ${{...root}}). Available: allow_duplicate_classnames, "
-            "class_subset, classnames, datasets, dir, evaluators, name, templates, version. "
+            "class_subset, classnames, datasets, dir, evaluators, main_metric, name, templates, version. "
             "(task file: {tasks}/digits/task.yaml)",
         ),
         (["task=folder", "task.root=x", "+task.rot=x"], "task has no key 'rot' (task.rot='x')"),

@@ -353,6 +353,7 @@ def test_the_runners_context_and_the_tests_array_context_are_evaluation_contexts
 
 def _evaluators() -> dict[str, Evaluator]:
     from clipeval.evaluators.adversarial import Adversarial
+    from clipeval.evaluators.groups import MacroF1, WorstGroup
     from clipeval.evaluators.linear_probe import FewShot, LinearProbe
     from clipeval.evaluators.ood import OutOfDistribution
     from clipeval.evaluators.retrieval import Retrieval
@@ -362,6 +363,8 @@ def _evaluators() -> dict[str, Evaluator]:
         "Retrieval": Retrieval(),
         "ZeroShot": ZeroShot(calibration=True),
         "OutOfDistribution": OutOfDistribution("test", "test", in_distribution_labels="subset", resamples=50),
+        "MacroF1": MacroF1(),
+        "WorstGroup": WorstGroup(field=0, group_by="parity", k=1),
         "LinearProbe": LinearProbe("test", ["test"]),
         "FewShot": FewShot("test", "test", ks=[1, 2], seeds=2),
         "Adversarial": Adversarial("test", eps=[0, 4], steps=2, limit=6, attacks=["pgd", "apgd-ce"]),
@@ -394,7 +397,11 @@ def test_an_evaluator_returns_records_and_nothing_else(name, folder_task, run_co
         run_context = RunContext(
             FeatureBank(run_context.model, run_context.runtime, run_context.bank.cache), folder_task
         )
-    evaluator.check(folder_task)  # the optional check, as the runner calls it when the task loads
+    if hasattr(evaluator, "check"):
+        evaluator.check(folder_task)  # the optional check, as the runner calls it when the task loads
+    if name == "WorstGroup":  # an image folder ships no per-sample metadata: give each sample a group
+        ids = run_context.features("test").ids
+        monkeypatch.setattr(run_context, "sample_metadata", lambda d: {s: np.array([k % 2]) for k, s in enumerate(ids)})
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)

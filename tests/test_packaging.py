@@ -69,10 +69,9 @@ def test_wheel_carries_configs_and_tasks_and_runs_from_an_install(tmp_path):
         timeout=120,
     )
     assert help_run.returncode == 0, help_run.stderr
-    assert (
-        "imagenet_sketch, imagenet_v2, mscoco, objectnet, retrieval_hf, retrieval_wds, wds" in help_run.stdout
-        and "tiny_digits" in help_run.stdout
-    )
+    assert "imagenet_sketch, imagenet_v2, iwildcam" in help_run.stdout and "tiny_digits" in help_run.stdout
+    assert "mnist, mscoco, objectnet, pcam" in help_run.stdout  # retrieval and the 38-dataset tasks
+    assert "retrieval_hf, retrieval_wds" in help_run.stdout and "wds, wds_imagenet1k" in help_run.stdout
     where = subprocess.run(
         [
             sys.executable,

@@ -168,6 +168,11 @@ class TaskConfig(_Open):
         None, description="a list of class indices, a file with one per line, or null"
     )
     allow_duplicate_classnames: Flag = Field(False, description="true or false")
+    main_metric: str | None = Field(
+        None,
+        description="the metric a benchmark averages for this task (a registered metric such as top1 or "
+        "mean_per_class_recall), or null",
+    )
 
 
 class ShiftConfig(_Closed):
@@ -230,6 +235,36 @@ class RobustnessConfig(_Closed):
         return self
 
 
+ParamScalar = str | int | float | bool
+
+
+class BenchmarkEntry(_Closed):
+    """One dataset of a benchmark: the task (and its dataset, metric and params) whose record it averages."""
+
+    task: str = Field(description="the suite's task that scores it (a string)")
+    dataset: str | None = Field(None, description="the task's dataset (null: the task's only dataset)")
+    metric: str | None = Field(None, description="a registered metric (null: the task's main_metric)")
+    params: dict[str, ParamScalar] = Field({}, description="the record's params (a mapping), e.g. {k: 1}")
+    unavailable: str | None = Field(
+        None, description="why clipeval cannot score it yet (the task is then not in the suite), or null"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"task": value} if isinstance(value, str) else value
+
+
+class BenchmarkConfig(_Closed):
+    """A suite's benchmark: the plain mean of each dataset's main metric, as open_clip's table reports it."""
+
+    label: str = Field(description="what the average is called in tables (a string)")
+    source: str | None = Field(None, description="where the protocol comes from (a string), or null")
+    datasets: dict[str, BenchmarkEntry] = Field(
+        min_length=1, description="a mapping of dataset name (the published table's column) to its task or entry"
+    )
+
+
 class SuiteConfig(_Closed):
     """``suite``: several tasks run with one model, and their robustness report."""
 
@@ -237,6 +272,23 @@ class SuiteConfig(_Closed):
     version: Version = Field(1, description=VERSION_HELP)
     tasks: dict[str, TaskConfig] = Field(min_length=1, description="a mapping of task name to task (at least one)")
     robustness: RobustnessConfig | None = Field(None, description="the robustness report's settings, or null")
+    benchmark: BenchmarkConfig | None = Field(None, description="the benchmark's average over datasets, or null")
+
+    @model_validator(mode="after")
+    def _benchmark_names_its_tasks(self) -> SuiteConfig:
+        for name, entry in (self.benchmark.datasets if self.benchmark else {}).items():
+            key = f"suite.benchmark.datasets.{name}"
+            if entry.unavailable is None and entry.task not in self.tasks:
+                raise ClipevalError(
+                    f"{key} names task '{entry.task}', which the suite does not run. Add the task to the suite, or "
+                    f"say why it cannot run with unavailable: <reason>. {did_you_mean(entry.task, self.tasks)}"
+                )
+            if entry.unavailable is not None and entry.task in self.tasks:
+                raise ClipevalError(
+                    f"{key} is marked unavailable ({entry.unavailable!r}) but the suite runs task '{entry.task}': "
+                    "remove the unavailable line."
+                )
+        return self
 
     @model_validator(mode="after")
     def _settings_name_its_tasks(self) -> SuiteConfig:

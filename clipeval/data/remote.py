@@ -1,4 +1,5 @@
-"""Webdataset mirrors read over the network: ``http(s)://`` URLs and ``pipe:`` commands.
+"""Webdataset mirrors read over the network: ``http(s)://`` URLs (``hf://datasets/<owner>/<name>[@<revision>]`` is
+the Hugging Face hub's URL of that dataset repository) and ``pipe:`` commands.
 
 A remote shard cannot be hashed before it is read, so its part of the data key comes from one of three rules,
 tried in this order (the rule used is logged at INFO):
@@ -61,8 +62,29 @@ TEXT_LIMIT = 1 << 20  # nshards.txt, classnames.txt, templates: small files
 
 
 def is_remote(root: Any) -> bool:
-    """Whether a webdataset ``root`` names data to stream (a URL or a ``pipe:`` command), not a local folder."""
-    return isinstance(root, str) and root.startswith(("http://", "https://", "pipe:"))
+    """Whether a webdataset ``root`` names data to stream (a URL, ``hf://`` or a ``pipe:`` command), not a local
+    folder."""
+    return isinstance(root, str) and root.startswith(("http://", "https://", "pipe:", "hf://"))
+
+
+HF_ROOT = re.compile(r"hf://datasets/([^/@]+/[^/@]+)(?:@([^/]+))?/?(.*)")
+
+
+def hub_url(root: str) -> str:
+    """``hf://datasets/<owner>/<name>[@<revision>][/<folder>]`` as the hub's download URL of that folder,
+    ``https://huggingface.co/datasets/<owner>/<name>/resolve/<revision, else main>/<folder>/``; other roots as
+    they are. A 40-hex revision pins the commit (the ``pin`` rule); ClipevalError for another ``hf://`` form."""
+    if not root.startswith("hf://"):
+        return root
+    match = HF_ROOT.fullmatch(root)
+    if match is None:
+        raise ClipevalError(
+            f"task.root={root!r}: an hf:// root is hf://datasets/<owner>/<name>[@<revision>][/<folder>], e.g. "
+            "hf://datasets/clip-benchmark/wds_cars@<40-hex commit>."
+        )
+    repo, revision, folder = match.groups()
+    folder = folder.strip("/")
+    return f"https://huggingface.co/datasets/{repo}/resolve/{revision or 'main'}/" + (f"{folder}/" if folder else "")
 
 
 class RemoteError(ClipevalError):
@@ -118,7 +140,7 @@ def location(root: str, revision: str | None, timeout: float) -> Location:
         raise OptionError("timeout", timeout, "a positive number of seconds (each request and read waits that long)")
     if root.startswith("pipe:"):
         return PipeLocation(root, revision, float(timeout))
-    return HttpLocation(root, revision, float(timeout))
+    return HttpLocation(hub_url(root), revision, float(timeout))
 
 
 # --- HTTP ---------------------------------------------------------------------------------------------------------

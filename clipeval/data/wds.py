@@ -46,7 +46,13 @@ class WebDatasetSource(Source):
     """A local mirror folder, or a remote one (a URL or ``pipe:`` command: ``revision`` and ``timeout`` apply)."""
 
     def __init__(
-        self, root: str | os.PathLike, split: str = "test", revision: str | None = None, timeout: float = 60.0
+        self,
+        root: str | os.PathLike,
+        split: str = "test",
+        revision: str | None = None,
+        timeout: float = 60.0,
+        what: str | None = None,
+        how_to_get: str | None = None,
     ):
         self.split = split
         self.remote: remote.Location | None = None
@@ -60,9 +66,12 @@ class WebDatasetSource(Source):
             raise OptionError("split", split, f"a split of webdataset {self.root}: {', '.join(map(repr, splits))}")
         if not nshards_file.is_file():
             raise DataNotFound(
-                f"Webdataset split '{split}' ({split}/nshards.txt)",
+                f"{what} (webdataset split '{split}': {split}/nshards.txt)"
+                if what
+                else f"Webdataset split '{split}' ({split}/nshards.txt)",
                 [str(nshards_file)],
-                "Pass task.root=DIR, a folder in the CLIP_benchmark webdataset layout "
+                how_to_get
+                or "Pass task.root=DIR, a folder in the CLIP_benchmark webdataset layout "
                 "(for example a local clone of a clip-benchmark/wds_* dataset repository).",
                 kind="file",
             )
@@ -126,6 +135,31 @@ class WebDatasetSource(Source):
             return _ShardDataset(shards, transform, limit, self.remote)
         index = None if self._captions is None else {sid: i for i, sid in enumerate(self._captions)}
         return _ShardDataset([str(p) for p in self.shards], transform, limit, index=index)
+
+    def sample_metadata(self, extension: str = "npy") -> dict[str, Any]:
+        """Each sample's ``.<extension>`` member (the per-sample metadata array some mirrors ship, e.g. the WILDS and
+        fairness sets' group fields), loaded with numpy, by sample id (as :meth:`dataset` names samples). Reads the
+        shards' headers and those members only, not the images (a streamed mirror is read whole once more)."""
+        import numpy as np
+
+        out: dict[str, Any] = {}
+        if self.remote is not None:
+            samples = remote.shard_samples(self.remote, list(zip(self.shards, self.validators, strict=True)))
+            for sample in samples:
+                if extension in sample:
+                    sid = f"{remote.shard_stem(sample['__url__'])}/{sample['__key__']}"
+                    out[sid] = np.load(io.BytesIO(sample[extension]), allow_pickle=False)
+            return out
+        for shard in self.shards:
+            with tarfile.open(shard, "r:") as tar:
+                for member in tar:
+                    folder, _, base = member.name.rpartition("/")
+                    key, dot, ext = base.partition(".")
+                    if dot and ext == extension and member.isfile():
+                        data = tar.extractfile(member).read()
+                        sid = f"{shard.stem}/{folder + '/' if folder else ''}{key}"
+                        out[sid] = np.load(io.BytesIO(data), allow_pickle=False)
+        return out
 
     def loader_options(self, limit: int | None) -> dict[str, Any]:
         # Shards are split between workers; "the first N" is only well defined in one process.

@@ -25,11 +25,14 @@ from typing import Any
 
 from clipeval.atomic import atomic_write
 from clipeval.errors import ClipevalError
-from clipeval.report.run_summary import draw_run_figures, robustness_report, run_label
+from clipeval.report.run_summary import benchmark, draw_run_figures, robustness_report, run_label
 from clipeval.report.tables import (
+    BENCHMARK_HEAD,
     CALIBRATION_HEAD,
     HEAD,
     ROBUSTNESS_HEAD,
+    benchmark_caption,
+    benchmark_rows,
     calibration_caption,
     calibration_rows,
     record_rows,
@@ -88,6 +91,9 @@ def run_section(doc: ResultsDocument, figures: Path | None = None) -> Section:
                 "and baseline points (accuracies in %, effective robustness (ER) in percentage points, pp):",
             )
         )
+    result = benchmark(doc)
+    if result is not None:
+        section.tables.append(Table(BENCHMARK_HEAD, benchmark_rows(result), escape(benchmark_caption(result)) + ":"))
     if any(r.metric == "ece" for r in doc.records):
         section.tables.append(
             Table(CALIBRATION_HEAD, calibration_rows(doc.records, report), escape(calibration_caption(doc.records)))

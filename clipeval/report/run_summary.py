@@ -1,6 +1,7 @@
 """What a run prints and draws when it finishes, computed from its results document alone.
 
-A task prints its records; a suite prints its robustness table and then the records of the
+A task prints its records; a suite with a benchmark prints each dataset's main metric and the average over
+datasets (clipeval.results.benchmark); a suite prints its robustness table and then the records of the
 tasks the table does not cover (probes, attacks) whose metric is a summary metric
 (clipeval.results.record.METRICS). Figures: the suite's configured robustness figures, and one
 figure per few-shot probe and per attacked dataset, drawn from the records.
@@ -18,10 +19,12 @@ from clipeval.report.tables import (
     CALIBRATION_HEAD,
     calibration_caption,
     calibration_rows,
+    format_benchmark,
     format_records,
     format_report,
     text_table,
 )
+from clipeval.results.benchmark import BenchmarkResult, BenchmarkSpec, benchmark_result
 from clipeval.results.robustness import RobustnessSpec
 from clipeval.results.store import ResultsDocument
 
@@ -57,8 +60,17 @@ def summary(doc: ResultsDocument) -> str:
     return where + _tables(doc) + format_notes(doc.raw)
 
 
+def benchmark(doc: ResultsDocument) -> BenchmarkResult | None:
+    """The document's benchmark average and its datasets, from its records and stored settings (None: none)."""
+    raw = doc.raw.get("benchmark")
+    return None if not raw else benchmark_result(BenchmarkSpec.from_json(raw, f"{doc.where}: benchmark"), doc.records)
+
+
 def _tables(doc: ResultsDocument) -> str:
     title = f"{doc.selection['name']} (v{doc.selection['version']})"
+    result = benchmark(doc)
+    if result is not None:  # the benchmark's main metrics and average; the other records are in results.json
+        return format_benchmark(f"{title} · {doc.model_label}", result)
     spec = stored_spec(doc)
     if spec is None:
         return format_records(f"{title} · {doc.model_label}", doc.records)

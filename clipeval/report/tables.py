@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from clipeval.results.benchmark import BenchmarkResult
 from clipeval.results.record import Record
 
 if TYPE_CHECKING:
@@ -244,3 +245,73 @@ def text_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
     )
     return "\n".join([fmt(head), *(fmt(r) for r in rows)])
+
+
+# ---------------------------------------------------------------- benchmark average
+
+
+def format_benchmark(title: str, result: BenchmarkResult) -> str:
+    """The benchmark's table: each dataset's main metric, interval and n (or why it is missing), then the average
+    over all datasets, or INCOMPLETE with the number missing and the mean of those present, labelled as such."""
+    rows = result.rows
+    width = max(len("dataset"), *(len(r.entry.name) for r in rows))
+    source = max(len("task/dataset"), *(len(f"{r.entry.task}/{r.entry.dataset or '?'}") for r in rows))
+    lines = [
+        f"{title} · {result.spec.label}",
+        f"{'dataset':<{width}} {'task/dataset':<{source}} {'main metric':<24} {'value':>7}  {'95% interval':<17} "
+        f"{'n':>7}",
+    ]
+    for row in rows:
+        where = f"{row.entry.task}/{row.entry.dataset or '?'}"
+        metric = row.entry.metric or "?"
+        if row.entry.params:
+            metric += " " + " ".join(f"{k}={v}" for k, v in sorted(row.entry.params.items()))
+        if row.record is None:
+            lines.append(f"{row.entry.name:<{width}} {where:<{source}} {metric:<24} {'-':>7}  {row.status}")
+            continue
+        r = row.record
+        n = "?" if r.n is None else r.n
+        lines.append(
+            f"{row.entry.name:<{width}} {where:<{source}} {metric:<24} {r.value:>7.4f}  [{r.ci[0]:.4f}, {r.ci[1]:.4f}] "
+            f"{n:>7}"
+        )
+    total = len(rows)
+    if result.complete:
+        lines.append(f"average over {total} datasets: {result.average:.4f}")
+    else:
+        missing = total - len(result.present)
+        partial = result.mean_of_present
+        shown = f"; mean of the {len(result.present)} present (not the benchmark's average): {partial:.4f}" if (
+            partial is not None) else ""  # fmt: skip
+        lines.append(f"average over {total} datasets: INCOMPLETE ({missing} of {total} missing){shown}")
+    return "\n".join(lines)
+
+
+BENCHMARK_HEAD = ["dataset", "task/dataset", "main metric", "value (%)", "95% interval (%)", "n"]
+
+
+def benchmark_rows(result: BenchmarkResult) -> list[list[str]]:
+    """The benchmark's rows for pages (percent): each dataset's main metric, or why it is missing."""
+    rows = []
+    for row in result.rows:
+        where = f"{row.entry.task}/{row.entry.dataset or '?'}"
+        metric = " ".join([row.entry.metric or "?", *(f"{k}={v}" for k, v in sorted(row.entry.params.items()))])
+        if row.record is None:
+            rows.append([row.entry.name, where, metric, "", row.status, ""])
+            continue
+        r = row.record
+        rows.append([row.entry.name, where, metric, f"{100 * r.value:.2f}",
+                     f"[{100 * r.ci[0]:.2f}, {100 * r.ci[1]:.2f}]", "?" if r.n is None else str(r.n)])  # fmt: skip
+    return rows
+
+
+def benchmark_caption(result: BenchmarkResult) -> str:
+    """The benchmark's headline: the average over all its datasets, or INCOMPLETE with how many are missing."""
+    total = len(result.rows)
+    if result.complete:
+        return f"{result.spec.label}: {100 * result.average:.2f}% (average over {total} datasets)"
+    missing = total - len(result.present)
+    partial = result.mean_of_present
+    shown = "" if partial is None else (
+        f"; mean of the {len(result.present)} present, not the benchmark's average: {100 * partial:.2f}%")  # fmt: skip
+    return f"{result.spec.label}: INCOMPLETE ({missing} of {total} datasets missing){shown}"

@@ -135,6 +135,23 @@ for _m in (
         higher_is_better=False,
     ),
     Metric(
+        "worst_group_top1",
+        "top-1 in the group of samples (by a metadata field) where it is lowest (datacomp's acc_wg)",
+    ),
+    Metric(
+        "worst_group_top5",
+        "top-5 in the group of samples (by a metadata field) where it is lowest (datacomp's acc_top5_wg)",
+    ),
+    Metric(
+        "macro_f1",
+        "mean over classes (those in the labels or the predictions) of each class's F1 of top-1 (WILDS F1-macro_all)",
+    ),
+    Metric(
+        "benchmark_average",
+        "plain mean of each dataset's main metric over a benchmark's datasets, only when every one is present",
+        derived=True,
+    ),
+    Metric(
         "effective_robustness",
         "shift top-1 minus the baselines' logit-linear fit at the in-distribution top-1 (Taori et al. 2020)",
         unit="difference",

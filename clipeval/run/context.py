@@ -124,6 +124,11 @@ class RunContext:
     def class_groups(self, dataset: str) -> list[list[int]] | None:
         return getattr(self._task.source(dataset), "class_groups", None)
 
+    def sample_metadata(self, dataset: str) -> Mapping[str, Any] | None:
+        """Each sample's metadata array by sample id (a source with ``sample_metadata()``), else None."""
+        read = getattr(self._task.source(dataset), "sample_metadata", None)
+        return None if read is None else read()
+
     def task_file(self, path: str, what: str = "a task file") -> list[str]:
         """The lines of ``path`` (relative to the task's folder): class subsets, name lists. ``what`` names it in errors."""
         return read_strings(path, what, self._task.dir)

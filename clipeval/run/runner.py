@@ -67,6 +67,7 @@ class Selection:
     version: str
     tasks: list[DictConfig]
     robustness: DictConfig | None = None
+    benchmark: DictConfig | None = None
 
     @property
     def is_suite(self) -> bool:
@@ -87,6 +88,7 @@ class Selection:
                 str(suite.get("version", "1")),
                 list(suite.tasks.values()),
                 suite.get("robustness"),
+                suite.get("benchmark"),
             )
         raise ClipevalError("Nothing to evaluate: choose a task (task=<name>) or a suite (suite=<name>). See --help.")
 
@@ -175,6 +177,18 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
     runtime.seed_everything()
     selection = Selection.from_config(cfg)
     tasks = {t.name: t for t in map(load_task, selection.tasks)}
+    benchmark = None
+    if selection.benchmark is not None:  # each dataset's record, checked before anything is encoded
+        from clipeval.results.benchmark import benchmark_spec
+
+        benchmark = benchmark_spec(OmegaConf.to_container(selection.benchmark, resolve=True), tasks)
+        absent = [e for e in benchmark.entries if e.missing and e.task in tasks]
+        if absent and all(e.missing for e in benchmark.entries):
+            raise ClipevalError(
+                f"Suite '{selection.name}': the data of none of its {len(benchmark.entries)} datasets is present "
+                f"({absent[0].name}: {absent[0].missing}; the others alike). Download the webdataset mirrors under the "
+                "data root (each task's README says how), or set data_root=DIR (or CLIPEVAL_DATA) to where they are."
+            )
     baselines = None
     if selection.robustness is not None:
         from clipeval.run.robustness import load_baselines
@@ -215,6 +229,8 @@ def _run(cfg: DictConfig, run_dir: Path, cache: TensorCache) -> dict[str, Any]:
             extra["effective_robustness_error"] = "not computed: the run was interrupted"
         except Exception as exc:  # raised again once the results are written
             report_error, extra["effective_robustness_error"] = exc, str(exc)
+    if benchmark is not None:
+        evaluation.records += _add_benchmark(extra, selection.name, benchmark, evaluation.records)
     config = OmegaConf.to_container(cfg, resolve=True)
     document = results_document(
         model=model,
@@ -391,6 +407,16 @@ def _add_robustness(
     report = build_report(spec, records)
     extra["effective_robustness"] = report.to_json()
     return [r.with_task(selection.name) for r in report.records()]
+
+
+def _add_benchmark(extra: dict[str, Any], suite: str, spec: Any, records: list[Record]) -> list[Record]:
+    """Store the suite's benchmark settings (``benchmark``: each dataset's record, or why it is missing); returns
+    the average's record (task: the suite) when every dataset has its record, else nothing."""
+    from clipeval.results.benchmark import benchmark_result
+
+    extra["benchmark"] = spec.to_json()
+    average = benchmark_result(spec, records).record(suite)
+    return [] if average is None else [average]
 
 
 def _figure_specs(selection: Selection) -> list[dict[str, Any]]:

@@ -35,6 +35,8 @@ class Task:
     templates_option: Any = None
     #: let two scored classes share a name (the CLIP paper's ImageNet list repeats two); else an error
     allow_duplicate_classnames: bool = False
+    #: the metric a benchmark averages for this task (task.yaml ``main_metric``), or None
+    main_metric: str | None = None
 
     def classnames(self, dataset: str) -> list[str]:
         """The task's class names, else the ones the data carries (folder names, ClassLabel, classnames.txt)."""
@@ -246,6 +248,7 @@ def load_task(cfg: DictConfig) -> Task:
         classnames_option=cfg.get("classnames"),
         templates_option=cfg.get("templates"),
         allow_duplicate_classnames=checked.allow_duplicate_classnames,
+        main_metric=checked.main_metric,
     )
     task.check()
     return task

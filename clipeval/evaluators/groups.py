@@ -1,0 +1,153 @@
+"""Zero-shot metrics beyond top-k that the 38-dataset benchmark (datacomp, open_clip's table) uses.
+
+- :class:`WorstGroup`: top-k accuracy in each group of samples (a field of each sample's metadata array), and the
+  group where it is lowest: datacomp's ``acc_wg`` (GeoDE: by region), ``acc_top5_wg`` (Dollar Street: by income
+  group) and ``acc_worst_region`` (FMoW). Groups without samples do not count (as WILDS' ``standard_group_eval``).
+- :class:`MacroF1`: the mean over classes of each class's F1 of the top-1 prediction, over the classes found in the
+  labels or the predictions (scikit-learn's ``f1_score(average="macro")``, which WILDS' ``F1`` calls: iWildCam's
+  ``F1-macro_all``).
+
+Both score the task's zero-shot logits (:meth:`EvaluationContext.zero_shot_logits`), as the zero-shot evaluator does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from clipeval.contracts import EvaluationContext
+from clipeval.errors import ClipevalError
+from clipeval.results.metrics import clopper_pearson
+from clipeval.results.record import Record
+
+log = logging.getLogger(__name__)
+
+#: bootstrap resamples and seed of the macro-F1 interval
+RESAMPLES, SEED = 1000, 0
+
+
+def group_accuracies(hits: np.ndarray, groups: np.ndarray) -> dict[int, tuple[int, int]]:
+    """{group: (correct, count)} for each group that has samples; ``hits``: [N] bool, ``groups``: [N] int."""
+    values, inverse = np.unique(groups, return_inverse=True)
+    correct = np.bincount(inverse, weights=hits.astype(np.float64), minlength=len(values))
+    counts = np.bincount(inverse, minlength=len(values))
+    return {int(v): (int(round(c)), int(n)) for v, c, n in zip(values, correct, counts, strict=True)}
+
+
+def worst_group(hits: np.ndarray, groups: np.ndarray) -> tuple[int, int, int]:
+    """(group, correct, count) of the group with the lowest accuracy (on a tie, the smallest group value)."""
+    per_group = group_accuracies(hits, groups)
+    group = min(per_group, key=lambda g: (per_group[g][0] / per_group[g][1], g))
+    return group, *per_group[group]
+
+
+def macro_f1(pred: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over the classes in ``labels`` or ``pred`` of 2·TP / (2·TP + FP + FN)."""
+    classes = np.union1d(labels, pred)
+    index = np.searchsorted(classes, labels), np.searchsorted(classes, pred)
+    tp = np.bincount(index[0][pred == labels], minlength=len(classes))
+    support = np.bincount(index[0], minlength=len(classes))  # TP + FN
+    predicted = np.bincount(index[1], minlength=len(classes))  # TP + FP
+    return float(np.mean(2 * tp / (support + predicted)))
+
+
+def bootstrap_interval(
+    pred: np.ndarray, labels: np.ndarray, value: float, resamples: int = RESAMPLES, seed: int = SEED
+) -> tuple[float, float]:
+    """95% percentile bootstrap interval of :func:`macro_f1` over samples, widened to hold ``value`` itself."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    draws = [macro_f1(pred[i], labels[i]) for i in (rng.integers(0, n, n) for _ in range(resamples))]
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return min(float(lo), value), max(float(hi), value)
+
+
+class WorstGroup:
+    """Zero-shot top-``k`` accuracy of the worst group of samples, the groups being one field of each sample's
+    metadata array (``field``: its index; ``group_by``: its name, in the log and messages).
+
+    The record's ``n`` and Clopper–Pearson interval are the worst group's (the interval does not account for
+    the choice of that group among the others). Each group's accuracy is logged.
+    """
+
+    def __init__(self, field: int, group_by: str, k: int = 1, datasets: Sequence[str] | None = None):
+        if k not in (1, 5):
+            raise ClipevalError(f"WorstGroup k must be 1 or 5 (worst_group_top1, worst_group_top5), not {k!r}.")
+        if isinstance(field, bool) or not isinstance(field, int) or field < 0:
+            raise ClipevalError(f"WorstGroup field must be the index (0, 1, ...) of a metadata field, not {field!r}.")
+        self.field, self.group_by, self.k = field, str(group_by), k
+        self.datasets = list(datasets) if datasets else None
+
+    def evaluate(self, ctx: EvaluationContext) -> list[Record]:
+        records = []
+        for dataset in self.datasets or ctx.datasets():
+            if dataset not in ctx.datasets():
+                continue  # an optional dataset that is absent; the task has said so
+            fs = ctx.features(dataset)
+            logits = ctx.zero_shot_logits(dataset)
+            ctx.check_labels(dataset, fs.labels, logits.shape[1])
+            groups = self._groups(ctx.sample_metadata(dataset), fs.ids, dataset)
+            topk = logits.topk(min(self.k, logits.shape[1]), dim=1).indices
+            hits = (topk == fs.labels[:, None]).any(dim=1).numpy()
+            group, correct, count = worst_group(hits, groups)
+            shown = ", ".join(f"{g}: {c}/{n}" for g, (c, n) in group_accuracies(hits, groups).items())
+            log.info("Task %s, %s: top-%d by %s (correct/count): %s; worst: %s", ctx.task, dataset, self.k,
+                     self.group_by, shown, group)  # fmt: skip
+            records.append(
+                Record(
+                    dataset,
+                    f"worst_group_top{self.k}",
+                    correct / count,
+                    count,
+                    clopper_pearson(correct, count),
+                )
+            )
+        return records
+
+    def _groups(self, metadata: Mapping[str, Any] | None, ids: Sequence[str], dataset: str) -> np.ndarray:
+        if metadata is None:
+            raise ClipevalError(
+                f"Dataset '{dataset}' carries no per-sample metadata, so its samples cannot be grouped by "
+                f"{self.group_by}. Use a source that ships it (a webdataset mirror with a .npy per sample)."
+            )
+        absent = [i for i in ids if i not in metadata]
+        if absent:
+            raise ClipevalError(
+                f"Dataset '{dataset}': {len(absent)} of {len(ids)} samples have no metadata array (.npy), e.g. "
+                f"{absent[0]!r}; every sample needs its {self.group_by} to be grouped. Download the mirror again."
+            )
+        rows = [np.asarray(metadata[i]).reshape(-1) for i in ids]
+        short = next((i for i, r in zip(ids, rows, strict=True) if len(r) <= self.field), None)
+        if short is not None:
+            raise ClipevalError(
+                f"Dataset '{dataset}': the metadata of sample {short!r} has no field {self.field} ({self.group_by}); "
+                "check the task's WorstGroup field."
+            )
+        return np.array([int(r[self.field]) for r in rows], dtype=np.int64)
+
+
+class MacroF1:
+    """Zero-shot macro-averaged F1 of the top-1 prediction; the interval is a percentile bootstrap over samples
+    (1,000 resamples, seed 0), widened to hold the estimate."""
+
+    def __init__(self, datasets: Sequence[str] | None = None):
+        self.datasets = list(datasets) if datasets else None
+
+    def evaluate(self, ctx: EvaluationContext) -> list[Record]:
+        records = []
+        for dataset in self.datasets or ctx.datasets():
+            if dataset not in ctx.datasets():
+                continue
+            fs = ctx.features(dataset)
+            logits = ctx.zero_shot_logits(dataset)
+            ctx.check_labels(dataset, fs.labels, logits.shape[1])
+            pred = torch.argmax(logits, dim=1).numpy()
+            labels = fs.labels.numpy()
+            value = macro_f1(pred, labels)
+            ci = bootstrap_interval(pred, labels, value)
+            records.append(Record(dataset, "macro_f1", value, len(labels), ci, "bootstrap-percentile"))
+        return records

@@ -1,0 +1,383 @@
+"""open_clip's 38-dataset benchmark: task folders reading the webdataset mirrors, each dataset's main metric, the
+suite's average over datasets, the new metrics (worst group, macro F1) and the published golden files.
+
+One real run (two datasets generated in the mirror layout under a data root, the other 36 absent) covers the tasks,
+the suite, the missing datasets and the printed table; the other tasks are checked by composition.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import (
+    PUBLISHED,
+    compose_config,
+    exit_2,
+    make_wds,
+    open_clip_overrides,
+    run_in_process,
+    synthetic_image,
+)
+
+from clipeval.config.construct import check_targets
+from clipeval.config.paths import builtin_tasks_dir, conf_dir
+from clipeval.config.schema import SuiteConfig, validate_config
+from clipeval.errors import ClipevalError
+from clipeval.evaluators.groups import bootstrap_interval, macro_f1, worst_group
+from clipeval.results.benchmark import BenchmarkSpec, Entry, benchmark_result
+from clipeval.results.metrics import clopper_pearson
+from clipeval.results.record import METRICS, Record
+
+SUITE_FILE = conf_dir() / "suite" / "openclip_benchmark.yaml"
+SUITE = yaml.safe_load(SUITE_FILE.read_text())
+ENTRIES = SUITE["benchmark"]["datasets"]
+TASKS = [e for e in ENTRIES.values() if isinstance(e, str)]
+UNAVAILABLE = {name: e for name, e in ENTRIES.items() if isinstance(e, dict)}
+OPENCLIP_CSV = PUBLISHED / "openclip_results.csv"
+GOLDEN = sorted((Path(__file__).parents[1] / "reports" / "golden").glob("openclip_benchmark_*.json"))
+
+#: each column's main metric as datacomp names it (mlfoundations/datacomp@4afedc4 tasklist.yml: main_metric, acc1
+#: when absent), and clipeval's name for it
+DATACOMP_TO_CLIPEVAL = {"acc1": "top1", "mean_per_class_recall": "mean_per_class_recall", "F1-macro_all": "macro_f1",
+                        "acc_worst_region": "worst_group_top1", "acc_wg": "worst_group_top1",
+                        "acc_top5_wg": "worst_group_top5", "mean_recall@1": "mean_recall@k"}  # fmt: skip
+DATACOMP_MAIN = {"Caltech-101": "mean_per_class_recall", "FGVC Aircraft": "mean_per_class_recall",
+                 "Oxford Flowers-102": "mean_per_class_recall", "Oxford-IIIT Pet": "mean_per_class_recall",
+                 "Flickr": "mean_recall@1", "MSCOCO": "mean_recall@1", "WinoGAViL": "jaccard_score_10-12",
+                 "iWildCam": "F1-macro_all", "FMoW": "acc_worst_region", "Dollar Street": "acc_top5_wg",
+                 "GeoDE": "acc_wg"}  # fmt: skip
+
+
+def task_yaml(name: str) -> dict:
+    return yaml.safe_load((builtin_tasks_dir() / name / "task.yaml").read_text())
+
+
+# ---------------------------------------------------------------- the configuration
+
+
+def test_the_suite_names_the_38_columns_of_open_clips_table_in_its_order():
+    assert len(ENTRIES) == 38 and len(TASKS) == 35
+    assert sorted(UNAVAILABLE) == ["Flickr", "MSCOCO", "WinoGAViL"]
+    if OPENCLIP_CSV.is_file():
+        header = next(csv.reader(OPENCLIP_CSV.open()))
+        assert list(ENTRIES) == header[header.index("Average perf. on 38 datasets") + 1 :]
+
+
+@pytest.mark.parametrize("column", sorted(ENTRIES))
+def test_each_dataset_declares_datacomps_main_metric(column):
+    entry = ENTRIES[column]
+    declared = entry["metric"] if isinstance(entry, dict) else task_yaml(entry)["main_metric"]
+    assert declared == DATACOMP_TO_CLIPEVAL.get(DATACOMP_MAIN.get(column, "acc1"), declared)
+    if isinstance(entry, str):
+        assert declared in METRICS
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_benchmark_task_composes_and_reads_its_mirror_under_the_data_root(task):
+    cfg = compose_config([f"task={task}", "data_root=/data"])
+    validate_config(cfg)
+    check_targets(cfg)
+    assert cfg.task.name == task
+    assert cfg.task.datasets.test._target_ == "clipeval.data.wds.WebDatasetSource"
+    assert cfg.task.root.startswith("/data/wds_")
+
+
+def test_the_suite_composes_with_every_dataset_optional():
+    cfg = compose_config(["suite=openclip_benchmark", "data_root=/data"])
+    validate_config(cfg)
+    check_targets(cfg)
+    assert sorted(cfg.suite.tasks) == sorted(TASKS)
+    assert all(cfg.suite.tasks[t].datasets.test.optional for t in TASKS)
+
+
+def test_a_benchmark_entry_must_name_a_task_of_the_suite_or_say_why_it_is_unavailable():
+    suite = {"name": "b", "tasks": {"cars": {"name": "cars", "datasets": {"test": {"_target_": "x"}},
+             "evaluators": {"z": {"_target_": "y"}}}}}  # fmt: skip
+    with pytest.raises(ClipevalError, match=r"names task 'flickr30k', which the suite does not run"):
+        SuiteConfig.model_validate(suite | {"benchmark": {"label": "x", "datasets": {"Flickr": "flickr30k"}}})
+    with pytest.raises(ClipevalError, match=r"marked unavailable .* but the suite runs task 'cars'"):
+        SuiteConfig.model_validate(
+            suite | {"benchmark": {"label": "x", "datasets": {"Cars": {"task": "cars", "unavailable": "why"}}}}
+        )
+
+
+# ---------------------------------------------------------------- missing data
+
+
+def test_a_benchmark_task_without_its_data_exits_2_saying_where_and_how_to_get_it(tmp_path, capsys):
+    err = exit_2(["task=cars", f"data_root={tmp_path}"], capsys)
+    assert "Task 'cars': Stanford Cars" in err
+    assert f"{tmp_path}/wds_cars/test/nshards.txt" in err
+    assert "huggingface-cli download --repo-type dataset clip-benchmark/wds_cars" in err
+
+
+def test_the_benchmark_with_no_data_at_all_exits_2_naming_the_data_root(tmp_path, capsys):
+    err = exit_2(["suite=openclip_benchmark", f"data_root={tmp_path}"], capsys)
+    assert "the data of none of its 38 datasets is present" in err
+    assert f"looked in {tmp_path}/wds_imagenet1k/test/nshards.txt" in err and "set data_root=DIR" in err
+
+
+# ---------------------------------------------------------------- a real run: two mirrors present, 36 absent
+
+
+def make_grouped_wds(root: Path, classes: list[str], groups: list[int], per_class: int = 4) -> Path:
+    """``make_wds``'s layout with a ``.npy`` metadata array per sample ([group, 7]), as the WILDS and fairness
+    mirrors ship; sample i of the shard is in ``groups[i % len(groups)]``."""
+    make_wds(root, classes, per_class=per_class, shards=1)
+    samples = [(label, i) for label in range(len(classes)) for i in range(per_class)]
+    with tarfile.open(root / "test" / "0.tar", "w") as tar:
+        for n, (label, i) in enumerate(samples):
+            png = io.BytesIO()
+            synthetic_image(label, i).save(png, format="PNG")
+            meta = io.BytesIO()
+            np.save(meta, np.array([groups[n % len(groups)], 7], dtype=np.int64))
+            for ext, data in (("png", png.getvalue()), ("cls", str(label).encode()), ("npy", meta.getvalue())):
+                info = tarfile.TarInfo(f"s{n:04d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return root
+
+
+@pytest.fixture(scope="module")
+def benchmark_run(tiny_open_clip, tmp_path_factory):
+    """suite=openclip_benchmark with Stanford Cars and GeoDE generated under the data root, the rest absent."""
+    base = tmp_path_factory.mktemp("bench38")
+    data = base / "data"
+    make_wds(data / "wds_cars", ["sedan", "pickup truck", "convertible"], per_class=4, shards=2)
+    groups = [0, 1, 2, 1, 0]
+    make_grouped_wds(data / "wds_geode_test", ["bag", "chair", "stove", "tree"], groups, per_class=5)
+    run_dir = base / "run"
+
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as env, contextlib.redirect_stdout(out):
+        env.setenv("CLIPEVAL_STORE", str(base / "store"))  # the autouse store and cache are per test, set up after this
+        env.setenv("CLIPEVAL_CACHE", str(base / "cache"))
+        doc = run_in_process(
+            ["suite=openclip_benchmark", f"data_root={data}", *open_clip_overrides(tiny_open_clip)], run_dir
+        )
+    return doc, out.getvalue(), run_dir, groups, base / "store"
+
+
+def test_the_benchmark_runs_the_datasets_present_and_lists_every_other_as_missing(benchmark_run):
+    doc, printed, *_ = benchmark_run
+    spec = BenchmarkSpec.from_json(doc["benchmark"])
+    missing = {e.name: e.missing for e in spec.entries if e.missing}
+    assert sorted(set(ENTRIES) - set(missing)) == ["GeoDE", "Stanford Cars"]
+    assert "wds_sun397/test/nshards.txt" in missing["SUN397"]
+    assert missing["WinoGAViL"].startswith("not implemented")
+    main = {(r["task"], r["metric"]): r for r in doc["records"] if r["dataset"] == "test"}
+    assert main[("cars", "top1")]["n"] == 12 and main[("geode", "worst_group_top1")]["n"] > 0
+    assert not any(r["metric"] == "benchmark_average" for r in doc["records"])  # incomplete: no average record
+    lines = printed.splitlines()
+    cars = next(line for line in lines if line.startswith("Stanford Cars"))
+    assert "cars/test" in cars and "top1" in cars and cars.rstrip().endswith(" 12")  # n per dataset
+    assert any(line.startswith("SUN397") and "data absent (looked in" in line for line in lines)
+    assert "average over 38 datasets: INCOMPLETE (36 of 38 missing); mean of the 2 present" in printed
+
+
+def test_the_worst_group_record_equals_a_plain_loop_over_the_kept_predictions(benchmark_run):
+    import pyarrow.parquet as pq
+
+    doc, _, run_dir, groups, _ = benchmark_run
+    kept = pq.read_table(run_dir / "predictions" / "geode" / "test.parquet").to_pydict()  # the zero-shot evaluator's
+    ids, labels = kept["sample_id"], kept["label"]
+    top1 = [row[0] for row in kept["topk"]]
+    by_group: dict[int, list[bool]] = {}
+    for sample_id, label, pred in zip(ids, labels, top1, strict=True):
+        n = int(sample_id.split("/s")[1])  # ids are <shard>/s<n>
+        by_group.setdefault(groups[n % len(groups)], []).append(pred == label)
+    worst = min(sum(h) / len(h) for h in by_group.values())
+    record = next(r for r in doc["records"] if r["metric"] == "worst_group_top1")
+    assert record["value"] == pytest.approx(worst, abs=1e-12)
+    assert record["n"] in [len(h) for h in by_group.values() if sum(h) / len(h) == worst]
+
+
+def test_a_complete_benchmark_records_its_average(tiny_open_clip, tmp_path, capsys):
+    """The suite cut to two datasets that are both present: the average is recorded, as a derived record."""
+    make_wds(tmp_path / "data" / "wds_cars", ["sedan", "pickup truck", "convertible"], per_class=3, shards=1)
+    make_wds(tmp_path / "data" / "wds_vtab-pets", ["cat", "dog"], per_class=4, shards=1)
+    overrides = ["suite=openclip_benchmark", f"data_root={tmp_path / 'data'}", "~suite.benchmark.datasets",
+                 "+suite.benchmark.datasets={Stanford Cars: cars, Oxford-IIIT Pet: pets}"]  # fmt: skip
+    doc = run_in_process([*overrides, *open_clip_overrides(tiny_open_clip)], tmp_path / "run")
+    main = [next(r for r in doc["records"] if (r["task"], r["metric"]) == key)
+            for key in (("cars", "top1"), ("pets", "mean_per_class_recall"))]  # fmt: skip
+    average = next(r for r in doc["records"] if r["metric"] == "benchmark_average")
+    assert average["task"] == "openclip_benchmark" and average["n"] == 9 + 8
+    assert average["value"] == pytest.approx((main[0]["value"] + main[1]["value"]) / 2, abs=1e-12)
+    assert "average over 2 datasets: " in capsys.readouterr().out
+
+
+def test_the_store_report_shows_the_benchmark_table_from_the_stored_document(benchmark_run, tmp_path):
+    from clipeval.report.pages import write_store_report
+
+    store = benchmark_run[4]
+    markdown, _ = write_store_report(store, tmp_path / "report")
+    text = markdown.read_text()
+    assert "INCOMPLETE (36 of 38 datasets missing); mean of the 2 present" in text
+    cars = next(line for line in text.splitlines() if line.startswith("| Stanford Cars"))
+    assert "| 12 |" in cars  # n per dataset
+
+
+# ---------------------------------------------------------------- the average
+
+
+def _published_rows() -> list[dict[str, str]]:
+    if not OPENCLIP_CSV.is_file():
+        pytest.skip("../shared/data is absent")
+    return list(csv.DictReader(OPENCLIP_CSV.open()))
+
+
+def test_the_average_is_the_plain_mean_of_the_38_main_metrics_as_open_clip_publishes_it():
+    """Feed each published row's 38 numbers as records: the average equals the table's own column (4 decimals)."""
+    spec = BenchmarkSpec("b", [Entry(name, f"t{i}", "test", "m") for i, name in enumerate(ENTRIES)])
+    for row in _published_rows():
+        records = [Record("test", "m", float(row[e.name]), 100, (0.0, 1.0), task=e.task) for e in spec.entries]
+        result = benchmark_result(spec, records)
+        assert result.complete
+        assert result.average == pytest.approx(float(row["Average perf. on 38 datasets"]), abs=6e-5)
+
+
+def test_an_incomplete_benchmark_has_no_average_and_no_record():
+    spec = BenchmarkSpec("b", [Entry("A", "a", "test", "top1"), Entry("B", "b", "test", "top1"),
+                               Entry("C", "c", "test", "top1", missing="data absent")])  # fmt: skip
+    records = [
+        Record("test", "top1", 0.5, 10, (0.2, 0.8), task="a"),
+        Record("test", "top1", 0.7, 30, (0.5, 0.85), task="b"),
+    ]
+    result = benchmark_result(spec, records)
+    assert not result.complete and result.average is None and result.record("suite") is None
+    assert result.mean_of_present == pytest.approx(0.6)
+    complete = benchmark_result(BenchmarkSpec("b", spec.entries[:2]), records)
+    average = complete.record("suite")
+    assert (average.value, average.n, average.ci) == (
+        pytest.approx(0.6),
+        40,
+        (pytest.approx(0.35), pytest.approx(0.825)),
+    )
+
+
+def test_a_record_counts_only_with_its_entrys_params():
+    spec = BenchmarkSpec("b", [Entry("Flickr", "flickr30k", "test", "top1", {"k": 1})])
+    assert (
+        benchmark_result(spec, [Record("test", "top1", 0.5, 10, (0.2, 0.8), task="flickr30k", params={"k": 5})])
+        .rows[0]
+        .record
+        is None
+    )
+
+
+# ---------------------------------------------------------------- the new metrics, against independent computations
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_macro_f1_equals_scikit_learn(seed):
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 7, 200)
+    pred = np.where(rng.random(200) < 0.5, labels, rng.integers(0, 9, 200))  # classes 7, 8 only predicted
+    assert macro_f1(pred, labels) == pytest.approx(f1_score(labels, pred, average="macro"), abs=1e-12)
+    lo, hi = bootstrap_interval(pred, labels, macro_f1(pred, labels), resamples=200)
+    assert lo <= macro_f1(pred, labels) <= hi
+
+
+def test_worst_group_equals_a_plain_loop():
+    rng = np.random.default_rng(3)
+    hits, groups = rng.random(300) < 0.6, rng.choice([0, 2, 5, 9], 300)
+    accuracy = {}
+    for g in set(groups.tolist()):
+        members = [h for h, gg in zip(hits, groups, strict=True) if gg == g]
+        accuracy[g] = (sum(members) / len(members), sum(members), len(members))
+    g = min(accuracy, key=lambda k: accuracy[k][0])
+    assert worst_group(hits, groups) == (g, accuracy[g][1], accuracy[g][2])
+    assert clopper_pearson(accuracy[g][1], accuracy[g][2])[0] <= accuracy[g][0]
+
+
+def test_sample_metadata_is_read_from_the_shards_by_sample_id(tmp_path):
+    from clipeval.data.wds import WebDatasetSource
+
+    root = make_grouped_wds(tmp_path / "m", ["a", "b"], [3, 4], per_class=2)
+    metadata = WebDatasetSource(root).sample_metadata()
+    assert {k: v.tolist() for k, v in metadata.items()} == {f"0/s{n:04d}": [[3, 4][n % 2], 7] for n in range(4)}
+
+
+def test_worst_group_without_metadata_is_a_clear_error(tiny_open_clip, tmp_path):
+    make_wds(tmp_path / "data" / "wds_geode_test", ["bag", "chair"], per_class=2, shards=1)  # no .npy
+    overrides = ["task=geode", f"data_root={tmp_path / 'data'}", *open_clip_overrides(tiny_open_clip)]
+    with pytest.raises(ClipevalError, match=r"4 of 4 samples have no metadata array \(\.npy\)"):
+        run_in_process(overrides, tmp_path / "run")
+
+
+# ---------------------------------------------------------------- the golden files
+
+
+def test_golden_files_hold_the_published_numbers_of_the_shared_table():
+    from clipeval.check.documents import load_golden
+
+    rows = {(r["name"], r["pretrained"]): r for r in _published_rows()}
+    column = {task: name for name, task in ENTRIES.items() if isinstance(task, str)}
+    assert len(GOLDEN) >= 3
+    for path in GOLDEN:
+        golden = load_golden(path)
+        raw = json.loads(path.read_text())
+        row = rows[(raw["model"]["arch"].removesuffix("-quickgelu"), raw["model"]["pretrained"])]
+        assert len(golden.records) == len(TASKS)
+        for record in golden.records:
+            assert record.metric == task_yaml(record.task)["main_metric"]
+            assert record.value == float(row[column[record.task]]), (path.name, record.task)
+            assert record.n is None and record.tolerance == 0.01
+        assert f"{float(row['Average perf. on 38 datasets']):.4f}" in raw["description"]
+
+
+def test_a_generated_mirror_compared_with_a_golden_file_reports_each_dataset(benchmark_run, tmp_path):
+    """`check compare --golden` reads the golden file's format: a one-record golden file against the run."""
+    from clipeval.check.compare import compare
+    from clipeval.check.documents import load_golden
+    from clipeval.results.store import ResultsDocument
+
+    doc, _, run_dir, *_ = benchmark_run
+    raw = json.loads(GOLDEN[0].read_text())
+    raw["records"] = [r for r in raw["records"] if r["task"] == "cars"]
+    raw["selection"]["tasks"] = {"cars": "1"}
+    (tmp_path / "g.json").write_text(json.dumps(raw))
+    rows = compare(load_golden(tmp_path / "g.json"), [ResultsDocument.load(run_dir / "results.json")])
+    assert [(r.record.task, r.record.metric) for r in rows] == [("cars", "top1")]
+
+
+# ---------------------------------------------------------------- the hub
+
+
+@pytest.mark.parametrize(
+    ("root", "url"),
+    [
+        (
+            "hf://datasets/clip-benchmark/wds_cars",
+            "https://huggingface.co/datasets/clip-benchmark/wds_cars/resolve/main/",
+        ),
+        (
+            "hf://datasets/djghosh/wds_geode_test@" + "a" * 40 + "/",
+            "https://huggingface.co/datasets/djghosh/wds_geode_test/resolve/" + "a" * 40 + "/",
+        ),
+        ("hf://datasets/o/n@v1/sub/dir", "https://huggingface.co/datasets/o/n/resolve/v1/sub/dir/"),
+    ],
+)
+def test_an_hf_root_is_the_hubs_download_url_of_the_dataset_repository(root, url):
+    from clipeval.data.remote import HF_PIN, hub_url, is_remote
+
+    assert is_remote(root) and hub_url(root) == url
+    assert bool(HF_PIN.search(url)) == ("a" * 40 in root)  # a commit in the root pins the cached features
+
+
+def test_an_hf_root_of_another_form_is_refused_with_the_form_to_use():
+    from clipeval.data.remote import hub_url
+
+    with pytest.raises(ClipevalError, match=r"hf://datasets/<owner>/<name>\[@<revision>\]"):
+        hub_url("hf://clip-benchmark/wds_cars")
