@@ -64,7 +64,10 @@ def test_user_task_folders_come_from_clipeval_tasks(tmp_path, monkeypatch):
         ),
         (["task=folder", "model=vit_b23"], "Did you mean 'vit_b32'?"),
         (["-m", "task=folder,imagenet_q", "model=vit_b32"], "Unknown task 'imagenet_q'"),
-        (["suite=digit"], "Unknown suite 'digit'. Available: digits, natural_shifts. Did you mean 'digits'?"),
+        (
+            ["suite=digit"],
+            "Unknown suite 'digit'. Available: digits, imagenet_c, natural_shifts. Did you mean 'digits'?",
+        ),
     ],
 )
 def test_bad_group_choices_exit_2_with_the_options(argv, expected, capsys):

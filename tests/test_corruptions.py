@@ -296,6 +296,24 @@ def test_generated_task_corrupts_imagenet_val_listing_it_once(imagenet_c_root):
     assert item.image.shape == (224, 224, 3) and item.sample_id.startswith(WNIDS[0])
 
 
+@pytest.mark.skipif(not (TESTBED / "robustness_top1s.csv").is_file(), reason="../shared/data is absent")
+def test_suite_reports_effective_robustness_on_every_setting_and_the_mce(tiny_open_clip, imagenet_c_root, tmp_path):
+    prefix = "suite.robustness.baselines"
+    doc = run_in_process(
+        [*open_clip_overrides(tiny_open_clip), "suite=imagenet_c", f"data_root={imagenet_c_root}",
+         "runtime.cache=false", f"{prefix}.path={TESTBED / 'robustness_top1s.csv'}",
+         f"{prefix}.model_types={TESTBED / 'model_types.csv'}"]
+        + [f"suite.tasks.{t}.templates=['a photo of a {{c}}.']" for t in ("imagenet", "imagenet_c")],
+        tmp_path / "suite",
+    )  # fmt: skip
+    shifts = {s["shift"]: s for s in doc["effective_robustness"]["shifts"]}
+    assert len(shifts) == 75 and shifts["imagenet-c.fog.3"]["shift"] == "imagenet-c.fog.3"
+    er = {r["dataset"]: r for r in doc["records"] if r["metric"] == "effective_robustness"}
+    assert len(er) >= 75
+    assert any(r["metric"] == "mce" and r["task"] == "imagenet_c" for r in doc["records"])
+    assert (tmp_path / "suite" / "effective_robustness_bars.png").is_file()
+
+
 # ---- mean corruption error against an independent computation ----
 
 
@@ -363,14 +381,31 @@ def test_mce_interval_is_the_normal_interval_of_per_image_scores():
 
 
 @pytest.mark.skipif(not (TESTBED / "robustness_top1s.csv").is_file(), reason="../shared/data is absent")
-def test_testbed_baseline_reads_alexnets_row():
-    evaluator = CorruptionError(baseline="testbed", testbed_path=str(TESTBED / "robustness_top1s.csv"))
+def test_testbed_baseline_reads_alexnets_row(imagenet_c_root):
+    option = (
+        f"{{_target_: clipeval.report.baselines.testbed_corruption_errors, path: '{TESTBED / 'robustness_top1s.csv'}'}}"
+    )
+    task = load_task(
+        compose_config(
+            ["task=imagenet_c", f"data_root={imagenet_c_root}", f"task.evaluators.mce.baseline={option}"]
+        ).task
+    )
+    evaluator = task.evaluators["mce"]
     table = pd.read_csv(TESTBED / "robustness_top1s.csv", index_col="model")
     fog = [1 - table.loc["alexnet", f"imagenet-c.fog.{s}_on-disk"] / 100 for s in C.SEVERITIES]
-    assert evaluator.errors["fog"] == pytest.approx(fog)
+    assert evaluator.errors["fog"] == pytest.approx(fog) and evaluator.label == "alexnet-testbed"
     assert evaluator.clean_error == pytest.approx(1 - table.loc["alexnet", "val"] / 100)
     # the testbed's AlexNet (torchvision's) is close to the published one (the original's), not equal
     assert np.mean(evaluator.errors["fog"]) == pytest.approx(ALEXNET_PUBLISHED["fog"], abs=0.03)
+
+
+def test_a_baseline_that_is_not_one_is_refused():
+    with pytest.raises(ClipevalError, match="'published'.*or a mapping"):
+        CorruptionError(baseline="testbed")
+    with pytest.raises(ClipevalError, match="'rain', which is not an ImageNet-C corruption"):
+        CorruptionError(baseline={"rain": 0.5})
+    with pytest.raises(ClipevalError, match="one mean error or five"):
+        CorruptionError(baseline={"fog": [0.5, 0.6]})
 
 
 def test_suite_shifts_are_testbed_settings():

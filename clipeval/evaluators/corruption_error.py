@@ -41,8 +41,6 @@ ALEXNET_PUBLISHED = dict(
         strict=True,
     )
 )  # fmt: skip
-#: the imagenet-testbed column of a corruption and severity (top-1 in percent, the released files on disk)
-TESTBED_COLUMN = "imagenet-c.{corruption}.{severity}_on-disk"
 
 for _m in (
     Metric(
@@ -77,38 +75,56 @@ class CorruptionError:
     """CE per corruption and mCE (and relative mCE, given a clean dataset and the baseline's clean error).
 
     ``baseline``: ``published`` (AlexNet's mean errors per corruption as published; no clean error, so no relative
-    mCE unless ``baseline_clean`` is given), ``testbed`` (model ``baseline_model``'s row of imagenet-testbed's
-    table at ``testbed_path``: the columns ``imagenet-c.<c>.<s>_on-disk`` and ``val``), or a mapping of each
-    corruption to its mean error or its five errors (fractions). ``clean``: the dataset of clean images (absent:
-    no relative mCE). ``name``: the dataset name of the mCE records.
+    mCE unless ``baseline_clean`` is given), or a mapping of each corruption to its mean error or its five errors
+    (fractions), with optional ``clean`` (the clean error) and ``label``; imagenet-testbed's rows give one with
+    ``{_target_: clipeval.report.baselines.testbed_corruption_errors, path: .../robustness_top1s.csv}``.
+    ``datasets``: each corruption's five datasets (severities 1..5); by default the task's datasets named
+    ``<corruption>_<severity>``. ``clean``: the dataset of clean images (absent: no relative mCE). ``name``: the
+    dataset name of the mCE records.
     """
 
     def __init__(
         self,
         baseline: str | Mapping[str, Any] = "published",
-        baseline_model: str = "alexnet",
-        testbed_path: str | None = None,
         baseline_clean: float | None = None,
+        datasets: Mapping[str, list[str]] | None = None,
         clean: str = "val",
         name: str = "all_corruptions",
     ):
-        self.label, self.errors, self.clean_error = _baseline(baseline, baseline_model, testbed_path)
+        self.label, self.errors, self.clean_error = _baseline(baseline)
         if baseline_clean is not None:
             if not 0 < baseline_clean < 1:
                 raise ClipevalError(f"baseline_clean is {baseline_clean}: the baseline's clean top-1 error, in (0, 1).")
             self.clean_error = float(baseline_clean)
+        self.datasets = None if datasets is None else {str(c): [str(d) for d in v] for c, v in datasets.items()}
+        bad = {c: v for c, v in (self.datasets or {}).items() if c not in self.errors or len(v) != len(SEVERITIES)}
+        if bad:
+            raise ClipevalError(
+                f"datasets {bad}: each corruption with a baseline error ({', '.join(self.errors)}) maps to its five "
+                "datasets, severities 1 to 5."
+            )
         self.clean, self.name = clean, name
 
     def check(self, task: Any) -> None:
-        if not _settings(list(task.sources), self.errors):
+        absent = [d for v in (self.datasets or {}).values() for d in v if d not in task.sources]
+        if absent:
+            raise ClipevalError(
+                f"datasets names {sorted(set(absent))}, which the task lacks (it has {list(task.sources)})."
+            )
+        if not self._settings(list(task.sources)):
             raise ClipevalError(
                 "the mean corruption error needs the datasets <corruption>_<severity> of at least one corruption at "
                 f"all five severities (corruptions with a baseline: {', '.join(self.errors)}); the task has "
                 f"{', '.join(task.sources)}."
             )
 
+    def _settings(self, datasets: Sequence[str]) -> dict[str, list[str]]:
+        if self.datasets is not None:
+            return {c: v for c, v in self.datasets.items() if all(d in datasets for d in v)}
+        return _settings(datasets, self.errors)
+
     def evaluate(self, ctx: EvaluationContext) -> list[Record]:
-        settings = _settings(ctx.datasets(), self.errors)
+        settings = self._settings(ctx.datasets())
         missing = [c for c in CORRUPTIONS if c not in settings]
         if missing:
             ctx.note(
@@ -120,20 +136,20 @@ class CorruptionError:
         params = {"baseline": self.label}
         records = []
         weights = {c: 1.0 / sum(self.errors[c]) for c in settings}
-        ce = {c: _linear({d: weights[c] for d in settings[c]}, wrong) for c in settings}
+        ce = {c: _linear(_sum([(d, weights[c]) for d in settings[c]]), wrong) for c in settings}
         for c, (value, n, ci, method) in ce.items():
             records.append(Record(c, "corruption_error", value, n, ci, method, params=params))
-        mean = _linear({d: weights[c] / len(settings) for c in settings for d in settings[c]}, wrong)
+        mean = _linear(_sum([(d, weights[c] / len(settings)) for c in settings for d in settings[c]]), wrong)
         records.append(Record(self.name, "mce", *mean, params=params))
         if clean is not None:
-            rel = {}
+            terms = []
             for c in settings:
                 gap = sum(self.errors[c]) - len(settings[c]) * self.clean_error
                 if gap <= 0:
                     ctx.note(f"no relative mCE: the baseline's {c} error is not above its clean error")
                     return records
-                rel.update({d: 1.0 / (gap * len(settings)) for d in settings[c]})
-            rel[self.clean] = -sum(rel.values())  # each setting's error minus the clean error, image by image
+                terms += [(d, 1.0 / (gap * len(settings))) for d in settings[c]]
+            rel = _sum([*terms, (self.clean, -sum(w for _, w in terms))])  # each error minus the clean error
             records.append(
                 Record(self.name, "relative_mce", *_linear(rel, {**wrong, self.clean: clean}), params=params)
             )
@@ -178,43 +194,41 @@ def _linear(weights: Mapping[str, float], wrong: Mapping[str, pd.Series]) -> tup
     return value, n, (max(0.0, value - half), value + half), "normal-independent"
 
 
-def _baseline(baseline: str | Mapping[str, Any], model: str, path: str | None):
-    """(label, corruption -> the baseline's errors, clean error or None)."""
-    if isinstance(baseline, Mapping):
-        errors = {}
-        for c, v in baseline.items():
-            if c not in CORRUPTIONS:
-                raise ClipevalError(
-                    f"baseline names '{c}', which is not an ImageNet-C corruption ({', '.join(CORRUPTIONS)})."
-                )
-            values = [v] if isinstance(v, int | float) else list(v)
-            if len(values) not in (1, 5) or not all(isinstance(e, int | float) and 0 < e <= 1 for e in values):
-                raise ClipevalError(
-                    f"baseline error of '{c}' is {v!r}: one mean error or five (severities 1..5), fractions in (0, 1]."
-                )
-            errors[c] = values * 5 if len(values) == 1 else values
-        return "given", errors, None
+def _sum(terms: list[tuple[str, float]]) -> dict[str, float]:
+    """dataset -> the sum of its weights (a dataset may stand for several severities)."""
+    out: dict[str, float] = {}
+    for d, w in terms:
+        out[d] = out.get(d, 0.0) + w
+    return out
+
+
+def _baseline(baseline: str | Mapping[str, Any]):
+    """(label, corruption -> the baseline's five errors, clean error or None)."""
     if baseline == "published":
         return "alexnet-published", {c: [e] * 5 for c, e in ALEXNET_PUBLISHED.items()}, None
-    if baseline == "testbed":
-        from clipeval.report.baselines import _testbed_files, read_table
-
-        table_path, _ = _testbed_files(path, None, False)
-        columns = [TESTBED_COLUMN.format(corruption=c, severity=s) for c in CORRUPTIONS for s in SEVERITIES]
-        table = read_table(table_path, ["val", *columns])
-        if model not in table.index:
-            raise ClipevalError(f"The testbed table {table_path} has no row '{model}' (baseline_model).")
-        row = table.loc[model]
-        errors = {
-            c: [1 - float(row[TESTBED_COLUMN.format(corruption=c, severity=s)]) for s in SEVERITIES]
-            for c in CORRUPTIONS
-        }
-        bad = [c for c, v in errors.items() if not all(np.isfinite(v))]
-        if bad:
-            raise ClipevalError(f"The testbed table {table_path} has no values for '{model}' on {', '.join(bad)}.")
-        clean = 1 - float(row["val"])
-        return f"{model}-testbed", errors, clean if np.isfinite(clean) else None
-    raise ClipevalError(
-        f"baseline is {baseline!r}: 'published' (AlexNet's published errors), 'testbed' (a row of imagenet-testbed's "
-        "table: testbed_path=..., baseline_model=alexnet) or a mapping of each corruption to its error(s)."
-    )
+    if not isinstance(baseline, Mapping):
+        raise ClipevalError(
+            f"baseline is {baseline!r}: 'published' (AlexNet's published errors) or a mapping of each corruption to "
+            "its error(s), with optional 'clean' and 'label' (imagenet-testbed's rows: {_target_: "
+            "clipeval.report.baselines.testbed_corruption_errors, path: .../robustness_top1s.csv, model: alexnet})."
+        )
+    errors, clean, label = {}, baseline.get("clean"), str(baseline.get("label", "given"))
+    for c, v in baseline.items():
+        if c in ("clean", "label"):
+            continue
+        if c not in CORRUPTIONS:
+            raise ClipevalError(
+                f"baseline names '{c}', which is not an ImageNet-C corruption ({', '.join(CORRUPTIONS)}), "
+                "'clean' or 'label'."
+            )
+        values = [v] if isinstance(v, int | float) else list(v)
+        if len(values) not in (1, 5) or not all(isinstance(e, int | float) and 0 < e <= 1 for e in values):
+            raise ClipevalError(
+                f"baseline error of '{c}' is {v!r}: one mean error or five (severities 1..5), fractions in (0, 1]."
+            )
+        errors[c] = values * 5 if len(values) == 1 else [float(e) for e in values]
+    if clean is not None and not (isinstance(clean, int | float) and 0 < clean < 1):
+        raise ClipevalError(f"baseline 'clean' is {clean!r}: the baseline's clean top-1 error, in (0, 1).")
+    if not errors:
+        raise ClipevalError("baseline gives no corruption's error.")
+    return label, errors, None if clean is None else float(clean)
