@@ -380,6 +380,17 @@ def test_mce_interval_is_the_normal_interval_of_per_image_scores():
     assert record.n == 200
 
 
+def test_an_mce_above_one_is_a_valid_ratio_shown_in_percent():
+    from clipeval.report.tables import PAGE_UNITS, page_number, record_rows
+    from clipeval.results.record import Record, metric_info
+    from clipeval.results.validate import check_records
+
+    worse = Record("all_corruptions", "mce", 1.3, 500, (1.25, 1.35), "normal-paired", params={"baseline": "given"})
+    check_records([worse], lambda key: None, metric_info, lambda i, r: f"records[{i}]")  # no error: ratios may pass 1
+    assert metric_info("mce").higher_is_better is False and PAGE_UNITS["ratio"] == "%"
+    assert page_number("ratio", 1.3) == "130.00" and record_rows([worse])[0][4] == "%"
+
+
 @pytest.mark.skipif(not (TESTBED / "robustness_top1s.csv").is_file(), reason="../shared/data is absent")
 def test_testbed_baseline_reads_alexnets_row(imagenet_c_root):
     option = (
