@@ -66,7 +66,7 @@ def test_user_task_folders_come_from_clipeval_tasks(tmp_path, monkeypatch):
         (["-m", "task=folder,imagenet_q", "model=vit_b32"], "Unknown task 'imagenet_q'"),
         (
             ["suite=digit"],
-            "Unknown suite 'digit'. Available: digits, natural_shifts, openclip_benchmark. Did you mean 'digits'?",
+            "Unknown suite 'digit'. Available: digits, imagenet_c, natural_shifts, openclip_benchmark. Did you mean 'digits'?",
         ),
     ],
 )

@@ -213,6 +213,12 @@ def _sampled(root: Path, variant: int):
     return SampledSource(_folder(root, variant), per_class=2, seed=0)
 
 
+def _corrupted(root: Path, variant: int):
+    from clipeval.data.corrupted import CorruptedSource
+
+    return CorruptedSource(_folder(root, variant), "gaussian_noise", 2, resize=None, crop=32)
+
+
 def _digits(root: Path, variant: int):
     from clipeval.embedded.source import DigitsSource
 
@@ -229,6 +235,7 @@ SOURCES: dict[str, Callable[[Path, int], Source]] = {
     "HFStreamingSource": _hf_stream,
     "KarpathySource": _karpathy,
     "SampledSource": _sampled,
+    "CorruptedSource": _corrupted,
     "DigitsSource": _digits,
 }
 
@@ -353,6 +360,7 @@ def test_the_runners_context_and_the_tests_array_context_are_evaluation_contexts
 
 def _evaluators() -> dict[str, Evaluator]:
     from clipeval.evaluators.adversarial import Adversarial
+    from clipeval.evaluators.corruption_error import CorruptionError
     from clipeval.evaluators.groups import MacroF1, WorstGroup
     from clipeval.evaluators.linear_probe import FewShot, LinearProbe
     from clipeval.evaluators.ood import OutOfDistribution
@@ -368,6 +376,7 @@ def _evaluators() -> dict[str, Evaluator]:
         "LinearProbe": LinearProbe("test", ["test"]),
         "FewShot": FewShot("test", "test", ks=[1, 2], seeds=2),
         "Adversarial": Adversarial("test", eps=[0, 4], steps=2, limit=6, attacks=["pgd", "apgd-ce"]),
+        "CorruptionError": CorruptionError(baseline={"fog": 0.5}, datasets={"fog": ["test"] * 5}),
     }
 
 

@@ -193,6 +193,31 @@ class TableBaselines:
         return self._enough(points, "The average over shifts", f"'{self.in_distribution}' and every shift's column")
 
 
+#: the imagenet-testbed column of an ImageNet-C corruption and severity (top-1 in percent, the released files on disk)
+TESTBED_CORRUPTION_COLUMN = "imagenet-c.{corruption}.{severity}_on-disk"
+
+
+def testbed_corruption_errors(path: str | None = None, model: str = "alexnet", download: bool = False) -> dict:
+    """A model's ImageNet-C top-1 errors from imagenet-testbed's table, as the mCE evaluator's ``baseline``:
+    ``{corruption: [errors at severities 1..5], "clean": error on val, "label": "<model>-testbed"}`` (fractions).
+    ClipevalError naming the table when the model or one of its values is missing."""
+    from clipeval.data.corruptions import CORRUPTIONS, SEVERITIES
+
+    table_path, _ = _testbed_files(path, None, download)
+    columns = {
+        (c, s): TESTBED_CORRUPTION_COLUMN.format(corruption=c, severity=s) for c in CORRUPTIONS for s in SEVERITIES
+    }
+    table = read_table(table_path, ["val", *columns.values()])
+    if model not in table.index:
+        raise ClipevalError(f"The baseline table {table_path} has no row '{model}' (model).")
+    row = table.loc[model]
+    empty = [col for col in ["val", *columns.values()] if not pd.notna(row[col])]
+    if empty:
+        raise ClipevalError(f"The baseline table {table_path} has no value for '{model}' in {empty[:5]}.")
+    errors: dict = {c: [1 - float(row[columns[c, s]]) for s in SEVERITIES] for c in CORRUPTIONS}
+    return errors | {"clean": 1 - float(row["val"]), "label": f"{model}-testbed"}
+
+
 def _testbed_files(path: str | None, model_types: str | None, download: bool) -> tuple[Path, Path | None]:
     if path:
         return Path(path).expanduser(), Path(model_types).expanduser() if model_types else None

@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 HEAD = ["task/dataset and params", "metric", "value", "95% interval", "unit", "n"]
 
 #: how pages name each metric unit (clipeval.results.record.UNITS) in the unit column
-PAGE_UNITS = {"fraction": "%", "difference": "pp", "count": "count"}
+PAGE_UNITS = {"fraction": "%", "difference": "pp", "count": "count", "ratio": "%"}
 #: how the plain-text tables name them (values as printed there: fractions, not percent)
-TEXT_UNITS = {"fraction": "fraction", "difference": "difference", "count": "count"}
+TEXT_UNITS = {"fraction": "fraction", "difference": "difference", "count": "count", "ratio": "ratio"}
 
 
 # ---------------------------------------------------------------- records

@@ -30,7 +30,8 @@ class Metric:
     """What a metric's values mean.
 
     ``unit``: ``fraction`` (a proportion in [0, 1], shown in percent), ``difference`` (a
-    difference of fractions, shown in percentage points) or ``count``. ``derived``: computed from
+    difference of fractions, shown in percentage points), ``count``, or ``ratio`` (a ratio >= 0 that may
+    exceed 1, shown in percent: a corruption error relative to a baseline's). ``derived``: computed from
     other records (effective robustness from top-1), so a regression gate compares the records it
     comes from. ``class_weighted``: a mean over classes of per-class proportions (a paired test
     must keep samples in their class). ``summary``: shown in a suite's printed summary when its
@@ -72,7 +73,7 @@ class Metric:
         return self.to_json() | {"description": ""} == other.to_json() | {"description": ""}
 
 
-UNITS = ("fraction", "difference", "count")
+UNITS = ("fraction", "difference", "count", "ratio")
 
 #: the metrics clipeval's evaluators write; a plugin adds its own with :func:`register_metric`
 METRICS: dict[str, Metric] = {}
