@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from clipeval.errors import ClipevalError
-from clipeval.report.logit_fit import effective_robustness, fit_baselines, inverse_logit, logit
+from clipeval.report.logit_fit import bootstrap_fits, effective_robustness, fit_baselines, inverse_logit, logit
 
 
 def test_logit_and_inverse_are_inverses():
@@ -46,3 +46,19 @@ def test_accuracies_of_zero_or_one_are_left_out_with_a_warning(caplog):
     assert "perfect" in caplog.text
     with pytest.raises(ClipevalError, match="at least two"):
         fit_baselines(np.array([0.5, 1.0]), np.array([0.2, 0.3]))
+
+
+def test_each_bootstrap_fit_is_the_least_squares_line_of_its_resample():
+    """The resamples are drawn one by one with the seed (a resample of one distinct model drawn again), and each
+    line equals np.polyfit's on that resample."""
+    x = np.array([0.60, 0.62, 0.70, 0.75, 0.80, 0.85])
+    y = np.array([0.40, 0.45, 0.50, 0.52, 0.61, 0.66])
+    fits = bootstrap_fits(x, y, resamples=200, seed=3)
+    rng = np.random.default_rng(3)
+    lx, ly = logit(x), logit(y)
+    expected = []
+    while len(expected) < 200:
+        idx = rng.integers(0, len(x), len(x))
+        if len(set(idx.tolist())) > 1:
+            expected.append(np.polyfit(lx[idx], ly[idx], deg=1))
+    np.testing.assert_allclose(fits, np.array(expected), rtol=1e-10, atol=1e-12)
