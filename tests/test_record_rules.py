@@ -2,6 +2,8 @@
 runner, the store and the gate (clipeval.results.record, clipeval.results.validate)."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -139,3 +141,37 @@ def test_a_plugin_that_breaks_the_rules_fails_itself_and_the_document_stays_vali
     assert {r.metric for r in doc.records} >= {"top1"} and doc.failures[0]["evaluator"] == "bad"
     assert list(doc.raw["samples"]) == ["folder/test"]
     assert not (tmp_path / "escape.parquet").exists() and not list(tmp_path.glob("run/*.parquet"))
+
+
+def test_every_metric_a_built_in_evaluator_writes_is_known_without_importing_it():
+    """`check` and `report` never import the evaluators: a metric registered only where its evaluator is defined
+    (retrieval's recall@k, ImageNet-C's mce) made them refuse the golden files and skip every such run."""
+    code = (
+        "import importlib, pkgutil\n"
+        "from clipeval.results.record import METRICS\n"
+        "import clipeval.evaluators as package\n"
+        "known = set(METRICS)\n"
+        "for module in pkgutil.iter_modules(package.__path__):\n"
+        "    importlib.import_module(f'clipeval.evaluators.{module.name}')\n"
+        "print(sorted(set(METRICS) - known))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_plugins_metric_defined_in_the_document_alone_is_shown_in_its_unit():
+    """Tables read a metric's unit from the document when this process does not know the metric."""
+    from clipeval.report.tables import format_records, record_rows
+
+    record = Record("test", "plugin_ratio", 1.25, 4, (1.0, 1.5), task="t")
+    raw = {"kind": "clipeval-results", "schema_version": 3, "model": {"name": "m", "fingerprint": "f"},
+           "selection": {"name": "t", "version": "1", "kind": "task", "tasks": {"t": "1"}},
+           "records": [record.to_json()],
+           "metrics": {"plugin_ratio": {"higher_is_better": False, "unit": "count", "derived": False}}}  # fmt: skip
+    doc = ResultsDocument.parse(raw)
+    assert "plugin_ratio" not in METRICS
+    assert record_rows(doc.records, doc.info)[0][2:] == ["1.25", "[1.00, 1.50]", "count", "4"]
+    assert "plugin_ratio" in format_records("t", doc.records, doc.info) and "count" in format_records(
+        "t", doc.records, doc.info
+    )

@@ -28,7 +28,7 @@ from clipeval.contracts import EvaluationContext
 from clipeval.data.corruptions import CORRUPTIONS, SEVERITIES
 from clipeval.errors import ClipevalError
 from clipeval.results.metrics import CONFIDENCE
-from clipeval.results.record import Metric, Record, register_metric
+from clipeval.results.record import Record
 
 #: AlexNet's ImageNet-C top-1 errors averaged over the five severities, in CORRUPTIONS order, as published with the
 #: AugMix code (google-research/augmix, imagenet.py: "Raw AlexNet errors taken from
@@ -42,31 +42,6 @@ ALEXNET_PUBLISHED = dict(
     )
 )  # fmt: skip
 
-for _m in (
-    Metric(
-        "corruption_error",
-        "top-1 error summed over the five severities of one corruption, divided by the baseline's (CE)",
-        higher_is_better=False,
-        unit="ratio",
-        derived=True,
-    ),
-    Metric(
-        "mce",
-        "mean over corruptions of the corruption error (mCE)",
-        higher_is_better=False,
-        unit="ratio",
-        derived=True,
-        summary=True,
-    ),
-    Metric(
-        "relative_mce",
-        "mean over corruptions of the top-1 error above the clean error, relative to the baseline's (relative mCE)",
-        higher_is_better=False,
-        unit="ratio",
-        derived=True,
-    ),
-):
-    register_metric(_m)
 
 NAME = re.compile(r"^(?P<corruption>[a-z_]+)_(?P<severity>[1-5])$")
 

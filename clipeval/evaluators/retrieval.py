@@ -39,7 +39,7 @@ from clipeval.contracts import EvaluationContext
 from clipeval.data.captions import no_captions
 from clipeval.errors import ClipevalError
 from clipeval.results.metrics import CONFIDENCE, clopper_pearson
-from clipeval.results.record import Metric, Record, register_metric
+from clipeval.results.record import Record, register_metric, retrieval_metrics
 
 KS = (1, 5, 10)
 #: scores held at once while ranking: rows per block = BLOCK_ELEMENTS // columns (64 MiB of float32)
@@ -50,33 +50,10 @@ Task = object  # clipeval.run.task.Task, not imported (evaluators stay below the
 
 
 def register_retrieval_metrics(ks: Sequence[int]) -> None:
-    """Register the three recall metrics of each k (their names carry k, as CLIP_benchmark's do)."""
+    """Register the three recall metrics of each k (k = 1, 5, 10 are built in: clipeval.results.record)."""
     for k in ks:
-        register_metric(
-            Metric(
-                f"image_retrieval_recall@{k}",
-                f"text -> image: share of captions whose image is among the {k} images most similar to it",
-                summary=k == 1,
-            )
-        )
-        register_metric(
-            Metric(
-                f"text_retrieval_recall@{k}",
-                f"image -> text: share of images with one of their captions among the {k} most similar captions",
-                summary=k == 1,
-            )
-        )
-        register_metric(
-            Metric(
-                f"mean_recall@{k}",
-                f"mean of image_retrieval_recall@{k} and text_retrieval_recall@{k} (DataComp's retrieval metric)",
-                derived=True,
-                summary=k == 1,
-            )
-        )
-
-
-register_retrieval_metrics(KS)
+        for metric in retrieval_metrics(k):
+            register_metric(metric)
 
 
 class Retrieval:

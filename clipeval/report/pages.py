@@ -100,7 +100,12 @@ def run_section(doc: ResultsDocument, figures: Path | None = None) -> Section:
         )
     records = [r for r in doc.records if r.metric != "effective_robustness"]
     section.tables.append(
-        Table(HEAD, record_rows(records), f"All {len(records)} records (each value in its row's unit)", collapsed=True)
+        Table(
+            HEAD,
+            record_rows(records, doc.info),
+            f"All {len(records)} records (each value in its row's unit)",
+            collapsed=True,
+        )
     )
     if figures is not None:
         section.figures = draw_run_figures(doc, figures, report=report)

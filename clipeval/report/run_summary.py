@@ -73,14 +73,14 @@ def _tables(doc: ResultsDocument) -> str:
         return format_benchmark(f"{title} · {doc.model_label}", result)
     spec = stored_spec(doc)
     if spec is None:
-        return format_records(f"{title} · {doc.model_label}", doc.records)
+        return format_records(f"{title} · {doc.model_label}", doc.records, doc.info)
     covered = {t for t, _ in spec.in_distribution}
     covered |= {t for s in spec.shifts.values() for t, _ in s.datasets + (s.in_distribution or [])}
     covered.add(doc.selection["name"])  # the effective-robustness records themselves
-    rest = [r for r in doc.records if r.task not in covered and r.info.in_summary(r)]
+    rest = [r for r in doc.records if r.task not in covered and doc.info(r.metric).in_summary(r)]
     report = build_report(spec, doc.records)
     table = format_report(report, doc.model_label, title) + _calibration(doc, report)
-    return table + ("\n\n" + format_records(f"{title} · {doc.model_label}", rest) if rest else "")
+    return table + ("\n\n" + format_records(f"{title} · {doc.model_label}", rest, doc.info) if rest else "")
 
 
 def _calibration(doc: ResultsDocument, report: RobustnessReport) -> str:

@@ -10,12 +10,12 @@ they are. Nothing else in clipeval formats a results table.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from clipeval.results.benchmark import BenchmarkResult
-from clipeval.results.record import Record
+from clipeval.results.record import Metric, Record, metric_info
 
 if TYPE_CHECKING:
     from clipeval.report.robustness import RobustnessReport
@@ -42,21 +42,22 @@ def page_number(unit: str, value: float) -> str:
     return f"{100 * value:.2f}"
 
 
-def record_rows(records: Sequence[Record]) -> list[list[str]]:
+def record_rows(records: Sequence[Record], metric: Callable[[str], Metric] = metric_info) -> list[list[str]]:
     """Rows of :data:`HEAD` for pages: each value and its interval in its metric's unit, which the row names
-    (% for fractions, pp for differences, count)."""
+    (% for fractions, pp for differences, count). ``metric``: a metric's definition by name (a document's
+    :meth:`~clipeval.results.store.ResultsDocument.info`, which knows a plugin's metrics without the plugin)."""
     rows = []
     for r in records:
-        unit = r.info.unit
+        unit = metric(r.metric).unit
         show = lambda v, u=unit: page_number(u, v)  # noqa: E731
         rows.append([r.label, r.metric, show(r.value), f"[{show(r.ci[0])}, {show(r.ci[1])}]", PAGE_UNITS[unit],
                      "?" if r.n is None else str(r.n)])  # fmt: skip
     return rows
 
 
-def format_records(title: str, records: Sequence[Record]) -> str:
+def format_records(title: str, records: Sequence[Record], metric: Callable[[str], Metric] = metric_info) -> str:
     """A plain-text table of ``records`` under ``title`` (values as fractions or counts, 4 decimals; the unit
-    column says which)."""
+    column says which; ``metric`` as for :func:`record_rows`)."""
     width = max([len(HEAD[0]), *(len(r.label) for r in records)])
     named = max([22, *(len(r.metric) for r in records)])  # image_retrieval_recall@10 is longer than the others
     lines = [title, f"{HEAD[0]:<{width}} {'metric':<{named}} {'unit':<10} {'value':>7}  {'95% interval':<17} {'n':>7}"]
@@ -64,7 +65,7 @@ def format_records(title: str, records: Sequence[Record]) -> str:
         lo, hi = r.ci
         spread = f"  sd {r.std:.4f}" if r.std is not None else ""
         n = "?" if r.n is None else r.n  # a published number whose sample count is not stated
-        unit = TEXT_UNITS[r.info.unit]
+        unit = TEXT_UNITS[metric(r.metric).unit]
         lines.append(
             f"{r.label:<{width}} {r.metric:<{named}} {unit:<10} {r.value:>7.4f}  [{lo:.4f}, {hi:.4f}] {n:>7}{spread}"
         )

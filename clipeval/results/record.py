@@ -95,6 +95,28 @@ def register_metric(metric: Metric) -> Metric:
     return METRICS[metric.name]
 
 
+def retrieval_metrics(k: int) -> tuple[Metric, Metric, Metric]:
+    """The three recall metrics of retrieval at ``k`` (their names carry k, as CLIP_benchmark's do)."""
+    return (
+        Metric(
+            f"image_retrieval_recall@{k}",
+            f"text -> image: share of captions whose image is among the {k} images most similar to it",
+            summary=k == 1,
+        ),
+        Metric(
+            f"text_retrieval_recall@{k}",
+            f"image -> text: share of images with one of their captions among the {k} most similar captions",
+            summary=k == 1,
+        ),
+        Metric(
+            f"mean_recall@{k}",
+            f"mean of image_retrieval_recall@{k} and text_retrieval_recall@{k} (DataComp's retrieval metric)",
+            derived=True,
+            summary=k == 1,
+        ),
+    )
+
+
 for _m in (
     Metric("top1", "share of samples whose highest-scoring class is the label", summary=True),
     Metric("top5", "share of samples whose label is among the five highest-scoring classes"),
@@ -145,7 +167,7 @@ for _m in (
     ),
     Metric(
         "macro_f1",
-        "mean over classes (those in the labels or the predictions) of each class's F1 of top-1 (WILDS F1-macro_all)",
+        "mean over the classes present in the labels of each class's F1 of top-1 (WILDS F1-macro_all)",
     ),
     Metric(
         "benchmark_average",
@@ -158,6 +180,31 @@ for _m in (
         unit="difference",
         derived=True,
     ),
+    # ImageNet-C (clipeval.evaluators.corruption_error; Hendrycks & Dietterich 2019)
+    Metric(
+        "corruption_error",
+        "top-1 error summed over the five severities of one corruption, divided by the baseline's (CE)",
+        higher_is_better=False,
+        unit="ratio",
+        derived=True,
+    ),
+    Metric(
+        "mce",
+        "mean over corruptions of the corruption error (mCE)",
+        higher_is_better=False,
+        unit="ratio",
+        derived=True,
+        summary=True,
+    ),
+    Metric(
+        "relative_mce",
+        "mean over corruptions of the top-1 error above the clean error, relative to the baseline's (relative mCE)",
+        higher_is_better=False,
+        unit="ratio",
+        derived=True,
+    ),
+    # retrieval (clipeval.evaluators.retrieval), at the k it writes by default
+    *(metric for k in (1, 5, 10) for metric in retrieval_metrics(k)),
 ):
     register_metric(_m)
 

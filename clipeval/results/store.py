@@ -44,7 +44,7 @@ import clipeval
 from clipeval.atomic import atomic_write, safe_file_name
 from clipeval.errors import ClipevalError, kind_of, quoted, without_file
 from clipeval.results.files import read_json
-from clipeval.results.record import Metric, Record, metric_info
+from clipeval.results.record import METRICS, Metric, Record, metric_info
 from clipeval.results.robustness import RobustnessSpec, check_settings
 from clipeval.results.samples import Samples
 from clipeval.results.validate import check_records
@@ -170,6 +170,11 @@ class ResultsDocument:
             return metric_info(name)
         except ClipevalError as exc:
             raise ClipevalError(f"{self.where}: {exc} (or define it in the document's 'metrics').") from None
+
+    def info(self, name: str) -> Metric:
+        """How to show a metric: the registry's definition when this process knows it (with its summary settings),
+        else the document's own (a plugin's metric, shown without the plugin)."""
+        return METRICS[name] if name in METRICS else self.metric(name)
 
     @classmethod
     def load(cls, path: Path, what: str = "") -> ResultsDocument:
