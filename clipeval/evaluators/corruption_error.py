@@ -186,7 +186,10 @@ class CorruptionError:
                 return None
             terms += [(d, 1.0 / (gap * len(settings))) for d in settings[c]]
         rel = _sum([*terms, (self.clean, -sum(w for _, w in terms))])  # each error minus the clean error
-        return _linear(rel, wrong, floor=None)[0]
+        result, note = _linear(rel, wrong, floor=None)
+        if note is not None:
+            ctx.note(f"relative mCE (the corruption settings and {self.clean}): {note}")
+        return result
 
 
 def _settings(datasets: Sequence[str], errors: Mapping[str, list[float]]) -> dict[str, list[str]]:
