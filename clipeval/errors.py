@@ -24,6 +24,15 @@ class ClipevalError(Exception):
     """A problem with the user's input or environment, explained in the message."""
 
 
+class PartialRecords(ClipevalError):
+    """An evaluator failed after finishing some of its records (``records``): the run writes those with the
+    failure, so that one bad record never loses the others (clipeval.run.context)."""
+
+    def __init__(self, message: str, records: list) -> None:
+        super().__init__(message)
+        self.records = list(records)
+
+
 def nearest(name: str, choices: Iterable[str]) -> str | None:
     """The choice ``name`` most likely means: the same name in other case (``RENDITIONS`` for ``renditions``), else
     the closest by spelling, case ignored; None when none is close."""

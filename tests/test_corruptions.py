@@ -285,6 +285,7 @@ def test_imagenet_c_without_data_exits_2_saying_where_and_how(tmp_path):
         load_task(compose_config(["task=imagenet_c", f"data_root={tmp_path / 'empty'}"]).task)
     message = str(info.value)
     assert message.startswith("Task 'imagenet_c': ImageNet-C gaussian_noise severity 1")
+    assert "\nIn all, 75 of the task's 76 datasets are not found: gaussian_noise_1, " in message
     assert str(tmp_path / "empty" / "imagenet-c" / "gaussian_noise" / "1") in message and "zenodo" in message
 
 

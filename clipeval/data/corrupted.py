@@ -25,6 +25,7 @@ from torchvision import transforms
 
 from clipeval.data import corruptions
 from clipeval.data.base import Source, content_key
+from clipeval.errors import ClipevalError
 
 Corruption = Literal[
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
@@ -59,6 +60,11 @@ class CorruptedSource(Source):
         self.source = _shared(source) if isinstance(source, Mapping | DictConfig) else source
         self.corruption, self.severity, self.seed = corruption, int(severity), int(seed)
         self.resize, self.crop, self.save_quality = resize, int(crop), save_quality
+        if resize is not None and int(crop) > int(resize):
+            raise ClipevalError(
+                f"crop={crop} is larger than resize={resize}: the center crop would pad the resized image with black "
+                "borders before corrupting it. Take crop <= resize (ImageNet-C: resize 256, crop 224)."
+            )
         if corruption == "frost":
             corruptions.frost_dir()  # the textures' absence is said now, before any image is encoded
         self.classnames, self.templates = self.source.classnames, self.source.templates

@@ -9,8 +9,14 @@ top-1 errors on the task's datasets named ``<corruption>_<severity>`` (and ``val
 Intervals (95%, normal): every CE is a mean over images of a per-image score (the image's errors weighted by
 1 / the baseline's sum), so when each dataset holds the same images (ImageNet-C: the same files under every
 corruption) the interval is the mean's normal interval over images, which keeps the correlation between the
-75 settings (``ci_method: normal-paired``; the delta method is exact here, as the statistic is linear). When the
-datasets hold different images, the settings are taken as independent binomials (``normal-independent``).
+75 settings (``ci_method: normal-paired``; the delta method is exact here, as the statistic is linear). When a few
+images are missing from some settings (an unreadable file, a missing class folder), the interval pairs the images
+common to all settings (by sample id) and a note names what was left out; the value still counts every image of each
+setting (each setting's own top-1 error, as the definition and the top-1 records have it). Only when the datasets
+hold mostly different images are the settings taken as independent binomials (``normal-independent``). CE and mCE
+cannot be negative (their intervals stop at 0); relative mCE can (a corruption that lowers a model's error), so its
+interval is not clipped (unit ``signed_ratio``). A mCE over fewer than the 15 corruptions has ``corruptions: <count>``
+in its params.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from scipy.special import ndtri
 
 from clipeval.contracts import EvaluationContext
 from clipeval.data.corruptions import CORRUPTIONS, SEVERITIES
-from clipeval.errors import ClipevalError
+from clipeval.errors import ClipevalError, PartialRecords
 from clipeval.results.metrics import CONFIDENCE
 from clipeval.results.record import Record
 
@@ -101,34 +107,64 @@ class CorruptionError:
     def evaluate(self, ctx: EvaluationContext) -> list[Record]:
         settings = self._settings(ctx.datasets())
         missing = [c for c in CORRUPTIONS if c not in settings]
+        params: dict[str, Any] = {"baseline": self.label}
         if missing:
             ctx.note(
                 f"mCE is the mean over {len(settings)} of ImageNet-C's 15 corruptions; it lacks {', '.join(missing)} "
                 "(no dataset at every severity, or no baseline error)"
             )
+            params["corruptions"] = len(settings)  # a partial mCE is never taken for the full one
         wrong = {d: _wrong(ctx, d) for c in settings for d in settings[c]}
         clean = _wrong(ctx, self.clean) if self.clean in ctx.datasets() and self.clean_error is not None else None
-        params = {"baseline": self.label}
-        records = []
-        weights = {c: 1.0 / sum(self.errors[c]) for c in settings}
-        ce = {c: _linear(_sum([(d, weights[c]) for d in settings[c]]), wrong) for c in settings}
-        for c, (value, n, ci, method) in ce.items():
-            records.append(Record(c, "corruption_error", value, n, ci, method, params=params))
-        mean = _linear(_sum([(d, weights[c] / len(settings)) for c in settings for d in settings[c]]), wrong)
-        records.append(Record(self.name, "mce", *mean, params=params))
-        if clean is not None:
-            terms = []
-            for c in settings:
-                gap = sum(self.errors[c]) - len(settings[c]) * self.clean_error
-                if gap <= 0:
-                    ctx.note(f"no relative mCE: the baseline's {c} error is not above its clean error")
-                    return records
-                terms += [(d, 1.0 / (gap * len(settings))) for d in settings[c]]
-            rel = _sum([*terms, (self.clean, -sum(w for _, w in terms))])  # each error minus the clean error
-            records.append(
-                Record(self.name, "relative_mce", *_linear(rel, {**wrong, self.clean: clean}), params=params)
+        if self.clean_error is None and self.clean in ctx.datasets():
+            ctx.note(
+                f"no relative mCE: the baseline {self.label} has no clean error (AlexNet's published ImageNet-C errors "
+                "come without one); give it with task.evaluators.mce.baseline_clean=ERROR, or use imagenet-testbed's "
+                "AlexNet row: task.evaluators.mce.baseline='{_target_: clipeval.report.baselines."
+                "testbed_corruption_errors, path: .../robustness_top1s.csv}'"
             )
+        records: list[Record] = []
+        problems: list[str] = []
+
+        def add(dataset: str, metric: str, result: tuple, record_params: dict) -> None:
+            try:
+                records.append(Record(dataset, metric, *result, params=record_params))
+            except ClipevalError as exc:  # one bad record never loses the others (errors.PartialRecords)
+                problems.append(str(exc))
+
+        weights = {c: 1.0 / sum(self.errors[c]) for c in settings}
+        for c in settings:
+            add(c, "corruption_error", _linear(_sum([(d, weights[c]) for d in settings[c]]), wrong)[0], params)
+        mean, left_out = _linear(_sum([(d, weights[c] / len(settings)) for c in settings for d in settings[c]]), wrong)
+        if left_out is not None:
+            ctx.note(left_out)
+        add(self.name, "mce", mean, params)
+        if clean is not None:
+            rel = self._relative(ctx, settings, {**wrong, self.clean: clean})
+            if rel is not None:
+                add(self.name, "relative_mce", rel, params)
+        if problems:
+            raise PartialRecords("; ".join(problems), records)
         return records
+
+    def _relative(self, ctx: EvaluationContext, settings: Mapping[str, list[str]], wrong: Mapping[str, pd.Series]):
+        """relative mCE as (value, n, ci, ci_method), or None (noted) when a baseline gap is not positive.
+
+        A mean of ratios of differences: each term's denominator (the baseline's error above its clean error) is
+        positive, its numerator (the model's) may be negative, so the value and its interval may be below 0."""
+        assert self.clean_error is not None
+        terms = []
+        for c in settings:
+            gap = sum(self.errors[c]) - len(settings[c]) * self.clean_error
+            if gap <= 0:
+                ctx.note(f"no relative mCE: the baseline's {c} error is not above its clean error")
+                return None
+            terms += [(d, 1.0 / (gap * len(settings))) for d in settings[c]]
+        rel = _sum([*terms, (self.clean, -sum(w for _, w in terms))])  # each error minus the clean error
+        result, note = _linear(rel, wrong, floor=None)
+        if note is not None:
+            ctx.note(f"relative mCE (the corruption settings and {self.clean}): {note}")
+        return result
 
 
 def _settings(datasets: Sequence[str], errors: Mapping[str, list[float]]) -> dict[str, list[str]]:
@@ -150,23 +186,55 @@ def _wrong(ctx: EvaluationContext, dataset: str) -> pd.Series:
     return pd.Series(wrong, index=pd.Index(fs.ids))
 
 
-def _linear(weights: Mapping[str, float], wrong: Mapping[str, pd.Series]) -> tuple:
-    """(value, n, ci, ci_method) of sum_d weights[d] * error rate of d."""
+def _linear(
+    weights: Mapping[str, float], wrong: Mapping[str, pd.Series], floor: float | None = 0.0
+) -> tuple[tuple, str | None]:
+    """((value, n, ci, ci_method), note or None) of sum_d weights[d] * error rate of d.
+
+    The value is each dataset's error rate over its own images (the plain definition). The interval pairs the
+    images across the datasets (module docstring) over the images common to all of them (by sample id): when a
+    few are missing from some datasets (an unreadable file, a missing class folder), they are left out of the
+    interval alone, and the note says how many and where; n is then the number of common images. Only when the
+    datasets share fewer than half their images (they are different images) are they taken as independent.
+    ``floor``: the lowest value the statistic can take (the interval is clipped there); None: no limit.
+    """
     z = float(ndtri(0.5 + CONFIDENCE / 2))
-    series = [wrong[d] for d in weights]
-    images = set(series[0].index)
-    same = all(s.index.is_unique and len(s) == len(images) and set(s.index) == images for s in series)
-    if same:  # the same images everywhere: a mean over images of one score per image
-        score = sum(weights[d] * wrong[d].reindex(series[0].index).to_numpy() for d in weights)
-        value, n = float(score.mean()), len(score)
-        half = z * float(score.std(ddof=1)) / np.sqrt(n) if n > 1 else 0.0
-        return value, n, (max(0.0, value - half), value + half), "normal-paired"
-    rates = {d: float(wrong[d].mean()) for d in weights}
-    value = sum(weights[d] * rates[d] for d in weights)
-    var = sum(weights[d] ** 2 * rates[d] * (1 - rates[d]) / len(wrong[d]) for d in weights)
+    names = list(weights)
+    value = sum(weights[d] * float(wrong[d].mean()) for d in names)
+    clip = (lambda low: low) if floor is None else (lambda low: max(floor, low))
+    unique = all(wrong[d].index.is_unique for d in names)
+    common = wrong[names[0]].index
+    for d in names[1:]:
+        common = common.intersection(wrong[d].index, sort=False)
+    largest = max(len(wrong[d]) for d in names)
+    if unique and len(common) >= 2 and 2 * len(common) >= largest:
+        score = sum(weights[d] * wrong[d].reindex(common).to_numpy() for d in names)
+        n = len(common)
+        half = z * float(np.std(score, ddof=1)) / np.sqrt(n)
+        union = common
+        for d in names:
+            union = union.union(wrong[d].index, sort=False)
+        if len(union) == n:
+            return (value, n, (clip(value - half), value + half), "normal-paired"), None
+        method = f"normal-paired over the {n} images common to all {len(names)} datasets"
+        lacking = {d: len(union) - len(wrong[d]) for d in names if len(wrong[d]) < len(union)}
+        shown = ", ".join(f"{d} ({k})" for d, k in sorted(lacking.items())[:10])
+        more = f" and {len(lacking) - 10} more" if len(lacking) > 10 else ""
+        note = (
+            f"{len(union) - n} of the {len(union)} images are not in every corruption setting, so the intervals pair "
+            f"the {n} images common to all settings and leave those out; settings lacking images (how many): "
+            f"{shown}{more}. The values count every image of each setting"
+        )
+        return (value, n, (clip(value - half), value + half), method), note
+    var = sum(weights[d] ** 2 * float(wrong[d].mean()) * (1 - float(wrong[d].mean())) / len(wrong[d]) for d in names)
     half = z * float(np.sqrt(var))
-    n = min(len(wrong[d]) for d in weights)
-    return value, n, (max(0.0, value - half), value + half), "normal-independent"
+    n = min(len(wrong[d]) for d in names)
+    note = (
+        f"the corruption settings share only {len(common)} of up to {largest} images (or repeat sample ids): their "
+        "errors are taken as independent (normal-independent), which understates the interval if they are the same "
+        "images under other names"
+    )
+    return (value, n, (clip(value - half), value + half), "normal-independent"), note
 
 
 def _sum(terms: list[tuple[str, float]]) -> dict[str, float]:

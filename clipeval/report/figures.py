@@ -379,8 +379,9 @@ def reliability_panel(ax, label: str, ece: Record, confidence: np.ndarray, corre
     ax.set_title(f"{fitted(label, ax.figure.get_figwidth() / 3, 10)}\n{stats} · n {ece.n}", fontsize=10)
 
 
-def reliability_figure(panels: list[tuple[str, Record, np.ndarray, np.ndarray]], model: str):
-    """One reliability diagram per (label, ece record, confidences, right/wrong) in a grid; the legend below."""
+def reliability_figure(panels: list[tuple[str, Record, np.ndarray, np.ndarray]], model: str, subtitle: str = ""):
+    """One reliability diagram per (label, ece record, confidences, right/wrong) in a grid; the legend below;
+    ``subtitle``: a line under the title (which panels these are, when not all)."""
     n = len(panels)
     cols = min(3, n)
     rows = math.ceil(n / cols)
@@ -393,15 +394,44 @@ def reliability_figure(panels: list[tuple[str, Record, np.ndarray, np.ndarray]],
     fig.legend(handles, labels, loc="lower center", ncol=3 if cols == 3 else 1, fontsize=7, frameon=False)
     bins = int(panels[0][1].params.get("bins", 15))
     title = f"Reliability of zero-shot {model} (softmax at its logit scale, {bins} equal-width bins)"
-    fig.suptitle(fitted(title, fig.get_figwidth()))
+    title = fitted(title, fig.get_figwidth())
+    fig.suptitle(f"{title}\n{fitted(subtitle, fig.get_figwidth(), 'medium')}" if subtitle else title)
     legend_rows = 1 if cols == 3 else 3
-    fig.tight_layout(rect=(0, (0.2 + 0.15 * legend_rows) / fig.get_figheight(), 1, 1))
+    top = 1 - 0.25 * (title.count("\n") + (subtitle.count("\n") + 1 if subtitle else 0)) / fig.get_figheight()
+    fig.tight_layout(rect=(0, (0.2 + 0.15 * legend_rows) / fig.get_figheight(), 1, top))
+    return fig
+
+
+#: the most reliability diagrams one figure holds; with more datasets (ImageNet-C's 75 settings), reliability.png
+#: shows those of the largest ECE and ece.png every dataset's ECE
+MAX_RELIABILITY_PANELS = 12
+
+
+def ece_figure(records: list[Record], model: str):
+    """Every dataset's ECE with its 95% interval, one row each (in the records' order)."""
+    n = len(records)
+    fig, ax = plt.subplots(figsize=(8.0, 1.4 + 0.2 * n))
+    y = np.arange(n)[::-1]
+    values = np.array([100 * r.value for r in records])
+    lo, hi = np.array([100 * r.ci[0] for r in records]), np.array([100 * r.ci[1] for r in records])
+    ax.errorbar(values, y, xerr=[values - lo, hi - values], fmt="o", ms=3, color=MODEL_COLOR, capsize=2, elinewidth=0.8)
+    ax.set_yticks(y, [f"{r.task}/{r.dataset}" if r.task else r.dataset for r in records], fontsize=7)
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_xlim(0, min(100.0, max(1.0, 1.08 * float(hi.max()))))  # an ECE is in [0, 100]%
+    ax.set_xlabel("expected calibration error (%), 95% interval")
+    ax.grid(alpha=0.3, axis="x")
+    bins = int(records[0].params.get("bins", 15))
+    ax.set_title(fitted(f"ECE of zero-shot {model} on each of {n} datasets ({bins} equal-width bins)", 7.5))
+    fig.tight_layout()
     return fig
 
 
 def calibration_figures(doc, out: Path) -> list[Path]:
     """``reliability.png``: a reliability diagram per ``ece`` record of ``doc`` (a ResultsDocument) whose per-sample
-    data hold each sample's confidence; nothing when there are none."""
+    data hold each sample's confidence; nothing when there are none. With more than
+    :data:`MAX_RELIABILITY_PANELS` such datasets (a 76-panel grid is over 100 inches tall), reliability.png holds
+    the diagrams of the datasets with the largest ECE (its title says so) and ``ece.png`` every dataset's ECE with
+    its interval; the calibration table lists them all."""
     panels = []
     for record in (r for r in doc.records if r.metric == "ece"):
         samples = doc.samples(record.samples)
@@ -411,4 +441,11 @@ def calibration_figures(doc, out: Path) -> list[Path]:
         panels.append((where, record, samples.scores["confidence"], samples.outcome("top1")))
     if not panels:
         return []
-    return [save(reliability_figure(panels, doc.model_label), Path(out) / "reliability.png")]
+    if len(panels) <= MAX_RELIABILITY_PANELS:
+        return [save(reliability_figure(panels, doc.model_label), Path(out) / "reliability.png")]
+    worst = sorted(panels, key=lambda p: -p[1].value)[:MAX_RELIABILITY_PANELS]
+    subtitle = f"the {len(worst)} of {len(panels)} datasets with the largest ECE (every ECE: ece.png)"
+    return [
+        save(reliability_figure(worst, doc.model_label, subtitle), Path(out) / "reliability.png"),
+        save(ece_figure([p[1] for p in panels], doc.model_label), Path(out) / "ece.png"),
+    ]

@@ -23,9 +23,15 @@ if TYPE_CHECKING:
 HEAD = ["task/dataset and params", "metric", "value", "95% interval", "unit", "n"]
 
 #: how pages name each metric unit (clipeval.results.record.UNITS) in the unit column
-PAGE_UNITS = {"fraction": "%", "difference": "pp", "count": "count", "ratio": "%"}
+PAGE_UNITS = {"fraction": "%", "difference": "pp", "count": "count", "ratio": "%", "signed_ratio": "%"}
 #: how the plain-text tables name them (values as printed there: fractions, not percent)
-TEXT_UNITS = {"fraction": "fraction", "difference": "difference", "count": "count", "ratio": "ratio"}
+TEXT_UNITS = {
+    "fraction": "fraction",
+    "difference": "difference",
+    "count": "count",
+    "ratio": "ratio",
+    "signed_ratio": "ratio",
+}
 
 
 # ---------------------------------------------------------------- records

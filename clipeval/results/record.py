@@ -31,7 +31,9 @@ class Metric:
 
     ``unit``: ``fraction`` (a proportion in [0, 1], shown in percent), ``difference`` (a
     difference of fractions, shown in percentage points), ``count``, or ``ratio`` (a ratio >= 0 that may
-    exceed 1, shown in percent: a corruption error relative to a baseline's). ``derived``: computed from
+    exceed 1, shown in percent: a corruption error relative to a baseline's), or ``signed_ratio`` (a ratio of
+    differences, of either sign: a relative corruption error, the model's error above its clean error over the
+    baseline's). ``derived``: computed from
     other records (effective robustness from top-1), so a regression gate compares the records it
     comes from. ``class_weighted``: a mean over classes of per-class proportions (a paired test
     must keep samples in their class). ``summary``: shown in a suite's printed summary when its
@@ -73,7 +75,7 @@ class Metric:
         return self.to_json() | {"description": ""} == other.to_json() | {"description": ""}
 
 
-UNITS = ("fraction", "difference", "count", "ratio")
+UNITS = ("fraction", "difference", "count", "ratio", "signed_ratio")
 
 #: the metrics clipeval's evaluators write; a plugin adds its own with :func:`register_metric`
 METRICS: dict[str, Metric] = {}
@@ -200,7 +202,7 @@ for _m in (
         "relative_mce",
         "mean over corruptions of the top-1 error above the clean error, relative to the baseline's (relative mCE)",
         higher_is_better=False,
-        unit="ratio",
+        unit="signed_ratio",
         derived=True,
     ),
     # retrieval (clipeval.evaluators.retrieval), at the k it writes by default

@@ -12,9 +12,12 @@ hendrycks/natural-adv-examples, ``calibration_tools.get_measures``): the anomali
 positive class and the score is the anomaly score (there: minus the maximum softmax
 probability). AUPR is average precision, sum over thresholds of (R_k - R_{k-1}) P_k, as
 ``sklearn.metrics.average_precision_score`` computes it (no interpolation); AUROC the area under
-the ROC curve with ties counted one half; FPR at 95% TPR the false-positive rate at the threshold
-whose recall is closest to 0.95 (the first of equally close ones from the low-threshold end, as
-that code's ``fpr_and_fdr_at_recall``).
+the ROC curve with ties counted one half; FPR at 95% TPR as that code's ``fpr_and_fdr_at_recall``: the
+curve of (recall, false positives) over the distinct thresholds is cut at the first (highest) threshold
+that reaches full recall (its ``last_ind``, as sklearn's ``precision_recall_curve``), read from there
+towards the high thresholds with the point (recall 1, no false positive) appended, and the first point
+whose recall is closest to 0.95 in that order gives the false-positive rate (its false positives over
+all negatives).
 
 Intervals: a seeded percentile bootstrap, stratified when the metric has groups whose sizes are
 fixed by design (in-distribution and anomalies): each resample draws n_g samples with replacement
@@ -94,10 +97,11 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
 def fpr_at_recall(labels: np.ndarray, scores: np.ndarray, recall: float = 0.95) -> float:
     """The false-positive rate at the threshold whose true-positive rate is closest to ``recall`` (module docstring)."""
     tps, fps = _ranked(labels, scores)
-    tpr, fpr = tps / tps[-1], fps / fps[-1]
-    gap = np.abs(tpr - recall)
-    closest = np.flatnonzero(gap == gap.min())
-    return float(fpr[closest[-1]])
+    full = int(np.searchsorted(tps, tps[-1]))  # the first threshold reaching full recall: the curve stops there
+    tpr = np.r_[tps[: full + 1][::-1] / tps[-1], 1.0]  # from that threshold up, then the reference's point (1, 0)
+    fp = np.r_[fps[: full + 1][::-1], 0]
+    cutoff = int(np.argmin(np.abs(tpr - recall)))  # the first of equally close ones in this order
+    return float(fp[cutoff] / fps[-1])
 
 
 def bootstrap_interval(

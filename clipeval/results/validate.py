@@ -17,7 +17,13 @@ from clipeval.results.samples import Samples
 
 #: the largest difference between a recorded value and the value recomputed from its per-sample data
 VALUE_TOLERANCE = 1e-9
-RANGES = {"fraction": (0.0, 1.0), "difference": (-1.0, 1.0), "count": (0.0, float("inf")), "ratio": (0.0, float("inf"))}
+RANGES = {
+    "fraction": (0.0, 1.0),
+    "difference": (-1.0, 1.0),
+    "count": (0.0, float("inf")),
+    "ratio": (0.0, float("inf")),
+    "signed_ratio": (-float("inf"), float("inf")),
+}
 
 
 def check_records(

@@ -16,7 +16,7 @@ from clipeval.atomic import safe_file_name
 from clipeval.config.lists import read_strings
 from clipeval.data.captions import no_captions
 from clipeval.distributed import world
-from clipeval.errors import ClipevalError
+from clipeval.errors import ClipevalError, PartialRecords
 from clipeval.features.bank import FeatureBank
 from clipeval.features.encode import CaptionSet, FeatureSet
 from clipeval.results.record import Record, metric_info
@@ -223,7 +223,16 @@ class RunContext:
                 records += world().agree(run, f"running evaluator {name} of {self.task}")
             except Exception as exc:  # kept, and raised again by the runner once the results are written
                 log.error("Task %s: evaluator %s failed: %s", self.task, name, exc)
-                for key in set(self.kept.samples) - kept_before:
+                finished = getattr(exc, "records", None) if isinstance(exc, PartialRecords) else None
+                if finished:  # the records it finished before failing are kept (when they are valid themselves)
+                    try:
+                        records += self._accept(records, finished)
+                    except ClipevalError as also:
+                        log.error(
+                            "Task %s: evaluator %s: its finished records are invalid too: %s", self.task, name, also
+                        )
+                used = {r.samples for r in records}
+                for key in set(self.kept.samples) - kept_before - used:
                     del self.kept.samples[key], self.kept.frames[key]
                 return records, Failure(self.task, name, exc)
             finally:
@@ -231,7 +240,19 @@ class RunContext:
         return records, None
 
     def _run_evaluator(self, evaluator: Any, done: list[Record]) -> list[Record]:
-        return self._accept(done, evaluator.evaluate(self))
+        returned = evaluator.evaluate(self)
+        try:
+            return self._accept(done, returned)
+        except ClipevalError as exc:  # one invalid record: the evaluator fails, its valid records are kept
+            if not isinstance(returned, list | tuple) or not all(isinstance(r, Record) for r in returned):
+                raise
+            good: list[Record] = []
+            for record in returned:
+                try:
+                    good += self._accept([*done, *good], [record])
+                except ClipevalError:
+                    continue
+            raise PartialRecords(str(exc), good) from exc
 
     def _accept(self, done: list[Record], returned: Any) -> list[Record]:
         """``returned`` as records of this task; ClipevalError saying what the evaluator must return instead."""

@@ -222,7 +222,7 @@ def load_task(cfg: DictConfig) -> Task:
     """
     checked = validate_task(cfg, cfg._get_full_key(None) or "task")  # types and keys, naming the task file
     _say_where_it_comes_from(cfg)
-    sources, missing = {}, {}
+    sources, missing, required = {}, {}, {}
     for name, node in cfg.datasets.items():
         spec = OmegaConf.to_container(node, resolve=True)  # resolved in place: interpolations reach the task
         optional = bool(spec.pop("optional", False))
@@ -230,11 +230,20 @@ def load_task(cfg: DictConfig) -> Task:
             sources[name] = build(spec, f"dataset '{name}' of task '{cfg.name}'")
         except DataNotFound as exc:
             if not optional:
-                raise DataNotFound.for_task(exc, str(cfg.name)) from None
+                required[name] = exc  # every absent dataset is named, not only the first
+                continue
             missing[name] = str(exc)
             log.warning(
                 "Task %s: optional dataset '%s' is absent; its evaluations are skipped.\n%s", cfg.name, name, exc
             )
+    if len(required) == 1:
+        raise DataNotFound.for_task(next(iter(required.values())), str(cfg.name))
+    if required:
+        first = next(iter(required.values()))
+        raise ClipevalError(
+            f"Task '{cfg.name}': {first}\nIn all, {len(required)} of the task's {len(cfg.datasets)} datasets are "
+            f"not found: {', '.join(required)}."
+        )
     evaluators = {name: build(node, f"evaluator '{name}'") for name, node in cfg.evaluators.items() if node is not None}
     if not evaluators:
         raise ClipevalError(f"Task '{cfg.name}' has no evaluators.")
