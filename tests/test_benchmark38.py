@@ -298,15 +298,27 @@ def test_a_record_counts_only_with_its_entrys_params():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_macro_f1_equals_scikit_learn(seed):
+def test_macro_f1_equals_wilds_f1_over_the_classes_of_the_labels(seed):
+    # WILDS' F1._compute: sklearn f1_score(y_true, y_pred, average="macro", labels=torch.unique(y_true))
     from sklearn.metrics import f1_score
 
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 7, 200)
     pred = np.where(rng.random(200) < 0.5, labels, rng.integers(0, 9, 200))  # classes 7, 8 only predicted
-    assert macro_f1(pred, labels) == pytest.approx(f1_score(labels, pred, average="macro"), abs=1e-12)
+    assert set(pred.tolist()) - set(labels.tolist())  # the case where the two definitions differ
+    wilds = f1_score(labels, pred, average="macro", labels=np.unique(labels))
+    assert macro_f1(pred, labels) == pytest.approx(wilds, abs=1e-12)
+    assert macro_f1(pred, labels) != pytest.approx(f1_score(labels, pred, average="macro"), abs=1e-6)
     lo, hi = bootstrap_interval(pred, labels, macro_f1(pred, labels), resamples=200)
     assert lo <= macro_f1(pred, labels) <= hi
+
+
+def test_macro_f1_by_hand_with_a_class_only_predicted():
+    # labels {0, 1}; class 5 is only predicted and adds no term (its sample is a miss of class 0)
+    labels, pred = np.array([0, 0, 1, 1]), np.array([0, 5, 1, 0])
+    f1_0 = 2 * 1 / (2 + 2)  # TP 1, support 2, predicted 2
+    f1_1 = 2 * 1 / (2 + 1)  # TP 1, support 2, predicted 1
+    assert macro_f1(pred, labels) == pytest.approx((f1_0 + f1_1) / 2, abs=1e-12)
 
 
 def test_worst_group_equals_a_plain_loop():

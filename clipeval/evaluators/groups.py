@@ -4,8 +4,10 @@
   group where it is lowest: datacomp's ``acc_wg`` (GeoDE: by region), ``acc_top5_wg`` (Dollar Street: by income
   group) and ``acc_worst_region`` (FMoW). Groups without samples do not count (as WILDS' ``standard_group_eval``).
 - :class:`MacroF1`: the mean over classes of each class's F1 of the top-1 prediction, over the classes found in the
-  labels or the predictions (scikit-learn's ``f1_score(average="macro")``, which WILDS' ``F1`` calls: iWildCam's
-  ``F1-macro_all``).
+  labels only: WILDS' ``F1`` (``wilds/common/metrics/all_metrics.py``, ``F1._compute`` calls scikit-learn's
+  ``f1_score(y_true, y_pred, average="macro", labels=torch.unique(y_true))``), which datacomp's iWildCam
+  ``F1-macro_all`` is. A class that is predicted but absent from the labels adds no term of its own (its
+  predictions still count as false positives of no labelled class, i.e. as misses of their samples' classes).
 
 Both score the task's zero-shot logits (:meth:`EvaluationContext.zero_shot_logits`), as the zero-shot evaluator does.
 """
@@ -46,12 +48,14 @@ def worst_group(hits: np.ndarray, groups: np.ndarray) -> tuple[int, int, int]:
 
 
 def macro_f1(pred: np.ndarray, labels: np.ndarray) -> float:
-    """Mean over the classes in ``labels`` or ``pred`` of 2·TP / (2·TP + FP + FN)."""
-    classes = np.union1d(labels, pred)
-    index = np.searchsorted(classes, labels), np.searchsorted(classes, pred)
-    tp = np.bincount(index[0][pred == labels], minlength=len(classes))
-    support = np.bincount(index[0], minlength=len(classes))  # TP + FN
-    predicted = np.bincount(index[1], minlength=len(classes))  # TP + FP
+    """Mean over the classes present in ``labels`` (as WILDS' ``F1``: ``labels=torch.unique(y_true)``) of
+    2·TP / (2·TP + FP + FN); a class only predicted adds no term."""
+    classes = np.unique(labels)
+    index = np.searchsorted(classes, labels)
+    tp = np.bincount(index[pred == labels], minlength=len(classes))
+    support = np.bincount(index, minlength=len(classes))  # TP + FN, > 0 for every class kept
+    known = np.isin(pred, classes)  # predictions of a class absent from the labels are no class's TP + FP here
+    predicted = np.bincount(np.searchsorted(classes, pred[known]), minlength=len(classes))  # TP + FP
     return float(np.mean(2 * tp / (support + predicted)))
 
 

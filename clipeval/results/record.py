@@ -145,7 +145,7 @@ for _m in (
     ),
     Metric(
         "macro_f1",
-        "mean over classes (those in the labels or the predictions) of each class's F1 of top-1 (WILDS F1-macro_all)",
+        "mean over the classes present in the labels of each class's F1 of top-1 (WILDS F1-macro_all)",
     ),
     Metric(
         "benchmark_average",
