@@ -76,6 +76,13 @@ def reference(sim: np.ndarray, image_of: list[int], ks=KS) -> dict[str, tuple[fl
         parts = [0.5 * ((image_hit[i] - t_r) / n_img + (y[i] - r * m[i]) / sum(m)) for i in range(n_img)]
         var_m = n_img / (n_img - 1) * sum(p * p for p in parts)
         out[f"mean_recall@{k}"] = (mean, n_img, kg(mean, var_m, n_img))
+        # a recall that is 1 whatever the ranking is left out: some ranking of each query misses, or not?
+        text_certain = all(k > n_txt - m[i] for i in range(n_img))  # every image's k reach one of its captions
+        image_certain = k > n_img - 1  # every caption's k reach its image
+        for metric, certain in [("text_retrieval", text_certain), ("image_retrieval", image_certain),
+                                ("mean", text_certain or image_certain)]:  # fmt: skip
+            if certain:
+                del out[f"{metric}_recall@{k}"]
     return out
 
 
@@ -134,14 +141,33 @@ def test_the_metrics_are_registered_with_clip_benchmark_names():
     assert METRICS["mean_recall@1"].derived and METRICS["mean_recall@1"].summary
 
 
-def test_fewer_images_than_k_retrieve_everything_at_k():
+def test_a_recall_that_k_makes_certain_is_left_out_with_a_note():
+    # 3 images, 4 captions (1 to 2 per image): at k = 5 every recall is 1 whatever the model
     rng = np.random.default_rng(0)
     ctx = ArrayContext(
         {"test": (rng.normal(size=(3, 4)), np.zeros(3))},
         captions={"test": (rng.normal(size=(4, 4)), np.array([0, 1, 1, 2]))},
     )
-    values = {r.metric: r.value for r in Retrieval(ks=[5]).evaluate(ctx)}
-    assert values == {"text_retrieval_recall@5": 1.0, "image_retrieval_recall@5": 1.0, "mean_recall@5": 1.0}
+    assert Retrieval(ks=[5]).evaluate(ctx) == []
+    (note,) = ctx.notes
+    assert note["left_out"] == ["text_retrieval_recall@5", "image_retrieval_recall@5", "mean_recall@5"]
+    assert "3 images and 4 captions" in note["message"] and "1 whatever the model" in note["message"]
+
+
+def test_text_retrieval_is_kept_while_some_image_can_miss_and_image_retrieval_while_k_is_below_n():
+    # 4 images, 8 captions (1, 3, 2, 2): text recall@k is certain only for k > 8 - 1; image recall@k for k >= 4
+    rng = np.random.default_rng(1)
+    ctx = ArrayContext(
+        {"test": (rng.normal(size=(4, 4)), np.zeros(4))},
+        captions={"test": (rng.normal(size=(8, 4)), np.array([0, 1, 1, 1, 2, 2, 3, 3]))},
+    )
+    got = {r.metric for r in Retrieval(ks=[3, 4, 7, 8]).evaluate(ctx)}
+    assert got == {"text_retrieval_recall@3", "image_retrieval_recall@3", "mean_recall@3",
+                   "text_retrieval_recall@4", "text_retrieval_recall@7"}  # fmt: skip
+    (note,) = ctx.notes
+    assert note["left_out"] == ["image_retrieval_recall@4", "mean_recall@4", "image_retrieval_recall@7",
+                                "mean_recall@7", "text_retrieval_recall@8", "image_retrieval_recall@8",
+                                "mean_recall@8"]  # fmt: skip
 
 
 # ---------------------------------------------------------------- the three layouts, end to end
