@@ -413,3 +413,23 @@ def test_an_hf_root_of_another_form_is_refused_with_the_form_to_use():
 
     with pytest.raises(ClipevalError, match=r"hf://datasets/<owner>/<name>\[@<revision>\]"):
         hub_url("hf://clip-benchmark/wds_cars")
+
+
+@pytest.mark.parametrize("classes, kept", [(5, False), (3, False), (6, True)])
+def test_worst_group_top5_with_5_classes_or_fewer_is_left_out_with_a_note(classes, kept):
+    from array_context import ArrayContext
+
+    from clipeval.evaluators.groups import WorstGroup
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(12) % classes
+    ctx = ArrayContext(
+        {"test": (rng.normal(size=(12, classes)), labels)},
+        sample_metadata={"test": {f"test/{i:05d}": np.array([i % 2, 7]) for i in range(12)}},
+    )
+    records = WorstGroup(field=0, group_by="income", k=5).evaluate(ctx)
+    assert [r.metric for r in records] == (["worst_group_top5"] if kept else [])
+    if not kept:
+        (note,) = ctx.notes
+        assert note["left_out"] == ["worst_group_top5"] and f"with {classes} classes" in note["message"]
+    assert [r.metric for r in WorstGroup(field=0, group_by="income", k=1).evaluate(ctx)] == ["worst_group_top1"]

@@ -74,6 +74,7 @@ class WorstGroup:
     """Zero-shot top-``k`` accuracy of the worst group of samples, the groups being one field of each sample's
     metadata array (``field``: its index; ``group_by``: its name, in the log and messages).
 
+    With ``k`` classes or fewer the record is left out, with a note (it would be 1 whatever the model).
     The record's ``n`` and Clopper–Pearson interval are the worst group's (the interval does not account for
     the choice of that group among the others). Each group's accuracy is logged.
     """
@@ -95,6 +96,15 @@ class WorstGroup:
             logits = ctx.zero_shot_logits(dataset)
             ctx.check_labels(dataset, fs.labels, logits.shape[1])
             groups = self._groups(ctx.sample_metadata(dataset), fs.ids, dataset)
+            if self.k >= logits.shape[1]:  # every label is among the top k: 1 whatever the model, as top5 is
+                ctx.note(
+                    f"dataset '{dataset}': left out worst_group_top{self.k}: with {logits.shape[1]} classes every "
+                    f"label is among the top {self.k}, so it is 1 whatever the model (as top5 is left out with 5 "
+                    "classes or fewer)",
+                    dataset=dataset,
+                    left_out=[f"worst_group_top{self.k}"],
+                )
+                continue
             topk = logits.topk(min(self.k, logits.shape[1]), dim=1).indices
             hits = (topk == fs.labels[:, None]).any(dim=1).numpy()
             group, correct, count = worst_group(hits, groups)
