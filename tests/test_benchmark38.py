@@ -433,3 +433,59 @@ def test_worst_group_top5_with_5_classes_or_fewer_is_left_out_with_a_note(classe
         (note,) = ctx.notes
         assert note["left_out"] == ["worst_group_top5"] and f"with {classes} classes" in note["message"]
     assert [r.metric for r in WorstGroup(field=0, group_by="income", k=1).evaluate(ctx)] == ["worst_group_top1"]
+
+
+def _grouped_mirror_with(root: Path, npy: dict[int, bytes]) -> Path:
+    """``make_grouped_wds`` with the .npy member of the samples in ``npy`` replaced by the bytes given."""
+    make_grouped_wds(root, ["bag", "chair"], [0, 1], per_class=2)
+    shard = root / "test" / "0.tar"
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar]
+    with tarfile.open(shard, "w") as tar:
+        for m, data in members:
+            n = int(m.name[1:5])
+            if m.name.endswith(".npy") and n in npy:
+                data = npy[n]
+            info = tarfile.TarInfo(m.name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return root
+
+
+def _npy(array) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "npy, message",
+    [
+        ({2: b"garbage"}, r"0\.tar: sample 's0002\.npy': its \.npy member is not a readable numpy array"),
+        ({1: b""}, r"0\.tar: sample 's0001\.npy': its \.npy member is not a readable numpy array"),
+        (
+            {3: _npy([-1, 7])},
+            r"sample '0/s0003' has region -1 \(metadata field 0\); a group must be a whole number >= 0",
+        ),
+        ({0: _npy([1.5, 7.0])}, r"sample '0/s0000' has region 1\.5 .*whole number >= 0"),
+        ({0: _npy(3)}, r"the metadata of sample '0/s0000' is a single value, not an array of fields"),
+    ],
+)
+def test_unreadable_or_invalid_group_metadata_exits_2_naming_the_sample(npy, message, tiny_open_clip, tmp_path, capsys):
+    _grouped_mirror_with(tmp_path / "data" / "wds_geode_test", npy)
+    overrides = ["task=geode", f"data_root={tmp_path / 'data'}", *open_clip_overrides(tiny_open_clip)]
+    with pytest.raises(ClipevalError, match=message):
+        run_in_process(overrides, tmp_path / "run")
+
+
+def test_whole_float_groups_are_grouped_as_their_integers(tmp_path):
+    # as WILDS' CombinatorialGrouper, which converts metadata to long (it refuses values below 0)
+    from array_context import ArrayContext
+
+    from clipeval.evaluators.groups import WorstGroup
+
+    rng = np.random.default_rng(0)
+    meta = {f"test/{i:05d}": np.array([float(i % 3), 2016.0]) for i in range(12)}
+    ctx = ArrayContext({"test": (rng.normal(size=(12, 4)), np.arange(12) % 4)}, sample_metadata={"test": meta})
+    (record,) = WorstGroup(field=0, group_by="region", k=1).evaluate(ctx)
+    assert record.n == 4

@@ -134,13 +134,29 @@ class WorstGroup:
                 f"Dataset '{dataset}': {len(absent)} of {len(ids)} samples have no metadata array (.npy), e.g. "
                 f"{absent[0]!r}; every sample needs its {self.group_by} to be grouped. Download the mirror again."
             )
-        rows = [np.asarray(metadata[i]).reshape(-1) for i in ids]
+        arrays = [np.asarray(metadata[i]) for i in ids]
+        scalar = next((i for i, a in zip(ids, arrays, strict=True) if a.ndim == 0), None)
+        if scalar is not None:
+            raise ClipevalError(
+                f"Dataset '{dataset}': the metadata of sample {scalar!r} is a single value, not an array of fields, "
+                f"so it has no field {self.field} ({self.group_by}); check the mirror and the task's WorstGroup field."
+            )
+        rows = [a.reshape(-1) for a in arrays]
         short = next((i for i, r in zip(ids, rows, strict=True) if len(r) <= self.field), None)
         if short is not None:
             raise ClipevalError(
                 f"Dataset '{dataset}': the metadata of sample {short!r} has no field {self.field} ({self.group_by}); "
                 "check the task's WorstGroup field."
             )
+        for i, r in zip(ids, rows, strict=True):
+            value = r[self.field]
+            if not isinstance(value, (np.integer, np.floating)) or not np.isfinite(value) or value % 1 or value < 0:
+                shown = value.item() if isinstance(value, np.generic) else value
+                raise ClipevalError(
+                    f"Dataset '{dataset}': sample {i!r} has {self.group_by} {shown!r} (metadata field {self.field}); "
+                    "a group must be a whole number >= 0 (WILDS' grouper refuses negative groups). "
+                    "Check the mirror and the task's WorstGroup field."
+                )
         return np.array([int(r[self.field]) for r in rows], dtype=np.int64)
 
 
