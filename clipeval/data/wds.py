@@ -172,8 +172,9 @@ def _load_array(data: bytes, shard: Any, sample: str, extension: str) -> Any:
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
+        why = "it is pickled data, which is not loaded" if "pickled" in str(exc) else str(exc) or type(exc).__name__
         raise ClipevalError(
-            f"{shard}: sample {sample!r}: its .{extension} member is not a readable numpy array ({exc}). "
+            f"{shard}: sample {sample!r}: its .{extension} member is not a readable numpy array ({why}). "
             "Download the mirror again."
         ) from None
 
