@@ -300,6 +300,8 @@ def _drop(entry, key):
 
 BAD_KARPATHY = {
     "a list, not an object": (lambda d: d["images"], "should hold an object {\"images\""),
+    "images not a list": (lambda d: {"images": {"0": d["images"][0]}}, "'images': {\"0\": {"),
+    "images null": (lambda d: {"images": None}, "'images': null, which is not a list of image entries"),
     "no sentences": (lambda d: {"images": [_drop(d["images"][0], "sentences"), *d["images"][1:]]},
                      "images[0].sentences is null, not a list"),
     "empty sentences": (lambda d: {"images": [{**d["images"][0], "sentences": []}, *d["images"][1:]]},
@@ -400,3 +402,29 @@ def test_the_gate_table_keeps_its_columns_with_the_long_metric_names():
     lines = format_rows(rows).splitlines()[:3]
     assert len({line.index("0.5000") for line in lines[1:]}) == 1
     assert lines[0].index("reference") + len("reference") == lines[1].index("0.5000") + len("0.5000")
+
+
+@pytest.mark.parametrize("task", ["retrieval_hf", "hf"])
+def test_an_empty_hugging_face_dataset_exits_2_saying_it_has_no_rows(task, tmp_path, capsys):
+    import datasets
+
+    features = {"image": datasets.Image(), "caption": datasets.Sequence(datasets.Value("string"))}
+    if task == "hf":
+        features = {"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])}
+    empty = {name: [] for name in features}
+    datasets.Dataset.from_dict(empty, features=datasets.Features(features)).save_to_disk(str(tmp_path / "hf"))
+    extra = ["task.caption_key=caption"] if task == "retrieval_hf" else []
+    err = exit_2([f"task={task}", f"task.path={tmp_path / 'hf'}", *extra], capsys)
+    assert f"Hugging Face dataset {tmp_path / 'hf'} has a split with no rows (state.json lists no data files)" in err
+
+
+def test_a_hugging_face_split_without_rows_exits_2(tmp_path, capsys):
+    # rows exist, but none in the split asked: the source is empty once built
+    import datasets
+
+    features = {"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])}
+    rows = {"image": [{"bytes": png(0), "path": None}], "label": [0]}
+    ds = datasets.Dataset.from_dict(rows, features=datasets.Features(features))
+    datasets.DatasetDict({"train": ds, "test": ds.select([])}).save_to_disk(str(tmp_path / "hf"))
+    err = exit_2(["task=hf", f"task.path={tmp_path / 'hf'}"], capsys)
+    assert "no rows" in err

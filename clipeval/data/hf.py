@@ -45,6 +45,11 @@ class HFDatasetSource(MapSource):
 
         self.path, self.split = str(path), split
         ds = _load(self.path, split, name, revision)
+        if len(ds) == 0:
+            raise ClipevalError(
+                f"Hugging Face dataset {self.path} (split '{split}') has no rows: there is nothing to evaluate. "
+                "Check task.path and task.split."
+            )
         self.image_key = image_key or _find_column(ds, datasets.Image, "image")
         self.label_key = label_key or _find_column(ds, datasets.ClassLabel, "label")
         self._rows: list[int] | None = None
@@ -129,7 +134,15 @@ def _load(path: str, split: str, name: str | None, revision: str | None):
         or (local / "dataset_dict.json").exists()
         or (local / "state.json").exists()
     ):
-        ds = datasets.load_from_disk(str(local))
+        try:
+            ds = datasets.load_from_disk(str(local))
+        except IndexError:  # datasets cannot load a saved split of no rows (no arrow files)
+            if not _saved_without_rows(local):
+                raise
+            raise ClipevalError(
+                f"Hugging Face dataset {path} has a split with no rows ({', '.join(_saved_without_rows(local))} "
+                "lists no data files): there is nothing to evaluate. Check task.path."
+            ) from None
         if isinstance(ds, datasets.DatasetDict):
             if split not in ds:
                 raise OptionError("split", split, f"a split of {path}: {', '.join(map(repr, ds))} (task.split)")
@@ -158,6 +171,20 @@ def _load(path: str, split: str, name: str | None, revision: str | None):
             "Download it where there is network (datasets.load_dataset(...).save_to_disk(DIR)) "
             "and pass task.path=DIR.",
         ) from exc
+
+
+def _saved_without_rows(local: Path) -> list[str]:
+    """The state.json files under a save_to_disk folder (the dataset's, or each split's) that list no data files."""
+    import json
+
+    empty = []
+    for state in sorted([local / "state.json", *local.glob("*/state.json")]):
+        try:
+            if state.is_file() and not json.loads(state.read_text()).get("_data_files"):
+                empty.append(str(state.relative_to(local)))
+        except (OSError, ValueError, AttributeError):
+            continue
+    return empty
 
 
 def _not_a_dataset(local: Path) -> str | None:
