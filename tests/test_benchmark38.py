@@ -489,3 +489,30 @@ def test_whole_float_groups_are_grouped_as_their_integers(tmp_path):
     ctx = ArrayContext({"test": (rng.normal(size=(12, 4)), np.arange(12) % 4)}, sample_metadata={"test": meta})
     (record,) = WorstGroup(field=0, group_by="region", k=1).evaluate(ctx)
     assert record.n == 4
+
+
+@pytest.mark.parametrize("content", [None, ""])
+def test_a_mirror_without_templates_is_prompted_with_the_default_and_the_run_notes_it(
+    content, tiny_open_clip, tmp_path, caplog
+):
+    root = make_wds(tmp_path / "data" / "wds_cars", ["sedan", "pickup truck", "convertible"], per_class=2, shards=1)
+    templates = root / "zeroshot_classification_templates.txt"
+    templates.unlink()
+    if content is not None:
+        templates.write_text(content)
+    doc = run_in_process(
+        ["task=cars", f"data_root={tmp_path / 'data'}", *open_clip_overrides(tiny_open_clip)], tmp_path / "run"
+    )
+    (note,) = [n for n in doc["notes"] if "prompt templates" in n["message"]]
+    assert note["templates"] == ["a photo of a {c}."] and note["dataset"] == "test"
+    assert "published results used the mirror's templates" in note["message"]
+    assert "default template 'a photo of a {c}.'" in caplog.text
+    assert {r["metric"] for r in doc["records"]} >= {"top1", "mean_per_class_recall"}  # the fallback still runs
+
+
+def test_a_mirror_with_templates_has_no_template_note(tiny_open_clip, tmp_path):
+    make_wds(tmp_path / "data" / "wds_cars", ["sedan", "pickup truck", "convertible"], per_class=2, shards=1)
+    doc = run_in_process(
+        ["task=cars", f"data_root={tmp_path / 'data'}", *open_clip_overrides(tiny_open_clip)], tmp_path / "run"
+    )
+    assert not [n for n in doc.get("notes", []) if "prompt templates" in n["message"]]

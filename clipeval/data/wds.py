@@ -45,6 +45,10 @@ DIGITS = re.compile(rb"[0-9]+")  # ASCII digits only: int() also takes "0_2", "+
 class WebDatasetSource(Source):
     """A local mirror folder, or a remote one (a URL or ``pipe:`` command: ``revision`` and ``timeout`` apply)."""
 
+    #: the layout ships prompt templates (zeroshot_classification_templates.txt): without them, the run notes the
+    #: default template it falls back to (clipeval.run.context)
+    ships_templates = True
+
     def __init__(
         self,
         root: str | os.PathLike,
