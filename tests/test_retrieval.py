@@ -428,3 +428,42 @@ def test_a_hugging_face_split_without_rows_exits_2(tmp_path, capsys):
     datasets.DatasetDict({"train": ds, "test": ds.select([])}).save_to_disk(str(tmp_path / "hf"))
     err = exit_2(["task=hf", f"task.path={tmp_path / 'hf'}"], capsys)
     assert "no rows" in err
+
+
+def _saved_dataset(root: Path, task: str, split=None) -> Path:
+    """A single saved Dataset (save_to_disk, no DatasetDict) for ``task`` (hf or retrieval_hf), recording ``split``."""
+    import datasets
+
+    if task == "hf":
+        features = {"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])}
+        rows = {"image": [{"bytes": png(i), "path": None} for i in range(4)], "label": [0, 1, 0, 1]}
+    else:
+        features = {"image": datasets.Image(), "caption": datasets.Sequence(datasets.Value("string"))}
+        rows = {"image": [{"bytes": png(i), "path": None} for i in range(4)], "caption": [[f"c {i}"] for i in range(4)]}
+    split = datasets.NamedSplit(split) if split else None
+    datasets.Dataset.from_dict(rows, features=datasets.Features(features), split=split).save_to_disk(str(root))
+    return root
+
+
+@pytest.mark.parametrize("task", ["hf", "retrieval_hf"])
+@pytest.mark.parametrize(
+    "saved, asked, message",
+    [
+        (None, "validation", "a single saved Dataset (not a DatasetDict) that records no split"),
+        ("train", "test", "a single saved Dataset (not a DatasetDict) that was saved from split 'train'"),
+        ("train", "validation", "use task.split=train"),
+    ],
+)
+def test_a_split_that_a_single_saved_dataset_cannot_honour_is_refused(task, saved, asked, message, tmp_path, capsys):
+    root = _saved_dataset(tmp_path / "hf", task, saved)
+    err = exit_2([f"task={task}", f"task.path={root}", f"task.split={asked}"], capsys)
+    assert f"split='{asked}' is not allowed" in err and message in err
+
+
+@pytest.mark.parametrize("task", ["hf", "retrieval_hf"])
+def test_a_single_saved_dataset_is_read_with_its_own_split_or_the_default(task, tmp_path):
+    from clipeval.data.hf import HFDatasetSource
+
+    caption_key = {"caption_key": "caption"} if task == "retrieval_hf" else {}
+    assert len(HFDatasetSource(str(_saved_dataset(tmp_path / "a", task)), split="test", **caption_key)) == 4
+    assert len(HFDatasetSource(str(_saved_dataset(tmp_path / "b", task, "train")), split="train", **caption_key)) == 4
