@@ -344,7 +344,7 @@ def test_sample_metadata_is_read_from_the_shards_by_sample_id(tmp_path):
 def test_worst_group_without_metadata_is_a_clear_error(tiny_open_clip, tmp_path):
     make_wds(tmp_path / "data" / "wds_geode_test", ["bag", "chair"], per_class=2, shards=1)  # no .npy
     overrides = ["task=geode", f"data_root={tmp_path / 'data'}", *open_clip_overrides(tiny_open_clip)]
-    with pytest.raises(ClipevalError, match=r"4 of 4 samples have no metadata array \(\.npy\)"):
+    with pytest.raises(ClipevalError, match=r"none of its samples has a metadata array \(\.npy\)"):
         run_in_process(overrides, tmp_path / "run")
 
 
@@ -516,3 +516,16 @@ def test_a_mirror_with_templates_has_no_template_note(tiny_open_clip, tmp_path):
         ["task=cars", f"data_root={tmp_path / 'data'}", *open_clip_overrides(tiny_open_clip)], tmp_path / "run"
     )
     assert not [n for n in doc.get("notes", []) if "prompt templates" in n["message"]]
+
+
+def test_group_metadata_is_checked_when_the_task_loads_before_any_model(tmp_path):
+    from conftest import compose_config
+
+    from clipeval.run.task import load_task
+
+    _grouped_mirror_with(tmp_path / "data" / "wds_geode_test", {3: _npy([-1, 7])})
+    cfg = compose_config(["task=geode", f"data_root={tmp_path / 'data'}"])
+    with pytest.raises(
+        ClipevalError, match=r"Task 'geode', evaluator 'worst_group': Dataset 'test': sample '0/s0003' has region -1"
+    ):
+        load_task(cfg.task)

@@ -28,6 +28,8 @@ from clipeval.results.record import Record
 
 log = logging.getLogger(__name__)
 
+Task = object  # clipeval.run.task.Task, not imported (evaluators stay below the runner)
+
 #: bootstrap resamples and seed of the macro-F1 interval
 RESAMPLES, SEED = 1000, 0
 
@@ -87,6 +89,27 @@ class WorstGroup:
         self.field, self.group_by, self.k = field, str(group_by), k
         self.datasets = list(datasets) if datasets else None
 
+    def check(self, task: Task) -> None:
+        """Refuse, before a model loads, data whose samples cannot be grouped: no metadata at all, or (a local
+        mirror, whose metadata members are read without its images) an array without the field or a value there
+        that is no group. A streamed mirror is checked when it is evaluated (reading it here means downloading it)."""
+        for dataset in self.datasets or list(task.sources):
+            if dataset in task.missing or dataset not in task.sources:
+                continue
+            source = task.source(dataset)
+            read = getattr(source, "sample_metadata", None)
+            if read is None:
+                self._groups(None, [], dataset)  # the error of a source without metadata
+            if getattr(source, "remote", None) is not None:
+                continue
+            metadata = read()
+            if not metadata:
+                raise ClipevalError(
+                    f"Dataset '{dataset}' ({source.describe()}): none of its samples has a metadata array (.npy), so "
+                    f"they cannot be grouped by {self.group_by}. Download the mirror again."
+                )
+            self._field_values(dataset, list(metadata.items()))
+
     def evaluate(self, ctx: EvaluationContext) -> list[Record]:
         records = []
         for dataset in self.datasets or ctx.datasets():
@@ -134,7 +157,13 @@ class WorstGroup:
                 f"Dataset '{dataset}': {len(absent)} of {len(ids)} samples have no metadata array (.npy), e.g. "
                 f"{absent[0]!r}; every sample needs its {self.group_by} to be grouped. Download the mirror again."
             )
-        arrays = [np.asarray(metadata[i]) for i in ids]
+        return self._field_values(dataset, [(i, metadata[i]) for i in ids])
+
+    def _field_values(self, dataset: str, items: Sequence[tuple[str, Any]]) -> np.ndarray:
+        """The group of each (sample id, metadata array) in ``items``; ClipevalError naming the first sample whose
+        array has no such field, or whose value there is no group (a whole number >= 0)."""
+        ids = [i for i, _ in items]
+        arrays = [np.asarray(a) for _, a in items]
         scalar = next((i for i, a in zip(ids, arrays, strict=True) if a.ndim == 0), None)
         if scalar is not None:
             raise ClipevalError(
