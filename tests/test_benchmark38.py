@@ -298,15 +298,27 @@ def test_a_record_counts_only_with_its_entrys_params():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_macro_f1_equals_scikit_learn(seed):
+def test_macro_f1_equals_wilds_f1_over_the_classes_of_the_labels(seed):
+    # WILDS' F1._compute: sklearn f1_score(y_true, y_pred, average="macro", labels=torch.unique(y_true))
     from sklearn.metrics import f1_score
 
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 7, 200)
     pred = np.where(rng.random(200) < 0.5, labels, rng.integers(0, 9, 200))  # classes 7, 8 only predicted
-    assert macro_f1(pred, labels) == pytest.approx(f1_score(labels, pred, average="macro"), abs=1e-12)
+    assert set(pred.tolist()) - set(labels.tolist())  # the case where the two definitions differ
+    wilds = f1_score(labels, pred, average="macro", labels=np.unique(labels))
+    assert macro_f1(pred, labels) == pytest.approx(wilds, abs=1e-12)
+    assert macro_f1(pred, labels) != pytest.approx(f1_score(labels, pred, average="macro"), abs=1e-6)
     lo, hi = bootstrap_interval(pred, labels, macro_f1(pred, labels), resamples=200)
     assert lo <= macro_f1(pred, labels) <= hi
+
+
+def test_macro_f1_by_hand_with_a_class_only_predicted():
+    # labels {0, 1}; class 5 is only predicted and adds no term (its sample is a miss of class 0)
+    labels, pred = np.array([0, 0, 1, 1]), np.array([0, 5, 1, 0])
+    f1_0 = 2 * 1 / (2 + 2)  # TP 1, support 2, predicted 2
+    f1_1 = 2 * 1 / (2 + 1)  # TP 1, support 2, predicted 1
+    assert macro_f1(pred, labels) == pytest.approx((f1_0 + f1_1) / 2, abs=1e-12)
 
 
 def test_worst_group_equals_a_plain_loop():
@@ -332,7 +344,7 @@ def test_sample_metadata_is_read_from_the_shards_by_sample_id(tmp_path):
 def test_worst_group_without_metadata_is_a_clear_error(tiny_open_clip, tmp_path):
     make_wds(tmp_path / "data" / "wds_geode_test", ["bag", "chair"], per_class=2, shards=1)  # no .npy
     overrides = ["task=geode", f"data_root={tmp_path / 'data'}", *open_clip_overrides(tiny_open_clip)]
-    with pytest.raises(ClipevalError, match=r"4 of 4 samples have no metadata array \(\.npy\)"):
+    with pytest.raises(ClipevalError, match=r"none of its samples has a metadata array \(\.npy\)"):
         run_in_process(overrides, tmp_path / "run")
 
 
@@ -401,3 +413,119 @@ def test_an_hf_root_of_another_form_is_refused_with_the_form_to_use():
 
     with pytest.raises(ClipevalError, match=r"hf://datasets/<owner>/<name>\[@<revision>\]"):
         hub_url("hf://clip-benchmark/wds_cars")
+
+
+@pytest.mark.parametrize("classes, kept", [(5, False), (3, False), (6, True)])
+def test_worst_group_top5_with_5_classes_or_fewer_is_left_out_with_a_note(classes, kept):
+    from array_context import ArrayContext
+
+    from clipeval.evaluators.groups import WorstGroup
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(12) % classes
+    ctx = ArrayContext(
+        {"test": (rng.normal(size=(12, classes)), labels)},
+        sample_metadata={"test": {f"test/{i:05d}": np.array([i % 2, 7]) for i in range(12)}},
+    )
+    records = WorstGroup(field=0, group_by="income", k=5).evaluate(ctx)
+    assert [r.metric for r in records] == (["worst_group_top5"] if kept else [])
+    if not kept:
+        (note,) = ctx.notes
+        assert note["left_out"] == ["worst_group_top5"] and f"with {classes} classes" in note["message"]
+    assert [r.metric for r in WorstGroup(field=0, group_by="income", k=1).evaluate(ctx)] == ["worst_group_top1"]
+
+
+def _grouped_mirror_with(root: Path, npy: dict[int, bytes]) -> Path:
+    """``make_grouped_wds`` with the .npy member of the samples in ``npy`` replaced by the bytes given."""
+    make_grouped_wds(root, ["bag", "chair"], [0, 1], per_class=2)
+    shard = root / "test" / "0.tar"
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar]
+    with tarfile.open(shard, "w") as tar:
+        for m, data in members:
+            n = int(m.name[1:5])
+            if m.name.endswith(".npy") and n in npy:
+                data = npy[n]
+            info = tarfile.TarInfo(m.name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return root
+
+
+def _npy(array) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "npy, message",
+    [
+        ({2: b"garbage"}, r"0\.tar: sample 's0002\.npy': its \.npy member is not a readable numpy array"),
+        ({1: b""}, r"0\.tar: sample 's0001\.npy': its \.npy member is not a readable numpy array"),
+        (
+            {3: _npy([-1, 7])},
+            r"sample '0/s0003' has region -1 \(metadata field 0\); a group must be a whole number >= 0",
+        ),
+        ({0: _npy([1.5, 7.0])}, r"sample '0/s0000' has region 1\.5 .*whole number >= 0"),
+        ({0: _npy(3)}, r"the metadata of sample '0/s0000' is a single value, not an array of fields"),
+    ],
+)
+def test_unreadable_or_invalid_group_metadata_exits_2_naming_the_sample(npy, message, tiny_open_clip, tmp_path, capsys):
+    _grouped_mirror_with(tmp_path / "data" / "wds_geode_test", npy)
+    overrides = ["task=geode", f"data_root={tmp_path / 'data'}", *open_clip_overrides(tiny_open_clip)]
+    with pytest.raises(ClipevalError, match=message):
+        run_in_process(overrides, tmp_path / "run")
+
+
+def test_whole_float_groups_are_grouped_as_their_integers(tmp_path):
+    # as WILDS' CombinatorialGrouper, which converts metadata to long (it refuses values below 0)
+    from array_context import ArrayContext
+
+    from clipeval.evaluators.groups import WorstGroup
+
+    rng = np.random.default_rng(0)
+    meta = {f"test/{i:05d}": np.array([float(i % 3), 2016.0]) for i in range(12)}
+    ctx = ArrayContext({"test": (rng.normal(size=(12, 4)), np.arange(12) % 4)}, sample_metadata={"test": meta})
+    (record,) = WorstGroup(field=0, group_by="region", k=1).evaluate(ctx)
+    assert record.n == 4
+
+
+@pytest.mark.parametrize("content", [None, ""])
+def test_a_mirror_without_templates_is_prompted_with_the_default_and_the_run_notes_it(
+    content, tiny_open_clip, tmp_path, caplog
+):
+    root = make_wds(tmp_path / "data" / "wds_cars", ["sedan", "pickup truck", "convertible"], per_class=2, shards=1)
+    templates = root / "zeroshot_classification_templates.txt"
+    templates.unlink()
+    if content is not None:
+        templates.write_text(content)
+    doc = run_in_process(
+        ["task=cars", f"data_root={tmp_path / 'data'}", *open_clip_overrides(tiny_open_clip)], tmp_path / "run"
+    )
+    (note,) = [n for n in doc["notes"] if "prompt templates" in n["message"]]
+    assert note["templates"] == ["a photo of a {c}."] and note["dataset"] == "test"
+    assert "published results used the mirror's templates" in note["message"]
+    assert "default template 'a photo of a {c}.'" in caplog.text
+    assert {r["metric"] for r in doc["records"]} >= {"top1", "mean_per_class_recall"}  # the fallback still runs
+
+
+def test_a_mirror_with_templates_has_no_template_note(tiny_open_clip, tmp_path):
+    make_wds(tmp_path / "data" / "wds_cars", ["sedan", "pickup truck", "convertible"], per_class=2, shards=1)
+    doc = run_in_process(
+        ["task=cars", f"data_root={tmp_path / 'data'}", *open_clip_overrides(tiny_open_clip)], tmp_path / "run"
+    )
+    assert not [n for n in doc.get("notes", []) if "prompt templates" in n["message"]]
+
+
+def test_group_metadata_is_checked_when_the_task_loads_before_any_model(tmp_path):
+    from conftest import compose_config
+
+    from clipeval.run.task import load_task
+
+    _grouped_mirror_with(tmp_path / "data" / "wds_geode_test", {3: _npy([-1, 7])})
+    cfg = compose_config(["task=geode", f"data_root={tmp_path / 'data'}"])
+    with pytest.raises(
+        ClipevalError, match=r"Task 'geode', evaluator 'worst_group': Dataset 'test': sample '0/s0003' has region -1"
+    ):
+        load_task(cfg.task)

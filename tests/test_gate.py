@@ -438,3 +438,17 @@ def test_effective_robustness_moves_with_its_top1_and_is_not_failed_by_a_fixed_t
     er["tolerance"] = 0.01
     (tmp_path / "golden.json").write_text(json.dumps(golden))
     assert check("compare", "--golden", str(tmp_path / "golden.json"), str(tmp_path / "cand")) == 1
+
+
+def test_each_derived_metric_says_what_it_is_computed_from():
+    from clipeval.check.compare import derived_evidence
+
+    assert derived_evidence("mean_recall@5") == (
+        "computed from its text_retrieval_recall@5 and image_retrieval_recall@5 rows (gated there by paired tests); "
+        "not gated"
+    )
+    assert "top-1" not in derived_evidence("mean_recall@1") and "top-1" not in derived_evidence("benchmark_average")
+    assert "main-metric row" in derived_evidence("benchmark_average")
+    assert "few-shot and zero-shot top-1 rows" in derived_evidence("k_matching_zero_shot")
+    assert "zero-shot top-1 rows" in derived_evidence("effective_robustness")
+    assert derived_evidence("some_new_derived") == "computed from other rows of the run (gated there); not gated"

@@ -76,6 +76,13 @@ def reference(sim: np.ndarray, image_of: list[int], ks=KS) -> dict[str, tuple[fl
         parts = [0.5 * ((image_hit[i] - t_r) / n_img + (y[i] - r * m[i]) / sum(m)) for i in range(n_img)]
         var_m = n_img / (n_img - 1) * sum(p * p for p in parts)
         out[f"mean_recall@{k}"] = (mean, n_img, kg(mean, var_m, n_img))
+        # a recall that is 1 whatever the ranking is left out: some ranking of each query misses, or not?
+        text_certain = all(k > n_txt - m[i] for i in range(n_img))  # every image's k reach one of its captions
+        image_certain = k > n_img - 1  # every caption's k reach its image
+        for metric, certain in [("text_retrieval", text_certain), ("image_retrieval", image_certain),
+                                ("mean", text_certain or image_certain)]:  # fmt: skip
+            if certain:
+                del out[f"{metric}_recall@{k}"]
     return out
 
 
@@ -134,14 +141,33 @@ def test_the_metrics_are_registered_with_clip_benchmark_names():
     assert METRICS["mean_recall@1"].derived and METRICS["mean_recall@1"].summary
 
 
-def test_fewer_images_than_k_retrieve_everything_at_k():
+def test_a_recall_that_k_makes_certain_is_left_out_with_a_note():
+    # 3 images, 4 captions (1 to 2 per image): at k = 5 every recall is 1 whatever the model
     rng = np.random.default_rng(0)
     ctx = ArrayContext(
         {"test": (rng.normal(size=(3, 4)), np.zeros(3))},
         captions={"test": (rng.normal(size=(4, 4)), np.array([0, 1, 1, 2]))},
     )
-    values = {r.metric: r.value for r in Retrieval(ks=[5]).evaluate(ctx)}
-    assert values == {"text_retrieval_recall@5": 1.0, "image_retrieval_recall@5": 1.0, "mean_recall@5": 1.0}
+    assert Retrieval(ks=[5]).evaluate(ctx) == []
+    (note,) = ctx.notes
+    assert note["left_out"] == ["text_retrieval_recall@5", "image_retrieval_recall@5", "mean_recall@5"]
+    assert "3 images and 4 captions" in note["message"] and "1 whatever the model" in note["message"]
+
+
+def test_text_retrieval_is_kept_while_some_image_can_miss_and_image_retrieval_while_k_is_below_n():
+    # 4 images, 8 captions (1, 3, 2, 2): text recall@k is certain only for k > 8 - 1; image recall@k for k >= 4
+    rng = np.random.default_rng(1)
+    ctx = ArrayContext(
+        {"test": (rng.normal(size=(4, 4)), np.zeros(4))},
+        captions={"test": (rng.normal(size=(8, 4)), np.array([0, 1, 1, 1, 2, 2, 3, 3]))},
+    )
+    got = {r.metric for r in Retrieval(ks=[3, 4, 7, 8]).evaluate(ctx)}
+    assert got == {"text_retrieval_recall@3", "image_retrieval_recall@3", "mean_recall@3",
+                   "text_retrieval_recall@4", "text_retrieval_recall@7"}  # fmt: skip
+    (note,) = ctx.notes
+    assert note["left_out"] == ["image_retrieval_recall@4", "mean_recall@4", "image_retrieval_recall@7",
+                                "mean_recall@7", "text_retrieval_recall@8", "image_retrieval_recall@8",
+                                "mean_recall@8"]  # fmt: skip
 
 
 # ---------------------------------------------------------------- the three layouts, end to end
@@ -274,6 +300,8 @@ def _drop(entry, key):
 
 BAD_KARPATHY = {
     "a list, not an object": (lambda d: d["images"], "should hold an object {\"images\""),
+    "images not a list": (lambda d: {"images": {"0": d["images"][0]}}, "'images': {\"0\": {"),
+    "images null": (lambda d: {"images": None}, "'images': null, which is not a list of image entries"),
     "no sentences": (lambda d: {"images": [_drop(d["images"][0], "sentences"), *d["images"][1:]]},
                      "images[0].sentences is null, not a list"),
     "empty sentences": (lambda d: {"images": [{**d["images"][0], "sentences": []}, *d["images"][1:]]},
@@ -374,3 +402,68 @@ def test_the_gate_table_keeps_its_columns_with_the_long_metric_names():
     lines = format_rows(rows).splitlines()[:3]
     assert len({line.index("0.5000") for line in lines[1:]}) == 1
     assert lines[0].index("reference") + len("reference") == lines[1].index("0.5000") + len("0.5000")
+
+
+@pytest.mark.parametrize("task", ["retrieval_hf", "hf"])
+def test_an_empty_hugging_face_dataset_exits_2_saying_it_has_no_rows(task, tmp_path, capsys):
+    import datasets
+
+    features = {"image": datasets.Image(), "caption": datasets.Sequence(datasets.Value("string"))}
+    if task == "hf":
+        features = {"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])}
+    empty = {name: [] for name in features}
+    datasets.Dataset.from_dict(empty, features=datasets.Features(features)).save_to_disk(str(tmp_path / "hf"))
+    extra = ["task.caption_key=caption"] if task == "retrieval_hf" else []
+    err = exit_2([f"task={task}", f"task.path={tmp_path / 'hf'}", *extra], capsys)
+    assert f"Hugging Face dataset {tmp_path / 'hf'} has a split with no rows (state.json lists no data files)" in err
+
+
+def test_a_hugging_face_split_without_rows_exits_2(tmp_path, capsys):
+    # rows exist, but none in the split asked: the source is empty once built
+    import datasets
+
+    features = {"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])}
+    rows = {"image": [{"bytes": png(0), "path": None}], "label": [0]}
+    ds = datasets.Dataset.from_dict(rows, features=datasets.Features(features))
+    datasets.DatasetDict({"train": ds, "test": ds.select([])}).save_to_disk(str(tmp_path / "hf"))
+    err = exit_2(["task=hf", f"task.path={tmp_path / 'hf'}"], capsys)
+    assert "no rows" in err
+
+
+def _saved_dataset(root: Path, task: str, split=None) -> Path:
+    """A single saved Dataset (save_to_disk, no DatasetDict) for ``task`` (hf or retrieval_hf), recording ``split``."""
+    import datasets
+
+    if task == "hf":
+        features = {"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])}
+        rows = {"image": [{"bytes": png(i), "path": None} for i in range(4)], "label": [0, 1, 0, 1]}
+    else:
+        features = {"image": datasets.Image(), "caption": datasets.Sequence(datasets.Value("string"))}
+        rows = {"image": [{"bytes": png(i), "path": None} for i in range(4)], "caption": [[f"c {i}"] for i in range(4)]}
+    split = datasets.NamedSplit(split) if split else None
+    datasets.Dataset.from_dict(rows, features=datasets.Features(features), split=split).save_to_disk(str(root))
+    return root
+
+
+@pytest.mark.parametrize("task", ["hf", "retrieval_hf"])
+@pytest.mark.parametrize(
+    "saved, asked, message",
+    [
+        (None, "validation", "a single saved Dataset (not a DatasetDict) that records no split"),
+        ("train", "test", "a single saved Dataset (not a DatasetDict) that was saved from split 'train'"),
+        ("train", "validation", "use task.split=train"),
+    ],
+)
+def test_a_split_that_a_single_saved_dataset_cannot_honour_is_refused(task, saved, asked, message, tmp_path, capsys):
+    root = _saved_dataset(tmp_path / "hf", task, saved)
+    err = exit_2([f"task={task}", f"task.path={root}", f"task.split={asked}"], capsys)
+    assert f"split='{asked}' is not allowed" in err and message in err
+
+
+@pytest.mark.parametrize("task", ["hf", "retrieval_hf"])
+def test_a_single_saved_dataset_is_read_with_its_own_split_or_the_default(task, tmp_path):
+    from clipeval.data.hf import HFDatasetSource
+
+    caption_key = {"caption_key": "caption"} if task == "retrieval_hf" else {}
+    assert len(HFDatasetSource(str(_saved_dataset(tmp_path / "a", task)), split="test", **caption_key)) == 4
+    assert len(HFDatasetSource(str(_saved_dataset(tmp_path / "b", task, "train")), split="train", **caption_key)) == 4

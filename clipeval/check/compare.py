@@ -57,7 +57,24 @@ from clipeval.results.store import ResultsDocument
 
 log = logging.getLogger(__name__)
 
-DERIVED_EVIDENCE = "computed from the top-1 rows of its settings (gated there by paired tests); not gated"
+#: what each derived metric is computed from, and how those rows are gated, for the evidence column of its
+#: (ungated) row
+DERIVED_FROM = {
+    "k_matching_zero_shot": "the few-shot and zero-shot top-1 rows of its settings (gated there by paired tests)",
+    "effective_robustness": "the zero-shot top-1 rows of its settings (gated there by paired tests)",
+    "benchmark_average": "each dataset's main-metric row (gated there)",
+}
+
+
+def derived_evidence(metric: str) -> str:
+    """The evidence column of a derived metric's row: what it is computed from, how that is gated, and that it is
+    not gated itself."""
+    if metric.startswith("mean_recall@"):
+        k = metric.removeprefix("mean_recall@")
+        source = f"its text_retrieval_recall@{k} and image_retrieval_recall@{k} rows (gated there by paired tests)"
+    else:
+        source = DERIVED_FROM.get(metric, "other rows of the run (gated there)")
+    return f"computed from {source}; not gated"
 
 
 @dataclass(frozen=True)
@@ -191,7 +208,7 @@ def _by_tolerance(entry: Entry, got: Record, tolerance: float, from_run: bool) -
             "compare like with like (same data, no runtime.limit)."
         )
     if info.derived and ref.tolerance is None and from_run:
-        return Row(ref, got.value, DERIVED_EVIDENCE, "derived")
+        return Row(ref, got.value, derived_evidence(ref.metric), "derived")
     change = (got.value - ref.value) * (1.0 if info.higher_is_better else -1.0)
     tol = tolerance if ref.tolerance is None else ref.tolerance
     lo, hi = got.ci

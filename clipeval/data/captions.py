@@ -140,6 +140,8 @@ def _karpathy_entries(path: Path, split: str) -> list[dict[str, Any]]:
     shape = 'an object {"images": [{"filename", "split", "sentences": [{"raw"}]}, ...]}'
     if not isinstance(data, Mapping) or not isinstance(data.get("images"), list):
         found = f"keys {sorted(data)[:6]}" if isinstance(data, Mapping) else quoted(data)
+        if isinstance(data, Mapping) and "images" in data:
+            found = f"'images': {quoted(data['images'])}, which is not a list of image entries"
         raise ClipevalError(f"{path} should hold {shape} (a Karpathy-split JSON), but holds {found}.")
     splits: dict[str, int] = {}
     chosen = []

@@ -15,6 +15,9 @@ from clipeval.data.base import DataNotFound, MapSource, content_key
 from clipeval.data.captions import check_captions
 from clipeval.errors import ClipevalError, OptionError
 
+#: task.split's default: the split asked of a saved Dataset that records none
+DEFAULT_SPLIT = "test"
+
 
 class HFDatasetSource(MapSource):
     """One split of a Hugging Face dataset with an image column and an integer label column.
@@ -44,7 +47,14 @@ class HFDatasetSource(MapSource):
         import datasets
 
         self.path, self.split = str(path), split
-        ds = _load(self.path, split, name, revision)
+        ds = _load(
+            self.path, split, name, revision, split_in_column=caption_key is not None and split_column is not None
+        )
+        if len(ds) == 0:
+            raise ClipevalError(
+                f"Hugging Face dataset {self.path} (split '{split}') has no rows: there is nothing to evaluate. "
+                "Check task.path and task.split."
+            )
         self.image_key = image_key or _find_column(ds, datasets.Image, "image")
         self.label_key = label_key or _find_column(ds, datasets.ClassLabel, "label")
         self._rows: list[int] | None = None
@@ -120,7 +130,11 @@ class HFDatasetSource(MapSource):
         return Image.open(cell["path"])
 
 
-def _load(path: str, split: str, name: str | None, revision: str | None):
+def _load(path: str, split: str, name: str | None, revision: str | None, split_in_column: bool = False):
+    """The dataset at ``path``, split ``split``. A folder written by ``Dataset.save_to_disk`` (one split, not a
+    DatasetDict) cannot choose a split: ``split`` must be the one it was saved from (state.json ``_split``), or,
+    when it recorded none, the default ``test``; anything else is refused rather than ignored. With
+    ``split_in_column`` (retrieval's ``split_column``) the split chooses rows, not a split, and is not checked."""
     import datasets
 
     local = Path(path).expanduser()
@@ -129,11 +143,29 @@ def _load(path: str, split: str, name: str | None, revision: str | None):
         or (local / "dataset_dict.json").exists()
         or (local / "state.json").exists()
     ):
-        ds = datasets.load_from_disk(str(local))
+        try:
+            ds = datasets.load_from_disk(str(local))
+        except IndexError:  # datasets cannot load a saved split of no rows (no arrow files)
+            if not _saved_without_rows(local):
+                raise
+            raise ClipevalError(
+                f"Hugging Face dataset {path} has a split with no rows ({', '.join(_saved_without_rows(local))} "
+                "lists no data files): there is nothing to evaluate. Check task.path."
+            ) from None
         if isinstance(ds, datasets.DatasetDict):
             if split not in ds:
                 raise OptionError("split", split, f"a split of {path}: {', '.join(map(repr, ds))} (task.split)")
             ds = ds[split]
+        elif not split_in_column and (split != DEFAULT_SPLIT if ds.split is None else str(ds.split) != split):
+            saved = f"was saved from split '{ds.split}'" if ds.split is not None else "records no split"
+            raise OptionError(
+                "split",
+                split,
+                f"the split of {path}, a single saved Dataset (not a DatasetDict) that {saved}, so task.split cannot "
+                f"choose another: use "
+                + (f"task.split={ds.split}" if ds.split is not None else f"task.split={DEFAULT_SPLIT} (the default)")
+                + ", or save a DatasetDict of named splits",
+            )
         return ds
     parquet = _parquet_files(local)
     if parquet:
@@ -158,6 +190,20 @@ def _load(path: str, split: str, name: str | None, revision: str | None):
             "Download it where there is network (datasets.load_dataset(...).save_to_disk(DIR)) "
             "and pass task.path=DIR.",
         ) from exc
+
+
+def _saved_without_rows(local: Path) -> list[str]:
+    """The state.json files under a save_to_disk folder (the dataset's, or each split's) that list no data files."""
+    import json
+
+    empty = []
+    for state in sorted([local / "state.json", *local.glob("*/state.json")]):
+        try:
+            if state.is_file() and not json.loads(state.read_text()).get("_data_files"):
+                empty.append(str(state.relative_to(local)))
+        except (OSError, ValueError, AttributeError):
+            continue
+    return empty
 
 
 def _not_a_dataset(local: Path) -> str | None:

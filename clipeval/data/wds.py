@@ -45,6 +45,10 @@ DIGITS = re.compile(rb"[0-9]+")  # ASCII digits only: int() also takes "0_2", "+
 class WebDatasetSource(Source):
     """A local mirror folder, or a remote one (a URL or ``pipe:`` command: ``revision`` and ``timeout`` apply)."""
 
+    #: the layout ships prompt templates (zeroshot_classification_templates.txt): without them, the run notes the
+    #: default template it falls back to (clipeval.run.context)
+    ships_templates = True
+
     def __init__(
         self,
         root: str | os.PathLike,
@@ -140,7 +144,6 @@ class WebDatasetSource(Source):
         """Each sample's ``.<extension>`` member (the per-sample metadata array some mirrors ship, e.g. the WILDS and
         fairness sets' group fields), loaded with numpy, by sample id (as :meth:`dataset` names samples). Reads the
         shards' headers and those members only, not the images (a streamed mirror is read whole once more)."""
-        import numpy as np
 
         out: dict[str, Any] = {}
         if self.remote is not None:
@@ -148,7 +151,7 @@ class WebDatasetSource(Source):
             for sample in samples:
                 if extension in sample:
                     sid = f"{remote.shard_stem(sample['__url__'])}/{sample['__key__']}"
-                    out[sid] = np.load(io.BytesIO(sample[extension]), allow_pickle=False)
+                    out[sid] = _load_array(sample[extension], sample["__url__"], sample["__key__"], extension)
             return out
         for shard in self.shards:
             with tarfile.open(shard, "r:") as tar:
@@ -158,12 +161,26 @@ class WebDatasetSource(Source):
                     if dot and ext == extension and member.isfile():
                         data = tar.extractfile(member).read()
                         sid = f"{shard.stem}/{folder + '/' if folder else ''}{key}"
-                        out[sid] = np.load(io.BytesIO(data), allow_pickle=False)
+                        out[sid] = _load_array(data, shard, member.name, extension)
         return out
 
     def loader_options(self, limit: int | None) -> dict[str, Any]:
         # Shards are split between workers; "the first N" is only well defined in one process.
         return {"max_workers": 0 if limit is not None else len(self.shards)}
+
+
+def _load_array(data: bytes, shard: Any, sample: str, extension: str) -> Any:
+    """``data`` as a numpy array (``np.load``, no pickles); ClipevalError naming the shard and sample if it is not one."""
+    import numpy as np
+
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        why = "it is pickled data, which is not loaded" if "pickled" in str(exc) else str(exc) or type(exc).__name__
+        raise ClipevalError(
+            f"{shard}: sample {sample!r}: its .{extension} member is not a readable numpy array ({why}). "
+            "Download the mirror again."
+        ) from None
 
 
 class _ShardDataset(torch.utils.data.IterableDataset):

@@ -23,6 +23,11 @@ cluster-robust (linearised, images as clusters) variance of the estimate p; n* i
 n, and is n when v is 0 (every outcome alike). No degrees-of-freedom correction is applied. Closed
 form, so deterministic.
 
+A recall@k that is 1 whatever the model is left out, with a note (``ctx.note``), as top5 is with 5 classes
+or fewer: ``image_retrieval_recall@k`` when k reaches the number of images N (each caption has N - 1 wrong
+images), ``text_retrieval_recall@k`` when k exceeds the wrong captions of every image (k > T - the fewest
+captions of an image, T captions in all; so whenever k >= T), and ``mean_recall@k`` when either is left out.
+
 Per-sample outcomes are kept: per image (``<dataset>.text_retrieval``, outcomes ``recall@k``) and per
 caption (``<dataset>.image_retrieval``, ids ``<image id>#<j>``, labels the image's row).
 """
@@ -60,7 +65,8 @@ class Retrieval:
     """Recall@k both ways over the images of each dataset and their captions.
 
     ``datasets``: which of the task's datasets (default: all present); ``ks``: the k of recall@k
-    (default 1, 5, 10). With fewer images (captions) than k, every image (caption) is retrieved at k.
+    (default 1, 5, 10). A recall@k that k makes 1 whatever the model (k reaching the number of candidates)
+    is left out with a note; see the module's docstring.
     """
 
     def __init__(self, datasets: Sequence[str] | None = None, ks: Sequence[int] = KS):
@@ -103,6 +109,8 @@ class Retrieval:
         owner = caps.image.numpy()
         sizes = np.bincount(owner, minlength=n_images).astype(np.float64)
         records = []
+        fewest = int(sizes.min()) if n_images else 0
+        left_out: list[str] = []
         for k, name, image_hits, caption_hits in zip(self.ks, names, by_image, by_caption, strict=True):
             hits_i = image_hits.numpy().astype(np.float64)
             hits_c = np.bincount(owner, weights=caption_hits.numpy().astype(np.float64), minlength=n_images)
@@ -111,15 +119,30 @@ class Retrieval:
             # each image's share of the estimate's deviation (linearisation; images are the clusters)
             image_infl = (hits_c - image_r * sizes) / sizes.sum()
             mean_infl = 0.5 * ((hits_i - text_r) / n_images + image_infl)
-            records += [
-                Record(dataset, f"text_retrieval_recall@{k}", text_r, n_images,
-                       clopper_pearson(int(hits_i.sum()), n_images), samples=per_image, outcome=name),
-                Record(dataset, f"image_retrieval_recall@{k}", image_r, n_captions,
-                       korn_graubard(image_r, clustered_variance(image_infl), n_captions), CLUSTER_CI,
-                       samples=per_caption, outcome=name),
-                Record(dataset, f"mean_recall@{k}", 0.5 * (text_r + image_r), n_images,
-                       korn_graubard(0.5 * (text_r + image_r), clustered_variance(mean_infl), n_images), CLUSTER_CI),
-            ]  # fmt: skip
+            text_certain = k > n_captions - fewest  # every image has one of its captions among any k
+            image_certain = k >= n_images  # every caption's image is among any k images
+            if not text_certain:
+                records.append(Record(dataset, f"text_retrieval_recall@{k}", text_r, n_images,
+                                      clopper_pearson(int(hits_i.sum()), n_images), samples=per_image,
+                                      outcome=name))  # fmt: skip
+            if not image_certain:
+                records.append(Record(dataset, f"image_retrieval_recall@{k}", image_r, n_captions,
+                                      korn_graubard(image_r, clustered_variance(image_infl), n_captions), CLUSTER_CI,
+                                      samples=per_caption, outcome=name))  # fmt: skip
+            if not (text_certain or image_certain):
+                records.append(Record(dataset, f"mean_recall@{k}", 0.5 * (text_r + image_r), n_images,
+                                      korn_graubard(0.5 * (text_r + image_r), clustered_variance(mean_infl), n_images),
+                                      CLUSTER_CI))  # fmt: skip
+            left_out += [f"text_retrieval_recall@{k}"] * text_certain + [f"image_retrieval_recall@{k}"] * image_certain
+            left_out += [f"mean_recall@{k}"] * (text_certain or image_certain)
+        if left_out:
+            ctx.note(
+                f"dataset '{dataset}': left out {', '.join(left_out)}: with {n_images} images and {n_captions} "
+                f"captions (at least {fewest} per image), k reaches the number of candidates, so these recalls "
+                "are 1 whatever the model (as top5 is left out with 5 classes or fewer)",
+                dataset=dataset,
+                left_out=left_out,
+            )
         return records
 
 

@@ -22,7 +22,7 @@ from clipeval.features.encode import CaptionSet, FeatureSet
 from clipeval.results.record import Record, metric_info
 from clipeval.results.samples import Samples
 from clipeval.results.validate import check_records
-from clipeval.run.task import Task
+from clipeval.run.task import DEFAULT_TEMPLATES, Task
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class RunContext:
         self.notes: list[dict[str, Any]] = []
         self.kept = Kept()
         self._evaluator: str | None = None
+        self._defaulted: set[str] = set()  # datasets noted as prompted with the default template
         self._read: dict[str, FeatureSet] = {}  # the features last handed out, by dataset
 
     # ---------------------------------------------------------------- reading
@@ -95,7 +96,20 @@ class RunContext:
         return CaptionSet(self.bank.texts(texts), torch.tensor(image, dtype=torch.int64), ids, texts)
 
     def templates(self, dataset: str) -> list[str]:
-        return self._task.templates(dataset)
+        templates = self._task.templates(dataset)
+        source = self._task.source(dataset)
+        shipped = getattr(source, "ships_templates", False)
+        if shipped and self._task.templates_option is None and not source.templates and dataset not in self._defaulted:
+            self._defaulted.add(dataset)
+            self.note(
+                f"dataset '{dataset}' ({source.describe()}) has no prompt templates "
+                "(zeroshot_classification_templates.txt is absent or empty), so its classes are prompted with the "
+                f"default template {DEFAULT_TEMPLATES[0]!r} alone; published results used the mirror's templates, so "
+                "its scores are not comparable with them. Download the file again or set task.templates.",
+                dataset=dataset,
+                templates=list(templates),
+            )
+        return templates
 
     def classifier(self, dataset: str, classes: Sequence[int] | None = None) -> torch.Tensor:
         """[C, D] prototypes of the dataset's classes; with ``classes`` (indices of its class names), of those

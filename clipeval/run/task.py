@@ -13,7 +13,7 @@ from clipeval.config.construct import build
 from clipeval.config.lists import read_strings
 from clipeval.config.paths import builtin_tasks_dir
 from clipeval.config.schema import validate_task
-from clipeval.data.base import DataNotFound, Source
+from clipeval.data.base import DataNotFound, MapSource, Source
 from clipeval.errors import ClipevalError
 from clipeval.features.classifier import check_templates
 
@@ -228,6 +228,11 @@ def load_task(cfg: DictConfig) -> Task:
         optional = bool(spec.pop("optional", False))
         try:
             sources[name] = build(spec, f"dataset '{name}' of task '{cfg.name}'")
+            if isinstance(sources[name], MapSource) and len(sources[name]) == 0:
+                raise ClipevalError(
+                    f"Dataset '{name}' of task '{cfg.name}' ({sources[name].describe()}) has no samples: there is "
+                    "nothing to evaluate. Check where the task reads it."
+                )
         except DataNotFound as exc:
             if not optional:
                 required[name] = exc  # every absent dataset is named, not only the first
