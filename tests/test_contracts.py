@@ -406,11 +406,13 @@ def test_an_evaluator_returns_records_and_nothing_else(name, folder_task, run_co
         run_context = RunContext(
             FeatureBank(run_context.model, run_context.runtime, run_context.bank.cache), folder_task
         )
-    if hasattr(evaluator, "check"):
-        evaluator.check(folder_task)  # the optional check, as the runner calls it when the task loads
     if name == "WorstGroup":  # an image folder ships no per-sample metadata: give each sample a group
         ids = run_context.features("test").ids
-        monkeypatch.setattr(run_context, "sample_metadata", lambda d: {s: np.array([k % 2]) for k, s in enumerate(ids)})
+        groups = {s: np.array([k % 2]) for k, s in enumerate(ids)}
+        monkeypatch.setattr(folder_task.source("test"), "sample_metadata", lambda: groups, raising=False)
+        monkeypatch.setattr(run_context, "sample_metadata", lambda d: groups)
+    if hasattr(evaluator, "check"):
+        evaluator.check(folder_task)  # the optional check, as the runner calls it when the task loads
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
