@@ -23,6 +23,7 @@ import torch
 
 from clipeval.contracts import EvaluationContext
 from clipeval.errors import ClipevalError
+from clipeval.evaluators import present_datasets
 from clipeval.results.metrics import clopper_pearson
 from clipeval.results.record import Record
 
@@ -112,9 +113,7 @@ class WorstGroup:
 
     def evaluate(self, ctx: EvaluationContext) -> list[Record]:
         records = []
-        for dataset in self.datasets or ctx.datasets():
-            if dataset not in ctx.datasets():
-                continue  # an optional dataset that is absent; the task has said so
+        for dataset in present_datasets(self.datasets, ctx):
             fs = ctx.features(dataset)
             logits = ctx.zero_shot_logits(dataset)
             ctx.check_labels(dataset, fs.labels, logits.shape[1])
@@ -198,9 +197,7 @@ class MacroF1:
 
     def evaluate(self, ctx: EvaluationContext) -> list[Record]:
         records = []
-        for dataset in self.datasets or ctx.datasets():
-            if dataset not in ctx.datasets():
-                continue
+        for dataset in present_datasets(self.datasets, ctx):
             fs = ctx.features(dataset)
             logits = ctx.zero_shot_logits(dataset)
             ctx.check_labels(dataset, fs.labels, logits.shape[1])

@@ -43,6 +43,7 @@ from scipy.special import betaincinv
 from clipeval.contracts import EvaluationContext
 from clipeval.data.captions import no_captions
 from clipeval.errors import ClipevalError
+from clipeval.evaluators import present_datasets
 from clipeval.results.metrics import CONFIDENCE, clopper_pearson
 from clipeval.results.record import Record, register_metric, retrieval_metrics
 
@@ -87,9 +88,7 @@ class Retrieval:
 
     def evaluate(self, ctx: EvaluationContext) -> list[Record]:
         records: list[Record] = []
-        for dataset in self.datasets or ctx.datasets():
-            if dataset not in ctx.datasets():
-                continue  # an optional dataset that is absent; the task has said so
+        for dataset in present_datasets(self.datasets, ctx):
             fs = ctx.features(dataset)
             caps = ctx.captions(dataset)
             by_image, by_caption = retrieval_hits(fs.features, caps.features, caps.image, self.ks)

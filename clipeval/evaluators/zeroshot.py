@@ -13,6 +13,7 @@ from pydantic import Field
 from clipeval.config.lists import read_strings
 from clipeval.contracts import EvaluationContext
 from clipeval.errors import ClipevalError
+from clipeval.evaluators import present_datasets
 from clipeval.models.base import check_logit_scale
 from clipeval.results.metrics import classification_records
 from clipeval.results.record import Record
@@ -93,9 +94,7 @@ class ZeroShot:
 
     def evaluate(self, ctx: EvaluationContext) -> list[Record]:
         records: list[Record] = []
-        for dataset in self.datasets or ctx.datasets():
-            if dataset not in ctx.datasets():
-                continue  # an optional dataset that is absent; the task has said so
+        for dataset in present_datasets(self.datasets, ctx):
             fs = ctx.features(dataset)
             groups = self._scored_classes(
                 ctx.class_groups(self.groups_from or dataset), lambda p: ctx.task_file(p, "class_subset")
