@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from caption_data import caption_set, write_wds
 from conftest import (
     PUBLISHED,
     compose_config,
@@ -26,9 +27,7 @@ from conftest import (
     run_in_process,
     synthetic_image,
 )
-from test_retrieval import caption_set, write_wds
 
-import clipeval.evaluators.retrieval  # noqa: F401  (registers mean_recall@1, as loading the task does)
 from clipeval.config.construct import check_targets
 from clipeval.config.paths import builtin_tasks_dir, conf_dir
 from clipeval.config.schema import SuiteConfig, validate_config
