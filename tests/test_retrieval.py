@@ -429,3 +429,30 @@ def test_a_single_saved_dataset_is_read_with_its_own_split_or_the_default(task, 
     caption_key = {"caption_key": "caption"} if task == "retrieval_hf" else {}
     assert len(HFDatasetSource(str(_saved_dataset(tmp_path / "a", task)), split="test", **caption_key)) == 4
     assert len(HFDatasetSource(str(_saved_dataset(tmp_path / "b", task, "train")), split="train", **caption_key)) == 4
+
+
+def test_a_tie_with_a_wrong_candidate_counts_against_the_query_whatever_the_ks():
+    """Identical captions (MS-COCO has them across images) score exactly alike. torch.topk ordered such ties
+    arbitrarily and differently for different depths, so recall@1 changed with the other k asked for."""
+    rng = np.random.default_rng(7)
+    pool = torch.nn.functional.normalize(torch.tensor(rng.normal(size=(4, 8)), dtype=torch.float32), dim=1)
+    images = torch.nn.functional.normalize(torch.tensor(rng.normal(size=(30, 8)), dtype=torch.float32), dim=1)
+    image_of = torch.tensor([i // 3 for i in range(90)])  # 3 captions per image, drawn from 4 distinct texts
+    texts = pool[torch.tensor(rng.integers(0, 4, 90))]
+    sim = (images @ texts.T).numpy()
+
+    def reference(k: int) -> tuple[list[bool], list[bool]]:  # plain loops: wrong candidates scoring >= the best right
+        by_image = []
+        for i in range(30):
+            best = max(sim[i, t] for t in range(90) if image_of[t] == i)
+            by_image.append(sum(1 for t in range(90) if image_of[t] != i and sim[i, t] >= best) < k)
+        by_text = []
+        for t in range(90):
+            own = sim[int(image_of[t]), t]
+            by_text.append(sum(1 for i in range(30) if i != image_of[t] and sim[i, t] >= own) < k)
+        return by_image, by_text
+
+    for ks in ([1], [1, 5, 10], [1, 50], [10, 5, 1]):
+        by_image, by_text = retrieval.retrieval_hits(images, texts, image_of, ks)
+        for k, hits_i, hits_t in zip(ks, by_image, by_text, strict=True):
+            assert (hits_i.tolist(), hits_t.tolist()) == reference(k), (ks, k)

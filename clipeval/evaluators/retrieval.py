@@ -10,9 +10,13 @@ records take):
 - ``mean_recall@k``: the mean of the two (DataComp, ``eval_utils/retr_eval.py``, takes ``mean_recall@1`` as
   its retrieval datasets' main metric); n = the number of images.
 
-Similarity is the cosine of unit-norm image and text features; ranks come from ``torch.topk``. The
-similarity matrix is never held whole: top-k is taken in blocks of rows (:data:`BLOCK_ELEMENTS` scores at
-a time), so 100,000 captions take as little memory as 1,000.
+Similarity is the cosine of unit-norm image and text features. A query is retrieved at k when fewer than k
+wrong candidates score at least as high as its best right one: a tie with a wrong candidate counts against
+the query. Without ties this is what ``torch.topk`` gives (CLIP_benchmark); with ties (identical captions,
+which MS-COCO has across images) ``topk``'s order is arbitrary and changed with the deepest k asked for, so
+recall@1 depended on whether recall@10 was computed too. The similarity matrix is never held whole: it is
+scored in blocks of rows (:data:`BLOCK_ELEMENTS` scores at a time), so 100,000 captions take as little
+memory as 1,000.
 
 Intervals (95%): Clopper–Pearson for ``text_retrieval_recall@k``, whose images are independent. A
 caption's outcome is not independent of the other captions of its image (they are retrieved against
@@ -151,26 +155,28 @@ def retrieval_hits(
     """Who is retrieved at each k of ``ks``.
 
     ``images``: [N, D], ``texts``: [T, D] unit-norm features; ``image_of``: [T] the row of each text's image.
-    Returns ([N] bool per k: the image has one of its texts among its k most similar texts,
-    [T] bool per k: the text's image is among its k most similar images). Ranked in blocks of rows.
+    Returns ([N] bool per k: fewer than k wrong texts score at least as high as the image's best own text,
+    [T] bool per k: fewer than k wrong images score at least as high as the text's own image). Scored in
+    blocks of rows; the outcome does not depend on ``ks``, the block size or the order of equal scores.
     """
     image_of = image_of.long()
-    rows = torch.arange(len(images))
-    deepest = max(ks)
-    by_image = _ranked(images, texts, min(deepest, len(texts)), lambda top, span: image_of[top] == rows[span, None])
-    by_text = _ranked(texts, images, min(deepest, len(images)), lambda top, span: top == image_of[span, None])
-    per_k = lambda right: [right[:, : min(k, right.shape[1])].any(dim=1) for k in ks]  # noqa: E731
+    rows, columns = torch.arange(len(images)), torch.arange(len(images))
+    by_image = _wrong_ahead(images, texts, lambda span: image_of[None, :] == rows[span, None])
+    by_text = _wrong_ahead(texts, images, lambda span: columns[None, :] == image_of[span, None])
+    per_k = lambda wrong: [wrong < k for k in ks]  # noqa: E731
     return per_k(by_image), per_k(by_text)
 
 
-def _ranked(queries: torch.Tensor, keys: torch.Tensor, depth: int, right) -> torch.Tensor:
-    """[Q, depth] bool: whether each query's i-th most similar key is a right one (``right(top, span)``)."""
+def _wrong_ahead(queries: torch.Tensor, keys: torch.Tensor, right) -> torch.Tensor:
+    """[Q] int64: for each query, how many wrong keys score at least as high as its best right key
+    (``right(span)``: [rows of the span, K] bool, which keys are right for each query of the span)."""
     step = max(1, BLOCK_ELEMENTS // max(1, len(keys)))
     out = []
     for start in range(0, len(queries), step):
         span = slice(start, start + step)
-        top = (queries[span] @ keys.T).topk(depth, dim=1).indices
-        out.append(right(top, span))
+        scores, mask = queries[span] @ keys.T, right(span)
+        best = scores.masked_fill(~mask, float("-inf")).amax(dim=1, keepdim=True)
+        out.append(((scores >= best) & ~mask).sum(dim=1))
     return torch.cat(out)
 
 
