@@ -289,3 +289,15 @@ def test_76_reliability_panels_become_the_12_largest_ece_and_an_ece_figure(tmp_p
                                       "ViT-B-32 laion2b_s34b_b79k", "the 12 of 76 datasets with the largest ECE")  # fmt: skip
     check_paper_rules(grid)
     assert grid.get_figheight() < 20
+
+
+@pytest.mark.parametrize("task", ["imagenet_c", "imagenet_c_generated"])
+def test_the_baselines_clean_error_is_set_as_the_readme_and_the_note_say(task):
+    """`task.evaluators.mce.baseline_clean=ERROR` (the README's and the run note's command) was refused: the key was
+    not in the tasks' files, and Hydra suggested `baseline` instead."""
+    from clipeval.config.construct import build
+    from clipeval.config.schema import validate_config
+
+    cfg = compose_config([f"task={task}", "task.evaluators.mce.baseline_clean=0.4345", "data_root=/data"])
+    validate_config(cfg)
+    assert build(cfg.task.evaluators.mce, "evaluator 'mce'").clean_error == pytest.approx(0.4345)
