@@ -139,6 +139,10 @@ def test_a_partial_mce_names_its_corruption_count_and_the_full_one_keeps_its_ide
     two = {d: v for d, v in predictions.items() if d.startswith(("fog_", "snow_"))}
     part = records_of(CorruptionError(), IdContext(two, labels))[("all_corruptions", "mce")]
     assert part.params == {"baseline": "alexnet-published", "corruptions": 2} and part.key != full.key
+    # one corruption's CE does not depend on the others: it keeps the identity of a full run's, for the gate
+    fog_full = records_of(CorruptionError(), IdContext(predictions, labels))[("fog", "corruption_error")]
+    fog_part = records_of(CorruptionError(), IdContext(two, labels))[("fog", "corruption_error")]
+    assert fog_part.key == fog_full.key and fog_part.value == pytest.approx(fog_full.value)
 
 
 def test_the_published_baseline_says_why_there_is_no_relative_mce():

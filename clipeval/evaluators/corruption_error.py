@@ -133,8 +133,9 @@ class CorruptionError:
                 problems.append(str(exc))
 
         weights = {c: 1.0 / sum(self.errors[c]) for c in settings}
-        for c in settings:
-            add(c, "corruption_error", _linear(_sum([(d, weights[c]) for d in settings[c]]), wrong)[0], params)
+        for c in settings:  # one corruption's CE is the same whichever others are there: no 'corruptions' param
+            ce = _linear(_sum([(d, weights[c]) for d in settings[c]]), wrong)[0]
+            add(c, "corruption_error", ce, {"baseline": self.label})
         mean, left_out = _linear(_sum([(d, weights[c] / len(settings)) for c in settings for d in settings[c]]), wrong)
         if left_out is not None:
             ctx.note(left_out)
