@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
 
 from clipeval.contracts import EvaluationContext
+
+if TYPE_CHECKING:
+    from clipeval.features.encode import FeatureSet
 
 
 def present_datasets(chosen: Sequence[str] | None, ctx: EvaluationContext) -> list[str]:
@@ -12,3 +18,12 @@ def present_datasets(chosen: Sequence[str] | None, ctx: EvaluationContext) -> li
     whose data is absent (the task has said so)."""
     available = ctx.datasets()
     return [d for d in (chosen or available) if d in available]
+
+
+def checked_logits(ctx: EvaluationContext, dataset: str) -> tuple[FeatureSet, torch.Tensor]:
+    """``dataset``'s features and zero-shot logits ([N, C]), its labels checked against the C classes first
+    (ClipevalError naming the dataset when a label is out of range)."""
+    fs = ctx.features(dataset)
+    logits = ctx.zero_shot_logits(dataset)
+    ctx.check_labels(dataset, fs.labels, logits.shape[1])
+    return fs, logits

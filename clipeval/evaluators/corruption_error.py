@@ -33,6 +33,7 @@ from scipy.special import ndtri
 from clipeval.contracts import EvaluationContext
 from clipeval.data.corruptions import CORRUPTIONS, SEVERITIES
 from clipeval.errors import ClipevalError, PartialRecords
+from clipeval.evaluators import checked_logits
 from clipeval.results.metrics import CONFIDENCE
 from clipeval.results.record import Record
 
@@ -180,9 +181,7 @@ def _settings(datasets: Sequence[str], errors: Mapping[str, list[float]]) -> dic
 
 def _wrong(ctx: EvaluationContext, dataset: str) -> pd.Series:
     """1.0 for each image (by sample id) whose zero-shot top-1 prediction is wrong, else 0.0."""
-    fs = ctx.features(dataset)
-    logits = ctx.zero_shot_logits(dataset)
-    ctx.check_labels(dataset, fs.labels, logits.shape[1])
+    fs, logits = checked_logits(ctx, dataset)
     wrong = (logits.argmax(dim=1) != fs.labels).to(torch.float64).numpy()
     return pd.Series(wrong, index=pd.Index(fs.ids))
 

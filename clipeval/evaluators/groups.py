@@ -23,7 +23,7 @@ import torch
 
 from clipeval.contracts import EvaluationContext
 from clipeval.errors import ClipevalError
-from clipeval.evaluators import present_datasets
+from clipeval.evaluators import checked_logits, present_datasets
 from clipeval.results.metrics import clopper_pearson
 from clipeval.results.record import Record
 
@@ -114,9 +114,7 @@ class WorstGroup:
     def evaluate(self, ctx: EvaluationContext) -> list[Record]:
         records = []
         for dataset in present_datasets(self.datasets, ctx):
-            fs = ctx.features(dataset)
-            logits = ctx.zero_shot_logits(dataset)
-            ctx.check_labels(dataset, fs.labels, logits.shape[1])
+            fs, logits = checked_logits(ctx, dataset)
             groups = self._groups(ctx.sample_metadata(dataset), fs.ids, dataset)
             if self.k >= logits.shape[1]:  # every label is among the top k: 1 whatever the model, as top5 is
                 ctx.note(
@@ -198,9 +196,7 @@ class MacroF1:
     def evaluate(self, ctx: EvaluationContext) -> list[Record]:
         records = []
         for dataset in present_datasets(self.datasets, ctx):
-            fs = ctx.features(dataset)
-            logits = ctx.zero_shot_logits(dataset)
-            ctx.check_labels(dataset, fs.labels, logits.shape[1])
+            fs, logits = checked_logits(ctx, dataset)
             pred = torch.argmax(logits, dim=1).numpy()
             labels = fs.labels.numpy()
             value = macro_f1(pred, labels)

@@ -11,6 +11,7 @@ import torch
 
 from clipeval.contracts import EvaluationContext
 from clipeval.errors import ClipevalError
+from clipeval.evaluators import checked_logits
 from clipeval.evaluators.probe_training import MAX_ITER, kshot, matching_k, too_small, train_probe
 from clipeval.results.metrics import classification_records, clopper_pearson
 from clipeval.results.record import Record
@@ -246,9 +247,7 @@ class FewShot:
 
     def _zero_shot(self, ctx: EvaluationContext, params: dict) -> list[Record]:
         """The zero-shot classifier's records on the test set, as k = 0 (the reference the probe is matched to)."""
-        fs = ctx.features(self.test)
-        logits = ctx.zero_shot_logits(self.test)
-        ctx.check_labels(self.test, fs.labels, logits.shape[1])
+        fs, logits = checked_logits(ctx, self.test)
         topk = logits.topk(min(5, logits.shape[1]), dim=1).indices
         samples = ctx.keep_predictions(self.test, fs.ids, fs.labels, topk, name=f"{self.test}.few_shot_k0")
         return classification_records(self.test, topk, fs.labels, logits.shape[1], params | {"k": 0}, samples)
