@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from clipeval.config.runtime import Runtime
-    from clipeval.features.encode import CaptionSet, FeatureSet
+    from clipeval.features.encode import AssociationSet, CaptionSet, FeatureSet
     from clipeval.results.record import Record
 
 #: What ``tokenize`` returns and ``encode_text`` takes: a (B, L) id tensor, or tensors by name (a
@@ -106,7 +106,10 @@ class EvaluationContext(Protocol):
     scores are computed, with the same ``classes``. ``captions``: for retrieval, the captions of the
     images of ``features`` (a :class:`~clipeval.features.encode.CaptionSet`: text features [T, D],
     unit norm, encoded in batches and cached by caption, model and precision; ``image`` [T], the
-    features row of each caption's image; ids ``<image id>#<j>``). ``sample_metadata``: each sample's metadata
+    features row of each caption's image; ids ``<image id>#<j>``). ``associations``: for association tasks
+    (WinoGAViL), each instance's cue encoded as ``prompt(cue)`` ([I, D], unit norm) with its candidates' rows in
+    ``features`` and which of them go with the cue (an :class:`~clipeval.features.encode.AssociationSet`).
+    ``sample_metadata``: each sample's metadata
     array by sample id, when the source ships one (the webdataset mirrors of the WILDS and fairness sets: group
     fields in ``.npy``), else None. ``images``: a random-access dataset of the raw samples
     through ``transform`` (for evaluators that run the model themselves, as an attack does).
@@ -129,6 +132,8 @@ class EvaluationContext(Protocol):
     def templates(self, dataset: str) -> list[str]: ...
 
     def captions(self, dataset: str) -> CaptionSet: ...
+
+    def associations(self, dataset: str, prompt: Callable[[str], str]) -> AssociationSet: ...
 
     def classifier(self, dataset: str, classes: Sequence[int] | None = None) -> torch.Tensor: ...
 

@@ -20,7 +20,7 @@ from clipeval.config.runtime import Runtime
 from clipeval.contracts import DualEncoder, EvaluationContext
 from clipeval.data.base import Item
 from clipeval.errors import ClipevalError
-from clipeval.features.encode import CaptionSet, FeatureSet
+from clipeval.features.encode import AssociationSet, CaptionSet, FeatureSet
 from clipeval.results.samples import Samples
 from clipeval.run.context import RunContext
 
@@ -39,6 +39,8 @@ class ArrayContext:
     ``captions``: {dataset: (t [T, D] float, image [T] int)} caption features (handed out L2-normalised) and
     the row of each caption's image, for retrieval.
     ``sample_metadata``: {dataset: {sample id: metadata array}} (the WILDS and fairness mirrors' ``.npy``).
+    ``associations``: {dataset: [(cue feature [D], candidate rows [m], answers [m] bool)]} association instances
+    (WinoGAViL's), cue features handed out L2-normalised; the prompt is not used (there is no text to encode).
 
     What evaluators keep is in ``kept`` ({key: Samples}) and their notes in ``notes``.
     """
@@ -57,6 +59,7 @@ class ArrayContext:
         class_groups: Mapping[str, list[list[int]]] | None = None,
         captions: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
         sample_metadata: Mapping[str, Mapping[str, Any]] | None = None,
+        associations: Mapping[str, Sequence[tuple[Any, Any, Any]]] | None = None,
         task: str = "arrays",
         task_dir: Path | None = None,
         runtime: Runtime | None = None,
@@ -71,6 +74,7 @@ class ArrayContext:
         self._groups, self._dir = dict(class_groups or {}), task_dir
         self._captions = dict(captions or {})
         self._metadata = dict(sample_metadata or {})
+        self._associations = dict(associations or {})
         self.kept: dict[str, Samples] = {}
         self.notes: list[dict[str, Any]] = []
 
@@ -106,6 +110,21 @@ class ArrayContext:
         ids = [f"{dataset}/{int(i):05d}#{j}" for j, i in enumerate(image)]
         texts = [f"caption {j}" for j in range(len(image))]
         return CaptionSet(torch.tensor(unit, dtype=torch.float32), torch.tensor(image, dtype=torch.int64), ids, texts)
+
+    def associations(self, dataset: str, prompt: Callable[[str], str]) -> AssociationSet:
+        if dataset not in self._associations:
+            raise ClipevalError(f"ArrayContext has no associations of '{dataset}': pass associations={{...}}.")
+        instances = self._associations[dataset]
+        cues = np.array([np.asarray(c, dtype=np.float64) for c, _, _ in instances])
+        unit = cues / np.linalg.norm(cues, axis=1, keepdims=True).clip(1e-12)
+        ids = [f"{dataset}/instance{i:05d}" for i in range(len(instances))]
+        return AssociationSet(
+            torch.tensor(unit, dtype=torch.float32),
+            [torch.as_tensor(rows, dtype=torch.int64) for _, rows, _ in instances],
+            [torch.as_tensor(answers, dtype=torch.bool) for _, _, answers in instances],
+            ids,
+            [prompt(f"cue {i}") for i in range(len(instances))],
+        )
 
     def classifier(self, dataset: str, classes: Sequence[int] | None = None) -> torch.Tensor:
         fs = self.features(self._prototypes_from or dataset)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from association_data import write_winogavil
 from caption_data import caption_set, write_wds
 from conftest import (
     PUBLISHED,
@@ -65,8 +66,8 @@ def task_yaml(name: str) -> dict:
 
 
 def test_the_suite_names_the_38_columns_of_open_clips_table_in_its_order():
-    assert len(ENTRIES) == 38 and len(TASKS) == 37
-    assert sorted(UNAVAILABLE) == ["WinoGAViL"]
+    assert len(ENTRIES) == 38 and len(TASKS) == 38
+    assert not UNAVAILABLE  # every dataset has its task (WinoGAViL was the last)
     if OPENCLIP_CSV.is_file():
         header = next(csv.reader(OPENCLIP_CSV.open()))
         assert list(ENTRIES) == header[header.index("Average perf. on 38 datasets") + 1 :]
@@ -82,9 +83,10 @@ def test_each_dataset_declares_datacomps_main_metric(column):
 
 
 RETRIEVAL = ["flickr30k", "mscoco"]  # tests/test_retrieval.py runs them on each of their layouts
+HUB_FILES = ["winogavil"]  # tests/test_winogavil.py reads its hub files, zipped and unpacked
 
 
-@pytest.mark.parametrize("task", [t for t in TASKS if t not in RETRIEVAL])
+@pytest.mark.parametrize("task", [t for t in TASKS if t not in RETRIEVAL + HUB_FILES])
 def test_every_benchmark_task_composes_and_reads_its_mirror_under_the_data_root(task):
     cfg = compose_config([f"task={task}", "data_root=/data"])
     validate_config(cfg)
@@ -104,6 +106,15 @@ def test_the_retrieval_datasets_read_karpathys_split_or_the_mirror_under_the_dat
         f"/data/{task}",
         f"/data/wds_{task}" if task == "flickr30k" else "/data/wds_mscoco_captions",
     ]
+
+
+def test_winogavil_reads_the_hub_repositorys_files_under_the_data_root():
+    cfg = compose_config(["task=winogavil", "data_root=/data"])
+    validate_config(cfg)
+    check_targets(cfg)
+    assert cfg.task.main_metric == "jaccard_score_10-12"
+    assert cfg.task.datasets.test._target_ == "clipeval.data.associations.WinoGAViLSource"
+    assert cfg.task.datasets.test.root == "/data/winogavil"
 
 
 def test_the_suite_composes_with_every_dataset_optional():
@@ -164,13 +175,15 @@ def make_grouped_wds(root: Path, classes: list[str], groups: list[int], per_clas
 
 @pytest.fixture(scope="module")
 def benchmark_run(tiny_open_clip, tmp_path_factory):
-    """suite=openclip_benchmark with Stanford Cars, GeoDE and Flickr generated under the data root, the rest absent."""
+    """suite=openclip_benchmark with Stanford Cars, GeoDE, Flickr and WinoGAViL generated under the data root, the rest
+    absent."""
     base = tmp_path_factory.mktemp("bench38")
     data = base / "data"
     make_wds(data / "wds_cars", ["sedan", "pickup truck", "convertible"], per_class=4, shards=2)
     groups = [0, 1, 2, 1, 0]
     make_grouped_wds(data / "wds_geode_test", ["bag", "chair", "stove", "tree"], groups, per_class=5)
     write_wds(data / "wds_flickr30k", caption_set())  # Flickr: a CLIP_benchmark retrieval mirror
+    write_winogavil(data / "winogavil", zipped=True)  # WinoGAViL: the hub repository's CSV and image zip
     run_dir = base / "run"
 
     out = io.StringIO()
@@ -187,19 +200,20 @@ def test_the_benchmark_runs_the_datasets_present_and_lists_every_other_as_missin
     doc, printed, *_ = benchmark_run
     spec = BenchmarkSpec.from_json(doc["benchmark"])
     missing = {e.name: e.missing for e in spec.entries if e.missing}
-    assert sorted(set(ENTRIES) - set(missing)) == ["Flickr", "GeoDE", "Stanford Cars"]
+    assert sorted(set(ENTRIES) - set(missing)) == ["Flickr", "GeoDE", "Stanford Cars", "WinoGAViL"]
     assert "wds_sun397/test/nshards.txt" in missing["SUN397"]
-    assert missing["WinoGAViL"].startswith("not implemented")
     main = {(r["task"], r["metric"]): r for r in doc["records"] if r["dataset"] == "test"}
     assert main[("cars", "top1")]["n"] == 12 and main[("geode", "worst_group_top1")]["n"] > 0
     flickr = next(e for e in spec.entries if e.name == "Flickr")
     assert (flickr.task, flickr.metric) == ("flickr30k", "mean_recall@1") and ("flickr30k", "mean_recall@1") in main
+    assert main[("winogavil", "jaccard_score_10-12")]["n"] == 6  # the generated instances with 10 or 12 candidates
     assert not any(r["metric"] == "benchmark_average" for r in doc["records"])  # incomplete: no average record
     lines = printed.splitlines()
     cars = next(line for line in lines if line.startswith("Stanford Cars"))
     assert "cars/test" in cars and "top1" in cars and cars.rstrip().endswith(" 12")  # n per dataset
     assert any(line.startswith("SUN397") and "data absent (looked in" in line for line in lines)
-    assert "average over 38 datasets: INCOMPLETE (35 of 38 missing); mean of the 3 present" in printed
+    assert "average over 38 datasets: INCOMPLETE (34 of 38 missing); mean of the 4 present" in printed
+    assert any(line.startswith("WinoGAViL") and "jaccard_score_10-12" in line for line in lines)
 
 
 def test_the_worst_group_record_equals_a_plain_loop_over_the_kept_predictions(benchmark_run):
@@ -240,7 +254,7 @@ def test_the_store_report_shows_the_benchmark_table_from_the_stored_document(ben
     store = benchmark_run[4]
     markdown, _ = write_store_report(store, tmp_path / "report")
     text = markdown.read_text()
-    assert "INCOMPLETE (35 of 38 datasets missing); mean of the 3 present" in text
+    assert "INCOMPLETE (34 of 38 datasets missing); mean of the 4 present" in text
     cars = next(line for line in text.splitlines() if line.startswith("| Stanford Cars"))
     assert "| 12 |" in cars  # n per dataset
 
@@ -360,12 +374,14 @@ def test_golden_files_hold_the_published_numbers_of_the_shared_table():
         golden = load_golden(path)
         raw = json.loads(path.read_text())
         row = rows[(raw["model"]["arch"].removesuffix("-quickgelu"), raw["model"]["pretrained"])]
-        assert len(golden.records) == len(TASKS)
-        for record in golden.records:
+        assert len(golden.records) == len(TASKS) + 1  # each dataset's main metric, and the average
+        *datasets, average = golden.records
+        for record in datasets:
             assert record.metric == task_yaml(record.task)["main_metric"]
             assert record.value == float(row[column[record.task]]), (path.name, record.task)
             assert record.n is None and record.tolerance == 0.01
-        assert f"{float(row['Average perf. on 38 datasets']):.4f}" in raw["description"]
+        assert (average.task, average.dataset, average.metric) == ("openclip_benchmark", "average", "benchmark_average")
+        assert average.value == float(row["Average perf. on 38 datasets"]) and average.tolerance == 0.01
 
 
 def test_a_generated_mirror_compared_with_a_golden_file_reports_each_dataset(benchmark_run, tmp_path):

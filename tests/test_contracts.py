@@ -207,6 +207,18 @@ def _karpathy(root: Path, variant: int):
     return KarpathySource(str(root), "captions.json", "images")
 
 
+def _winogavil(root: Path, variant: int):
+    """WinoGAViL's hub files: 12 instances over 30 candidate images."""
+    from association_data import write_winogavil
+
+    from clipeval.data.associations import WinoGAViLSource
+
+    write_winogavil(root)
+    if variant:
+        synthetic_image(0, 99, size=48).save(root / "winogavil_images" / "img001.jpg")
+    return WinoGAViLSource(str(root))
+
+
 def _sampled(root: Path, variant: int):
     from clipeval.data.sampled import SampledSource
 
@@ -234,6 +246,7 @@ SOURCES: dict[str, Callable[[Path, int], Source]] = {
     "HFDatasetSource": _hf,
     "HFStreamingSource": _hf_stream,
     "KarpathySource": _karpathy,
+    "WinoGAViLSource": _winogavil,
     "SampledSource": _sampled,
     "CorruptedSource": _corrupted,
     "DigitsSource": _digits,
@@ -360,6 +373,7 @@ def test_the_runners_context_and_the_tests_array_context_are_evaluation_contexts
 
 def _evaluators() -> dict[str, Evaluator]:
     from clipeval.evaluators.adversarial import Adversarial
+    from clipeval.evaluators.association import Association
     from clipeval.evaluators.corruption_error import CorruptionError
     from clipeval.evaluators.groups import MacroF1, WorstGroup
     from clipeval.evaluators.linear_probe import FewShot, LinearProbe
@@ -369,6 +383,7 @@ def _evaluators() -> dict[str, Evaluator]:
 
     return {
         "Retrieval": Retrieval(),
+        "Association": Association(),
         "ZeroShot": ZeroShot(calibration=True),
         "OutOfDistribution": OutOfDistribution("test", "test", in_distribution_labels="subset", resamples=50),
         "MacroF1": MacroF1(),
@@ -403,6 +418,12 @@ def test_an_evaluator_returns_records_and_nothing_else(name, folder_task, run_co
             tmp_path / "captioned" / "flickr30k" / "flickr30k-images"
         )
         folder_task = load_task(compose_config(["task=flickr30k", f"data_root={tmp_path / 'captioned'}"]).task)
+        run_context = RunContext(
+            FeatureBank(run_context.model, run_context.runtime, run_context.bank.cache), folder_task
+        )
+    if name == "Association":  # it needs association instances: WinoGAViL's files
+        _winogavil(tmp_path / "associations" / "winogavil", 0)
+        folder_task = load_task(compose_config(["task=winogavil", f"data_root={tmp_path / 'associations'}"]).task)
         run_context = RunContext(
             FeatureBank(run_context.model, run_context.runtime, run_context.bank.cache), folder_task
         )

@@ -11,6 +11,8 @@
     metric, p the two-sided share of swaps with a change at least as large. Exact (every swap)
     with at most 16 discordant samples, else ``resamples`` random swaps drawn with a fixed seed
     (0), so the verdict is deterministic; p = (1 + hits) / (1 + resamples).
+  - means of per-sample scores in [0, 1] (the Jaccard index of an association instance): the same paired
+    permutation test, each sample weighted 1 / n.
   A regression is a drop of at least ``min_effect`` with p < ``alpha``; a significant gain of
   that size is an improvement. A drop of at least ``min_effect`` that the test could not have
   found significant is ``inconclusive``: with m discordant samples the smallest p either test
@@ -41,6 +43,8 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from clipeval.check.data import check_same_data, merged, scored_data
 from clipeval.check.documents import Entry, candidate_entries, check_golden, describe, document_tolerance, entries
@@ -250,6 +254,12 @@ def _paired_test(ref: Entry, got: Entry, opts: Options) -> tuple[float, int, flo
     metric, weighted = ref.record.metric, ref.info.class_weighted
     before = ref.samples.per_sample(metric, ref.record.outcome, weighted)
     after = got.samples.per_sample(metric, got.record.outcome, weighted)
+    if before.dtype != bool or after.dtype != bool:  # per-sample scores (a Jaccard index): the metric is their mean
+        uniform = np.full(len(before), 1.0 / len(before))
+        p, m, how = paired_permutation_test(before, after, uniform, opts.resamples)
+        draws = "all swaps" if how == "exact" else f"{opts.resamples} random swaps, seed {PERMUTATION_SEED}"
+        p_min = smallest_p(m) if how == "exact" else max(smallest_p(m), 1 / (1 + opts.resamples))
+        return p, m, p_min, f"paired permutation p={p:.3g} ({m} samples scored differently; {draws})"
     if weighted:
         p, m, how = paired_permutation_test(before, after, ref.samples.weights(), opts.resamples)
         draws = "all swaps" if how == "exact" else f"{opts.resamples} random swaps, seed {PERMUTATION_SEED}"

@@ -78,6 +78,27 @@ class CaptionSet:
         return len(self.ids)
 
 
+@dataclass
+class AssociationSet:
+    """The association instances of a dataset whose candidate images were all encoded
+    (:meth:`clipeval.run.context.RunContext.associations`).
+
+    ``features``: [I, D] float32, unit norm, one row per instance: its cue's prompt; ``candidates``: I tensors
+    [m_i] int64, the rows of each instance's candidate images in the dataset's :class:`FeatureSet`;
+    ``answers``: I tensors [m_i] bool, which candidates go with the cue; ``ids``: [I] the instances' ids;
+    ``prompts``: [I] the texts encoded.
+    """
+
+    features: torch.Tensor
+    candidates: list[torch.Tensor]
+    answers: list[torch.Tensor]
+    ids: list[str]
+    prompts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 def feature_key(model: DualEncoder, source: Source, runtime: Runtime) -> str:
     return cache_key(
         kind="image_features",

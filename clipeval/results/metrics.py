@@ -31,6 +31,22 @@ def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[flo
     return lo, hi
 
 
+def clustered_variance(influence: np.ndarray) -> float:
+    """The variance of an estimate from each cluster's influence on it (sum of squares, times C / (C - 1))."""
+    c = len(influence)
+    return float(np.sum(influence**2) * c / (c - 1)) if c > 1 else 0.0
+
+
+def korn_graubard(p: float, variance: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Clopper–Pearson at the effective sample size n* = p(1 - p) / ``variance`` (at most ``n``, at least 1; ``n``
+    when the variance is 0 or p is 0 or 1), with p·n* "successes" (Korn & Graubard 1998)."""
+    n_eff = float(n) if variance <= 0 or p <= 0 or p >= 1 else min(float(n), max(1.0, p * (1 - p) / variance))
+    x, alpha = p * n_eff, 1.0 - confidence
+    lo = 0.0 if x <= 0 else float(betaincinv(x, n_eff - x + 1, alpha / 2))
+    hi = 1.0 if x >= n_eff else float(betaincinv(x + 1, n_eff - x, 1 - alpha / 2))
+    return min(lo, p), max(hi, p)
+
+
 def per_class_recall(pred: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(correct count, sample count) for each class present in ``labels``."""
     classes, counts = np.unique(labels, return_counts=True)

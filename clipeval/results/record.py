@@ -119,6 +119,22 @@ def retrieval_metrics(k: int) -> tuple[Metric, Metric, Metric]:
     )
 
 
+def jaccard_metric(group: str) -> Metric:
+    """The Jaccard metric of association instances (clipeval.evaluators.association): ``avg_jaccard_score`` over all
+    instances (``group`` "avg"), else ``jaccard_score_<group>`` over the instances of that group (DataComp's names)."""
+    if group == "avg":
+        return Metric(
+            "avg_jaccard_score",
+            "mean over association instances of the Jaccard index of the k candidates most similar to the cue and the "
+            "k right ones (DataComp's WinoGAViL protocol)",
+        )
+    return Metric(
+        f"jaccard_score_{group}",
+        f"mean Jaccard index (as avg_jaccard_score) over the instances whose number of candidates is in group {group}",
+        summary=group == "10-12",
+    )
+
+
 for _m in (
     Metric("top1", "share of samples whose highest-scoring class is the label", summary=True),
     Metric("top5", "share of samples whose label is among the five highest-scoring classes"),
@@ -207,6 +223,8 @@ for _m in (
     ),
     # retrieval (clipeval.evaluators.retrieval), at the k it writes by default
     *(metric for k in (1, 5, 10) for metric in retrieval_metrics(k)),
+    # association (clipeval.evaluators.association), in DataComp's groups
+    *(jaccard_metric(group) for group in ("avg", "5", "6", "10", "12", "5-6", "10-12")),
 ):
     register_metric(_m)
 

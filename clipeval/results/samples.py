@@ -153,9 +153,11 @@ class Samples:
         )
 
     def outcome(self, metric: str, outcome: str | None = None) -> np.ndarray | None:
-        """[n] bool: each sample right under the named ``outcome``, or top-k by ``metric``; None if unknown."""
+        """[n] bool: each sample right under the named ``outcome``, or top-k by ``metric``; [n] float: the named
+        ``outcome`` when it is a per-sample score (a Jaccard index), whose mean is the metric; None if unknown."""
         if outcome is not None:
-            return (self.correct or {}).get(outcome)
+            found = (self.correct or {}).get(outcome)
+            return (self.scores or {}).get(outcome) if found is None else found
         if self.topk is not None and self.labels is not None and metric in ("top1", "top5"):
             k = int(metric[3:])
             return None if self.topk.shape[1] < k else (self.topk[:, :k] == self.labels[:, None]).any(axis=1)
@@ -210,14 +212,16 @@ class Samples:
             raise ClipevalError(f"{where}: ids_sha256 is missing.")
         if "topk" in data and "labels" not in data:
             raise ClipevalError(f"{where}: labels is missing; ranked predictions ('topk') need the labels they rank.")
-        if "labels" in data and "topk" not in data and not data.get("correct"):
+        outcomes = data.get("correct") or data.get("scores")
+        if "labels" in data and "topk" not in data and not outcomes:
             raise ClipevalError(
-                f"{where}: topk is missing; labels come with ranked predictions ('topk') or named outcomes ('correct')."
+                f"{where}: topk is missing; labels come with ranked predictions ('topk') or named outcomes ('correct', "
+                "'scores')."
             )
-        if "labels" not in data and not data.get("correct"):
+        if "labels" not in data and not outcomes:
             raise ClipevalError(
                 f"{where}: labels and topk are missing; per-sample data hold labels with ranked predictions ('topk') "
-                "or named outcomes ('correct')."
+                "or named outcomes ('correct', 'scores')."
             )
         labels = _unpack_ints(data["labels"], f"{where}: labels") if "labels" in data else None
         topk = _unpack_ints(data["topk"], f"{where}: topk") if "topk" in data else None

@@ -68,7 +68,7 @@ def _check_record(record: Record, samples: Callable[[str], Samples | None], info
     if record.outcome is not None and data.outcome(record.metric, record.outcome) is None:
         raise ClipevalError(
             f"its per-sample data '{record.samples}' have no outcome '{record.outcome}' "
-            f"(they have: {sorted(data.correct or {})})."
+            f"(they have: {sorted([*(data.correct or {}), *(data.scores or {})])})."
         )
     if not data.has(record.metric, record.outcome, info.class_weighted):
         return  # data that do not define this metric (a probe's predictions behind a derived number)

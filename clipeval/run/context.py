@@ -18,7 +18,7 @@ from clipeval.data.captions import no_captions
 from clipeval.distributed import world
 from clipeval.errors import ClipevalError, PartialRecords
 from clipeval.features.bank import FeatureBank
-from clipeval.features.encode import CaptionSet, FeatureSet
+from clipeval.features.encode import AssociationSet, CaptionSet, FeatureSet
 from clipeval.results.record import Record, metric_info
 from clipeval.results.samples import Samples
 from clipeval.results.validate import check_records
@@ -94,6 +94,44 @@ class RunContext:
                 dataset=dataset,
             )
         return CaptionSet(self.bank.texts(texts), torch.tensor(image, dtype=torch.int64), ids, texts)
+
+    def associations(self, dataset: str, prompt: Callable[[str], str]) -> AssociationSet:
+        """The association instances of ``dataset`` (a source with ``instances()``: :mod:`clipeval.data.associations`),
+        each cue encoded as ``prompt(cue)`` (in batches, once per run, and cached), each candidate as its row in
+        ``features(dataset)``. An instance with a candidate image that was not encoded (unreadable, or beyond
+        ``runtime.limit``) is left out, with a note; ClipevalError when the data holds no instances, or none is left."""
+        source = self._task.source(dataset)
+        instances = source.instances() if callable(getattr(source, "instances", None)) else None
+        if not instances:
+            raise ClipevalError(
+                f"Dataset '{dataset}' ({source.describe()}) holds no association instances (a cue with candidate "
+                "images), which this evaluation needs: use task=winogavil or a source with instances()."
+            )
+        fs = self._read[dataset] if dataset in self._read else self.features(dataset)
+        row = {sid: i for i, sid in enumerate(fs.ids)}
+        kept = [inst for inst in instances if all(c in row for c in inst.candidates)]
+        if len(kept) < len(instances):
+            why = (
+                f"{len(fs.skipped)} image(s) could not be read" if fs.skipped else "runtime.limit encoded fewer images"
+            )
+            self.note(
+                f"{len(instances) - len(kept)} of the {len(instances)} instances of '{dataset}' are left out: {why}, "
+                "and each of these instances has such a candidate",
+                dataset=dataset,
+                left_out=len(instances) - len(kept),
+            )
+        if not kept:
+            raise ClipevalError(
+                f"Dataset '{dataset}': none of its {len(instances)} instances has all its images encoded."
+            )
+        prompts = [prompt(inst.cue) for inst in kept]
+        return AssociationSet(
+            self.bank.texts(prompts),
+            [torch.tensor([row[c] for c in inst.candidates], dtype=torch.int64) for inst in kept],
+            [torch.tensor([c in inst.associations for c in inst.candidates]) for inst in kept],
+            [inst.id for inst in kept],
+            prompts,
+        )
 
     def templates(self, dataset: str) -> list[str]:
         templates = self._task.templates(dataset)
