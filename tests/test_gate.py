@@ -452,3 +452,15 @@ def test_each_derived_metric_says_what_it_is_computed_from():
     assert "few-shot and zero-shot top-1 rows" in derived_evidence("k_matching_zero_shot")
     assert "zero-shot top-1 rows" in derived_evidence("effective_robustness")
     assert derived_evidence("some_new_derived") == "computed from other rows of the run (gated there); not gated"
+
+
+def test_a_derived_record_the_candidate_lacks_is_printed_as_absent_not_as_nan(tmp_path, capsys):
+    labels, ref, _ = degraded_pair(lost=5, gained=5)
+    write_run(tmp_path / "ref", labels, predictions(labels, ref))
+    add_effective_robustness(tmp_path / "ref", ref.mean())
+    write_run(tmp_path / "cand", labels, predictions(labels, ref))  # no effective robustness
+    main(["record", str(tmp_path / "ref"), "--out", str(tmp_path / "golden.json")])
+    capsys.readouterr()
+    assert check("compare", "--golden", str(tmp_path / "golden.json"), str(tmp_path / "cand")) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("t/shift "))
+    assert "nan" not in line and "—" in line and "not in the candidate" in line

@@ -105,6 +105,7 @@ def test_the_kept_per_instance_scores_are_the_records_and_a_rerun_encodes_nothin
     assert sorted(kept["label"]) == [10, 10, 10, 12, 12, 12]  # labels: each instance's number of candidates
     assert np.mean(kept["jaccard"]) == pytest.approx(record["value"], abs=1e-7) and len(kept["jaccard"]) == record["n"]
     caplog.set_level(logging.DEBUG, logger="clipeval")
+    caplog.clear()  # the first run's lines are captured too when an earlier test left the logger at INFO
     second = run_in_process(overrides, tmp_path / "run2")
     assert "cache miss" not in caplog.text and "prompts for the other" not in caplog.text
     assert second["records"] == first["records"]

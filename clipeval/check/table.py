@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from clipeval.check.compare import Row
 
 
@@ -15,9 +17,10 @@ def format_rows(rows: list[Row]) -> str:
     ]
     for r in rows:
         mark = {"regressed": "REGRESSED", "inconclusive": "INCONCLUSIVE"}.get(r.verdict, r.verdict)
+        absent = math.isnan(r.candidate)  # a derived record the candidate lacks (its inputs are gated)
+        candidate, change = ("—", "—") if absent else (f"{r.candidate:.4f}", f"{r.candidate - r.reference:+.4f}")
         lines.append(
-            f"{r.label:<{width}} {r.metric:<{named}} {r.reference:9.4f} {r.candidate:9.4f} "
-            f"{r.candidate - r.reference:+8.4f}  {mark:<12} {r.evidence}"
+            f"{r.label:<{width}} {r.metric:<{named}} {r.reference:9.4f} {candidate:>9} {change:>8}  {mark:<12} {r.evidence}"
         )
     bad = [r for r in rows if r.verdict == "regressed"]
     unsure = [r for r in rows if r.verdict == "inconclusive"]
