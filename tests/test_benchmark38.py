@@ -544,3 +544,20 @@ def test_group_metadata_is_checked_when_the_task_loads_before_any_model(tmp_path
         ClipevalError, match=r"Task 'geode', evaluator 'worst_group': Dataset 'test': sample '0/s0003' has region -1"
     ):
         load_task(cfg.task)
+
+
+def test_an_absent_optional_dataset_is_one_warning_line_and_how_to_get_it_is_at_debug(tmp_path, caplog):
+    """The benchmark lists dozens of absent datasets: each is one line saying where it looked, not a page."""
+    import logging
+
+    from clipeval.run.task import load_task
+
+    caplog.set_level(logging.DEBUG, logger="clipeval.run.task")
+    task = load_task(compose_config(["task=cars", f"data_root={tmp_path}", "+task.datasets.test.optional=true"]).task)
+    assert list(task.missing) == ["test"]
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert (
+        "\n" not in warning.getMessage() and f"looked in {tmp_path}/wds_cars/test/nshards.txt" in warning.getMessage()
+    )
+    (debug,) = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    assert "huggingface-cli download --repo-type dataset clip-benchmark/wds_cars" in debug.getMessage()

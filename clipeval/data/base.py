@@ -40,6 +40,7 @@ class DataNotFound(ClipevalError):
     """
 
     def __init__(self, what: str, looked: list[str], how: str, kind: str | None = None, found: str | None = None):
+        self.what, self.looked, self.how = what, list(looked), how
         states = [(p, _what_is_at(p, kind)) for p in looked]
         found = found or (states[0][1] if len(states) == 1 else None)
         if found and found.startswith(UNDER):

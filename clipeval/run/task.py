@@ -238,9 +238,16 @@ def load_task(cfg: DictConfig) -> Task:
                 required[name] = exc  # every absent dataset is named, not only the first
                 continue
             missing[name] = str(exc)
+            # one line each: a suite of many optional datasets (the 38-dataset benchmark) lists dozens
+            where = f"looked in {', '.join(exc.looked)}" if exc.looked else str(exc).splitlines()[0]
             log.warning(
-                "Task %s: optional dataset '%s' is absent; its evaluations are skipped.\n%s", cfg.name, name, exc
+                "Task %s: optional dataset '%s' is absent (%s); its evaluations are skipped. How to get it: "
+                "hydra.verbose=clipeval.run.task shows it, as does the task run alone.",
+                cfg.name,
+                name,
+                where,
             )
+            log.debug("Task %s, dataset '%s': %s", cfg.name, name, exc)
     if len(required) == 1:
         raise DataNotFound.for_task(next(iter(required.values())), str(cfg.name))
     if required:
