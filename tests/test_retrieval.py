@@ -456,3 +456,19 @@ def test_a_tie_with_a_wrong_candidate_counts_against_the_query_whatever_the_ks()
         by_image, by_text = retrieval.retrieval_hits(images, texts, image_of, ks)
         for k, hits_i, hits_t in zip(ks, by_image, by_text, strict=True):
             assert (hits_i.tolist(), hits_t.tolist()) == reference(k), (ks, k)
+
+
+def test_the_same_caption_under_two_images_ties_exactly_wherever_it_falls():
+    """MS-COCO has identical captions under different images. Pairs of images share one caption text (so one
+    feature), and each image is nearest to that caption: the twin's copy ties with the image's own, so no image is
+    retrieved at 1 and every one at 2. Identical keys are scored once (TieExactScores): this machine's float32 matrix
+    product happens to give identical columns identical scores, but its matrix-vector product did not (WinoGAViL's
+    case, tests/test_winogavil.py), and no kernel promises it elsewhere."""
+    rng = np.random.default_rng(0)
+    pairs, dim = 641, 512
+    shared = rng.normal(size=(pairs, dim))
+    texts = np.concatenate([shared, shared])  # image m and image pairs + m each have the caption of pair m
+    images = texts + 0.05 * rng.normal(size=texts.shape)
+    unit = lambda a: torch.tensor(a / np.linalg.norm(a, axis=1, keepdims=True), dtype=torch.float32)  # noqa: E731
+    by_image, _ = retrieval.retrieval_hits(unit(images), unit(texts), torch.arange(2 * pairs), [1, 2])
+    assert not by_image[0].any() and by_image[1].all()

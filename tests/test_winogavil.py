@@ -258,11 +258,11 @@ GOOD = {
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"associations": json.dumps(["z"])}, r"row 2: association \"z\" is not one of the candidates"),
-        ({"candidates": "a, b, c"}, r"row 2: candidates is 'a, b, c', not a JSON list of image names"),
+        ({"associations": json.dumps(["z"])}, r"line 2: association \"z\" is not one of the candidates"),
+        ({"candidates": "a, b, c"}, r"line 2: candidates is 'a, b, c', not a JSON list of image names"),
         ({"candidates": json.dumps(["a", "a", "b"])}, r"names \"a\" twice"),
-        ({"associations": json.dumps([])}, r"associations is '\[\]', not a JSON list"),
-        ({"cue": "  "}, r"row 2: cue is \"  \", not a word"),
+        ({"associations": json.dumps([])}, r"associations is an empty list; every instance needs at least one"),
+        ({"cue": "  "}, r"line 2: cue is \"  \", not a word"),
         ({"candidates": json.dumps(["a", "../b"])}, r"not an image name"),
     ],  # fmt: skip
 )
@@ -342,3 +342,95 @@ def test_the_gate_pairs_the_per_instance_scores_of_two_runs(tiny_open_clip, tmp_
     rows = compare(golden, [load_run(tmp_path / "cand")])
     assert all("paired permutation" in row.evidence and "McNemar" not in row.evidence for row in rows)
     assert any(row.candidate != row.record.value for row in rows)  # the other model scores differently
+
+
+# ---------------------------------------------------------------- found by a breaker (each failed on the first version)
+
+
+def test_a_damaged_member_of_the_zip_leaves_its_instances_out_with_a_note(tiny_open_clip, tmp_path):
+    instances = make_instances()
+    root = write_winogavil(tmp_path / "data" / "winogavil", instances, zipped=True)
+    broken = instances[0]["candidates"][0]
+    archive = (root / "winogavil_images.zip").read_bytes()
+    at = archive.index(image_of(broken)) + 200  # stored, not deflated: the member's bytes are in the file as they are
+    (root / "winogavil_images.zip").write_bytes(archive[:at] + bytes([archive[at] ^ 0xFF]) + archive[at + 1 :])
+    doc = run_in_process([*open_clip_overrides(tiny_open_clip), "task=winogavil", f"data_root={tmp_path / 'data'}"],
+                         tmp_path / "run")  # fmt: skip
+    affected = sum(broken in inst["candidates"] for inst in instances)
+    assert next(r for r in doc["records"] if r["metric"] == "avg_jaccard_score")["n"] == len(instances) - affected
+    assert any(f"{affected} of the {len(instances)} instances" in n["message"] for n in doc["notes"])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_identical_images_tie_exactly_so_the_tie_rule_holds(seed):
+    # six candidates with one and the same feature (byte-identical images): whatever the rows, the wrong ones are
+    # taken first; in float32 a matrix-vector product gave some identical rows results an ulp apart
+    rng = np.random.default_rng(seed)
+    row = rng.normal(size=32)
+    row /= np.linalg.norm(row)
+    cue = rng.normal(size=32)
+    images = torch.tensor(np.tile(row, (6, 1)), dtype=torch.float32)
+    answers = torch.tensor([False, False, False, True, True, True])
+    sets = AssociationSet(torch.tensor(cue / np.linalg.norm(cue), dtype=torch.float32)[None],
+                          [torch.arange(6)], [answers], ["0"], ["A cat"])  # fmt: skip
+    assert jaccard_scores(images, sets).tolist() == [0.0]
+
+
+def test_the_cue_is_prompted_as_written_spaces_included():
+    # DataComp's get_clip_prompt does not strip the cue: "  apple" starts with a space, so its article is "A"
+    assert datacomp_prompt("  apple") == "A   apple"
+
+
+def test_a_group_may_not_redefine_datacomps_published_groups():
+    with pytest.raises(ClipevalError, match=r"group '10-12' is DataComp's, of 10 and 12 candidates"):
+        Association(groups={"10-12": [5, 6]})
+    assert Association(groups={"10-12": [12, 10], "mine": [5, 6]}).groups == {"10-12": [10, 12], "mine": [5, 6]}
+
+
+def test_instances_in_no_group_count_in_the_average_alone_with_a_note(tiny_open_clip, tmp_path):
+    from association_data import SHAPES
+
+    instances = make_instances([*SHAPES, (7, 2)])
+    write_winogavil(tmp_path / "data" / "winogavil", instances)
+    doc = run_in_process([*open_clip_overrides(tiny_open_clip), "task=winogavil", f"data_root={tmp_path / 'data'}"],
+                         tmp_path / "run")  # fmt: skip
+    assert next(r for r in doc["records"] if r["metric"] == "avg_jaccard_score")["n"] == len(SHAPES) + 1
+    assert any("1 instance(s) have a number of candidates in no group ([7])" in n["message"] for n in doc["notes"])
+
+
+def test_csv_damage_and_layout_mistakes_are_named(tmp_path, capsys):
+    root = _write_rows(tmp_path / "w", [GOOD])
+    text = (root / "winogavil_dataset.csv").read_text()
+    (root / "winogavil_dataset.csv").write_text(text.replace("moon", "mo\ron"))  # a stray CR in an unquoted field
+    with pytest.raises(ClipevalError, match=r"winogavil_dataset.csv, line 2: the row has fewer fields than the header"):
+        WinoGAViLSource(root)
+    (root / "winogavil_dataset.csv").write_text("")
+    with pytest.raises(ClipevalError, match=r"winogavil_dataset.csv is empty"):
+        WinoGAViLSource(root)
+    (root / "winogavil_dataset.csv").unlink()
+    (root / "winogavil_dataset.csv").mkdir()
+    with pytest.raises(ClipevalError, match=r"\(.*/w/winogavil_dataset.csv\) is a folder, not a file"):
+        WinoGAViLSource(root)
+    for bad in ("hf://datasets/nlphuji/winogavil", ""):
+        err = exit_2(["task=winogavil", f"task.root={bad}"], capsys)
+        assert f"task.root={bad!r}: WinoGAViL is read from a local folder" in err
+
+
+def test_a_zip_of_another_folder_says_what_it_holds(tmp_path):
+    import zipfile
+
+    root = write_winogavil(tmp_path / "w", zipped=True)
+    with zipfile.ZipFile(root / "winogavil_images.zip") as old, zipfile.ZipFile(root / "other.zip", "w") as new:
+        for member in old.namelist():
+            new.writestr(member.replace("winogavil_images/", "images/"), old.read(member))
+    (root / "other.zip").replace(root / "winogavil_images.zip")
+    with pytest.raises(ClipevalError, match=r"The archive's top level holds: images/\."):
+        WinoGAViLSource(root)
+
+
+def test_an_unreadable_image_is_named_by_its_file_in_the_note(tmp_path):
+    root = write_winogavil(tmp_path / "w")
+    source = WinoGAViLSource(root)
+    (root / "winogavil_images" / f"{source.sample_id(0)}.jpg").write_bytes(b"not a jpeg")
+    (item,) = [it for it in source.dataset(lambda image: image, 1)]
+    assert f"winogavil_images/{source.sample_id(0)}.jpg" in item.error and "BytesIO" not in item.error

@@ -23,13 +23,14 @@ import io
 import json
 import os
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from clipeval.cache import file_digests
 from clipeval.config.files import read_text
@@ -67,10 +68,16 @@ class WinoGAViLSource(MapSource):
 
     def __init__(self, root: str | os.PathLike | Sequence[str], what: str = "WinoGAViL", how_to_get: str = HOW_TO_GET):
         candidates = [root] if isinstance(root, str | os.PathLike) else list(root)
+        for c in candidates:
+            if not str(c).strip() or "://" in str(c):
+                raise ClipevalError(
+                    f"task.root={str(c)!r}: {what} is read from a local folder holding {ANNOTATIONS} (it is not "
+                    f"streamed). {how_to_get}"
+                )
         places = [Path(c).expanduser().resolve() for c in candidates]
         found = [p for p in places if (p / ANNOTATIONS).is_file()]
         if not found:
-            raise DataNotFound(what, [str(p / ANNOTATIONS) for p in places], how_to_get, kind="file")
+            raise DataNotFound(f"{what}'s {ANNOTATIONS}", [str(p / ANNOTATIONS) for p in places], how_to_get, "file")
         self.root = found[0]
         self.annotations = self.root / ANNOTATIONS
         self._instances = read_instances(self.annotations)
@@ -99,7 +106,11 @@ class WinoGAViLSource(MapSource):
         return index
 
     def open_image(self, index: int) -> Image.Image:
-        return Image.open(io.BytesIO(self._images.read(self._ids[index])))
+        name = self._ids[index]
+        try:
+            return Image.open(io.BytesIO(self._images.read(name)))
+        except UnidentifiedImageError:
+            raise UnidentifiedImageError(f"cannot identify image file {self._images.where(name)}") from None
 
     def read_bytes(self, index: int) -> bytes | None:
         return self._images.read(self._ids[index])
@@ -124,6 +135,9 @@ class _Images:
             except (zipfile.BadZipFile, OSError) as exc:
                 raise ClipevalError(f"{self.archive} cannot be read as a zip archive ({exc}). {how}") from None
             missing = [f"{self.archive}:{self._member(n)}" for n in names if self._member(n) not in members]
+            if missing:
+                folders = sorted({m.split("/")[0] + "/" if "/" in m else "(no folder)" for m in members})
+                how = f"The archive's top level holds: {', '.join(folders[:5]) or 'nothing'}. {how}"
         else:
             raise DataNotFound(f"{what}'s images", [str(self.folder), str(self.archive)], how)
         if missing:
@@ -141,12 +155,24 @@ class _Images:
         """The files whose bytes the content key covers: every image, or the archive."""
         return [self._path(n) for n in self.names] if self.layout.endswith("/") else [self.archive]
 
+    def where(self, name: str) -> str:
+        """The image's file, or archive and member, for messages."""
+        return str(self._path(name)) if self.layout.endswith("/") else f"{self.archive}:{self._member(name)}"
+
     def read(self, name: str) -> bytes:
+        """The image's bytes; OSError (an unreadable image, left out with its instances) when the archive's member
+        is damaged or stored in a way zipfile cannot read."""
         if self.layout.endswith("/"):
             return self._path(name).read_bytes()
-        if self._zip is None or self._zip[0] != os.getpid():
-            self._zip = (os.getpid(), zipfile.ZipFile(self.archive))
-        return self._zip[1].read(self._member(name))
+        try:
+            if self._zip is None or self._zip[0] != os.getpid():
+                self._zip = (os.getpid(), zipfile.ZipFile(self.archive))
+            return self._zip[1].read(self._member(name))
+        except (zipfile.BadZipFile, NotImplementedError, zlib.error, EOFError, KeyError) as exc:
+            raise OSError(
+                f"{self.where(name)} cannot be read from the archive ({type(exc).__name__}: {exc}); download "
+                f"{self.archive.name} again"
+            ) from None
 
     def __getstate__(self) -> dict[str, Any]:  # a worker process opens the archive itself
         return {**self.__dict__, "_zip": None}
@@ -155,15 +181,23 @@ class _Images:
 def read_instances(path: Path) -> list[AssociationInstance]:
     """The instances of WinoGAViL's CSV at ``path``; ClipevalError naming the row and field of anything malformed."""
     _, text = read_text(path, "WinoGAViL's instances", "CSV text")
-    reader = csv.DictReader(io.StringIO(text))
-    fields = set(reader.fieldnames or [])
+    if not text.strip():
+        raise ClipevalError(f"{path} is empty; WinoGAViL's CSV has a header and one row per instance.")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        fields = set(reader.fieldnames or [])
+        rows = []
+        for row in reader:
+            rows.append((row, f"{path}, line {reader.line_num}"))
+    except csv.Error as exc:
+        raise ClipevalError(f"{path}, line {reader.line_num}: not valid CSV ({exc}).") from None
     lacking = [f for f in ("cue", "candidates", "associations") if f not in fields]
     if lacking:
         raise ClipevalError(
             f"{path} lacks the column(s) {', '.join(lacking)} (it has: {', '.join(sorted(fields)) or 'none'}); "
             "WinoGAViL's CSV has cue, candidates and associations (JSON lists of image names), and ID."
         )
-    instances = [_instance(row, f"{path}, row {i + 2}", i) for i, row in enumerate(reader)]
+    instances = [_instance(row, where, i) for i, (row, where) in enumerate(rows)]
     if not instances:
         raise ClipevalError(f"{path} holds no instances (only a header).")
     twice = [i for i, n in Counter(inst.id for inst in instances).items() if n > 1]
@@ -173,8 +207,14 @@ def read_instances(path: Path) -> list[AssociationInstance]:
 
 
 def _instance(row: dict[str, Any], where: str, index: int) -> AssociationInstance:
-    cue = (row.get("cue") or "").strip()
-    if not cue:
+    short = [f for f in ("candidates", "cue", "associations") if row.get(f) is None]
+    if short:
+        raise ClipevalError(
+            f"{where}: the row has fewer fields than the header (no {', '.join(short)}); a line break inside an "
+            "unquoted field splits a row in two: quote the field, or remove the line break."
+        )
+    cue = row.get("cue") or ""  # as written: DataComp prompts the cue as it is (lower-cased)
+    if not cue.strip():
         raise ClipevalError(f"{where}: cue is {quoted(row.get('cue'))}, not a word; every instance needs its cue.")
     candidates = _names(row.get("candidates"), f"{where}: candidates")
     associations = _names(row.get("associations"), f"{where}: associations")
@@ -188,7 +228,7 @@ def _instance(row: dict[str, Any], where: str, index: int) -> AssociationInstanc
         stated = (row.get(field) or "").strip()
         if stated and _as_int(stated) != count:
             raise ClipevalError(f"{where}: {field} is {quoted(stated)} but the list holds {count}; fix one of them.")
-    ident = (row.get("ID") or "").strip() or str(index)
+    ident = (row.get("ID") or "").strip() or f"row{index + 1}"
     return AssociationInstance(ident, cue, tuple(candidates), tuple(associations))
 
 
@@ -198,8 +238,10 @@ def _names(raw: Any, where: str) -> list[str]:
         names = json.loads(raw or "")
     except json.JSONDecodeError:
         names = None
-    if not isinstance(names, list) or not names:
+    if not isinstance(names, list):
         raise ClipevalError(f"{where} is {quoted(raw, as_json=False)}, not a JSON list of image names.")
+    if not names:
+        raise ClipevalError(f"{where} is an empty list; every instance needs at least one image there.")
     bad = [n for n in names if not isinstance(n, str) or not n.strip() or "/" in n or "\\" in n]
     if bad:
         raise ClipevalError(f"{where} holds {quoted(bad[0])}, not an image name (a non-empty name without '/').")

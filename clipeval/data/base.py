@@ -47,7 +47,8 @@ class DataNotFound(ClipevalError):
             super().__init__(f"{what} not found: {found.removeprefix(UNDER)} (looked for {looked[0]}).\n{how}")
             return
         if found:
-            super().__init__(f"{what} is {found}.\n{how}")
+            named = what if not looked or looked[0] in what else f"{what} ({looked[0]})"
+            super().__init__(f"{named} is {found}.\n{how}")
             return
         where = "\n".join(f"  - {p}" + (f" ({state.removeprefix(UNDER)})" if state else "") for p, state in states)
         super().__init__(f"{what} not found. Looked in:\n{where}\n{how}")

@@ -27,3 +27,24 @@ def checked_logits(ctx: EvaluationContext, dataset: str) -> tuple[FeatureSet, to
     logits = ctx.zero_shot_logits(dataset)
     ctx.check_labels(dataset, fs.labels, logits.shape[1])
     return fs, logits
+
+
+class TieExactScores:
+    """``queries @ keys.T`` in which identical keys score bit-identically, so that a rule for ties sees every tie.
+
+    A float32 matrix product may give two identical rows of ``keys`` (the same caption twice, a duplicate image)
+    results an ulp apart, depending on where they fall in the kernel's tiles: a tie with a wrong candidate would then
+    count or not by position. The keys are made unique once (``torch.unique``), each query is scored against the
+    unique keys, and the scores are spread back: identical keys share one computed number. ``keys``: [K, D];
+    ``scores(queries)``: [Q, K].
+    """
+
+    def __init__(self, keys: torch.Tensor):
+        self.unique, self.inverse = torch.unique(keys, dim=0, return_inverse=True)
+        self.same = len(self.unique) == len(keys)
+        self.keys = keys
+
+    def scores(self, queries: torch.Tensor) -> torch.Tensor:
+        if self.same:  # no two keys alike: nothing to tie
+            return queries @ self.keys.T
+        return (queries @ self.unique.T)[:, self.inverse]

@@ -30,7 +30,7 @@ import torch
 
 from clipeval.contracts import EvaluationContext
 from clipeval.errors import ClipevalError, quoted
-from clipeval.evaluators import present_datasets
+from clipeval.evaluators import TieExactScores, present_datasets
 from clipeval.features.classifier import PLACEHOLDER
 from clipeval.features.encode import AssociationSet
 from clipeval.results.metrics import korn_graubard
@@ -115,6 +115,13 @@ class Association:
                 dataset, ids, torch.from_numpy(sizes[chosen]), {"jaccard": torch.from_numpy(scores[chosen])}, name
             )
             records.append(mean_record(dataset, jaccard_metric(group).name, scores[chosen], kept))
+        grouped = np.isin(sizes, [c for counts in self.groups.values() for c in counts])
+        if not grouped.all():
+            ctx.note(
+                f"dataset '{dataset}': {int((~grouped).sum())} instance(s) have a number of candidates in no group "
+                f"({sorted(set(sizes[~grouped].tolist()))}); they count in avg_jaccard_score only",
+                dataset=dataset,
+            )
         if empty:
             have = ", ".join(f"{m} ({k})" for m, k in zip(*np.unique(sizes, return_counts=True), strict=True))
             ctx.note(
@@ -132,7 +139,8 @@ def jaccard_scores(images: torch.Tensor, instances: AssociationSet) -> np.ndarra
     as the per-sample data keep them, so that a mean recomputed from those equals the record."""
     out = np.empty(len(instances))
     for i, (rows, right) in enumerate(zip(instances.candidates, instances.answers, strict=True)):
-        similarity = (images[rows] @ instances.features[i]).double().numpy()
+        # identical images must score exactly alike for the tie rule to see the tie
+        similarity = TieExactScores(images[rows]).scores(instances.features[i][None])[0].numpy()
         answers = right.numpy()
         k = int(answers.sum())
         order = np.lexsort((answers, -similarity))  # most similar first; of equal ones, the wrong first
@@ -173,6 +181,11 @@ def _checked_groups(groups: object) -> dict[str, list[int]]:
             raise ClipevalError(
                 f"Association group '{name}': {quoted(counts, as_json=False)} is not a list of numbers of candidates "
                 f"(positive whole numbers); groups are {shape}."
+            )
+        if name in GROUPS and sorted(set(counts)) != GROUPS[name]:
+            raise ClipevalError(
+                f"Association group '{name}' is DataComp's, of {' and '.join(map(str, GROUPS[name]))} candidates "
+                f"(jaccard_score_{name} is the published metric); give a group of {sorted(set(counts))} another name."
             )
         out[name] = sorted(set(counts))
     return out

@@ -46,7 +46,7 @@ import torch
 from clipeval.contracts import EvaluationContext
 from clipeval.data.captions import no_captions
 from clipeval.errors import ClipevalError
-from clipeval.evaluators import present_datasets
+from clipeval.evaluators import TieExactScores, present_datasets
 from clipeval.results.metrics import clopper_pearson, clustered_variance, korn_graubard
 from clipeval.results.record import Record, register_metric, retrieval_metrics
 
@@ -170,10 +170,11 @@ def _wrong_ahead(queries: torch.Tensor, keys: torch.Tensor, right) -> torch.Tens
     """[Q] int64: for each query, how many wrong keys score at least as high as its best right key
     (``right(span)``: [rows of the span, K] bool, which keys are right for each query of the span)."""
     step = max(1, BLOCK_ELEMENTS // max(1, len(keys)))
+    scorer = TieExactScores(keys)  # identical keys (the same caption under two images) must tie exactly
     out = []
     for start in range(0, len(queries), step):
         span = slice(start, start + step)
-        scores, mask = queries[span] @ keys.T, right(span)
+        scores, mask = scorer.scores(queries[span]), right(span)
         best = scores.masked_fill(~mask, float("-inf")).amax(dim=1, keepdim=True)
         out.append(((scores >= best) & ~mask).sum(dim=1))
     return torch.cat(out)
