@@ -561,3 +561,25 @@ def test_an_absent_optional_dataset_is_one_warning_line_and_how_to_get_it_is_at_
     )
     (debug,) = [r for r in caplog.records if r.levelno == logging.DEBUG]
     assert "huggingface-cli download --repo-type dataset clip-benchmark/wds_cars" in debug.getMessage()
+
+
+def test_a_run_of_some_datasets_is_gated_on_those_with_present_only(benchmark_run, capsys):
+    """The published golden file holds all 38 datasets and the average; a run of four of them compares those four
+    with --present-only and lists the other 35 records as absent (never a pass)."""
+    from clipeval.check.cli import main as check
+
+    run_dir = benchmark_run[2]
+    golden = str(GOLDEN[[p.name for p in GOLDEN].index("openclip_benchmark_vit_b32_openai.json")])
+    with pytest.raises(SystemExit) as exit_info:
+        check(["compare", "--golden", golden, str(run_dir)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "34 more of the golden file's records" in err and "--present-only" in err
+    with pytest.raises(SystemExit) as exit_info:
+        check(["compare", "--golden", golden, str(run_dir), "--present-only"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code in (0, 1)  # a random model may fall below the published numbers: that is a verdict
+    assert "4 checked:" in out and "35 of the golden file's records are not in the candidate (not compared)" in out
+    winogavil = next(line for line in out.splitlines() if line.startswith("winogavil/test"))
+    assert "jaccard_score_10-12" in winogavil and "0.4125" in winogavil
+    sun = next(line for line in out.splitlines() if line.startswith("sun397/test"))
+    assert " absent " in sun and "—" in sun

@@ -66,6 +66,8 @@ def parser() -> argparse.ArgumentParser:
     cmp.add_argument("--tolerance", type=_finite_float(0, math.inf, False), default=0.01,
                      help="allowed drop for records without per-sample data on both sides")  # fmt: skip
     cmp.add_argument("--resamples", type=int, default=20000, help="random swaps of the permutation test")
+    cmp.add_argument("--present-only", action="store_true",
+                     help="compare only the golden records the candidate has; list the others as absent")  # fmt: skip
     cmp.add_argument("--fail-inconclusive", action="store_true",
                      help="exit 1 also when a drop of at least --min-effect is on too few samples to decide")  # fmt: skip
     return parser
@@ -81,7 +83,9 @@ def main(argv: list[str] | None = None) -> None:
             return
         golden = load_golden(args.golden)
         candidates = [load_run(path) for path in args.runs]
-        rows = compare(golden, candidates, Options(args.alpha, args.min_effect, args.tolerance, args.resamples))
+        rows = compare(
+            golden, candidates, Options(args.alpha, args.min_effect, args.tolerance, args.resamples, args.present_only)
+        )
     except BrokenPipeError:  # the reader of our output is gone (| head): clipeval.cli.main ends quietly
         raise
     except (ClipevalError, OSError) as exc:

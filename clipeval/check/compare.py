@@ -31,6 +31,9 @@
   Where both sides know ``n`` it must be equal. Metrics where lower is better
   (``metric_info(m).higher_is_better``) are compared the other way round.
 
+A golden record the candidate lacks is an error (exit 2), or with ``present_only`` (``--present-only``) a row
+``absent`` that is never a pass: the summary counts them.
+
 Before any comparison the per-sample data are checked against their record (the metric
 recomputed from them must equal the recorded value), every number is finite (the records are
 validated when read), and the scored data are the same (:mod:`clipeval.check.data`).
@@ -89,6 +92,8 @@ class Options:
     min_effect: float = 0.005
     tolerance: float = 0.01
     resamples: int = 20000
+    #: compare the golden records the candidate has, listing the others as absent (a benchmark run on some datasets)
+    present_only: bool = False
 
     def check(self) -> None:
         """ClipevalError naming the option that is not finite or out of its range."""
@@ -111,7 +116,7 @@ class Options:
 @dataclass(frozen=True)
 class Row:
     """The verdict on one golden record: ok | regressed | improved | inconclusive (a drop too few samples can
-    decide) | derived (not gated)."""
+    decide) | derived (not gated) | absent (not in the candidate, with ``present_only``; never a pass)."""
 
     record: Record  # the golden record
     candidate: float
@@ -154,6 +159,12 @@ def compare(golden: ResultsDocument, candidates: Sequence[ResultsDocument], opti
     tolerance = document_tolerance(golden)
     tolerance = options.tolerance if tolerance is None else tolerance
     unpaired: dict[str, list[str]] = {"golden file": [], "candidate": []}
+    absent = [ref.record for key, ref in refs.items() if key not in cands]
+    if absent and options.present_only and len(absent) == len(refs):
+        raise ClipevalError(
+            f"The candidate run(s) have none of the golden file's {len(refs)} records: there is nothing to compare "
+            "(is it a run of the same tasks?)."
+        )
     rows = []
     for key, ref in refs.items():
         got = cands.get(key)
@@ -161,8 +172,11 @@ def compare(golden: ResultsDocument, candidates: Sequence[ResultsDocument], opti
             rows.append(Row(ref.record, math.nan, "not in the candidate (a derived record; its inputs are gated)",
                             "derived"))  # fmt: skip
             continue
+        if got is None and options.present_only:
+            rows.append(Row(ref.record, math.nan, "not in the candidate (--present-only): not compared", "absent"))
+            continue
         if got is None:
-            raise _missing(ref.record, cands.values())
+            raise _missing(ref.record, cands.values(), len(absent))
         if not got.info.same_as(ref.info):
             raise ClipevalError(
                 f"{describe(ref.record)}: the golden file defines metric '{ref.record.metric}' as {ref.info.to_json()}, "
@@ -187,7 +201,7 @@ def compare(golden: ResultsDocument, candidates: Sequence[ResultsDocument], opti
     return rows
 
 
-def _missing(ref: Record, have: Sequence[Entry]) -> ClipevalError:
+def _missing(ref: Record, have: Sequence[Entry], absent: int = 1) -> ClipevalError:
     same_metric = {e.record.label for e in have if e.record.metric == ref.metric}
     labels = difflib.get_close_matches(ref.label, same_metric, n=12, cutoff=0) or sorted({e.record.label for e in have})
     hint = (
@@ -197,9 +211,15 @@ def _missing(ref: Record, have: Sequence[Entry]) -> ClipevalError:
         if ref.metric == "effective_robustness" and ref.dataset == "average"
         else ""
     )
+    more = (
+        f" {absent - 1} more of the golden file's records are not in the candidate either; to compare those it has "
+        "(a benchmark run on some of its datasets), add --present-only."
+        if absent > 1
+        else ""
+    )
     return ClipevalError(
         f"The candidate run(s) have no {ref.metric} on '{ref.label}' (nearest first, they have: "
-        f"{', '.join(labels[:12])}).{hint}"
+        f"{', '.join(labels[:12])}).{hint}{more}"
     )
 
 

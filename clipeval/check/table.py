@@ -24,9 +24,11 @@ def format_rows(rows: list[Row]) -> str:
         )
     bad = [r for r in rows if r.verdict == "regressed"]
     unsure = [r for r in rows if r.verdict == "inconclusive"]
+    absent = [r for r in rows if r.verdict == "absent"]
     lines.append(
-        f"{len(rows)} checked: {len(bad)} regressed, {len(unsure)} inconclusive, "
+        f"{len(rows) - len(absent)} checked: {len(bad)} regressed, {len(unsure)} inconclusive, "
         f"{sum(r.verdict == 'improved' for r in rows)} improved."
+        + (f" {len(absent)} of the golden file's records are not in the candidate (not compared)." if absent else "")
     )
     if bad:
         lines.append("Regressed: " + ", ".join(f"{r.label} {r.metric}" for r in bad))
