@@ -138,6 +138,23 @@ def test_hf_parquet_files(hf_dataset, tmp_path):
     assert HFDatasetSource(str(tmp_path / "pq" / "test-00000.parquet")).key == src.key
 
 
+def test_a_hub_snapshot_of_parquet_files_reads_task_split_alone(hf_dataset, tmp_path):
+    """A hub snapshot names each file's split (data/<split>-00000-of-00001.parquet): task.split picks its files;
+    reading every file would have mixed the train rows into the test split."""
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    hf_dataset.to_parquet(tmp_path / "hub" / "data" / "test-00000-of-00001.parquet")
+    hf_dataset.select(range(4)).to_parquet(tmp_path / "hub" / "data" / "train-00000-of-00001.parquet")
+    assert len(HFDatasetSource(str(tmp_path / "hub"), split="test")) == 9
+    assert len(HFDatasetSource(str(tmp_path / "hub"), split="train")) == 4
+    with pytest.raises(
+        ClipevalError, match=r"split='validation' is not allowed: .*the splits 'test' \(1 file\(s\)\), "
+    ):
+        HFDatasetSource(str(tmp_path / "hub"), split="validation")
+    (tmp_path / "plain").mkdir()  # names without a split: every file is the split asked for, as before
+    hf_dataset.to_parquet(tmp_path / "plain" / "0.parquet")
+    assert len(HFDatasetSource(str(tmp_path / "plain"), split="validation")) == 9
+
+
 def test_hf_unknown_hub_id_offline_says_how_to_get_it():
     with pytest.raises(DataNotFound, match=r"Hugging Face dataset 'someone/nothing-here'[\s\S]*save_to_disk"):
         HFDatasetSource("someone/nothing-here")

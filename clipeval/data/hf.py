@@ -167,7 +167,7 @@ def _load(path: str, split: str, name: str | None, revision: str | None, split_i
                 + ", or save a DatasetDict of named splits",
             )
         return ds
-    parquet = _parquet_files(local)
+    parquet = _split_files(_parquet_files(local), local, split)
     if parquet:
         return datasets.load_dataset(
             "parquet", data_files={split: parquet}, split=split, cache_dir=_parquet_cache(parquet)
@@ -234,6 +234,33 @@ def _parquet_files(local: Path) -> list[str]:
     if local.is_dir():
         return sorted(str(p) for p in local.rglob("*.parquet"))
     return sorted(glob.glob(str(local))) if any(ch in str(local) for ch in "*?[") else []
+
+
+def _split_files(files: list[str], local: Path, split: str) -> list[str]:
+    """Of a folder's parquet ``files``, those of ``split`` when their names say which split each holds, as
+    ``datasets`` infers it (a hub snapshot's ``data/test-00000-of-00001.parquet``, a ``test/`` folder); all of them
+    when the names say nothing (``0.parquet``). OptionError when the names give splits and none is ``split``:
+    reading them all would mix a hub's train and test rows."""
+    if not files or not local.is_dir():
+        return files
+    from datasets.data_files import DataFilesDict, get_data_patterns
+
+    try:
+        patterns = get_data_patterns(str(local))
+        named = {str(k): v for k, v in DataFilesDict.from_patterns(patterns, base_path=str(local)).items()}
+    except Exception:  # noqa: BLE001 - names datasets cannot read as splits: take every file, as before
+        return files
+    if list(patterns.values()) == [["**"]]:  # no split in any name
+        return files
+    wanted = set(files)
+    by_split = {k: sorted(f for f in v if f in wanted) for k, v in named.items()}
+    by_split = {k: v for k, v in by_split.items() if v}
+    if split in by_split:
+        return by_split[split]
+    have = ", ".join(f"'{k}' ({len(v)} file(s))" for k, v in sorted(by_split.items()))
+    raise OptionError(
+        "split", split, f"a split of {local}, whose parquet file names give the splits {have} (task.split)"
+    )
 
 
 def _looks_like_hub_id(path: str) -> bool:
