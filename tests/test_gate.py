@@ -7,6 +7,7 @@ import itertools
 import json
 import logging
 import math
+from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -464,3 +465,27 @@ def test_a_derived_record_the_candidate_lacks_is_printed_as_absent_not_as_nan(tm
     assert check("compare", "--golden", str(tmp_path / "golden.json"), str(tmp_path / "cand")) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("t/shift "))
     assert "nan" not in line and "—" in line and "not in the candidate" in line
+
+
+def exact_sign_flip_p(ref: list[Fraction], cand: list[Fraction]) -> float:
+    """Two-sided p of the paired sign-flip test, every pattern enumerated in exact rational arithmetic."""
+    d = [c - r for r, c in zip(ref, cand, strict=True) if c != r]
+    observed = abs(sum(d))
+    hits = sum(abs(sum(s * x for s, x in zip(signs, d, strict=True))) >= observed
+               for signs in itertools.product((1, -1), repeat=len(d)))  # fmt: skip
+    return hits / 2 ** len(d)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_test_of_per_sample_scores_sees_ties_that_float32_rounding_broke(seed):
+    """Jaccard indices are kept as float32: 1 - f32(1/3) and f32(2/3) differ by 3e-8, so tied sign patterns fell
+    short of the observed sum and p came out too small (a breaker's case: 0.0469 where the exact p is 0.0586)."""
+    from clipeval.check.stats import paired_score_test
+
+    rng = np.random.default_rng(seed)
+    values = [Fraction(0), Fraction(1, 3), Fraction(1, 2), Fraction(2, 3), Fraction(1), Fraction(1, 5), Fraction(3, 5)]
+    ref = [values[i] for i in rng.integers(0, len(values), 10)]
+    cand = [values[i] for i in rng.integers(0, len(values), 10)]
+    as_kept = lambda xs: np.array([float(x) for x in xs], np.float32).astype(np.float64)  # noqa: E731
+    p, _, how = paired_score_test(as_kept(ref), as_kept(cand))
+    assert how == "exact" and p == pytest.approx(exact_sign_flip_p(ref, cand), abs=1e-12)

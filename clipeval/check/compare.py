@@ -47,8 +47,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from clipeval.check.data import check_same_data, merged, scored_data
 from clipeval.check.documents import Entry, candidate_entries, check_golden, describe, document_tolerance, entries
 from clipeval.check.stats import (
@@ -56,6 +54,7 @@ from clipeval.check.stats import (
     discordant_needed,
     mcnemar_exact,
     paired_permutation_test,
+    paired_score_test,
     smallest_p,
 )
 from clipeval.errors import ClipevalError
@@ -275,8 +274,7 @@ def _paired_test(ref: Entry, got: Entry, opts: Options) -> tuple[float, int, flo
     before = ref.samples.per_sample(metric, ref.record.outcome, weighted)
     after = got.samples.per_sample(metric, got.record.outcome, weighted)
     if before.dtype != bool or after.dtype != bool:  # per-sample scores (a Jaccard index): the metric is their mean
-        uniform = np.full(len(before), 1.0 / len(before))
-        p, m, how = paired_permutation_test(before, after, uniform, opts.resamples)
+        p, m, how = paired_score_test(before, after, opts.resamples)
         draws = "all swaps" if how == "exact" else f"{opts.resamples} random swaps, seed {PERMUTATION_SEED}"
         p_min = smallest_p(m) if how == "exact" else max(smallest_p(m), 1 / (1 + opts.resamples))
         return p, m, p_min, f"paired permutation p={p:.3g} ({m} samples scored differently; {draws})"

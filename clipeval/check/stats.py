@@ -29,7 +29,12 @@ def mcnemar_exact(ref_correct: np.ndarray, cand_correct: np.ndarray) -> tuple[in
 
 
 def paired_permutation_test(
-    ref: np.ndarray, cand: np.ndarray, weights: np.ndarray, resamples: int = 20000, seed: int = PERMUTATION_SEED
+    ref: np.ndarray,
+    cand: np.ndarray,
+    weights: np.ndarray,
+    resamples: int = 20000,
+    seed: int = PERMUTATION_SEED,
+    rounding: float = 0.0,
 ) -> tuple[float, int, str]:
     """Two-sided paired permutation (sign-flip) test of T = sum(weights * (cand - ref)).
 
@@ -43,7 +48,9 @@ def paired_permutation_test(
     contrib = np.asarray(weights, float) * (np.asarray(cand, float) - np.asarray(ref, float))
     contrib = contrib[contrib != 0]
     observed = abs(float(contrib.sum()))
-    slack = 1e-9 * max(observed, float(np.abs(contrib).sum()), 1e-300)  # float sums of equal values differ in ulps
+    # float sums of equal values differ in ulps; ``rounding``: how far the statistic may be off because the outcomes
+    # were rounded before they reached here (float32 scores), so that patterns that tie exactly are counted as ties
+    slack = max(1e-9 * max(observed, float(np.abs(contrib).sum()), 1e-300), rounding)
     m = len(contrib)
     if m == 0:
         return 1.0, 0, "exact"
@@ -61,6 +68,20 @@ def paired_permutation_test(
         hits += int(np.sum(stats >= observed - slack))
         done += size
     return (1 + hits) / (1 + resamples), m, "random"
+
+
+#: how far a mean of per-sample scores in [0, 1] may be off for their float32 rounding (each score within 2**-25;
+#: a difference of two within 2**-24; a weighted mean of differences too), with a margin of 4: 1 - f32(1/3) and
+#: f32(2/3) differ by 3e-8, so without it tied sign patterns fell short of the observed sum and p came out too small
+SCORE_ROUNDING = 4 * 2.0**-24
+
+
+def paired_score_test(ref: np.ndarray, cand: np.ndarray, resamples: int = 20000) -> tuple[float, int, str]:
+    """:func:`paired_permutation_test` of the mean of per-sample scores in [0, 1] kept as float32 (a Jaccard index
+    per instance), every sample weighted 1 / n; sign patterns within :data:`SCORE_ROUNDING` of the observed
+    change count as ties (a near-tie closer than that counts too: p errs larger, never smaller)."""
+    uniform = np.full(len(ref), 1.0 / len(ref))
+    return paired_permutation_test(ref, cand, uniform, resamples, rounding=SCORE_ROUNDING)
 
 
 def smallest_p(discordant: int) -> float:
