@@ -583,3 +583,74 @@ def test_a_run_of_some_datasets_is_gated_on_those_with_present_only(benchmark_ru
     assert "jaccard_score_10-12" in winogavil and "0.4125" in winogavil
     sun = next(line for line in out.splitlines() if line.startswith("sun397/test"))
     assert " absent " in sun and "—" in sun
+
+
+# ---------------------------------------------------------------- the gate on worst-group and macro-F1 records
+
+
+def _brute_force_p(ref: np.ndarray, cand: np.ndarray, metric) -> float:
+    """Every swap pattern of the differing samples, the metric recomputed from whole arrays each time."""
+    import itertools
+
+    differ = [i for i in range(len(ref)) if ref[i] != cand[i]]
+    observed = abs(metric(cand) - metric(ref))
+    hits = 0
+    for swaps in itertools.product((False, True), repeat=len(differ)):
+        a, b = ref.copy(), cand.copy()
+        for i, swap in zip(differ, swaps, strict=True):
+            if swap:
+                a[i], b[i] = cand[i], ref[i]
+        hits += abs(metric(b) - metric(a)) >= observed - 1e-12
+    return hits / 2 ** len(differ)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_paired_test_of_the_worst_group_and_macro_f1_equals_brute_force(seed):
+    from clipeval.check.stats import paired_statistic_test
+    from clipeval.results.samples import Samples
+    from clipeval.results.statistics import STATISTICS
+
+    rng = np.random.default_rng(seed)
+    n = 40
+    ids = [f"s{i:03d}" for i in range(n)]
+    groups, labels = rng.integers(0, 4, n), rng.integers(0, 5, n)
+    hits_ref = rng.random(n) < 0.6
+    hits_cand = np.where(rng.random(n) < 0.25, ~hits_ref, hits_ref)  # about 10 samples differ
+    pred_ref = np.where(rng.random(n) < 0.5, labels, rng.integers(0, 6, n))
+    pred_cand = np.where(rng.random(n) < 0.25, rng.integers(0, 6, n), pred_ref)
+    cases = [
+        ("worst_group_top1", hits_ref, hits_cand, lambda h: worst_group(h, groups)[1] / worst_group(h, groups)[2],
+         lambda h: Samples.from_arrays(ids, groups, correct={"top1": h}), "top1"),
+        ("macro_f1", pred_ref, pred_cand, lambda p: macro_f1(p, labels),
+         lambda p: Samples.from_arrays(ids, labels, p[:, None]), None),
+    ]  # fmt: skip
+    for metric, ref, cand, plain, samples_of, outcome in cases:
+        statistic = STATISTICS[metric]
+        (v_ref, fixed), (v_cand, _) = (statistic.vectors(samples_of(x), outcome) for x in (ref, cand))
+        assert statistic.value(samples_of(ref), outcome) == pytest.approx(plain(ref), abs=1e-12)
+        p, m, how = paired_statistic_test(v_ref, v_cand, lambda t: statistic.finish(t, fixed))  # noqa: B023
+        assert how == "exact" and m == int((ref != cand).sum())
+        assert p == pytest.approx(_brute_force_p(ref, cand, plain), abs=1e-12), metric
+
+
+def test_a_worst_group_record_is_gated_by_a_paired_test_against_a_golden_file_from_a_run(tiny_open_clip, tmp_path):
+    """It was gated by a fixed 0.01 tolerance, so a noise-level change of the worst group failed (a breaker's case:
+    GeoDE, top-1 McNemar p=0.585 ok, worst_group_top1 REGRESSED by tolerance)."""
+    from conftest import save_tiny_open_clip
+
+    from clipeval.check.cli import main as check
+    from clipeval.check.compare import compare
+    from clipeval.check.documents import load_golden, load_run
+
+    make_grouped_wds(tmp_path / "data" / "wds_geode_test", ["bag", "chair", "stove", "tree"], [0, 1, 2], per_class=6)
+    data = ["task=geode", f"data_root={tmp_path / 'data'}"]
+    run_in_process([*open_clip_overrides(tiny_open_clip), *data], tmp_path / "ref")
+    other = dict(tiny_open_clip, pretrained=str(save_tiny_open_clip(tmp_path, seed=3)))
+    run_in_process([*open_clip_overrides(other), *data], tmp_path / "cand")
+    check(["record", str(tmp_path / "ref"), "--out", str(tmp_path / "golden.json")])
+    golden = load_golden(tmp_path / "golden.json")
+    rows = {r.metric: r for r in compare(golden, [load_run(tmp_path / "cand")])}
+    assert "paired permutation" in rows["worst_group_top1"].evidence
+    assert "tolerance" not in rows["worst_group_top1"].evidence
+    same = {r.metric: r for r in compare(golden, [load_run(tmp_path / "ref")])}
+    assert same["worst_group_top1"].verdict == "ok" and "p=1 " in same["worst_group_top1"].evidence

@@ -13,6 +13,8 @@
     (0), so the verdict is deterministic; p = (1 + hits) / (1 + resamples).
   - means of per-sample scores in [0, 1] (the Jaccard index of an association instance): the same paired
     permutation test, each sample weighted 1 / n.
+  - metrics of per-sample sums (the worst group's top-k, macro F1: :mod:`clipeval.results.statistics`): a paired
+    permutation test that swaps each sample's contributions and recomputes the metric.
   A regression is a drop of at least ``min_effect`` with p < ``alpha``; a significant gain of
   that size is an improvement. A drop of at least ``min_effect`` that the test could not have
   found significant is ``inconclusive``: with m discordant samples the smallest p either test
@@ -55,10 +57,12 @@ from clipeval.check.stats import (
     mcnemar_exact,
     paired_permutation_test,
     paired_score_test,
+    paired_statistic_test,
     smallest_p,
 )
 from clipeval.errors import ClipevalError
 from clipeval.results.record import Record, finite
+from clipeval.results.statistics import STATISTICS
 from clipeval.results.store import ResultsDocument
 
 log = logging.getLogger(__name__)
@@ -271,6 +275,13 @@ def _paired_test(ref: Entry, got: Entry, opts: Options) -> tuple[float, int, flo
 
     Random swaps cannot give less than 1 / (1 + resamples), whatever m."""
     metric, weighted = ref.record.metric, ref.info.class_weighted
+    if metric in STATISTICS:  # a metric of per-sample sums: swap each sample's contributions, recompute the metric
+        statistic = STATISTICS[metric]
+        (v_ref, fixed), (v_got, _) = (statistic.vectors(e.samples, e.record.outcome) for e in (ref, got))
+        p, m, how = paired_statistic_test(v_ref, v_got, lambda t: statistic.finish(t, fixed), opts.resamples)
+        draws = "all swaps" if how == "exact" else f"{opts.resamples} random swaps, seed {PERMUTATION_SEED}"
+        p_min = smallest_p(m) if how == "exact" else max(smallest_p(m), 1 / (1 + opts.resamples))
+        return p, m, p_min, f"paired permutation p={p:.3g} ({m} samples differ, {metric} recomputed; {draws})"
     before = ref.samples.per_sample(metric, ref.record.outcome, weighted)
     after = got.samples.per_sample(metric, got.record.outcome, weighted)
     if before.dtype != bool or after.dtype != bool:  # per-sample scores (a Jaccard index): the metric is their mean

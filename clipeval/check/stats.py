@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 
 import numpy as np
 from scipy.stats import binomtest
@@ -82,6 +83,48 @@ def paired_score_test(ref: np.ndarray, cand: np.ndarray, resamples: int = 20000)
     change count as ties (a near-tie closer than that counts too: p errs larger, never smaller)."""
     uniform = np.full(len(ref), 1.0 / len(ref))
     return paired_permutation_test(ref, cand, uniform, resamples, rounding=SCORE_ROUNDING)
+
+
+def paired_statistic_test(
+    ref: np.ndarray,
+    cand: np.ndarray,
+    finish: Callable[[np.ndarray], np.ndarray],
+    resamples: int = 20000,
+    seed: int = PERMUTATION_SEED,
+) -> tuple[float, int, str]:
+    """Two-sided paired permutation test of a metric f(Σ_s v_s) of per-sample contribution vectors
+    (:mod:`clipeval.results.statistics`: the worst group's top-k, macro F1).
+
+    ``ref``, ``cand``: [n, G] each sample's contributions under the two runs; ``finish``: [r, G] totals -> [r]
+    metric. Under the null hypothesis a sample's two contributions are exchangeable: each swap pattern gives
+    T* = f(totals of the candidate's side) - f(the reference's side). Only the m samples whose contributions differ
+    can change T*. Exact over all 2**m patterns when m <= EXACT_UP_TO, else ``resamples`` random patterns with
+    ``seed`` and p = (1 + hits) / (1 + resamples). Returns (p, m, "exact" or "random").
+    """
+    ref, cand = np.asarray(ref, float), np.asarray(cand, float)
+    differ = np.any(ref != cand, axis=1)
+    m = int(differ.sum())
+    if m == 0:
+        return 1.0, 0, "exact"
+    base = ref[~differ].sum(axis=0)
+    a, b = ref[differ], cand[differ]
+    side_a, side_b, swing = base + a.sum(axis=0), base + b.sum(axis=0), b - a
+    observed = abs(float(finish(side_b[None])[0] - finish(side_a[None])[0]))
+    slack = 1e-9 * max(observed, 1.0)
+
+    def hits(masks: np.ndarray) -> int:  # masks [r, m]: 1 where the sample's two contributions are swapped
+        delta = masks @ swing
+        stats = np.abs(finish(side_b - delta) - finish(side_a + delta))
+        return int(np.sum(stats >= observed - slack))
+
+    chunk = max(1, 2_000_000 // max(1, m * ref.shape[1]))
+    if m <= EXACT_UP_TO:
+        patterns = np.array(list(itertools.product((0.0, 1.0), repeat=m)))
+        return sum(hits(patterns[i : i + chunk]) for i in range(0, len(patterns), chunk)) / len(patterns), m, "exact"
+    rng = np.random.default_rng(seed)
+    found = sum(hits(rng.integers(0, 2, (min(chunk, resamples - i), m)).astype(float))
+                for i in range(0, resamples, chunk))  # fmt: skip
+    return (1 + found) / (1 + resamples), m, "random"
 
 
 def smallest_p(discordant: int) -> float:

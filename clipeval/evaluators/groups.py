@@ -131,15 +131,11 @@ class WorstGroup:
             shown = ", ".join(f"{g}: {c}/{n}" for g, (c, n) in group_accuracies(hits, groups).items())
             log.info("Task %s, %s: top-%d by %s (correct/count): %s; worst: %s", ctx.task, dataset, self.k,
                      self.group_by, shown, group)  # fmt: skip
-            records.append(
-                Record(
-                    dataset,
-                    f"worst_group_top{self.k}",
-                    correct / count,
-                    count,
-                    clopper_pearson(correct, count),
-                )
-            )
+            # per sample: its hit and its group (as the label), so a gate can pair two runs sample by sample
+            kept = ctx.keep_outcomes(dataset, fs.ids, torch.from_numpy(groups), {f"top{self.k}": torch.from_numpy(hits)},
+                                     name=f"{dataset}.worst_group_top{self.k}")  # fmt: skip
+            records.append(Record(dataset, f"worst_group_top{self.k}", correct / count, count,
+                                  clopper_pearson(correct, count), samples=kept, outcome=f"top{self.k}"))  # fmt: skip
         return records
 
     def _groups(self, metadata: Mapping[str, Any] | None, ids: Sequence[str], dataset: str) -> np.ndarray:
@@ -201,5 +197,7 @@ class MacroF1:
             labels = fs.labels.numpy()
             value = macro_f1(pred, labels)
             ci = bootstrap_interval(pred, labels, value)
-            records.append(Record(dataset, "macro_f1", value, len(labels), ci, "bootstrap-percentile"))
+            kept = ctx.keep_predictions(dataset, fs.ids, fs.labels, torch.from_numpy(pred)[:, None],
+                                        name=f"{dataset}.macro_f1")  # fmt: skip
+            records.append(Record(dataset, "macro_f1", value, len(labels), ci, "bootstrap-percentile", samples=kept))
         return records

@@ -27,6 +27,7 @@ import numpy as np
 
 from clipeval.errors import ClipevalError, kind_of, quoted
 from clipeval.results.record import metric_info
+from clipeval.results.statistics import STATISTICS
 
 
 def _pack_ints(array: np.ndarray) -> dict[str, Any]:
@@ -173,6 +174,8 @@ class Samples:
     def has(self, metric: str, outcome: str | None = None, class_weighted: bool | None = None) -> bool:
         """Whether the samples define ``metric`` (with ``outcome``). ``class_weighted``: the metric's definition
         (None: look it up in the registry; a results document passes its own)."""
+        if metric in STATISTICS:
+            return STATISTICS[metric].vectors(self, outcome) is not None
         if _weighted(metric, class_weighted):
             return self.labels is not None and self.outcome("top1", outcome) is not None
         return self.outcome(metric, outcome) is not None
@@ -182,7 +185,10 @@ class Samples:
         return self.outcome("top1" if _weighted(metric, class_weighted) and outcome is None else metric, outcome)
 
     def value(self, metric: str, outcome: str | None = None, class_weighted: bool | None = None) -> float:
-        """The metric recomputed from the samples (clipeval.results.metrics defines it)."""
+        """The metric recomputed from the samples (clipeval.results.metrics defines it; a metric of per-sample sums,
+        clipeval.results.statistics)."""
+        if metric in STATISTICS:
+            return STATISTICS[metric].value(self, outcome)
         correct = self.per_sample(metric, outcome, class_weighted)
         if _weighted(metric, class_weighted):
             return float(np.sum(self.weights() * correct))

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from clipeval.errors import ClipevalError, within
 from clipeval.results.record import Metric, Record
 from clipeval.results.samples import Samples
+from clipeval.results.statistics import STATISTICS
 
 #: the largest difference between a recorded value and the value recomputed from its per-sample data
 VALUE_TOLERANCE = 1e-9
@@ -72,7 +73,7 @@ def _check_record(record: Record, samples: Callable[[str], Samples | None], info
         )
     if not data.has(record.metric, record.outcome, info.class_weighted):
         return  # data that do not define this metric (a probe's predictions behind a derived number)
-    if record.n != data.n:
+    if record.n != data.n and (record.metric not in STATISTICS or STATISTICS[record.metric].all_samples):
         raise ClipevalError(f"n = {record.n}, but its per-sample data '{record.samples}' hold {data.n} samples.")
     recomputed = data.value(record.metric, record.outcome, info.class_weighted)
     if abs(recomputed - record.value) > VALUE_TOLERANCE:
