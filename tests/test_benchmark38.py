@@ -654,3 +654,40 @@ def test_a_worst_group_record_is_gated_by_a_paired_test_against_a_golden_file_fr
     assert "tolerance" not in rows["worst_group_top1"].evidence
     same = {r.metric: r for r in compare(golden, [load_run(tmp_path / "ref")])}
     assert same["worst_group_top1"].verdict == "ok" and "p=1 " in same["worst_group_top1"].evidence
+
+
+def test_a_partly_downloaded_mirror_stops_the_suite_instead_of_being_listed_as_absent(tmp_path, capsys):
+    """A mirror with a shard missing was shown as 'data absent' and the run exited 0: an incomplete download hid."""
+    make_wds(tmp_path / "data" / "wds_cars", ["sedan", "pickup truck", "convertible"], per_class=2, shards=1)
+    (tmp_path / "data" / "wds_cars" / "test" / "nshards.txt").write_text("2\n")
+    err = exit_2(["suite=openclip_benchmark", f"data_root={tmp_path / 'data'}"], capsys)
+    assert "Task 'cars', dataset 'test': 1 of 2 shards" in err and "it is partly there: complete it" in err
+
+
+def test_present_only_checks_the_data_of_the_compared_records_alone(benchmark_run, tmp_path, capsys, caplog):
+    from clipeval.check.cli import main as check
+
+    run_dir = benchmark_run[2]
+    check(["record", str(run_dir), "--out", str(tmp_path / "golden.json")])
+    golden = json.loads((tmp_path / "golden.json").read_text())
+    golden["records"].append(dict(golden["records"][0], task="pets", metric="top1", samples=None, outcome=None))
+    (tmp_path / "golden.json").write_text(json.dumps(golden))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        check(["compare", "--golden", str(tmp_path / "golden.json"), str(run_dir), "--present-only"])
+    assert exit_info.value.code == 0
+    assert "record no content key" not in caplog.text  # pets is not in the candidate: nothing to say about its data
+    assert "1 of the golden file's records are not in the candidate" in capsys.readouterr().out
+
+
+def test_the_missing_record_hint_names_present_only_only_when_something_is_present(tmp_path, capsys):
+    from test_gate import write_run
+
+    from clipeval.check.cli import main as check
+
+    labels = np.arange(20) % 4
+    write_run(tmp_path / "other", labels, np.stack([labels] * 5, axis=1))  # a run of another task
+    with pytest.raises(SystemExit):
+        check(["compare", "--golden", str(GOLDEN[0]), str(tmp_path / "other")])
+    err = capsys.readouterr().err
+    assert "it has none of them (is it a run of the same tasks?)" in err and "--present-only" not in err

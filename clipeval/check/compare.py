@@ -150,8 +150,9 @@ def compare(golden: ResultsDocument, candidates: Sequence[ResultsDocument], opti
     check_golden(golden)
     refs = entries(golden)
     cands = candidate_entries(candidates)
+    compared = [r for key, r in ((k, e.record) for k, e in refs.items()) if key in cands or not options.present_only]
     check_same_data(
-        scored_data(golden), merged(scored_data(c) for c in candidates), {(r.task, r.dataset) for r in golden.records}
+        scored_data(golden), merged(scored_data(c) for c in candidates), {(r.task, r.dataset) for r in compared}
     )
     from_run = bool(golden.raw.get("samples"))
     if not from_run and any(r.tolerance is None for r in golden.records):
@@ -179,7 +180,7 @@ def compare(golden: ResultsDocument, candidates: Sequence[ResultsDocument], opti
             rows.append(Row(ref.record, math.nan, "not in the candidate (--present-only): not compared", "absent"))
             continue
         if got is None:
-            raise _missing(ref.record, cands.values(), len(absent))
+            raise _missing(ref.record, cands.values(), len(absent), len(absent) < len(refs))
         if not got.info.same_as(ref.info):
             raise ClipevalError(
                 f"{describe(ref.record)}: the golden file defines metric '{ref.record.metric}' as {ref.info.to_json()}, "
@@ -204,7 +205,7 @@ def compare(golden: ResultsDocument, candidates: Sequence[ResultsDocument], opti
     return rows
 
 
-def _missing(ref: Record, have: Sequence[Entry], absent: int = 1) -> ClipevalError:
+def _missing(ref: Record, have: Sequence[Entry], absent: int = 1, some_present: bool = True) -> ClipevalError:
     same_metric = {e.record.label for e in have if e.record.metric == ref.metric}
     labels = difflib.get_close_matches(ref.label, same_metric, n=12, cutoff=0) or sorted({e.record.label for e in have})
     hint = (
@@ -214,12 +215,13 @@ def _missing(ref: Record, have: Sequence[Entry], absent: int = 1) -> ClipevalErr
         if ref.metric == "effective_robustness" and ref.dataset == "average"
         else ""
     )
-    more = (
-        f" {absent - 1} more of the golden file's records are not in the candidate either; to compare those it has "
-        "(a benchmark run on some of its datasets), add --present-only."
-        if absent > 1
-        else ""
-    )
+    more = ""
+    if absent > 1:
+        more = f" {absent - 1} more of the golden file's records are not in the candidate either" + (
+            "; to compare those it has (a benchmark run on some of its datasets), add --present-only."
+            if some_present
+            else ": it has none of them (is it a run of the same tasks?)."
+        )
     return ClipevalError(
         f"The candidate run(s) have no {ref.metric} on '{ref.label}' (nearest first, they have: "
         f"{', '.join(labels[:12])}).{hint}{more}"

@@ -139,9 +139,11 @@ class _Images:
                 folders = sorted({m.split("/")[0] + "/" if "/" in m else "(no folder)" for m in members})
                 how = f"The archive's top level holds: {', '.join(folders[:5]) or 'nothing'}. {how}"
         else:
-            raise DataNotFound(f"{what}'s images", [str(self.folder), str(self.archive)], how)
+            raise DataNotFound(f"{what}'s images", [str(self.folder), str(self.archive)], how, partial=True)
         if missing:
-            raise DataNotFound(f"{len(missing)} of the {len(names)} candidate images of {what}", missing[:5], how)
+            raise DataNotFound(
+                f"{len(missing)} of the {len(names)} candidate images of {what}", missing[:5], how, partial=True
+            )
         self._zip: tuple[int, zipfile.ZipFile] | None = None
 
     def _path(self, name: str) -> Path:

@@ -33,14 +33,25 @@ IMAGE_ERRORS: tuple[type[BaseException], ...] = (
 class DataNotFound(ClipevalError):
     """The data a task needs is not where it was looked for.
 
+    ``partial``: some of the data is there (a mirror with shards missing, a split file without its images): a
+    task refuses it even where the dataset is optional, since skipping it would hide an incomplete download.
+
     ``kind`` (``folder`` or ``file``) is what each looked-at path should be: a path that is the other kind, or one
     under a file, is said to be that (``/data/x.png is a file, not a folder``) rather than "not found". ``found``
     says what is there when it is not what ``what`` needs in another way (a CSV where a dataset's folder or a
     parquet file is needed).
     """
 
-    def __init__(self, what: str, looked: list[str], how: str, kind: str | None = None, found: str | None = None):
-        self.what, self.looked, self.how = what, list(looked), how
+    def __init__(
+        self,
+        what: str,
+        looked: list[str],
+        how: str,
+        kind: str | None = None,
+        found: str | None = None,
+        partial: bool = False,
+    ):
+        self.what, self.looked, self.how, self.partial = what, list(looked), how, partial
         states = [(p, _what_is_at(p, kind)) for p in looked]
         found = found or (states[0][1] if len(states) == 1 else None)
         if found and found.startswith(UNDER):

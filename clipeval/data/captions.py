@@ -103,6 +103,7 @@ class KarpathySource(MapSource):
                 f"{len(missing)} of the {len(self._paths)} images of split '{split}' of {self.annotations.name}",
                 missing[:5],
                 how,
+                partial=True,
             )
         digests = file_digests().digests([self.annotations, *self._paths])
         self.key = content_key("karpathy", [split, images, self._ids, digests])

@@ -87,7 +87,7 @@ def _objectnet_mapping(mappings: Path) -> tuple[list[str], list[list[int]], list
     def load(name: str):
         path = mappings / name
         if not path.is_file():
-            raise DataNotFound(f"ObjectNet mapping file {name}", [str(path)], OBJECTNET_HOW)
+            raise DataNotFound(f"ObjectNet mapping file {name}", [str(path)], OBJECTNET_HOW, partial=True)
         if name.endswith(".json"):
             return read_json(path, "ObjectNet mapping file")[1]
         return read_text(path, "ObjectNet mapping file")[1].splitlines()

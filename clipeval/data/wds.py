@@ -87,6 +87,7 @@ class WebDatasetSource(Source):
                 f"{len(missing)} of {count} shards of '{self.root}'",
                 missing[:5],
                 "Complete the download (with git lfs, fetch the .tar files too).",
+                partial=True,
             )
         _warn_about_unread_shards(self.root / split, count)
         for shard in self.shards:

@@ -266,7 +266,10 @@ class RunContext:
         """
         records: list[Record] = []
         for name, evaluator in self._task.evaluators.items():
-            log.info("Task %s: running evaluator %s", self.task, name)
+            # a task whose data is all absent runs its evaluators on nothing: not worth a line each
+            log.log(
+                logging.INFO if self.datasets() else logging.DEBUG, "Task %s: running evaluator %s", self.task, name
+            )
             self._evaluator = name
             kept_before = set(self.kept.samples)
             try:

@@ -234,6 +234,11 @@ def load_task(cfg: DictConfig) -> Task:
                     "nothing to evaluate. Check where the task reads it."
                 )
         except DataNotFound as exc:
+            if optional and exc.partial:  # a partial download is refused, never skipped as absent
+                raise ClipevalError(
+                    f"Task '{cfg.name}', dataset '{name}': {exc}\nThe dataset is optional in this run, but it is partly "
+                    "there: complete it, or move it away to run without it."
+                ) from None
             if not optional:
                 required[name] = exc  # every absent dataset is named, not only the first
                 continue
@@ -241,8 +246,8 @@ def load_task(cfg: DictConfig) -> Task:
             # one line each: a suite of many optional datasets (the 38-dataset benchmark) lists dozens
             where = f"looked in {', '.join(exc.looked)}" if exc.looked else str(exc).splitlines()[0]
             log.warning(
-                "Task %s: optional dataset '%s' is absent (%s); its evaluations are skipped. How to get it: "
-                "hydra.verbose=clipeval.run.task shows it, as does the task run alone.",
+                "Task %s: optional dataset '%s' is absent (%s); its evaluations are skipped "
+                "(hydra.verbose=clipeval.run.task says how to get it).",
                 cfg.name,
                 name,
                 where,
