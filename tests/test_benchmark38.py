@@ -691,3 +691,17 @@ def test_the_missing_record_hint_names_present_only_only_when_something_is_prese
         check(["compare", "--golden", str(GOLDEN[0]), str(tmp_path / "other")])
     err = capsys.readouterr().err
     assert "it has none of them (is it a run of the same tasks?)" in err and "--present-only" not in err
+
+
+def test_a_worst_group_record_whose_n_is_not_its_groups_size_is_refused(benchmark_run, tmp_path, capsys):
+    """Its n is the worst group's size, which its per-sample data give (a breaker set it from 48 to 49 unnoticed)."""
+    from clipeval.check.cli import main as check
+
+    doc = json.loads((benchmark_run[2] / "results.json").read_text())
+    record = next(r for r in doc["records"] if r["metric"] == "worst_group_top1")
+    record["n"] += 1
+    (tmp_path / "results.json").write_text(json.dumps(doc))
+    with pytest.raises(SystemExit) as exit_info:
+        check(["record", str(tmp_path / "results.json"), "--out", str(tmp_path / "golden.json")])
+    assert exit_info.value.code == 2
+    assert f"n = {record['n']}, but its per-sample data" in capsys.readouterr().err

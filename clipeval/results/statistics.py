@@ -24,15 +24,23 @@ if TYPE_CHECKING:
 class SumStatistic:
     """``vectors(samples, outcome)``: ([n, G] float per-sample contributions, [G] side-independent totals such as
     group sizes), None when the samples lack what it needs; ``finish(totals [r, G], fixed [G])``: [r] the metric of
-    each row of totals. ``all_samples``: the record's n is every sample (else a part, as the worst group's)."""
+    each row of totals. ``part``: (totals [G], fixed [G]) -> the record's n when it is a part of the samples (the
+    worst group's size); None: every sample."""
 
     vectors: Callable[[Samples, str | None], tuple[np.ndarray, np.ndarray] | None]
     finish: Callable[[np.ndarray, np.ndarray], np.ndarray]
-    all_samples: bool = True
+    part: Callable[[np.ndarray, np.ndarray], int] | None = None
 
     def value(self, samples: Samples, outcome: str | None) -> float:
         v, fixed = self.vectors(samples, outcome)
         return float(self.finish(v.sum(axis=0)[None], fixed)[0])
+
+    def n(self, samples: Samples, outcome: str | None) -> int:
+        """The record's n that the samples give: all of them, or the part the metric is of."""
+        if self.part is None:
+            return samples.n
+        v, fixed = self.vectors(samples, outcome)
+        return self.part(v.sum(axis=0), fixed)
 
 
 def _one_hot(index: np.ndarray, size: int, weight: np.ndarray | None = None) -> np.ndarray:
@@ -51,6 +59,11 @@ def _group_vectors(samples: Samples, outcome: str | None) -> tuple[np.ndarray, n
 
 def _worst_group(totals: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return (totals / sizes).min(axis=1)
+
+
+def _worst_group_size(totals: np.ndarray, sizes: np.ndarray) -> int:
+    """The size of the worst group (on a tie, the smallest group value's, as the evaluator picks it)."""
+    return int(sizes[int(np.argmin(totals / sizes))])
 
 
 def _f1_vectors(samples: Samples, outcome: str | None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -73,7 +86,7 @@ def _macro_f1(totals: np.ndarray, support: np.ndarray) -> np.ndarray:
 
 #: the metrics computed from per-sample sums, by name
 STATISTICS: dict[str, SumStatistic] = {
-    "worst_group_top1": SumStatistic(_group_vectors, _worst_group, all_samples=False),
-    "worst_group_top5": SumStatistic(_group_vectors, _worst_group, all_samples=False),
+    "worst_group_top1": SumStatistic(_group_vectors, _worst_group, _worst_group_size),
+    "worst_group_top5": SumStatistic(_group_vectors, _worst_group, _worst_group_size),
     "macro_f1": SumStatistic(_f1_vectors, _macro_f1),
 }

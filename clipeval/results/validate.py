@@ -73,7 +73,14 @@ def _check_record(record: Record, samples: Callable[[str], Samples | None], info
         )
     if not data.has(record.metric, record.outcome, info.class_weighted):
         return  # data that do not define this metric (a probe's predictions behind a derived number)
-    if record.n != data.n and (record.metric not in STATISTICS or STATISTICS[record.metric].all_samples):
+    if record.metric in STATISTICS and STATISTICS[record.metric].part is not None:
+        expected = STATISTICS[record.metric].n(data, record.outcome)
+        if record.n != expected:
+            raise ClipevalError(
+                f"n = {record.n}, but its per-sample data '{record.samples}' give {expected} samples in the part "
+                f"{record.metric} is of (the worst group)."
+            )
+    elif record.n != data.n:
         raise ClipevalError(f"n = {record.n}, but its per-sample data '{record.samples}' hold {data.n} samples.")
     recomputed = data.value(record.metric, record.outcome, info.class_weighted)
     if abs(recomputed - record.value) > VALUE_TOLERANCE:
