@@ -150,7 +150,7 @@ def compare(golden: ResultsDocument, candidates: Sequence[ResultsDocument], opti
     check_golden(golden)
     refs = entries(golden)
     cands = candidate_entries(candidates)
-    compared = [r for key, r in ((k, e.record) for k, e in refs.items()) if key in cands or not options.present_only]
+    compared = [e.record for key, e in refs.items() if key in cands or not options.present_only]
     check_same_data(
         scored_data(golden), merged(scored_data(c) for c in candidates), {(r.task, r.dataset) for r in compared}
     )
@@ -163,8 +163,8 @@ def compare(golden: ResultsDocument, candidates: Sequence[ResultsDocument], opti
     tolerance = document_tolerance(golden)
     tolerance = options.tolerance if tolerance is None else tolerance
     unpaired: dict[str, list[str]] = {"golden file": [], "candidate": []}
-    absent = [ref.record for key, ref in refs.items() if key not in cands]
-    if absent and options.present_only and len(absent) == len(refs):
+    absent = sum(key not in cands for key in refs)
+    if options.present_only and absent == len(refs):
         raise ClipevalError(
             f"The candidate run(s) have none of the golden file's {len(refs)} records: there is nothing to compare "
             "(is it a run of the same tasks?)."
@@ -180,7 +180,7 @@ def compare(golden: ResultsDocument, candidates: Sequence[ResultsDocument], opti
             rows.append(Row(ref.record, math.nan, "not in the candidate (--present-only): not compared", "absent"))
             continue
         if got is None:
-            raise _missing(ref.record, cands.values(), len(absent), len(absent) < len(refs))
+            raise _missing(ref.record, cands.values(), absent, absent < len(refs))
         if not got.info.same_as(ref.info):
             raise ClipevalError(
                 f"{describe(ref.record)}: the golden file defines metric '{ref.record.metric}' as {ref.info.to_json()}, "
@@ -273,31 +273,31 @@ def _paired(ref: Entry, got: Entry, opts: Options) -> Row:
 
 
 def _paired_test(ref: Entry, got: Entry, opts: Options) -> tuple[float, int, float, str]:
-    """(p, discordant samples m, the smallest p the test could give with m, evidence) of the metric's paired test.
-
-    Random swaps cannot give less than 1 / (1 + resamples), whatever m."""
+    """(p, discordant samples m, the smallest p the test could give with m, evidence) of the metric's paired test."""
     metric, weighted = ref.record.metric, ref.info.class_weighted
     if metric in STATISTICS:  # a metric of per-sample sums: swap each sample's contributions, recompute the metric
         statistic = STATISTICS[metric]
         (v_ref, fixed), (v_got, _) = (statistic.vectors(e.samples, e.record.outcome) for e in (ref, got))
-        p, m, how = paired_statistic_test(v_ref, v_got, lambda t: statistic.finish(t, fixed), opts.resamples)
-        draws = "all swaps" if how == "exact" else f"{opts.resamples} random swaps, seed {PERMUTATION_SEED}"
-        p_min = smallest_p(m) if how == "exact" else max(smallest_p(m), 1 / (1 + opts.resamples))
-        return p, m, p_min, f"paired permutation p={p:.3g} ({m} samples differ, {metric} recomputed; {draws})"
+        test = paired_statistic_test(v_ref, v_got, lambda t: statistic.finish(t, fixed), opts.resamples)
+        return _permutation(test, opts, f"samples differ, {metric} recomputed")
     before = ref.samples.per_sample(metric, ref.record.outcome, weighted)
     after = got.samples.per_sample(metric, got.record.outcome, weighted)
     if before.dtype != bool or after.dtype != bool:  # per-sample scores (a Jaccard index): the metric is their mean
-        p, m, how = paired_score_test(before, after, opts.resamples)
-        draws = "all swaps" if how == "exact" else f"{opts.resamples} random swaps, seed {PERMUTATION_SEED}"
-        p_min = smallest_p(m) if how == "exact" else max(smallest_p(m), 1 / (1 + opts.resamples))
-        return p, m, p_min, f"paired permutation p={p:.3g} ({m} samples scored differently; {draws})"
+        return _permutation(paired_score_test(before, after, opts.resamples), opts, "samples scored differently")
     if weighted:
-        p, m, how = paired_permutation_test(before, after, ref.samples.weights(), opts.resamples)
-        draws = "all swaps" if how == "exact" else f"{opts.resamples} random swaps, seed {PERMUTATION_SEED}"
-        p_min = smallest_p(m) if how == "exact" else max(smallest_p(m), 1 / (1 + opts.resamples))
-        return p, m, p_min, f"paired permutation p={p:.3g} ({m} discordant samples, by class; {draws})"
+        test = paired_permutation_test(before, after, ref.samples.weights(), opts.resamples)
+        return _permutation(test, opts, "discordant samples, by class")
     b, c, p = mcnemar_exact(before, after)
     return p, b + c, smallest_p(b + c), f"McNemar p={p:.3g} ({b} lost, {c} gained)"
+
+
+def _permutation(test: tuple[float, int, str], opts: Options, what: str) -> tuple[float, int, float, str]:
+    """:func:`_paired_test`'s answer from a permutation test's (p, m, "exact" or "random"): random swaps cannot give
+    less than 1 / (1 + resamples), whatever m."""
+    p, m, how = test
+    draws = "all swaps" if how == "exact" else f"{opts.resamples} random swaps, seed {PERMUTATION_SEED}"
+    p_min = smallest_p(m) if how == "exact" else max(smallest_p(m), 1 / (1 + opts.resamples))
+    return p, m, p_min, f"paired permutation p={p:.3g} ({m} {what}; {draws})"
 
 
 def _too_few(evidence: str, m: int, p_min: float, n: int, alpha: float) -> str:
