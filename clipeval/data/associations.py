@@ -124,7 +124,8 @@ class _Images:
     def __init__(self, root: Path, names: list[str], what: str, how: str):
         self.folder, self.archive = root / IMAGES, root / f"{IMAGES}.zip"
         self.names = names
-        if self.folder.is_dir():
+        self.unpacked = self.folder.is_dir()
+        if self.unpacked:
             self.layout = f"{IMAGES}/"
             missing = [str(self._path(n)) for n in names if not self._path(n).is_file()]
         elif self.archive.is_file():
@@ -155,16 +156,16 @@ class _Images:
 
     def files(self) -> list[Path]:
         """The files whose bytes the content key covers: every image, or the archive."""
-        return [self._path(n) for n in self.names] if self.layout.endswith("/") else [self.archive]
+        return [self._path(n) for n in self.names] if self.unpacked else [self.archive]
 
     def where(self, name: str) -> str:
         """The image's file, or archive and member, for messages."""
-        return str(self._path(name)) if self.layout.endswith("/") else f"{self.archive}:{self._member(name)}"
+        return str(self._path(name)) if self.unpacked else f"{self.archive}:{self._member(name)}"
 
     def read(self, name: str) -> bytes:
         """The image's bytes; OSError (an unreadable image, left out with its instances) when the archive's member
         is damaged or stored in a way zipfile cannot read."""
-        if self.layout.endswith("/"):
+        if self.unpacked:
             return self._path(name).read_bytes()
         try:
             if self._zip is None or self._zip[0] != os.getpid():
@@ -188,9 +189,7 @@ def read_instances(path: Path) -> list[AssociationInstance]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
         fields = set(reader.fieldnames or [])
-        rows = []
-        for row in reader:
-            rows.append((row, f"{path}, line {reader.line_num}"))
+        rows = [(row, f"{path}, line {reader.line_num}") for row in reader]
     except csv.Error as exc:
         raise ClipevalError(f"{path}, line {reader.line_num}: not valid CSV ({exc}).") from None
     lacking = [f for f in ("cue", "candidates", "associations") if f not in fields]
