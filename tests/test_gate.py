@@ -489,3 +489,18 @@ def test_the_test_of_per_sample_scores_sees_ties_that_float32_rounding_broke(see
     as_kept = lambda xs: np.array([float(x) for x in xs], np.float32).astype(np.float64)  # noqa: E731
     p, _, how = paired_score_test(as_kept(ref), as_kept(cand))
     assert how == "exact" and p == pytest.approx(exact_sign_flip_p(ref, cand), abs=1e-12)
+
+
+def test_candidate_runs_of_different_models_are_refused(tmp_path, capsys):
+    """One candidate is one model's results, perhaps over several runs; two models' runs were compared silently."""
+    labels, ref, _ = degraded_pair(lost=5, gained=5)
+    write_run(tmp_path / "ref", labels, predictions(labels, ref))
+    write_run(tmp_path / "a", labels, predictions(labels, ref), dataset="d")
+    write_run(tmp_path / "b", labels, predictions(labels, ref), dataset="e")
+    doc = json.loads((tmp_path / "b" / "results.json").read_text())
+    doc["model"]["fingerprint"] = "0" * 32
+    (tmp_path / "b" / "results.json").write_text(json.dumps(doc))
+    main(["record", str(tmp_path / "ref"), "--out", str(tmp_path / "golden.json")])
+    capsys.readouterr()
+    assert check("compare", "--golden", str(tmp_path / "golden.json"), str(tmp_path / "a"), str(tmp_path / "b")) == 2
+    assert "The candidate runs are of 2 different models" in capsys.readouterr().err

@@ -115,7 +115,16 @@ def entries(doc: ResultsDocument) -> dict[RecordKey, Entry]:
 
 
 def candidate_entries(docs: Iterable[ResultsDocument]) -> dict[RecordKey, Entry]:
-    """The records of every candidate document; ClipevalError when two documents hold the same record."""
+    """The records of every candidate document; ClipevalError when two documents hold the same record, or are runs of
+    different models (one candidate is one model's results, perhaps spread over several runs)."""
+    docs = list(docs)
+    models = {doc.model.get("fingerprint"): doc for doc in docs}
+    if len(models) > 1:
+        shown = "; ".join(f"{doc.where}: {doc.model_label}" for doc in models.values())
+        raise ClipevalError(
+            f"The candidate runs are of {len(models)} different models ({shown}): a candidate is one model's results, "
+            "perhaps spread over several runs. Compare each model on its own."
+        )
     out: dict[RecordKey, Entry] = {}
     for doc in docs:
         for key, entry in entries(doc).items():
