@@ -34,7 +34,7 @@ from PIL import Image, UnidentifiedImageError
 
 from clipeval.cache import file_digests
 from clipeval.config.files import read_text
-from clipeval.data.base import DataNotFound, MapSource, content_key
+from clipeval.data.base import DataNotFound, RowLabelledSource, content_key
 from clipeval.errors import ClipevalError, quoted
 
 ANNOTATIONS = "winogavil_dataset.csv"
@@ -59,7 +59,7 @@ class AssociationInstance:
     associations: tuple[str, ...]
 
 
-class WinoGAViLSource(MapSource):
+class WinoGAViLSource(RowLabelledSource):
     """The instances of WinoGAViL's ``winogavil_dataset.csv`` and their candidate images (see the module docstring).
 
     ``root``: the folder holding the CSV and the images, or a list of candidate folders (the first holding the CSV
@@ -95,15 +95,6 @@ class WinoGAViLSource(MapSource):
     def instances(self) -> list[AssociationInstance]:
         """The instances, in the CSV's order."""
         return list(self._instances)
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def sample_id(self, index: int) -> str:
-        return self._ids[index]
-
-    def label(self, index: int) -> int:
-        return index
 
     def open_image(self, index: int) -> Image.Image:
         name = self._ids[index]

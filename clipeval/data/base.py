@@ -238,6 +238,22 @@ class MapSource(Source):
         return _MapDataset(self, transform, len(self) if limit is None else min(limit, len(self)))
 
 
+class RowLabelledSource(MapSource):
+    """A map source of images named by ``self._ids``, each labelled by its row: data without classes (retrieval's
+    captioned images, WinoGAViL's candidates), whose evaluators pair rows with captions or instances."""
+
+    _ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def sample_id(self, index: int) -> str:
+        return self._ids[index]
+
+    def label(self, index: int) -> int:
+        return index
+
+
 class _MapDataset(torch.utils.data.Dataset):
     def __init__(self, source: MapSource, transform: Callable, size: int):
         self.source, self.transform, self.size = source, transform, size

@@ -24,7 +24,7 @@ from PIL import Image
 
 from clipeval.cache import file_digests
 from clipeval.config.files import read_text
-from clipeval.data.base import DataNotFound, MapSource, Source, content_key
+from clipeval.data.base import DataNotFound, RowLabelledSource, Source, content_key
 from clipeval.errors import ClipevalError, OptionError, quoted
 
 
@@ -55,7 +55,7 @@ def no_captions(source: Source, dataset: str) -> ClipevalError:
     )
 
 
-class KarpathySource(MapSource):
+class KarpathySource(RowLabelledSource):
     """One split of an image folder described by a Karpathy-split JSON (``dataset_flickr30k.json``,
     ``dataset_coco.json``).
 
@@ -113,15 +113,6 @@ class KarpathySource(MapSource):
 
     def captions(self) -> dict[str, list[str]]:
         return self._captions
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def sample_id(self, index: int) -> str:
-        return self._ids[index]
-
-    def label(self, index: int) -> int:
-        return index
 
     def open_image(self, index: int) -> Image.Image:
         return Image.open(self._paths[index])
